@@ -1,0 +1,1 @@
+"""Runnable examples from the docs; CI runs each one."""

@@ -1,0 +1,134 @@
+"""The exception hierarchy: every error this library raises is one of these.
+
+    RedisPatternsError
+    ├── ConfigurationError (also ValueError)   bad arguments, raised before any I/O
+    ├── BackendError                           the server or the connection failed
+    │   ├── BackendUnavailableError (also ConnectionError)
+    │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
+    │   ├── ScriptError                        a script raised, or the server refused it
+    │   └── CrossSlotError                     keys of one operation live in different slots
+    ├── LockError
+    │   ├── LockTimeoutError (also TimeoutError)
+    │   ├── LockNotOwnedError
+    │   └── StaleFenceError
+    ├── RateLimitedError                       carries retry_after
+    ├── TransactionConflictError               the WATCH retry budget ran out
+    ├── QueueError
+    └── EmbeddedServerError (also RuntimeError) an embedded server failed to start
+
+redis-py's exceptions are converted in exactly one place, `map_backend_error`, with the original
+kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import redis.exceptions as rex
+
+__all__ = [
+    "BackendError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "ConfigurationError",
+    "CrossSlotError",
+    "EmbeddedServerError",
+    "LockError",
+    "LockNotOwnedError",
+    "LockTimeoutError",
+    "QueueError",
+    "RateLimitedError",
+    "RedisPatternsError",
+    "ScriptError",
+    "StaleFenceError",
+    "TransactionConflictError",
+    "map_backend_error",
+]
+
+
+class RedisPatternsError(Exception):
+    """Base class of every error raised by redis-patterns."""
+
+
+class ConfigurationError(RedisPatternsError, ValueError):
+    """An argument is invalid; raised before anything is sent to the server."""
+
+
+class BackendError(RedisPatternsError):
+    """The server or the connection to it failed; the redis-py error is the ``__cause__``."""
+
+
+class BackendUnavailableError(BackendError, ConnectionError):
+    """The server could not be reached, or the connection broke before a command was sent."""
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """No reply in time: the command may or may not have run on the server (outcome unknown)."""
+
+
+class ScriptError(BackendError):
+    """A script raised an error on the server, or the server refused to run it."""
+
+
+class CrossSlotError(BackendError):
+    """The keys of one operation hash to different cluster slots; give them a common ``{tag}``."""
+
+
+class LockError(RedisPatternsError):
+    """Base class of lock errors."""
+
+
+class LockTimeoutError(LockError, TimeoutError):
+    """The lock was not acquired within the time allowed."""
+
+
+class LockNotOwnedError(LockError):
+    """The lock is not (or no longer) held by this owner: it expired, was lost or was never ours."""
+
+
+class StaleFenceError(LockError):
+    """A write carried a fencing token lower than one the resource already accepted."""
+
+
+class RateLimitedError(RedisPatternsError):
+    """The rate limit refused the request; ``retry_after`` says when to try again (seconds)."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransactionConflictError(RedisPatternsError):
+    """A watched key kept changing until the retry budget ran out."""
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class QueueError(RedisPatternsError):
+    """A stream queue operation failed (group missing, message malformed, ...)."""
+
+
+class EmbeddedServerError(RedisPatternsError, RuntimeError):
+    """An embedded server could not be started; the message carries its log tail."""
+
+
+def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
+    """Return the library error for a redis-py error (the caller raises it ``from exc``).
+
+    ``in_script`` says the failed command ran a script, so any error reply is the script's.
+    Exceptions that are not redis-py's are returned unchanged.
+    """
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, rex.RedisError):
+        return exc
+    text = str(exc)
+    if isinstance(exc, rex.TimeoutError):
+        return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
+    if isinstance(exc, rex.ConnectionError):
+        return BackendUnavailableError(f"cannot reach the server: {text}")
+    if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
+        return CrossSlotError(text)
+    if isinstance(exc, rex.ResponseError) and (
+        in_script or "script" in text.lower() or text.startswith("BUSY")
+    ):
+        return ScriptError(text)
+    return BackendError(text or type(exc).__name__)

@@ -1,0 +1,42 @@
+"""The one place keys are built: ``{<pattern>:<name>}:<suffix>``, cluster-safe by hash tag."""
+
+from __future__ import annotations
+
+from ._errors import ConfigurationError
+
+__all__ = ["MAX_NAME_BYTES", "check_name", "make_key"]
+
+MAX_NAME_BYTES = 1024
+_FORBIDDEN = (b"{", b"}", b"\x00")
+
+
+def check_name(value: object, what: str = "name", *, raw_key: bool = False) -> bytes:
+    """Validate a user-supplied name and return it as bytes (str is encoded as UTF-8).
+
+    Braces are refused because they would change the key's hash tag (and so its cluster slot)
+    and let one name alias another pattern's keys; NUL is refused because it is almost always
+    a bug. ``:`` is allowed: the name sits inside the braces, so it cannot collide with the
+    suffixes that follow them. ``raw_key=True`` is for a complete key the user owns (braces
+    allowed: a hash tag is theirs to choose).
+    """
+    if isinstance(value, bool) or not isinstance(value, str | bytes):
+        raise ConfigurationError(f"{what} must be str or bytes, not {type(value).__name__}")
+    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
+    if not raw:
+        raise ConfigurationError(f"{what} must not be empty")
+    if len(raw) > MAX_NAME_BYTES:
+        raise ConfigurationError(f"{what} is {len(raw)} bytes; the maximum is {MAX_NAME_BYTES}")
+    for bad in _FORBIDDEN[2:] if raw_key else _FORBIDDEN:
+        if bad in raw:
+            raise ConfigurationError(f"{what} must not contain {bad!r} (got {value!r})")
+    return raw
+
+
+def make_key(pattern: str, name: bytes, suffix: str | None = None) -> bytes:
+    """Build ``{pattern:name}`` or ``{pattern:name}:suffix``; all keys of one object share a slot.
+
+    ``name`` must come from `check_name`. Example: ``make_key("lock", b"orders:42", "fence")``
+    is ``b"{lock:orders:42}:fence"``.
+    """
+    key = b"{" + pattern.encode() + b":" + name + b"}"
+    return key if suffix is None else key + b":" + suffix.encode()

@@ -1,0 +1,100 @@
+"""Effects and plans: the sans-IO vocabulary every pattern's logic is written in.
+
+A *plan* is a generator that yields effects (run a script, run a command, sleep, read the
+clock, do several effects at once) and receives each effect's result by ``send``. It never
+touches a socket: `SyncRunner` and `AsyncRunner` in ``_runner`` perform the effects, so one
+plan serves the blocking and the asyncio API, and tests can drive a plan with canned replies.
+
+Errors raised while performing an effect are thrown into the plan at the ``yield``, already
+converted to this library's exceptions, so a plan can catch ``BackendError`` and decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+if TYPE_CHECKING:
+    from ._script import Script
+
+__all__ = ["Command", "Effect", "Eval", "Gather", "Now", "Plan", "Sleep", "run_canned"]
+
+T = TypeVar("T")
+
+KeyT: TypeAlias = "str | bytes"
+ArgT: TypeAlias = "str | bytes | int | float"
+
+
+@dataclass(frozen=True, slots=True)
+class Eval:
+    """Run ``script`` with ``keys`` and ``args`` (EVALSHA, loading it on NOSCRIPT).
+
+    ``node`` picks one of the runner's clients (for patterns over several independent
+    servers, such as Redlock); ``None`` means the first.
+    """
+
+    script: Script
+    keys: tuple[KeyT, ...]
+    args: tuple[ArgT, ...]
+    node: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Send one plain command, e.g. ``Command(("GET", key))``; the reply is the raw reply."""
+
+    args: tuple[ArgT, ...]
+    node: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """Wait ``seconds`` (``time.sleep`` or ``asyncio.sleep``)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Now:
+    """Read the client's monotonic clock (seconds); plans never call ``time`` themselves."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gather:
+    """Perform several effects concurrently; the result is a list in the same order.
+
+    A failed effect yields its exception in the list instead of raising, so a quorum plan can
+    count successes. ``timeout`` bounds the whole fan-out; effects still running then count as
+    a ``BackendTimeoutError``.
+    """
+
+    effects: tuple[Effect, ...]
+    timeout: float | None = None
+
+
+Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather"
+Plan: TypeAlias = Generator["Effect", Any, T]
+
+
+_MISSING = object()
+
+
+def run_canned(plan: Plan[T], replies: Sequence[object]) -> tuple[T, list[Effect]]:
+    """Drive ``plan`` with canned replies, without any server: for unit tests of the logic.
+
+    A reply that is an exception instance is thrown into the plan. Returns the plan's value and
+    the effects it yielded.
+    """
+    seen: list[Effect] = []
+    feed = iter(replies)
+    try:
+        effect = next(plan)
+        while True:
+            seen.append(effect)
+            reply = next(feed, _MISSING)
+            if reply is _MISSING:
+                raise AssertionError(f"the plan yielded {effect!r} but no canned reply is left")
+            effect = plan.throw(reply) if isinstance(reply, BaseException) else plan.send(reply)
+    except StopIteration as stop:
+        return stop.value, seen

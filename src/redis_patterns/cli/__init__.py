@@ -1,0 +1,61 @@
+"""The ``redis-patterns`` command: demo, server, check, bench."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .._version import __version__
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="redis-patterns",
+        description="Common Redis patterns done right: a tour, a local server, an audit, benchmarks.",
+    )
+    parser.add_argument("--version", action="version", version=f"redis-patterns {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="a guided, measured tour of every pattern")
+    demo.add_argument("--url", help="use this server instead of an embedded one")
+    demo.add_argument("sections", nargs="*", help="run only these sections (default: all)")
+    demo.add_argument("--list", action="store_true", help="list the sections and exit")
+
+    server = commands.add_parser("server", help="run the embedded server in the foreground")
+    server.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    server.add_argument(
+        "--binary", default=None, help="'valkey' (embedded, default) or 'redis-server'"
+    )
+    server.add_argument("--appendonly", action="store_true", help="persist with an AOF")
+
+    bench = commands.add_parser("bench", help="throughput, latency and commands per operation")
+    bench.add_argument("--url", help="benchmark against this server instead of an embedded one")
+    bench.add_argument("-n", "--operations", type=int, default=2000, help="calls per benchmark")
+    bench.add_argument("names", nargs="*", help="run only these benchmarks (default: all)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``redis-patterns`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "demo":
+        from .demo import run_demo
+
+        return run_demo(url=args.url, only=args.sections, list_only=args.list)
+    if args.command == "server":
+        from .server import run_server
+
+        return run_server(port=args.port, binary=args.binary, appendonly=args.appendonly)
+    if args.command == "bench":
+        from .bench import run_bench
+
+        return run_bench(url=args.url, operations=args.operations, only=args.names)
+    _parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

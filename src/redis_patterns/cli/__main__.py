@@ -1,0 +1,7 @@
+"""``python -m redis_patterns.cli``."""
+
+import sys
+
+from . import main
+
+sys.exit(main())

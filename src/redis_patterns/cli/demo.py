@@ -1,0 +1,121 @@
+"""``redis-patterns demo``: each pattern's section runs a real scenario and reports what it measured.
+
+A section is a function registered with `@section`; it receives a `DemoContext` and returns
+``True`` when the pattern behaved as promised. Sections live in ``cli/demos/<pattern>.py`` and are
+discovered automatically; the demo exits non-zero if any of them misbehaves.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from .._server import EmbeddedServer, connect
+
+__all__ = ["DemoContext", "run_demo", "section"]
+
+
+@dataclass
+class DemoContext:
+    """What a section gets: a URL and client factories for the server under demonstration."""
+
+    url: str
+    prefix: str
+    lines: list[str] = field(default_factory=list)
+
+    def client(self, **kwargs: Any) -> redis.Redis:
+        """A new sync client (no automatic retries, like `connect()`)."""
+        return connect(self.url, **kwargs)
+
+    def async_client(self, **kwargs: Any) -> redis.asyncio.Redis:
+        """A new asyncio client; close it with ``await client.aclose()``."""
+        return connect(self.url, asyncio=True, **kwargs)
+
+    def key(self, name: str) -> str:
+        """A key unique to this demo run."""
+        return f"{self.prefix}:{name}"
+
+    def say(self, text: str) -> None:
+        """Report one line of what the section measured."""
+        self.lines.append(text)
+        print(f"    {text}", flush=True)
+
+
+@dataclass(frozen=True)
+class Section:
+    name: str
+    title: str
+    order: int
+    run: Callable[[DemoContext], bool]
+
+
+_SECTIONS: dict[str, Section] = {}
+
+
+def section(
+    name: str, title: str, order: int
+) -> Callable[[Callable[[DemoContext], bool]], Callable[[DemoContext], bool]]:
+    """Register a demo section; ``order`` sets its place in the tour."""
+
+    def register(func: Callable[[DemoContext], bool]) -> Callable[[DemoContext], bool]:
+        _SECTIONS[name] = Section(name, title, order, func)
+        return func
+
+    return register
+
+
+def _discover() -> list[Section]:
+    from . import demos
+
+    for module in pkgutil.iter_modules(demos.__path__):
+        importlib.import_module(f"{demos.__name__}.{module.name}")
+    return sorted(_SECTIONS.values(), key=lambda s: (s.order, s.name))
+
+
+def run_demo(*, url: str | None, only: Sequence[str] = (), list_only: bool = False) -> int:
+    sections = _discover()
+    if list_only:
+        for sec in sections:
+            print(f"{sec.name:16} {sec.title}")
+        return 0
+    unknown = set(only) - {s.name for s in sections}
+    if unknown:
+        print(f"unknown section(s): {', '.join(sorted(unknown))}")
+        return 2
+    chosen = [s for s in sections if not only or s.name in only]
+    server: EmbeddedServer | None = None
+    if url is None:
+        server = EmbeddedServer().start()
+        url = server.url
+        print(f"Started an embedded {server.binary.name} at {url}\n", flush=True)
+    failed: list[str] = []
+    try:
+        for number, sec in enumerate(chosen, 1):
+            print(f"[{number}/{len(chosen)}] {sec.title}", flush=True)
+            ctx = DemoContext(url=url, prefix=f"demo:{int(time.time() * 1000)}:{sec.name}")
+            started = time.perf_counter()
+            try:
+                ok = sec.run(ctx)
+            except Exception:
+                traceback.print_exc()
+                ok = False
+            elapsed = time.perf_counter() - started
+            print(f"    -> {'OK' if ok else 'MISBEHAVED'} ({elapsed:.2f}s)\n", flush=True)
+            if not ok:
+                failed.append(sec.name)
+    finally:
+        if server is not None:
+            server.stop()
+            server.cleanup()
+    if failed:
+        print(f"{len(failed)} section(s) misbehaved: {', '.join(failed)}")
+        return 1
+    print(f"All {len(chosen)} section(s) behaved as promised.")
+    return 0

@@ -1,0 +1,1 @@
+"""Demo sections, one module per pattern; each registers itself with `section`."""

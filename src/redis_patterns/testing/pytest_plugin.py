@@ -1,0 +1,214 @@
+"""pytest fixtures on real servers: Valkey, Redis 7, a 3-master cluster, 5 Redlock nodes.
+
+Installed with the package as a pytest plugin (entry point ``redis_patterns``), so your own
+tests can use the same fixtures:
+
+- ``valkey_server``, ``redis7_server``, ``cluster``, ``redlock_nodes``: session-wide servers.
+- ``backend``: one of ``valkey`` / ``redis7`` / ``cluster`` (parametrized), with ``client()``,
+  ``async_client()`` and ``counter()``; ``client`` and ``async_client`` are shortcuts.
+- ``prefix``: a unique name per test, so tests never share keys and never need FLUSHALL.
+- ``scale(small, full)``: the small count normally, the full one under ``--soak``.
+
+Redis 7 comes from Debian's ``redis-server`` on PATH; without it those tests are skipped with
+the reason shown, unless ``REDIS_PATTERNS_REQUIRE_REDIS7=1``, which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+
+from .._server import EmbeddedCluster, EmbeddedServer
+from .counter import CommandCounter
+
+__all__ = ["Backend"]
+
+REQUIRE_REDIS7 = "REDIS_PATTERNS_REQUIRE_REDIS7"
+_names = itertools.count()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("redis-patterns")
+    group.addoption(
+        "--soak", action="store_true", help="run fault scenarios with their full counts"
+    )
+    group.addoption(
+        "--backends",
+        default="valkey,redis7,cluster",
+        help="comma-separated backends for the `backend` fixture (valkey, redis7, cluster)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): limit the `backend` fixture")
+
+
+def _redis7_or_skip() -> None:
+    if shutil.which("redis-server") is None:
+        reason = "redis-server (Redis 7) is not on PATH"
+        if os.environ.get(REQUIRE_REDIS7) == "1":
+            pytest.fail(f"{reason}, but {REQUIRE_REDIS7}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def valkey_server() -> Iterator[EmbeddedServer]:
+    """The embedded Valkey 9 server, shared by the session."""
+    with EmbeddedServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis7_server() -> Iterator[EmbeddedServer]:
+    """Debian's redis-server 7, shared by the session (skipped when not installed)."""
+    _redis7_or_skip()
+    with EmbeddedServer("redis-server") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[EmbeddedCluster]:
+    """A 3-master Valkey cluster, shared by the session."""
+    with EmbeddedCluster(3) as embedded:
+        yield embedded
+
+
+@pytest.fixture(scope="session")
+def redlock_nodes() -> Iterator[list[EmbeddedServer]]:
+    """Five independent Valkey servers for Redlock."""
+    servers = [EmbeddedServer() for _ in range(5)]
+    try:
+        for server in servers:
+            server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+            server.cleanup()
+
+
+@dataclass
+class Backend:
+    """A server topology under test and the clients for it."""
+
+    kind: str
+    servers: list[EmbeddedServer]
+    embedded_cluster: EmbeddedCluster | None = None
+    _opened: list[Any] = field(default_factory=list)
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.embedded_cluster is not None
+
+    @property
+    def nodes(self) -> list[tuple[str, int]]:
+        return [("127.0.0.1", s.port) for s in self.servers if s.port is not None]
+
+    def client(self, **kwargs: Any) -> redis.Redis | redis.cluster.RedisCluster:
+        """A new sync client (closed at the end of the test)."""
+        made: redis.Redis | redis.cluster.RedisCluster
+        if self.embedded_cluster is not None:
+            made = self.embedded_cluster.client(**kwargs)
+        else:
+            made = self.servers[0].client(**kwargs)
+        self._opened.append(made)
+        return made
+
+    def async_client(
+        self, **kwargs: Any
+    ) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
+        """A new asyncio client (close it with ``await client.aclose()``).
+
+        Its pool allows 512 connections, so a test can run hundreds of concurrent tasks.
+        """
+        kwargs.setdefault("max_connections", 512)
+        made: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+        if self.embedded_cluster is not None:
+            made = self.embedded_cluster.client(asyncio=True, **kwargs)
+        else:
+            made = self.servers[0].client(asyncio=True, **kwargs)
+        self._opened.append(made)
+        return made
+
+    def counter(self) -> CommandCounter:
+        """A `CommandCounter` over every node of this backend."""
+        return CommandCounter(self.nodes)
+
+    def close_sync(self) -> None:
+        for made in self._opened:
+            if isinstance(made, redis.Redis | redis.cluster.RedisCluster):
+                made.close()
+
+
+def _selected_backends(config: pytest.Config) -> list[str]:
+    return [b.strip() for b in str(config.getoption("--backends")).split(",") if b.strip()]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend_kind" in metafunc.fixturenames:
+        kinds = _selected_backends(metafunc.config)
+        marker = metafunc.definition.get_closest_marker("backends")
+        if marker is not None:
+            kinds = [k for k in kinds if k in marker.args]
+        metafunc.parametrize("backend_kind", kinds, scope="session")
+
+
+@pytest.fixture
+def backend(backend_kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """The topology under test: parametrized over valkey, redis7 and cluster."""
+    if backend_kind == "valkey":
+        made = Backend("valkey", [request.getfixturevalue("valkey_server")])
+    elif backend_kind == "redis7":
+        made = Backend("redis7", [request.getfixturevalue("redis7_server")])
+    elif backend_kind == "cluster":
+        embedded: EmbeddedCluster = request.getfixturevalue("cluster")
+        made = Backend("cluster", list(embedded.nodes), embedded)
+    else:
+        raise pytest.UsageError(f"unknown backend {backend_kind!r}")
+    yield made
+    made.close_sync()
+
+
+@pytest.fixture
+def client(backend: Backend) -> redis.Redis | redis.cluster.RedisCluster:
+    """A sync client for ``backend``."""
+    return backend.client()
+
+
+@pytest.fixture
+async def async_client(
+    backend: Backend,
+) -> AsyncIterator[redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster]:
+    """An asyncio client for ``backend`` (closed on the test's own event loop)."""
+    made = backend.async_client()
+    yield made
+    await made.aclose()
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A name unique to this test (and this session), to build keys from."""
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
+    return f"t{os.getpid()}-{next(_names)}-{stem}"
+
+
+@pytest.fixture
+def scale(request: pytest.FixtureRequest) -> Callable[[int, int], int]:
+    """``scale(small, full)``: the per-commit count, or the soak count under ``--soak``."""
+    soak = bool(request.config.getoption("--soak"))
+
+    def pick(small: int, full: int) -> int:
+        return full if soak else small
+
+    return pick
