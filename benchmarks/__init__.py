@@ -1,0 +1,1 @@
+"""Benchmarks (never run as tests): ``make bench`` or ``python -m benchmarks [-n N] [names...]``."""

@@ -16,13 +16,11 @@
     ├── QueueError
     └── EmbeddedServerError (also RuntimeError) an embedded server failed to start
 
-redis-py's exceptions are converted in exactly one place, `map_backend_error`, with the original
-kept as ``__cause__``.
+redis-py's exceptions are converted in exactly one place, ``_runner.map_backend_error``, with the
+original kept as ``__cause__``; this module itself imports no I/O library.
 """
 
 from __future__ import annotations
-
-import redis.exceptions as rex
 
 __all__ = [
     "BackendError",
@@ -40,7 +38,6 @@ __all__ = [
     "ScriptError",
     "StaleFenceError",
     "TransactionConflictError",
-    "map_backend_error",
 ]
 
 
@@ -110,25 +107,3 @@ class QueueError(RedisPatternsError):
 
 class EmbeddedServerError(RedisPatternsError, RuntimeError):
     """An embedded server could not be started; the message carries its log tail."""
-
-
-def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
-    """Return the library error for a redis-py error (the caller raises it ``from exc``).
-
-    ``in_script`` says the failed command ran a script, so any error reply is the script's.
-    Exceptions that are not redis-py's are returned unchanged.
-    """
-    if isinstance(exc, RedisPatternsError) or not isinstance(exc, rex.RedisError):
-        return exc
-    text = str(exc)
-    if isinstance(exc, rex.TimeoutError):
-        return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
-    if isinstance(exc, rex.ConnectionError):
-        return BackendUnavailableError(f"cannot reach the server: {text}")
-    if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
-        return CrossSlotError(text)
-    if isinstance(exc, rex.ResponseError) and (
-        in_script or "script" in text.lower() or text.startswith("BUSY")
-    ):
-        return ScriptError(text)
-    return BackendError(text or type(exc).__name__)

@@ -16,13 +16,29 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+import redis.exceptions as rex
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
-from ._errors import BackendTimeoutError, ConfigurationError, CrossSlotError, map_backend_error
+from ._errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    CrossSlotError,
+    RedisPatternsError,
+    ScriptError,
+)
 from ._plan import Command, Effect, Eval, Gather, KeyT, Now, Plan, Sleep
 
-__all__ = ["AsyncClient", "AsyncRunner", "SyncClient", "SyncRunner", "runner_for"]
+__all__ = [
+    "AsyncClient",
+    "AsyncRunner",
+    "SyncClient",
+    "SyncRunner",
+    "map_backend_error",
+    "runner_for",
+]
 
 T = TypeVar("T")
 
@@ -32,6 +48,28 @@ AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisClust
 _SYNC_TYPES = (redis.Redis, redis.cluster.RedisCluster)
 _ASYNC_TYPES = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
+    """Return the library error for a redis-py error (the caller raises it ``from exc``).
+
+    ``in_script`` says the failed command ran a script, so any error reply is the script's.
+    Exceptions that are not redis-py's are returned unchanged.
+    """
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, rex.RedisError):
+        return exc
+    text = str(exc)
+    if isinstance(exc, rex.TimeoutError):
+        return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
+    if isinstance(exc, rex.ConnectionError):
+        return BackendUnavailableError(f"cannot reach the server: {text}")
+    if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
+        return CrossSlotError(text)
+    if isinstance(exc, rex.ResponseError) and (
+        in_script or "script" in text.lower() or text.startswith("BUSY")
+    ):
+        return ScriptError(text)
+    return BackendError(text or type(exc).__name__)
 
 
 def _check_slots(client: object, keys: Sequence[KeyT]) -> None:

@@ -81,5 +81,6 @@ class Script:
 @cache
 def package_script(name: str) -> Script:
     """One of the package's own scripts, ``redis_patterns/lua/<name>.lua``."""
-    source = resources.files("redis_patterns").joinpath("lua").joinpath(f"{name}.lua").read_text("utf-8")
+    folder = resources.files("redis_patterns").joinpath("lua")
+    source = folder.joinpath(f"{name}.lua").read_text("utf-8")
     return Script(source, name=name)

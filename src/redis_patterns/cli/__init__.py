@@ -14,7 +14,7 @@ __all__ = ["main"]
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="redis-patterns",
-        description="Common Redis patterns done right: a tour, a local server, an audit, benchmarks.",
+        description="Common Redis patterns done right: a tour, a local server, benchmarks.",
     )
     parser.add_argument("--version", action="version", version=f"redis-patterns {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -1,4 +1,4 @@
-"""``redis-patterns bench``: runs the benchmark suite in ``benchmarks/`` (see docs/benchmarks.md)."""
+"""``redis-patterns bench``: the package's built-in benchmarks (peers: ``make bench``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``redis-patterns demo``: each pattern's section runs a real scenario and reports what it measured.
+"""``redis-patterns demo``: each section runs a real scenario and reports what it measured.
 
 A section is a function registered with `@section`; it receives a `DemoContext` and returns
 ``True`` when the pattern behaved as promised. Sections live in ``cli/demos/<pattern>.py`` and are
@@ -32,7 +32,7 @@ class DemoContext:
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new sync client (no automatic retries, like `connect()`)."""
-        return connect(self.url, **kwargs)
+        return connect(self.url, asyncio=False, **kwargs)
 
     def async_client(self, **kwargs: Any) -> redis.asyncio.Redis:
         """A new asyncio client; close it with ``await client.aclose()``."""

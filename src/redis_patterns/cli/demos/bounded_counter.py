@@ -54,6 +54,12 @@ def demo_bounded_counter(ctx: DemoContext) -> bool:
     client.delete(naive_key, safe_key)
     client.close()
     ctx.say(f"limit {LIMIT}, {THREADS} threads x {TRIES} attempts each")
-    ctx.say(f"GET then INCR (seed's naive code): final value {naive_final}, overshoot {naive_final - LIMIT}")
-    ctx.say(f"BoundedCounter (one script):       final value {safe_final}, {len(safe_ok)} increments admitted")
+    ctx.say(
+        f"GET then INCR (the seed's naive code): final value {naive_final}, "
+        f"overshoot {naive_final - LIMIT}, {len(naive_ok)} increments admitted"
+    )
+    ctx.say(
+        f"BoundedCounter (one script):           final value {safe_final}, "
+        f"overshoot {safe_final - LIMIT}, {len(safe_ok)} increments admitted"
+    )
     return safe_final == LIMIT and len(safe_ok) == LIMIT
