@@ -31,6 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     server.add_argument("--appendonly", action="store_true", help="persist with an AOF")
 
+    check = commands.add_parser(
+        "check",
+        help="audit a deployment (version, eviction, persistence, latency, scripts)",
+        description="Exit status: 0 if all findings are ok or info, 1 on a warning, 2 on an error.",
+    )
+    check.add_argument("--url", required=True, help="the server to audit, e.g. redis://host:6379")
+    check.add_argument("--json", action="store_true", help="print the findings as JSON")
+
     bench = commands.add_parser("bench", help="throughput, latency and commands per operation")
     bench.add_argument("--url", help="benchmark against this server instead of an embedded one")
     bench.add_argument("-n", "--operations", type=int, default=2000, help="calls per benchmark")
@@ -49,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .server import run_server
 
         return run_server(port=args.port, binary=args.binary, appendonly=args.appendonly)
+    if args.command == "check":
+        from .check import run_check
+
+        return run_check(url=args.url, as_json=args.json)
     if args.command == "bench":
         from .bench import run_bench
 
