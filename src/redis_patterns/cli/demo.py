@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -22,6 +23,57 @@ from .._server import EmbeddedServer, connect
 __all__ = ["DemoContext", "run_demo", "section"]
 
 
+class _Output:
+    """Plain text, or rich panels and tables when stdout is a terminal and rich is installed."""
+
+    def __init__(self) -> None:
+        self.console: Any = None
+        if sys.stdout.isatty():
+            try:
+                from rich.console import Console
+            except ImportError:
+                pass
+            else:
+                self.console = Console()
+
+    def heading(self, text: str) -> None:
+        if self.console is not None:
+            from rich.rule import Rule
+
+            self.console.print(Rule(f"[bold]{text}", align="left"))
+        else:
+            print(text, flush=True)
+
+    def line(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"    {text}", highlight=False, markup=False)
+        else:
+            print(f"    {text}", flush=True)
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        cells = [[str(c) for c in row] for row in rows]
+        if self.console is not None:
+            from rich.table import Table
+
+            table = Table(*headers, padding=(0, 1))
+            for row in cells:
+                table.add_row(*row)
+            self.console.print(table)
+            return
+        widths = [max(len(h), *(len(r[i]) for r in cells)) for i, h in enumerate(headers)]
+        print("    " + "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+        for row in cells:
+            print("    " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+    def verdict(self, ok: bool, elapsed: float) -> None:
+        word = "OK" if ok else "MISBEHAVED"
+        if self.console is not None:
+            colour = "green" if ok else "bold red"
+            self.console.print(f"    -> [{colour}]{word}[/] ({elapsed:.2f}s)\n", highlight=False)
+        else:
+            print(f"    -> {word} ({elapsed:.2f}s)\n", flush=True)
+
+
 @dataclass
 class DemoContext:
     """What a section gets: a URL and client factories for the server under demonstration."""
@@ -29,6 +81,7 @@ class DemoContext:
     url: str
     prefix: str
     lines: list[str] = field(default_factory=list)
+    output: _Output = field(default_factory=_Output)
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new sync client (no automatic retries, like `connect()`)."""
@@ -45,7 +98,32 @@ class DemoContext:
     def say(self, text: str) -> None:
         """Report one line of what the section measured."""
         self.lines.append(text)
-        print(f"    {text}", flush=True)
+        self.output.line(text)
+
+    def table(self, headers: Sequence[str], rows: Sequence[Sequence[object]]) -> None:
+        """Report measurements as a table (rich on a terminal, aligned text otherwise)."""
+        self.lines.extend(" | ".join(str(c) for c in row) for row in rows)
+        self.output.table(headers, rows)
+
+    def progress(self, total: int, description: str) -> Callable[[int], None]:
+        """A progress bar for a long step; call the result with how many items were done."""
+        if self.output.console is None:
+            self.say(f"{description} ({total:,} items)")
+            return lambda n: None
+        from rich.progress import Progress
+
+        bar = Progress(console=self.output.console, transient=True)
+        task = bar.add_task(f"    {description}", total=total)
+        bar.start()
+        done = [0]
+
+        def advance(n: int) -> None:
+            done[0] += n
+            bar.advance(task, n)
+            if done[0] >= total:
+                bar.stop()
+
+        return advance
 
 
 @dataclass(frozen=True)
@@ -96,10 +174,12 @@ def run_demo(*, url: str | None, only: Sequence[str] = (), list_only: bool = Fal
         url = server.url
         print(f"Started an embedded {server.binary.name} at {url}\n", flush=True)
     failed: list[str] = []
+    output = _Output()
     try:
         for number, sec in enumerate(chosen, 1):
-            print(f"[{number}/{len(chosen)}] {sec.title}", flush=True)
-            ctx = DemoContext(url=url, prefix=f"demo:{int(time.time() * 1000)}:{sec.name}")
+            output.heading(f"[{number}/{len(chosen)}] {sec.title}")
+            prefix = f"demo:{int(time.time() * 1000)}:{sec.name}"
+            ctx = DemoContext(url=url, prefix=prefix, output=output)
             started = time.perf_counter()
             try:
                 ok = sec.run(ctx)
@@ -107,7 +187,7 @@ def run_demo(*, url: str | None, only: Sequence[str] = (), list_only: bool = Fal
                 traceback.print_exc()
                 ok = False
             elapsed = time.perf_counter() - started
-            print(f"    -> {'OK' if ok else 'MISBEHAVED'} ({elapsed:.2f}s)\n", flush=True)
+            output.verdict(ok, elapsed)
             if not ok:
                 failed.append(sec.name)
     finally:
