@@ -1,6 +1,8 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
+from ._async.transaction import async_transaction
+from ._core.transaction import TransactionResult
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -22,6 +24,7 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
+from ._sync.transaction import transaction
 from ._version import __version__
 
 __all__ = [
@@ -46,6 +49,9 @@ __all__ = [
     "Serializer",
     "StaleFenceError",
     "TransactionConflictError",
+    "TransactionResult",
     "__version__",
+    "async_transaction",
     "connect",
+    "transaction",
 ]

@@ -11,14 +11,25 @@ converted to this library's exceptions, so a plan can catch ``BackendError`` and
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from ._script import Script
 
-__all__ = ["Command", "Effect", "Eval", "Gather", "Now", "Plan", "Sleep", "run_canned"]
+__all__ = [
+    "Command",
+    "Effect",
+    "Eval",
+    "Gather",
+    "Now",
+    "Plan",
+    "Sleep",
+    "Transaction",
+    "TransactionAttempt",
+    "run_canned",
+]
 
 T = TypeVar("T")
 
@@ -73,7 +84,38 @@ class Gather:
     timeout: float | None = None
 
 
-Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather"
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """One optimistic attempt on a connection-pinned pipeline: WATCH, ``fn(pipe)``, EXEC.
+
+    The runner opens a transactional pipeline, sends ``WATCH *watch``, calls ``fn(pipe)`` (awaited
+    when it returns an awaitable; its reads run immediately on the pinned connection, its writes
+    are queued after ``pipe.multi()``) and sends EXEC if ``fn`` called ``multi()``. The result is
+    a `TransactionAttempt`; a conflict (a watched key changed, or the cluster moved the slot) is
+    a result, not an error, so the plan decides whether to retry. A connection lost before EXEC
+    raises ``BackendUnavailableError`` (nothing was applied); lost during EXEC, it raises
+    ``BackendTimeoutError`` (outcome unknown) — never a silent replay.
+    """
+
+    fn: Callable[[Any], Any]
+    watch: tuple[KeyT, ...]
+    node: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionAttempt:
+    """What one `Transaction` effect did: ``committed`` is False on a WATCH conflict.
+
+    ``results`` holds EXEC's replies, or ``None`` when ``fn`` never called ``multi()`` (nothing
+    was sent after the reads, so nothing could conflict).
+    """
+
+    committed: bool
+    value: Any = None
+    results: list[Any] | None = None
+
+
+Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather | Transaction"
 Plan: TypeAlias = Generator["Effect", Any, T]
 
 

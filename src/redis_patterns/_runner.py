@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias, TypeVar
 
 import redis
@@ -18,7 +19,9 @@ import redis.asyncio.cluster
 import redis.cluster
 import redis.exceptions as rex
 from redis.crc import key_slot
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError, WatchError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._errors import (
     BackendError,
@@ -29,13 +32,28 @@ from ._errors import (
     RedisPatternsError,
     ScriptError,
 )
-from ._plan import Command, Effect, Eval, Gather, KeyT, Now, Plan, Sleep
+from ._plan import (
+    Command,
+    Effect,
+    Eval,
+    Gather,
+    KeyT,
+    Now,
+    Plan,
+    Sleep,
+    Transaction,
+    TransactionAttempt,
+)
 
 __all__ = [
     "AsyncClient",
+    "AsyncPipeline",
     "AsyncRunner",
+    "AsyncTransactionFunction",
     "SyncClient",
+    "SyncPipeline",
     "SyncRunner",
+    "TransactionFunction",
     "map_backend_error",
     "runner_for",
 ]
@@ -44,6 +62,11 @@ T = TypeVar("T")
 
 SyncClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
 AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+SyncPipeline: TypeAlias = "redis.client.Pipeline | redis.cluster.ClusterPipeline"
+AsyncPipeline: TypeAlias = "redis.asyncio.client.Pipeline | redis.asyncio.cluster.ClusterPipeline"
+# The body of a WATCH transaction: reads on the pipeline, then pipe.multi() and queued writes.
+TransactionFunction: TypeAlias = "Callable[[SyncPipeline], T]"
+AsyncTransactionFunction: TypeAlias = "Callable[[AsyncPipeline], Awaitable[T]]"
 
 _SYNC_TYPES = (redis.Redis, redis.cluster.RedisCluster)
 _ASYNC_TYPES = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
@@ -87,12 +110,48 @@ def _eval_args(effect: Eval) -> tuple[Any, ...]:
     return (len(effect.keys), *effect.keys, *effect.args)
 
 
+def _in_multi(pipe: Any) -> bool:
+    """Whether ``fn`` called ``pipe.multi()`` (redis-py keeps the flag per pipeline kind)."""
+    strategy = getattr(pipe, "_execution_strategy", None)  # cluster pipelines
+    if strategy is not None:
+        return bool(getattr(strategy, "_explicit_transaction", False))
+    return bool(getattr(pipe, "explicit_transaction", False))
+
+
+# redis-py raises WatchError for three different things; only the first two are conflicts.
+_CONFLICTS = ("Watched variable changed", "Slot rebalancing")
+
+
+def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
+    """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
+
+    redis-py also raises WatchError when the connection dies while keys are watched. Before
+    EXEC nothing was applied; during EXEC the server may have committed, so that is an
+    outcome-unknown error, never a conflict to replay.
+    """
+    if isinstance(exc, WatchError) and str(exc).startswith(_CONFLICTS):
+        return None
+    lost = isinstance(exc, WatchError | RedisConnectionError | RedisTimeoutError)
+    if lost and phase == "exec":
+        return BackendTimeoutError(
+            f"the connection failed during EXEC; the transaction may or may not have been "
+            f"applied (outcome unknown): {exc}"
+        )
+    if lost:
+        return BackendUnavailableError(
+            f"the connection failed before EXEC; nothing was applied: {exc}"
+        )
+    return map_backend_error(exc)
+
+
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
 
 class SyncRunner:
     """Performs effects with a blocking redis-py client (or several, for fan-out patterns)."""
+
+    blocking = True  # lets a plan refuse, before any I/O, a callback of the wrong flavour
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
@@ -140,7 +199,34 @@ class SyncRunner:
             return time.monotonic()
         if isinstance(effect, Gather):
             return self._gather(effect)
+        if isinstance(effect, Transaction):
+            return self._transaction(effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    def _transaction(self, effect: Transaction) -> TransactionAttempt:
+        client: Any = self.clients[effect.node or 0]
+        _check_slots(client, effect.watch)
+        phase = "watch"
+        try:
+            with client.pipeline(transaction=True) as pipe:
+                if effect.watch:
+                    pipe.watch(*effect.watch)
+                phase = "fn"
+                value = effect.fn(pipe)
+                if inspect.isawaitable(value):
+                    close = getattr(value, "close", None)
+                    if close is not None:
+                        close()  # don't leave a never-awaited coroutine behind
+                    raise TypeError("fn returned an awaitable: use async_transaction for async fn")
+                if not _in_multi(pipe):
+                    return TransactionAttempt(True, value, None)
+                phase = "exec"
+                return TransactionAttempt(True, value, list(pipe.execute()))
+        except RedisError as exc:
+            error = _transaction_error(exc, phase)
+            if error is None:
+                return TransactionAttempt(False)
+            raise error from exc
 
     def _gather(self, effect: Gather) -> list[Any]:
         if self._pool is None:
@@ -164,6 +250,8 @@ class SyncRunner:
 
 class AsyncRunner:
     """Performs effects with an asyncio redis-py client (or several, for fan-out patterns)."""
+
+    blocking = False
 
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
@@ -213,7 +301,31 @@ class AsyncRunner:
             return time.monotonic()
         if isinstance(effect, Gather):
             return await self._gather(effect)
+        if isinstance(effect, Transaction):
+            return await self._transaction(effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    async def _transaction(self, effect: Transaction) -> TransactionAttempt:
+        client: Any = self.clients[effect.node or 0]
+        _check_slots(client, effect.watch)
+        phase = "watch"
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                if effect.watch:
+                    await pipe.watch(*effect.watch)
+                phase = "fn"
+                value = effect.fn(pipe)
+                if inspect.isawaitable(value):
+                    value = await value
+                if not _in_multi(pipe):
+                    return TransactionAttempt(True, value, None)
+                phase = "exec"
+                return TransactionAttempt(True, value, list(await pipe.execute()))
+        except RedisError as exc:
+            error = _transaction_error(exc, phase)
+            if error is None:
+                return TransactionAttempt(False)
+            raise error from exc
 
     async def _gather(self, effect: Gather) -> list[Any]:
         tasks = [asyncio.ensure_future(self.perform(e)) for e in effect.effects]

@@ -1,0 +1,125 @@
+"""Optimistic transactions (WATCH / MULTI / EXEC) as a plan: validation, retries and backoff."""
+
+from __future__ import annotations
+
+import inspect
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Generic, TypeVar
+
+from .._errors import ConfigurationError, TransactionConflictError
+from .._keys import check_name
+from .._plan import KeyT, Plan, Sleep, Transaction, TransactionAttempt
+from .._validate import check_int
+
+__all__ = [
+    "Backoff",
+    "TransactionResult",
+    "transaction_plan",
+]
+
+T = TypeVar("T")
+
+
+Backoff = float | int | timedelta | Callable[[int], float]
+"""A base delay in seconds (exponential, full jitter), or ``retry_number -> seconds``."""
+
+DEFAULT_BACKOFF = 0.002
+# A numeric backoff doubles per retry up to this many doublings (base * 64), then stays flat.
+_MAX_DOUBLINGS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionResult(Generic[T]):
+    """The outcome of a committed `transaction`.
+
+    Attributes:
+        value: what ``fn`` returned on the attempt that committed.
+        results: EXEC's replies, one per queued command; ``None`` when ``fn`` never called
+            ``pipe.multi()`` (it decided to write nothing, so nothing was executed).
+        attempts: how many times ``fn`` ran (1 when there was no conflict).
+    """
+
+    value: T
+    results: list[Any] | None
+    attempts: int
+
+    @property
+    def conflicts(self) -> int:
+        """How many attempts were aborted by a WATCH conflict and retried."""
+        return self.attempts - 1
+
+    @property
+    def executed(self) -> bool:
+        """Whether a MULTI/EXEC block ran (``fn`` called ``pipe.multi()``)."""
+        return self.results is not None
+
+
+def _backoff_delays(backoff: object) -> Callable[[int, random.Random], float]:
+    if callable(backoff):
+        user: Callable[[int], float] = backoff
+
+        def call(retry: int, _rng: random.Random) -> float:
+            delay = user(retry)
+            if isinstance(delay, bool) or not isinstance(delay, int | float):
+                raise ConfigurationError(f"backoff({retry}) must return seconds, got {delay!r}")
+            if math.isnan(delay) or math.isinf(delay) or delay < 0:
+                raise ConfigurationError(f"backoff({retry}) must return >= 0 s, got {delay!r}")
+            return float(delay)
+
+        return call
+    if isinstance(backoff, timedelta):
+        base = backoff.total_seconds()
+    elif isinstance(backoff, bool) or not isinstance(backoff, int | float):
+        raise ConfigurationError(
+            f"backoff must be seconds, a timedelta or a callable, not {type(backoff).__name__}"
+        )
+    else:
+        base = float(backoff)
+    if math.isnan(base) or math.isinf(base) or base < 0:
+        raise ConfigurationError(
+            f"backoff must be a finite number of seconds >= 0, got {backoff!r}"
+        )
+
+    def jittered(retry: int, rng: random.Random) -> float:
+        # Full jitter (AWS architecture blog): spreads retrying clients apart so they stop
+        # colliding on the same key, instead of retrying in lock-step.
+        return rng.uniform(0.0, base * 2 ** min(retry - 1, _MAX_DOUBLINGS))
+
+    return jittered
+
+
+def transaction_plan(
+    fn: Callable[[Any], Any],
+    watch: Sequence[KeyT],
+    *,
+    retries: int,
+    backoff: object,
+    sync: bool,
+    rng: random.Random | None = None,
+) -> Plan[TransactionResult[Any]]:
+    """WATCH ``watch``, run ``fn(pipe)``, EXEC; retry conflicts up to ``retries`` times."""
+    if not callable(fn):
+        raise ConfigurationError(f"fn must be callable, not {type(fn).__name__}")
+    if sync and inspect.iscoroutinefunction(fn):
+        raise TypeError("fn is a coroutine function: use async_transaction with an asyncio client")
+    check_int(retries, "retries", minimum=0)
+    keys = tuple(check_name(k, "watched key", raw_key=True) for k in watch)
+    delay = _backoff_delays(backoff)
+    rng = rng or random.Random()
+    for attempt in range(1, retries + 2):
+        outcome: TransactionAttempt = yield Transaction(fn, keys)
+        if outcome.committed:
+            return TransactionResult(outcome.value, outcome.results, attempt)
+        if attempt <= retries:
+            seconds = delay(attempt, rng)
+            if seconds > 0:
+                yield Sleep(seconds)
+    raise TransactionConflictError(
+        f"watched keys {[k.decode(errors='replace') for k in keys]!r} kept changing: "
+        f"gave up after {retries + 1} attempts",
+        attempts=retries + 1,
+    )
