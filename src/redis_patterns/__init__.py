@@ -1,7 +1,9 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
+from ._async.leaderboard import AsyncLeaderboard
 from ._async.transaction import async_transaction
+from ._core.leaderboard import Entry, Page
 from ._core.transaction import TransactionResult
 from ._errors import (
     BackendError,
@@ -24,11 +26,13 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
+from ._sync.leaderboard import Leaderboard
 from ._sync.transaction import transaction
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
+    "AsyncLeaderboard",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
@@ -38,9 +42,12 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "Entry",
+    "Leaderboard",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "Page",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",

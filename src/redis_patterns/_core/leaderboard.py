@@ -1,0 +1,215 @@
+"""Leaderboard's logic on one sorted set: validation, ranks under both tie policies, as plans."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .._errors import ConfigurationError
+from .._keys import check_name, make_key
+from .._plan import Command, Plan
+from .._script import package_script
+from .._validate import check_int
+
+__all__ = ["MAX_EXACT_INT", "MAX_PAGE_SIZE", "Entry", "LeaderboardCore", "Page", "Ties"]
+
+Ties = Literal["ordinal", "competition"]
+Only = Literal["higher", "lower"] | None
+
+MAX_EXACT_INT = 2**53  # integers beyond this are not exactly representable as a double score
+MAX_PAGE_SIZE = 1000  # bounds every read script (pages, top, neighbourhoods) to O(log N + 1000)
+MAX_RADIUS = 500
+ADD_MANY_CHUNK = 1000  # members per ZADD in add_many: one command each, no pipeline needed
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One row of a leaderboard: ``rank`` (1-based, highest score first), member, score."""
+
+    rank: int
+    member: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a leaderboard.
+
+    Attributes:
+        entries: the rows on this page (empty past the last page).
+        number: the page number (1-based).
+        size: the page size asked for.
+        total: members on the whole board when the page was read.
+        pages: how many pages of ``size`` the board has (0 when it is empty).
+    """
+
+    entries: tuple[Entry, ...]
+    number: int
+    size: int
+    total: int
+    pages: int
+
+
+def check_score(value: object, what: str = "score") -> float | int:
+    """A finite score; an int must be within ±2**53, where a double still holds it exactly."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{what} must be an int or a float, not {type(value).__name__}")
+    if isinstance(value, float):
+        if math.isnan(value):
+            raise ConfigurationError(f"{what} must not be NaN")
+        if math.isinf(value):
+            raise ConfigurationError(f"{what} must be finite, got {value!r}")
+    elif abs(value) > MAX_EXACT_INT:
+        raise ConfigurationError(
+            f"{what} {value} is beyond ±2**53: Redis stores scores as doubles and would round it"
+        )
+    return value
+
+
+def check_member(value: object) -> bytes:
+    return check_name(value, "member", raw_key=True)
+
+
+def _only_flags(only: object) -> tuple[str, ...]:
+    if only is None:
+        return ()
+    if only == "higher":
+        return ("GT",)
+    if only == "lower":
+        return ("LT",)
+    raise ConfigurationError(f"only must be None, 'higher' or 'lower', got {only!r}")
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+def _pairs(reply: Any) -> list[tuple[str, float]]:
+    """(member, score) pairs from a flat ``[m, s, m, s]`` or a RESP3 ``[[m, s], ...]`` reply."""
+    items = list(reply or [])
+    if items and isinstance(items[0], list | tuple):
+        return [(_text(m), float(s)) for m, s in items]
+    return [(_text(items[i]), float(items[i + 1])) for i in range(0, len(items), 2)]
+
+
+def _ranked(
+    start: int, higher: int, pairs: list[tuple[str, float]], competition: bool
+) -> list[Entry]:
+    """Rank a slice that starts at 0-based position ``start`` of the board.
+
+    Competition ranking: a member's rank is 1 + the members with a strictly higher score, so
+    the slice's first entry needs ``higher`` from the server; after it, an entry whose score
+    differs from its predecessor's is the first of its score, so its rank is its position.
+    """
+    entries: list[Entry] = []
+    for i, (member, score) in enumerate(pairs):
+        if not competition:
+            rank = start + i + 1
+        elif i == 0:
+            rank = higher + 1
+        elif score == pairs[i - 1][1]:
+            rank = entries[-1].rank
+        else:
+            rank = start + i + 1
+        entries.append(Entry(rank, member, score))
+    return entries
+
+
+class LeaderboardCore:
+    """State and plans shared by `Leaderboard` and `AsyncLeaderboard`."""
+
+    __slots__ = ("competition", "key", "name", "ties")
+
+    def __init__(self, name: str | bytes, ties: str) -> None:
+        self.name = check_name(name)
+        if ties not in ("ordinal", "competition"):
+            raise ConfigurationError(f"ties must be 'ordinal' or 'competition', got {ties!r}")
+        self.ties = ties
+        self.competition = ties == "competition"
+        self.key = make_key("leaderboard", self.name)
+
+    def add(self, member: object, score: object, only: object) -> Plan[bool]:
+        flags = _only_flags(only)
+        args = ("ZADD", self.key, *flags, "CH", check_score(score), check_member(member))
+        return bool((yield Command(args)))
+
+    def add_many(self, mapping: object, only: object) -> Plan[int]:
+        flags = _only_flags(only)
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationError(f"mapping must be a mapping, not {type(mapping).__name__}")
+        flat: list[Any] = []
+        for member, score in mapping.items():  # validate everything before the first write
+            flat += [check_score(score, f"score of {member!r}"), check_member(member)]
+        changed = 0
+        for i in range(0, len(flat), 2 * ADD_MANY_CHUNK):
+            chunk = flat[i : i + 2 * ADD_MANY_CHUNK]
+            changed += int((yield Command(("ZADD", self.key, *flags, "CH", *chunk))))
+        return changed
+
+    def incr(self, member: object, amount: object) -> Plan[float]:
+        args = ("ZINCRBY", self.key, check_score(amount, "amount"), check_member(member))
+        return float((yield Command(args)))
+
+    def score(self, member: object) -> Plan[float | None]:
+        reply = yield Command(("ZSCORE", self.key, check_member(member)))
+        return None if reply is None else float(reply)
+
+    def rank(self, member: object) -> Plan[int | None]:
+        raw = check_member(member)
+        if self.competition:
+            reply = yield package_script("leaderboard_rank").eval((self.key,), (raw,))
+        else:
+            position = yield Command(("ZREVRANK", self.key, raw))
+            reply = None if position is None else int(position) + 1
+        return None if reply is None else int(reply)
+
+    def top(self, n: object) -> Plan[list[Entry]]:
+        count = _check_size(n, "n")
+        reply = yield Command(("ZREVRANGE", self.key, 0, count - 1, "WITHSCORES"))
+        # Nothing scores higher than the first entry, so its competition rank is 1.
+        return _ranked(0, 0, _pairs(reply), self.competition)
+
+    def page(self, number: object, size: object) -> Plan[Page]:
+        page_number = check_int(number, "number", minimum=1)
+        page_size = _check_size(size, "size")
+        start = (page_number - 1) * page_size
+        reply = yield package_script("leaderboard_page").eval(
+            (self.key,), (start, start + page_size - 1, int(self.competition))
+        )
+        total, higher = int(reply[0]), int(reply[1])
+        entries = _ranked(start, higher, _pairs(reply[2:]), self.competition)
+        pages = -(-total // page_size)
+        return Page(tuple(entries), page_number, page_size, total, pages)
+
+    def around(self, member: object, radius: object) -> Plan[list[Entry]]:
+        raw = check_member(member)
+        width = check_int(radius, "radius", minimum=0)
+        if width > MAX_RADIUS:
+            raise ConfigurationError(f"radius must be <= {MAX_RADIUS}, got {width}")
+        reply = yield package_script("leaderboard_around").eval(
+            (self.key,), (raw, width, int(self.competition))
+        )
+        if reply is None:
+            return []
+        return _ranked(int(reply[0]), int(reply[1]), _pairs(reply[2:]), self.competition)
+
+    def count(self) -> Plan[int]:
+        return int((yield Command(("ZCARD", self.key))))
+
+    def remove(self, members: Iterable[object]) -> Plan[int]:
+        raws = [check_member(m) for m in members]
+        if not raws:
+            raise ConfigurationError("remove() needs at least one member")
+        return int((yield Command(("ZREM", self.key, *raws))))
+
+    def clear(self) -> Plan[None]:
+        yield Command(("DEL", self.key))
+
+
+def _check_size(value: object, what: str) -> int:
+    size = check_int(value, what, minimum=1)
+    if size > MAX_PAGE_SIZE:
+        raise ConfigurationError(f"{what} must be <= {MAX_PAGE_SIZE}, got {size}")
+    return size
