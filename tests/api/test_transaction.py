@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -121,7 +122,7 @@ def test_gives_up_when_another_client_keeps_changing_the_key(
 
 
 def test_gives_up_under_a_background_writer(backend: Backend, prefix: str) -> None:
-    client, other = backend.client(), backend.client()
+    client, other, observer = backend.client(), backend.client(), backend.client()
     key = f"{{{prefix}}}:n"
     stop = threading.Event()
     started = threading.Event()
@@ -136,10 +137,13 @@ def test_gives_up_under_a_background_writer(backend: Backend, prefix: str) -> No
     def slow_body(pipe: Any) -> None:
         pipe.get(key)
         # Wait until the writer has certainly written after our WATCH.
-        before = int(other.get(key) or 0)
+        before = int(observer.get(key) or 0)
         for _ in range(10_000):
-            if int(other.get(key) or 0) > before:
+            if int(observer.get(key) or 0) > before:
                 break
+            time.sleep(0.001)
+        else:
+            raise AssertionError("the background writer made no progress in 10 s")
         pipe.multi()
         pipe.set(key, -1)
 
@@ -320,6 +324,7 @@ async def test_async_concurrent_increments_lose_nothing(
 ) -> None:
     tasks, each = 16, scale(15, 500)
     client = backend.async_client()
+    await client.ping()  # redis-py's async cluster client initializes on first use: not racing
     key = f"{{{prefix}}}:n"
 
     async def body(pipe: Any) -> int:

@@ -128,6 +128,7 @@ async def test_hundred_tasks_conserve_money(
     names = _names(prefix)
     _setup(backend.client(), prefix)
     client = backend.async_client()
+    await client.ping()  # redis-py's async cluster client initializes on first use: not racing
     outcomes: list[tuple[bool, int]] = []
 
     async def work(seed: int) -> None:

@@ -63,7 +63,9 @@ class AsyncLeaderboard:
         """
         return await self._runner.run(self._core.add(member, score, only))
 
-    async def add_many(self, mapping: Mapping[str | bytes, float], *, only: Only = None) -> int:
+    async def add_many(
+        self, mapping: Mapping[str, float] | Mapping[bytes, float], *, only: Only = None
+    ) -> int:
         """Set many scores: one ``ZADD`` per 1,000 members (chunks are not atomic together).
 
         Returns:

@@ -64,7 +64,9 @@ class Leaderboard:
         """
         return self._runner.run(self._core.add(member, score, only))
 
-    def add_many(self, mapping: Mapping[str | bytes, float], *, only: Only = None) -> int:
+    def add_many(
+        self, mapping: Mapping[str, float] | Mapping[bytes, float], *, only: Only = None
+    ) -> int:
         """Set many scores: one ``ZADD`` per 1,000 members (chunks are not atomic together).
 
         Returns:
