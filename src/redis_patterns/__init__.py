@@ -1,7 +1,7 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
-from ._async.leaderboard import AsyncLeaderboard
+from ._async.leaderboard import AsyncLeaderboard, AsyncTimedLeaderboard
 from ._async.transaction import async_transaction
 from ._core.leaderboard import Entry, Page
 from ._core.transaction import TransactionResult
@@ -26,13 +26,14 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
-from ._sync.leaderboard import Leaderboard
+from ._sync.leaderboard import Leaderboard, TimedLeaderboard
 from ._sync.transaction import transaction
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
     "AsyncLeaderboard",
+    "AsyncTimedLeaderboard",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
@@ -55,6 +56,7 @@ __all__ = [
     "ScriptError",
     "Serializer",
     "StaleFenceError",
+    "TimedLeaderboard",
     "TransactionConflictError",
     "TransactionResult",
     "__version__",

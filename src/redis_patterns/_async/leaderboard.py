@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
-from .._core.leaderboard import Entry, LeaderboardCore, Only, Page, Ties
+from .._core.leaderboard import (
+    Entry,
+    LeaderboardCore,
+    Only,
+    Page,
+    Period,
+    Ties,
+    TimedLeaderboardCore,
+)
 from .._runner import AsyncClient, AsyncRunner
+from .._validate import Duration
 
-__all__ = ["AsyncLeaderboard"]
+__all__ = ["AsyncLeaderboard", "AsyncTimedLeaderboard"]
 
 
 class AsyncLeaderboard:
@@ -35,6 +45,12 @@ class AsyncLeaderboard:
     def __init__(self, client: AsyncClient, name: str | bytes, *, ties: Ties = "ordinal") -> None:
         self._core = LeaderboardCore(name, ties)
         self._runner = AsyncRunner(client)
+
+    @classmethod
+    def _view(cls, runner: AsyncRunner, core: LeaderboardCore) -> AsyncLeaderboard:
+        board = cls.__new__(cls)
+        board._core, board._runner = core, runner
+        return board
 
     @property
     def key(self) -> bytes:
@@ -134,3 +150,84 @@ class AsyncLeaderboard:
     async def clear(self) -> None:
         """Delete the whole board."""
         await self._runner.run(self._core.clear())
+
+
+class AsyncTimedLeaderboard:
+    """Boards per day, week or month that expire on their own, and a combined view.
+
+    Each period has its own sorted set, ``{leaderboard:<name>}:day:2026-11-26`` (weeks are ISO
+    weeks, ``week:2026-W48``; months ``month:2026-11``; boundaries at UTC midnight, taken from
+    this machine's clock or the ``at`` you pass). Every write sets the period board's expiry in
+    the same script, so it disappears ``keep`` periods after its period has ended.
+
+    Args:
+        client: a redis-py client (standalone or cluster: all periods share one hash tag).
+        name: the board's name.
+        period: ``"day"``, ``"week"`` or ``"month"``.
+        keep: how many ended periods to retain (>= 1); `combined` can span ``keep + 1``.
+        ties: the tie policy of the boards it returns (see `AsyncLeaderboard`).
+
+    Raises:
+        ConfigurationError: a bad name, period, keep or ties (before any I/O).
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str | bytes,
+        *,
+        period: Period = "day",
+        keep: int = 7,
+        ties: Ties = "ordinal",
+    ) -> None:
+        self._core = TimedLeaderboardCore(name, period, keep, ties)
+        self._runner = AsyncRunner(client)
+
+    async def add(
+        self,
+        member: str | bytes,
+        score: float,
+        *,
+        only: Only = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """`AsyncLeaderboard.add` on the board of the period containing ``at`` (default now)."""
+        return await self._runner.run(self._core.add(member, score, only, at))
+
+    async def incr(
+        self,
+        member: str | bytes,
+        amount: float,
+        *,
+        at: datetime | None = None,
+    ) -> float:
+        """`AsyncLeaderboard.incr` on the board of the period containing ``at`` (default now)."""
+        return await self._runner.run(self._core.incr(member, amount, at))
+
+    def board(self, at: datetime | None = None) -> AsyncLeaderboard:
+        """The board of the period containing ``at`` (default now), for reading.
+
+        Write through `add` / `incr` of this object, which keep the expiry set.
+        """
+        return AsyncLeaderboard._view(self._runner, self._core.board(at))
+
+    async def combined(
+        self,
+        last: int = 7,
+        *,
+        at: datetime | None = None,
+        cache: Duration = 60.0,
+        rebuild: bool = False,
+    ) -> AsyncLeaderboard:
+        """The sum of the last ``last`` periods' boards (ending with ``at``'s), for reading.
+
+        Built with ``ZUNIONSTORE`` into a snapshot key that is kept ``cache`` seconds and
+        reused by every caller meanwhile (one script either way); scores added since the
+        snapshot appear when it is rebuilt (``rebuild=True`` forces it). Read the returned
+        board right away: after ``cache`` seconds the snapshot is gone until rebuilt.
+
+        Raises:
+            ConfigurationError: ``last`` < 1 or beyond ``keep + 1``, a bad ``cache``.
+        """
+        core = await self._runner.run(self._core.combined(last, at, cache, rebuild))
+        return AsyncLeaderboard._view(self._runner, core)

@@ -3,19 +3,30 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
 from .._errors import ConfigurationError
 from .._keys import check_name, make_key
 from .._plan import Command, Plan
 from .._script import package_script
-from .._validate import check_int
+from .._validate import check_int, duration_ms
 
-__all__ = ["MAX_EXACT_INT", "MAX_PAGE_SIZE", "Entry", "LeaderboardCore", "Page", "Ties"]
+__all__ = [
+    "MAX_EXACT_INT",
+    "MAX_PAGE_SIZE",
+    "Entry",
+    "LeaderboardCore",
+    "Page",
+    "Period",
+    "Ties",
+    "TimedLeaderboardCore",
+]
 
 Ties = Literal["ordinal", "competition"]
+Period = Literal["day", "week", "month"]
 Only = Literal["higher", "lower"] | None
 
 MAX_EXACT_INT = 2**53  # integers beyond this are not exactly representable as a double score
@@ -122,13 +133,13 @@ class LeaderboardCore:
 
     __slots__ = ("competition", "key", "name", "ties")
 
-    def __init__(self, name: str | bytes, ties: str) -> None:
+    def __init__(self, name: str | bytes, ties: str, suffix: str | None = None) -> None:
         self.name = check_name(name)
         if ties not in ("ordinal", "competition"):
             raise ConfigurationError(f"ties must be 'ordinal' or 'competition', got {ties!r}")
         self.ties = ties
         self.competition = ties == "competition"
-        self.key = make_key("leaderboard", self.name)
+        self.key = make_key("leaderboard", self.name, suffix)
 
     def add(self, member: object, score: object, only: object) -> Plan[bool]:
         flags = _only_flags(only)
@@ -213,3 +224,123 @@ def _check_size(value: object, what: str) -> int:
     if size > MAX_PAGE_SIZE:
         raise ConfigurationError(f"{what} must be <= {MAX_PAGE_SIZE}, got {size}")
     return size
+
+
+def _period_start(period: str, day: date) -> date:
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())  # ISO weeks start on Monday
+    return day.replace(day=1)
+
+
+def _next_start(period: str, start: date) -> date:
+    if period == "day":
+        return start + timedelta(days=1)
+    if period == "week":
+        return start + timedelta(days=7)
+    return (start.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def _previous_start(period: str, start: date) -> date:
+    return _period_start(period, start - timedelta(days=1))
+
+
+def _label(period: str, start: date) -> str:
+    if period == "day":
+        return start.isoformat()
+    if period == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02}"
+    return f"{start.year}-{start.month:02}"
+
+
+def _utc_day(at: object) -> date:
+    if not isinstance(at, datetime):
+        raise ConfigurationError(f"at must be a datetime, not {type(at).__name__}")
+    # Naive datetimes are taken as UTC: period boundaries are UTC midnights.
+    return (at.astimezone(timezone.utc) if at.tzinfo else at).date()
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class TimedLeaderboardCore:
+    """Plans for boards per day / week / month that expire on their own, and their union."""
+
+    __slots__ = ("clock", "keep", "name", "period", "ties")
+
+    def __init__(
+        self,
+        name: str | bytes,
+        period: str,
+        keep: int,
+        ties: str,
+        clock: Callable[[], datetime] = _utc_now,
+    ) -> None:
+        self.name = check_name(name)
+        if period not in ("day", "week", "month"):
+            raise ConfigurationError(f"period must be 'day', 'week' or 'month', got {period!r}")
+        self.period = period
+        self.keep = check_int(keep, "keep", minimum=1)
+        LeaderboardCore(name, ties)  # validates ties
+        self.ties = ties
+        self.clock = clock
+
+    def _start(self, at: object) -> date:
+        return _period_start(self.period, _utc_day(self.clock() if at is None else at))
+
+    def suffix(self, at: object = None) -> str:
+        """The period's key suffix: ``day:2026-11-26``, ``week:2026-W48``, ``month:2026-11``."""
+        return f"{self.period}:{_label(self.period, self._start(at))}"
+
+    def board(self, at: object = None) -> LeaderboardCore:
+        return LeaderboardCore(self.name, self.ties, self.suffix(at))
+
+    def _expire_at_ms(self, start: date) -> int:
+        # The board lives until `keep` whole periods after its own has ended.
+        end = _next_start(self.period, start)
+        for _ in range(self.keep):
+            end = _next_start(self.period, end)
+        return int(datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp() * 1000)
+
+    def _write(self, at: object, args: tuple[Any, ...]) -> Plan[Any]:
+        start = self._start(at)
+        key = LeaderboardCore(self.name, self.ties, self.suffix(at)).key
+        script = package_script("leaderboard_period_write")
+        return (yield script.eval((key,), (self._expire_at_ms(start), *args)))
+
+    def add(self, member: object, score: object, only: object, at: object) -> Plan[bool]:
+        flags = _only_flags(only)
+        args = ("add", check_member(member), check_score(score), flags[0] if flags else "")
+        return bool((yield from self._write(at, args)))
+
+    def incr(self, member: object, amount: object, at: object) -> Plan[float]:
+        args = ("incr", check_member(member), check_score(amount, "amount"), "")
+        return float((yield from self._write(at, args)))
+
+    def combined(
+        self, last: object, at: object, cache: object, rebuild: bool
+    ) -> Plan[LeaderboardCore]:
+        count = check_int(last, "last", minimum=1)
+        if count > self.keep + 1:
+            raise ConfigurationError(
+                f"last={count} asks for periods already expired: keep={self.keep} retains "
+                f"{self.keep + 1} periods (the current one and {self.keep} before it)"
+            )
+        cache_ms = duration_ms(cache, "cache")
+        start = self._start(at)
+        starts = [start]
+        for _ in range(count - 1):
+            starts.append(_previous_start(self.period, starts[-1]))
+        suffix = f"{self.period}:last{count}:{_label(self.period, start)}"
+        view = LeaderboardCore(self.name, self.ties, suffix)
+        sources = [
+            LeaderboardCore(self.name, self.ties, f"{self.period}:{_label(self.period, s)}").key
+            for s in starts
+        ]
+        yield package_script("leaderboard_union").eval(
+            (view.key, *sources), (cache_ms, int(rebuild))
+        )
+        return view

@@ -4,11 +4,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 
-from .._core.leaderboard import Entry, LeaderboardCore, Only, Page, Ties
+from .._core.leaderboard import (
+    Entry,
+    LeaderboardCore,
+    Only,
+    Page,
+    Period,
+    Ties,
+    TimedLeaderboardCore,
+)
 from .._runner import SyncClient, SyncRunner
+from .._validate import Duration
 
-__all__ = ["Leaderboard"]
+__all__ = ["Leaderboard", "TimedLeaderboard"]
 
 
 class Leaderboard:
@@ -36,6 +46,12 @@ class Leaderboard:
     def __init__(self, client: SyncClient, name: str | bytes, *, ties: Ties = "ordinal") -> None:
         self._core = LeaderboardCore(name, ties)
         self._runner = SyncRunner(client)
+
+    @classmethod
+    def _view(cls, runner: SyncRunner, core: LeaderboardCore) -> Leaderboard:
+        board = cls.__new__(cls)
+        board._core, board._runner = core, runner
+        return board
 
     @property
     def key(self) -> bytes:
@@ -135,3 +151,84 @@ class Leaderboard:
     def clear(self) -> None:
         """Delete the whole board."""
         self._runner.run(self._core.clear())
+
+
+class TimedLeaderboard:
+    """Boards per day, week or month that expire on their own, and a combined view.
+
+    Each period has its own sorted set, ``{leaderboard:<name>}:day:2026-11-26`` (weeks are ISO
+    weeks, ``week:2026-W48``; months ``month:2026-11``; boundaries at UTC midnight, taken from
+    this machine's clock or the ``at`` you pass). Every write sets the period board's expiry in
+    the same script, so it disappears ``keep`` periods after its period has ended.
+
+    Args:
+        client: a redis-py client (standalone or cluster: all periods share one hash tag).
+        name: the board's name.
+        period: ``"day"``, ``"week"`` or ``"month"``.
+        keep: how many ended periods to retain (>= 1); `combined` can span ``keep + 1``.
+        ties: the tie policy of the boards it returns (see `Leaderboard`).
+
+    Raises:
+        ConfigurationError: a bad name, period, keep or ties (before any I/O).
+    """
+
+    def __init__(
+        self,
+        client: SyncClient,
+        name: str | bytes,
+        *,
+        period: Period = "day",
+        keep: int = 7,
+        ties: Ties = "ordinal",
+    ) -> None:
+        self._core = TimedLeaderboardCore(name, period, keep, ties)
+        self._runner = SyncRunner(client)
+
+    def add(
+        self,
+        member: str | bytes,
+        score: float,
+        *,
+        only: Only = None,
+        at: datetime | None = None,
+    ) -> bool:
+        """`Leaderboard.add` on the board of the period containing ``at`` (default now)."""
+        return self._runner.run(self._core.add(member, score, only, at))
+
+    def incr(
+        self,
+        member: str | bytes,
+        amount: float,
+        *,
+        at: datetime | None = None,
+    ) -> float:
+        """`Leaderboard.incr` on the board of the period containing ``at`` (default now)."""
+        return self._runner.run(self._core.incr(member, amount, at))
+
+    def board(self, at: datetime | None = None) -> Leaderboard:
+        """The board of the period containing ``at`` (default now), for reading.
+
+        Write through `add` / `incr` of this object, which keep the expiry set.
+        """
+        return Leaderboard._view(self._runner, self._core.board(at))
+
+    def combined(
+        self,
+        last: int = 7,
+        *,
+        at: datetime | None = None,
+        cache: Duration = 60.0,
+        rebuild: bool = False,
+    ) -> Leaderboard:
+        """The sum of the last ``last`` periods' boards (ending with ``at``'s), for reading.
+
+        Built with ``ZUNIONSTORE`` into a snapshot key that is kept ``cache`` seconds and
+        reused by every caller meanwhile (one script either way); scores added since the
+        snapshot appear when it is rebuilt (``rebuild=True`` forces it). Read the returned
+        board right away: after ``cache`` seconds the snapshot is gone until rebuilt.
+
+        Raises:
+            ConfigurationError: ``last`` < 1 or beyond ``keep + 1``, a bad ``cache``.
+        """
+        core = self._runner.run(self._core.combined(last, at, cache, rebuild))
+        return Leaderboard._view(self._runner, core)
