@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import statistics
-import sys
 import time
 from collections.abc import Callable
 
@@ -60,18 +59,12 @@ def demo_leaderboard(ctx: DemoContext) -> bool:
 
     big = Leaderboard(client, ctx.key("big"))
     rng = random.Random(7)
-    tty = sys.stdout.isatty()
+    advance = ctx.progress(BIG, f"loading {BIG:,} players with add_many")
     started = time.perf_counter()
     for offset in range(0, BIG, CHUNK):
-        big.add_many(
-            {f"player{i}": rng.randint(0, 1_000_000) for i in range(offset, offset + CHUNK)}
-        )
-        if tty:  # a progress bar only where it can redraw itself
-            done = (offset + CHUNK) * 40 // BIG
-            bar = f"[{'#' * done}{'.' * (40 - done)}]"
-            print(f"\r    loading {BIG:,} players {bar}", end="", flush=True)
-    if tty:
-        print(flush=True)
+        chunk = range(offset, offset + CHUNK)
+        big.add_many({f"player{i}": rng.randint(0, 1_000_000) for i in chunk})
+        advance(CHUNK)
     load = time.perf_counter() - started
     count = big.count()
     ctx.say(f"loaded {count:,} players with add_many in {load:.2f}s ({count / load:,.0f}/s)")
