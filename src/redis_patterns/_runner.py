@@ -120,6 +120,23 @@ def _in_multi(pipe: Any) -> bool:
 
 # redis-py raises WatchError for three different things; only the first two are conflicts.
 _CONFLICTS = ("Watched variable changed", "Slot rebalancing")
+# A slot that moved while we were reading (resharding): the client has learnt the new owner,
+# so the attempt is retried from WATCH like a conflict.
+_MOVED = (rex.MovedError, rex.AskError, rex.TryAgainError)
+
+
+def _no_silent_reconnect(pipe: Any) -> None:
+    """Make connection errors surface from a cluster transaction pipeline.
+
+    redis-py's cluster ``TransactionStrategy`` (8.1) retries a command after a connection error
+    on a *new* connection, which has not WATCHed anything: the optimistic check would silently
+    vanish and EXEC could overwrite a concurrent write. Its retry object is a private per-pipeline
+    copy; with no retries the error reaches us, and the plan retries from WATCH (or reports
+    outcome unknown). Standalone pipelines raise on their own.
+    """
+    retry = getattr(getattr(pipe, "_execution_strategy", None), "_retry", None)
+    if retry is not None:
+        retry.update_retries(0)
 
 
 def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
@@ -130,6 +147,8 @@ def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
     outcome-unknown error, never a conflict to replay.
     """
     if isinstance(exc, WatchError) and str(exc).startswith(_CONFLICTS):
+        return None
+    if isinstance(exc, _MOVED) and phase != "exec":
         return None
     lost = isinstance(exc, WatchError | RedisConnectionError | RedisTimeoutError)
     if lost and phase == "exec":
@@ -209,6 +228,7 @@ class SyncRunner:
         phase = "watch"
         try:
             with client.pipeline(transaction=True) as pipe:
+                _no_silent_reconnect(pipe)
                 if effect.watch:
                     pipe.watch(*effect.watch)
                 phase = "fn"
@@ -311,6 +331,7 @@ class AsyncRunner:
         phase = "watch"
         try:
             async with client.pipeline(transaction=True) as pipe:
+                _no_silent_reconnect(pipe)
                 if effect.watch:
                     await pipe.watch(*effect.watch)
                 phase = "fn"

@@ -350,13 +350,32 @@ async def test_async_concurrent_increments_lose_nothing(
 # -- scenario 37: the connection dies between WATCH and EXEC ------------------------------------
 
 
+def _admin_for(backend: Backend, client: Any, key: str) -> Any:
+    """A plain client to the node owning ``key``, so a kill hits our connection and only it."""
+    if not backend.is_cluster:
+        return backend.client()
+    port = client.get_node_from_key(key).port
+    return next(s for s in backend.servers if s.port == port).client()
+
+
+def _connection_id(admin: Any, pipe: Any) -> int:
+    """The server-side id of the connection a transaction pipeline has pinned."""
+    strategy = getattr(pipe, "_execution_strategy", None)
+    conn = strategy._transaction_connection if strategy is not None else pipe.connection
+    host, port = conn._sock.getsockname()[:2]
+    for entry in admin.client_list():
+        if entry["addr"] == f"{host}:{port}":
+            return int(entry["id"])
+    raise AssertionError("the pipeline's connection is not in CLIENT LIST")
+
+
 @pytest.mark.fault
-@pytest.mark.backends("valkey", "redis7")
 def test_connection_killed_between_watch_and_exec_is_never_replayed(
     backend: Backend, prefix: str, scale: Any
 ) -> None:
-    client, admin = backend.client(), backend.client()
+    client = backend.client()
     key = f"{{{prefix}}}:n"
+    admin = _admin_for(backend, client, key)
     rounds = scale(30, 1000)
     commits = lost = 0
     for i in range(rounds):
@@ -364,15 +383,14 @@ def test_connection_killed_between_watch_and_exec_is_never_replayed(
         phase = "before_multi" if i % 4 == 0 else "before_exec"
 
         def body(pipe: Any, kill: bool = kill, phase: str = phase) -> None:
-            my_id = pipe.client_id()  # immediate: runs on the pinned, watching connection
-            value = int(pipe.get(key) or 0)
+            value = int(pipe.get(key) or 0)  # immediate: runs on the pinned, watching connection
             if kill and phase == "before_multi":
-                admin.client_kill_filter(_id=my_id)
+                admin.client_kill_filter(_id=_connection_id(admin, pipe))
                 pipe.get(key)  # fails: the watching connection is gone
             pipe.multi()
             pipe.set(key, value + 1)
             if kill and phase == "before_exec":
-                admin.client_kill_filter(_id=my_id)
+                admin.client_kill_filter(_id=_connection_id(admin, pipe))
 
         try:
             transaction(client, body, key)
@@ -389,6 +407,30 @@ def test_connection_killed_between_watch_and_exec_is_never_replayed(
     assert lost == (rounds + 1) // 2
     # The server dropped the MULTI state with the connection: no EXEC ever ran twice or late.
     assert int(client.get(key) or 0) == commits == rounds // 2
+
+
+@pytest.mark.fault
+def test_reconnect_never_drops_the_watch(backend: Backend, prefix: str) -> None:
+    """A connection lost after the read must not let EXEC overwrite a concurrent write.
+
+    redis-py's cluster pipeline would reconnect and EXEC without the WATCH (a lost update);
+    the runner turns that retry off, so the attempt fails instead.
+    """
+    client, other = backend.client(), backend.client()
+    key = f"{{{prefix}}}:n"
+    client.set(key, 1)
+    admin = _admin_for(backend, client, key)
+
+    def body(pipe: Any) -> None:
+        value = int(pipe.get(key) or 0)
+        admin.client_kill_filter(_id=_connection_id(admin, pipe))
+        other.set(key, 100)  # a concurrent write our WATCH must protect
+        pipe.multi()
+        pipe.set(key, value + 1)
+
+    with pytest.raises((BackendTimeoutError, BackendUnavailableError)):
+        transaction(client, body, key)
+    assert client.get(key) == b"100"
 
 
 # -- the plan alone (no server) -----------------------------------------------------------------
