@@ -128,6 +128,7 @@ def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
     return LeaderboardMachine
 
 
+@pytest.mark.fault  # RELIABILITY scenario 25: 500 x 50 steps under --soak
 @pytest.mark.parametrize("ties", ["ordinal", "competition"])
 def test_model_based(
     backend: Backend, ties: str, scale: Callable[[int, int], int], request: pytest.FixtureRequest
@@ -311,6 +312,7 @@ def test_bad_construction(client: Any, name: Any, ties: Any) -> None:
         Leaderboard(client, name, ties=ties)
 
 
+@pytest.mark.fault  # RELIABILITY scenario 27: 100,000 cases under --soak
 def test_large_exact_scores_round_trip(client: Any, prefix: str, scale: Any) -> None:
     # Scenario 27: ints up to 2**53 and arbitrary finite doubles come back exactly.
     rng = random.Random(27)
