@@ -22,6 +22,7 @@ from ._errors import (
     StaleFenceError,
     TransactionConflictError,
 )
+from ._functions import FunctionLibrary
 from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
@@ -43,6 +44,7 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "FunctionLibrary",
     "Entry",
     "Leaderboard",
     "LockError",

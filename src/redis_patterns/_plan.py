@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
+    from ._functions import FunctionLibrary
     from ._script import Script
 
 __all__ = [
     "Command",
     "Effect",
     "Eval",
+    "FCall",
     "Gather",
     "Now",
     "Plan",
@@ -46,6 +48,17 @@ class Eval:
     """
 
     script: Script
+    keys: tuple[KeyT, ...]
+    args: tuple[ArgT, ...]
+    node: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FCall:
+    """Call ``function`` of ``library`` (FCALL), loading the library once if the server lacks it."""
+
+    library: FunctionLibrary
+    function: str
     keys: tuple[KeyT, ...]
     args: tuple[ArgT, ...]
     node: int | None = None
@@ -115,7 +128,7 @@ class TransactionAttempt:
     results: list[Any] | None = None
 
 
-Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather | Transaction"
+Effect: TypeAlias = "Eval | FCall | Command | Sleep | Now | Gather | Transaction"
 Plan: TypeAlias = Generator["Effect", Any, T]
 
 

@@ -36,6 +36,7 @@ from ._plan import (
     Command,
     Effect,
     Eval,
+    FCall,
     Gather,
     KeyT,
     Now,
@@ -163,6 +164,19 @@ def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
     return map_backend_error(exc)
 
 
+def _function_not_found(exc: RedisError) -> bool:
+    return isinstance(exc, rex.ResponseError) and "function not found" in str(exc).lower()
+
+
+def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
+    """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
+    keys (``COMMAND GETKEYS``), an extra round trip per call."""
+    if keys and isinstance(client, _CLUSTER_TYPES):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(keys[0])}
+    return {}
+
+
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
@@ -203,6 +217,21 @@ class SyncRunner:
                     return client.execute_command("EVALSHA", effect.script.sha, *_eval_args(effect))
                 except NoScriptError:
                     return client.execute_command("EVAL", effect.script.source, *_eval_args(effect))
+            except RedisError as exc:
+                raise map_backend_error(exc, in_script=True) from exc
+        if isinstance(effect, FCall):
+            client = self.clients[effect.node or 0]
+            _check_slots(client, effect.keys)
+            args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
+            options = _fcall_options(client, effect.keys)
+            try:
+                try:
+                    return client.execute_command(*args, **options)
+                except RedisError as exc:
+                    if not _function_not_found(exc):
+                        raise
+                    client.execute_command(*effect.library.load_command().args)
+                    return client.execute_command(*args, **options)
             except RedisError as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
@@ -307,6 +336,21 @@ class AsyncRunner:
                     return await client.execute_command(
                         "EVAL", effect.script.source, *_eval_args(effect)
                     )
+            except RedisError as exc:
+                raise map_backend_error(exc, in_script=True) from exc
+        if isinstance(effect, FCall):
+            client = self.clients[effect.node or 0]
+            _check_slots(client, effect.keys)
+            args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
+            options = _fcall_options(client, effect.keys)
+            try:
+                try:
+                    return await client.execute_command(*args, **options)
+                except RedisError as exc:
+                    if not _function_not_found(exc):
+                        raise
+                    await client.execute_command(*effect.library.load_command().args)
+                    return await client.execute_command(*args, **options)
             except RedisError as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
