@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
-    from ._functions import FunctionLibrary
     from ._script import Script
 
 __all__ = [
@@ -53,11 +52,19 @@ class Eval:
     node: int | None = None
 
 
+class Library(Protocol):
+    """What `FCall` needs of a function library (`FunctionLibrary` in ``_functions``)."""
+
+    name: str
+
+    def load_command(self) -> Command: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FCall:
     """Call ``function`` of ``library`` (FCALL), loading the library once if the server lacks it."""
 
-    library: FunctionLibrary
+    library: Library
     function: str
     keys: tuple[KeyT, ...]
     args: tuple[ArgT, ...]
