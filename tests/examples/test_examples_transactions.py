@@ -38,4 +38,4 @@ def test_demo_section_behaves() -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "final 101" in result.stdout  # the plain-command race really happened
-    assert "commands/transfer (EVALSHA)" in result.stdout
+    assert "1 (EVALSHA)" in result.stdout  # the script transfer: one command

@@ -93,7 +93,7 @@ def _race(ctx: DemoContext) -> bool:
     )
 
 
-def _transfers(ctx: DemoContext, version: str) -> tuple[bool, str]:
+def _transfers(ctx: DemoContext, version: str) -> tuple[bool, list[object]]:
     names = [ctx.key(f"{{wallets}}:{version}:{i}") for i in range(WALLETS)]
     setup = ctx.client()
     setup.mset(dict.fromkeys(names, START))
@@ -151,14 +151,18 @@ def _transfers(ctx: DemoContext, version: str) -> tuple[bool, str]:
     setup.close()
     total = THREADS * TRANSFERS_PER_THREAD
     conserved = sum(balances) == WALLETS * START and min(balances) >= 0
-    label = "transaction() (WATCH/MULTI/EXEC)" if version == "watch" else "one Lua script"
-    line = (
-        f"{label:33} {total} transfers in {elapsed:.2f}s: {moved} moved, {refused} refused, "
-        f"{conflicts} conflicts retried; {seen.count} commands/transfer "
-        f"({' '.join(seen.names)}); total {sum(balances)} (start {WALLETS * START}), "
-        f"lowest balance {min(balances)}"
-    )
-    return conserved and moved + refused == total, line
+    label = "transaction() WATCH/MULTI/EXEC" if version == "watch" else "one Lua script"
+    row = [
+        label,
+        f"{elapsed:.2f}s",
+        moved,
+        refused,
+        conflicts,
+        f"{seen.count} ({' '.join(seen.names)})",
+        f"{sum(balances)} / {WALLETS * START}",
+        min(balances),
+    ]
+    return conserved and moved + refused == total, row
 
 
 @section("transactions", "Transactions: check-then-act, WATCH vs one Lua script", order=90)
@@ -168,8 +172,22 @@ def demo_transactions(ctx: DemoContext) -> bool:
         f"{THREADS} threads x {TRANSFERS_PER_THREAD} random transfers between {WALLETS} wallets "
         f"of {START}, refusing to overdraw:"
     )
+    rows = []
     for version in ("watch", "script"):
-        good, line = _transfers(ctx, version)
-        ctx.say(line)
+        good, row = _transfers(ctx, version)
+        rows.append(row)
         ok = ok and good
+    ctx.table(
+        [
+            "version",
+            "time",
+            "moved",
+            "refused",
+            "conflicts retried",
+            "commands/transfer",
+            "total / start",
+            "lowest",
+        ],
+        rows,
+    )
     return ok
