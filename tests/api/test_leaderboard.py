@@ -23,6 +23,7 @@ _boards = itertools.count()
 # sum exact, so the model's float arithmetic matches the server's.
 MEMBERS = ["a", "b", "c", "ab", "B", "é", "zz", "m"]
 SCORES = st.sampled_from([-2, -1, 0, 0.5, 1, 1.5, 2, 3, 10])
+INT_SCORES = st.sampled_from([-2, -1, 0, 1, 2, 3, 10])
 
 
 class Model:
@@ -30,9 +31,19 @@ class Model:
 
     def __init__(self, ties: str) -> None:
         self.scores: dict[str, float] = {}
+        self.stamps: dict[str, int] = {}  # ties="earliest": when each score was reached
+        self.sequence = 0
         self.ties = ties
 
+    def set(self, member: str, score: float) -> None:
+        if member not in self.scores or self.scores[member] != score:
+            self.sequence += 1
+            self.stamps[member] = self.sequence
+        self.scores[member] = score
+
     def ordered(self) -> list[tuple[str, float]]:
+        if self.ties == "earliest":  # score descending, then who reached it first
+            return sorted(self.scores.items(), key=lambda kv: (-kv[1], self.stamps[kv[0]]))
         # Redis's reverse order: score descending, equal scores by member bytes descending.
         return sorted(self.scores.items(), key=lambda kv: (kv[1], kv[0].encode()), reverse=True)
 
@@ -58,6 +69,9 @@ class Model:
 
 
 def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
+    scores = INT_SCORES if ties == "earliest" else SCORES
+    amounts = [-1, 1, 2, 0] if ties == "earliest" else [-1, 0.5, 1, 2]
+
     class LeaderboardMachine(RuleBasedStateMachine):
         def __init__(self) -> None:
             super().__init__()
@@ -67,7 +81,7 @@ def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
 
         @rule(
             member=st.sampled_from(MEMBERS),
-            score=SCORES,
+            score=scores,
             only=st.sampled_from([None, "higher", "lower"]),
         )
         def add(self, member: str, score: float, only: Any) -> None:
@@ -78,11 +92,11 @@ def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
             elif old is not None and only == "lower":
                 new = min(old, score)
             assert self.board.add(member, score, only=only) == (old != new)
-            self.model.scores[member] = new
+            self.model.set(member, new)
 
-        @rule(member=st.sampled_from(MEMBERS), amount=st.sampled_from([-1, 0.5, 1, 2]))
+        @rule(member=st.sampled_from(MEMBERS), amount=st.sampled_from(amounts))
         def incr(self, member: str, amount: float) -> None:
-            self.model.scores[member] = self.model.scores.get(member, 0) + amount
+            self.model.set(member, self.model.scores.get(member, 0) + amount)
             assert self.board.incr(member, amount) == self.model.scores[member]
 
         @rule(members=st.lists(st.sampled_from(MEMBERS), min_size=1, max_size=3))
@@ -91,6 +105,7 @@ def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
             assert self.board.remove(*members) == len(present)
             for member in present:
                 del self.model.scores[member]
+                self.model.stamps.pop(member, None)
 
         @rule(member=st.sampled_from(MEMBERS))
         def rank_and_score(self, member: str) -> None:
@@ -129,7 +144,7 @@ def _state_machine(client: Any, ties: str) -> type[RuleBasedStateMachine]:
 
 
 @pytest.mark.fault  # RELIABILITY scenario 25: 500 x 50 steps under --soak
-@pytest.mark.parametrize("ties", ["ordinal", "competition"])
+@pytest.mark.parametrize("ties", ["ordinal", "competition", "earliest"])
 def test_model_based(
     backend: Backend, ties: str, scale: Callable[[int, int], int], request: pytest.FixtureRequest
 ) -> None:
@@ -430,3 +445,79 @@ def test_only_higher_never_lowers_under_sixteen_writers(
     assert lowered == []
     for member in members:
         assert board.score(member) == max(b[member] for b in best)
+
+
+# -- ties="earliest": who reached a score first ranks first ----------------------------------
+
+
+def test_earliest_achiever_ranks_first(backend: Backend, prefix: str) -> None:
+    board = Leaderboard(backend.client(), prefix, ties="earliest")
+    assert board.add("zed", 10) is True
+    assert board.add("amy", 10) is True  # same score, reached later
+    assert board.add("zed", 10) is False  # unchanged: keeps its earlier stamp
+    assert [e.member for e in board.top(2)] == ["zed", "amy"]
+    assert board.incr("amy", 5) == 15.0
+    assert board.incr("zed", 5) == 15.0  # reached 15 after amy
+    assert [(e.rank, e.member, e.score) for e in board.top(2)] == [
+        (1, "amy", 15.0),
+        (2, "zed", 15.0),
+    ]
+    assert board.score("zed") == 15.0
+    assert board.add("zed", 14, only="higher") is False
+    assert board.add("zed", 16, only="lower") is False
+    board.rank("zed")
+    with backend.counter() as seen:
+        assert board.add("bob", -3) is True
+    assert seen.names == ["EVALSHA"]
+    with backend.counter() as seen:
+        assert board.rank("bob") == 3
+    assert seen.names == ["ZREVRANK"]
+
+
+@pytest.mark.fault  # RELIABILITY scenario 27: composite scores, 100,000 cases under --soak
+def test_earliest_composite_scores_round_trip(client: Any, prefix: str, scale: Any) -> None:
+    rng = random.Random(2753)
+    cases = scale(3_000, 100_000)
+    limit = 2**21 - 1
+    scores = {
+        f"m{i}": rng.choice([rng.randint(-limit, limit), rng.randint(-3, 3)]) for i in range(cases)
+    }
+    scores["max"], scores["min"] = limit, -limit
+    board = Leaderboard(client, prefix, ties="earliest")
+    board.add_many(scores)  # stamped in the mapping's order
+    order = {member: i for i, member in enumerate(scores)}
+    back: list[Entry] = []
+    for number in range(1, board.page(1, 1000).pages + 1):
+        back += board.page(number, 1000).entries
+    assert {e.member: e.score for e in back} == {m: float(s) for m, s in scores.items()}
+    expected = sorted(scores, key=lambda m: (-scores[m], order[m]))
+    assert [e.member for e in back] == expected
+    assert [e.rank for e in back] == list(range(1, len(scores) + 1))
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b.add("m", 1.5),
+        lambda b: b.add("m", 2**21),
+        lambda b: b.add("m", -(2**21)),
+        lambda b: b.incr("m", 0.5),
+        lambda b: b.add_many({"a": 1, "b": 2.0}),
+    ],
+)
+def test_earliest_refuses_what_it_cannot_encode(backend: Backend, call: Any) -> None:
+    client = backend.client()
+    client.ping()
+    with backend.counter() as seen, pytest.raises(ConfigurationError):
+        call(Leaderboard(client, "bad-earliest", ties="earliest"))
+    assert seen.count == 0
+
+
+def test_earliest_incr_past_the_limit_is_a_script_error(client: Any, prefix: str) -> None:
+    from redis_patterns import ScriptError
+
+    board = Leaderboard(client, prefix, ties="earliest")
+    board.add("m", 2**21 - 1)
+    with pytest.raises(ScriptError, match="beyond"):
+        board.incr("m", 1)
+    assert board.score("m") == 2**21 - 1

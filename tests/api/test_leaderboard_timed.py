@@ -99,7 +99,8 @@ def test_bad_input_fails_before_any_io(backend: Backend, call: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"period": "hour"}, {"keep": 0}, {"keep": 1.5}, {"ties": "dense"}]
+    "kwargs",
+    [{"period": "hour"}, {"keep": 0}, {"keep": 1.5}, {"ties": "dense"}, {"ties": "earliest"}],
 )
 def test_bad_construction(client: Any, kwargs: Any) -> None:
     with pytest.raises(ConfigurationError):

@@ -25,13 +25,16 @@ __all__ = [
     "TimedLeaderboardCore",
 ]
 
-Ties = Literal["ordinal", "competition"]
+Ties = Literal["ordinal", "competition", "earliest"]
 Period = Literal["day", "week", "month"]
 Only = Literal["higher", "lower"] | None
 
 MAX_EXACT_INT = 2**53  # integers beyond this are not exactly representable as a double score
 MAX_PAGE_SIZE = 1000  # bounds every read script (pages, top, neighbourhoods) to O(log N + 1000)
 MAX_RADIUS = 500
+# ties="earliest": stored = score * 2**31 + (2**31 - 1 - sequence); exact while |stored| < 2**53.
+SEQUENCE_SPAN = 2**31
+MAX_EARLIEST_SCORE = 2**21 - 1
 ADD_MANY_CHUNK = 1000  # members per ZADD in add_many: one command each, no pipeline needed
 
 
@@ -128,23 +131,57 @@ def _ranked(
     return entries
 
 
+def check_earliest_score(value: object, what: str = "score") -> int:
+    """ties="earliest" packs an achievement sequence into the score: integers within ±(2**21-1)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigurationError(
+            f"{what} must be an int with ties='earliest' (got {type(value).__name__})"
+        )
+    if abs(value) > MAX_EARLIEST_SCORE:
+        raise ConfigurationError(
+            f"{what} {value} is beyond ±{MAX_EARLIEST_SCORE}, the limit of ties='earliest'"
+        )
+    return value
+
+
+def _decode_earliest(pairs: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    return [(m, float(math.floor(s / SEQUENCE_SPAN))) for m, s in pairs]
+
+
 class LeaderboardCore:
     """State and plans shared by `Leaderboard` and `AsyncLeaderboard`."""
 
-    __slots__ = ("competition", "key", "name", "ties")
+    __slots__ = ("competition", "earliest", "key", "name", "sequence_key", "ties")
 
     def __init__(self, name: str | bytes, ties: str, suffix: str | None = None) -> None:
         self.name = check_name(name)
-        if ties not in ("ordinal", "competition"):
-            raise ConfigurationError(f"ties must be 'ordinal' or 'competition', got {ties!r}")
+        if ties not in ("ordinal", "competition", "earliest"):
+            raise ConfigurationError(
+                f"ties must be 'ordinal', 'competition' or 'earliest', got {ties!r}"
+            )
         self.ties = ties
         self.competition = ties == "competition"
+        self.earliest = ties == "earliest"
         self.key = make_key("leaderboard", self.name, suffix)
+        self.sequence_key = make_key("leaderboard", self.name, f"{suffix}:seq" if suffix else "seq")
+
+    def _pairs(self, reply: Any) -> list[tuple[str, float]]:
+        pairs = _pairs(reply)
+        return _decode_earliest(pairs) if self.earliest else pairs
 
     def add(self, member: object, score: object, only: object) -> Plan[bool]:
         flags = _only_flags(only)
+        if self.earliest:
+            pair = (check_member(member), check_earliest_score(score))
+            return bool((yield from self._earliest_add(flags, list(pair))))
         args = ("ZADD", self.key, *flags, "CH", check_score(score), check_member(member))
         return bool((yield Command(args)))
+
+    def _earliest_add(self, flags: tuple[str, ...], pairs: list[Any]) -> Plan[int]:
+        script = package_script("leaderboard_earliest_add")
+        condition = flags[0] if flags else ""
+        reply = yield script.eval((self.key, self.sequence_key), (condition, *pairs))
+        return int(reply)
 
     def add_many(self, mapping: object, only: object) -> Plan[int]:
         flags = _only_flags(only)
@@ -152,20 +189,32 @@ class LeaderboardCore:
             raise ConfigurationError(f"mapping must be a mapping, not {type(mapping).__name__}")
         flat: list[Any] = []
         for member, score in mapping.items():  # validate everything before the first write
-            flat += [check_score(score, f"score of {member!r}"), check_member(member)]
+            if self.earliest:
+                flat += [check_member(member), check_earliest_score(score, f"score of {member!r}")]
+            else:
+                flat += [check_score(score, f"score of {member!r}"), check_member(member)]
         changed = 0
         for i in range(0, len(flat), 2 * ADD_MANY_CHUNK):
             chunk = flat[i : i + 2 * ADD_MANY_CHUNK]
-            changed += int((yield Command(("ZADD", self.key, *flags, "CH", *chunk))))
+            if self.earliest:
+                changed += yield from self._earliest_add(flags, chunk)
+            else:
+                changed += int((yield Command(("ZADD", self.key, *flags, "CH", *chunk))))
         return changed
 
     def incr(self, member: object, amount: object) -> Plan[float]:
+        if self.earliest:
+            raw, step = check_member(member), check_earliest_score(amount, "amount")
+            script = package_script("leaderboard_earliest_incr")
+            return float((yield script.eval((self.key, self.sequence_key), (raw, step))))
         args = ("ZINCRBY", self.key, check_score(amount, "amount"), check_member(member))
         return float((yield Command(args)))
 
     def score(self, member: object) -> Plan[float | None]:
         reply = yield Command(("ZSCORE", self.key, check_member(member)))
-        return None if reply is None else float(reply)
+        if reply is None:
+            return None
+        return float(math.floor(float(reply) / SEQUENCE_SPAN)) if self.earliest else float(reply)
 
     def rank(self, member: object) -> Plan[int | None]:
         raw = check_member(member)
@@ -180,7 +229,7 @@ class LeaderboardCore:
         count = _check_size(n, "n")
         reply = yield Command(("ZREVRANGE", self.key, 0, count - 1, "WITHSCORES"))
         # Nothing scores higher than the first entry, so its competition rank is 1.
-        return _ranked(0, 0, _pairs(reply), self.competition)
+        return _ranked(0, 0, self._pairs(reply), self.competition)
 
     def page(self, number: object, size: object) -> Plan[Page]:
         page_number = check_int(number, "number", minimum=1)
@@ -190,7 +239,7 @@ class LeaderboardCore:
             (self.key,), (start, start + page_size - 1, int(self.competition))
         )
         total, higher = int(reply[0]), int(reply[1])
-        entries = _ranked(start, higher, _pairs(reply[2:]), self.competition)
+        entries = _ranked(start, higher, self._pairs(reply[2:]), self.competition)
         pages = -(-total // page_size)
         return Page(tuple(entries), page_number, page_size, total, pages)
 
@@ -204,7 +253,7 @@ class LeaderboardCore:
         )
         if reply is None:
             return []
-        return _ranked(int(reply[0]), int(reply[1]), _pairs(reply[2:]), self.competition)
+        return _ranked(int(reply[0]), int(reply[1]), self._pairs(reply[2:]), self.competition)
 
     def count(self) -> Plan[int]:
         return int((yield Command(("ZCARD", self.key))))
@@ -216,7 +265,7 @@ class LeaderboardCore:
         return int((yield Command(("ZREM", self.key, *raws))))
 
     def clear(self) -> Plan[None]:
-        yield Command(("DEL", self.key))
+        yield Command(("DEL", self.key, self.sequence_key))
 
 
 def _check_size(value: object, what: str) -> int:
@@ -284,7 +333,8 @@ class TimedLeaderboardCore:
             raise ConfigurationError(f"period must be 'day', 'week' or 'month', got {period!r}")
         self.period = period
         self.keep = check_int(keep, "keep", minimum=1)
-        LeaderboardCore(name, ties)  # validates ties
+        if LeaderboardCore(name, ties).earliest:  # also validates ties
+            raise ConfigurationError("ties='earliest' is not supported by TimedLeaderboard")
         self.ties = ties
         self.clock = clock
 

@@ -27,8 +27,10 @@ class Leaderboard:
     Every operation is one command or one script (one round trip). Ties are ranked by
     ``ties``: ``"ordinal"`` gives every member its own rank, equal scores in Redis's order
     (member bytes descending, as ``ZREVRANGE`` returns them); ``"competition"`` gives equal
-    scores the same rank and skips the next ones (1, 2, 2, 4). Both are applied the same way by
-    `rank`, `top`, `page` and `around`.
+    scores the same rank and skips the next ones (1, 2, 2, 4); ``"earliest"`` ranks, among
+    equal scores, the member who reached the score first (integer scores within ±(2**21 - 1),
+    stamped with a per-board sequence number). Each policy is applied the same way by `rank`,
+    `top`, `page` and `around`.
 
     Scores are doubles, as Redis stores them: NaN and ±inf are refused, and so are ints beyond
     ±2**53, which a double cannot hold exactly.
@@ -36,7 +38,7 @@ class Leaderboard:
     Args:
         client: a redis-py client (standalone or cluster).
         name: the board's name; its key is ``{leaderboard:<name>}``.
-        ties: ``"ordinal"`` (default) or ``"competition"``.
+        ties: ``"ordinal"`` (default), ``"competition"`` or ``"earliest"``.
 
     Raises:
         ConfigurationError: a bad ``name`` or ``ties`` (before any I/O).
@@ -166,7 +168,8 @@ class TimedLeaderboard:
         name: the board's name.
         period: ``"day"``, ``"week"`` or ``"month"``.
         keep: how many ended periods to retain (>= 1); `combined` can span ``keep + 1``.
-        ties: the tie policy of the boards it returns (see `Leaderboard`).
+        ties: ``"ordinal"`` or ``"competition"`` for the boards it returns (see
+            `Leaderboard`; ``"earliest"`` is not supported here).
 
     Raises:
         ConfigurationError: a bad name, period, keep or ties (before any I/O).
