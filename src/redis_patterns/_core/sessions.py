@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -221,7 +221,7 @@ class SessionCore:
                 continue
             now_ms, ttl_ms, absolute_at, size = (int(x) for x in reply)
             if uid is not None and size >= _PRUNE_EVERY and size % _PRUNE_EVERY == 0:
-                yield from self._index(uid, "list")
+                yield from self.sessions_of(uid)
             return Session(
                 id=sid,
                 user_id=uid,
@@ -244,8 +244,8 @@ class SessionCore:
 
     def write(self, sid: object, mapping: object, delete: object) -> Plan[bool]:
         pairs = [x for pair in self.encode(mapping, "mapping") for x in pair]
-        if isinstance(delete, str) or not isinstance(delete, list | tuple | set | frozenset):
-            raise ConfigurationError("delete must be a list, tuple or set of field names")
+        if isinstance(delete, str | bytes) or not isinstance(delete, Iterable):
+            raise ConfigurationError("delete must be an iterable of field names, not a string")
         doomed = [check_field(name) for name in delete]
         if parse_session_id(sid) is None:
             return False
@@ -379,25 +379,33 @@ class SessionCore:
                 return None  # the absolute lifetime ran out during the rotation
         raise ConfigurationError("could not find an unused session id in 3 attempts")
 
-    def _index(self, user_id: str, mode: str) -> Plan[Any]:
-        """Run ``session_user`` in ``mode``, declaring every session key the index holds."""
-        ids: list[str] = []
-        for _ in range(_ATTEMPTS):
-            keys = (self.index_key(user_id), *(self._key_of(i) for i in ids))
-            reply = yield package_script("session_user").eval(keys, (mode, *ids))
-            if int(reply[0]) == 1:
-                return reply[1]
-            ids = [m.decode() for m in reply[1] if parse_session_id(m.decode()) is not None]
-        raise TransactionConflictError(
-            f"the sessions of user {user_id!r} kept changing", attempts=_ATTEMPTS
-        )
+    def _index(self, user_id: str, mode: str, ids: list[str]) -> Plan[tuple[Any, list[str]]]:
+        """Run ``session_user`` in ``mode`` over ``ids``; returns its result and the new ids."""
+        keys = (self.index_key(user_id), *(self._key_of(i) for i in ids))
+        result, undeclared = yield package_script("session_user").eval(keys, (mode, *ids))
+        # only ids this store wrote are ever indexed; skip anything else rather than fail on it
+        fresh = [m.decode() for m in undeclared if parse_session_id(m.decode()) is not None]
+        return result, fresh
 
     def destroy_user(self, user_id: object) -> Plan[int]:
         uid = check_user_id(user_id)
-        deleted = yield from self._index(uid, "destroy")
-        return int(deleted)
+        # The first round reads the index; each next one deletes the ids the previous one
+        # reported, atomically with their index entries, and reports sessions created since.
+        # Every session that existed when this started is gone at the end; a session created
+        # meanwhile is deleted too unless it appeared during the last round (it stays indexed).
+        total, pending = 0, []
+        for _ in range(_ATTEMPTS):
+            deleted, pending = yield from self._index(uid, "destroy", pending)
+            total += int(deleted)
+            if not pending:
+                break
+        return total
 
     def sessions_of(self, user_id: object) -> Plan[list[str]]:
         uid = check_user_id(user_id)
-        live = yield from self._index(uid, "list")
-        return [m.decode() for m in live]
+        _, ids = yield from self._index(uid, "list", [])
+        if not ids:
+            return []
+        live, fresh = yield from self._index(uid, "list", ids)
+        # ids indexed between the two rounds were created just now: live as far as we know
+        return [m.decode() for m in live] + fresh

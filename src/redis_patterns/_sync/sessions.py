@@ -122,7 +122,7 @@ class SessionStore:
         Raises:
             ConfigurationError: a bad field name or unserializable value (before any I/O).
         """
-        return self._runner.run(self._core.write(sid, mapping, tuple(delete)))
+        return self._runner.run(self._core.write(sid, mapping, delete))
 
     def incr(self, sid: str, field: str, amount: int = 1) -> int | None:
         """Add ``amount`` to an integer field atomically (``HINCRBY``; missing counts as 0).
@@ -178,17 +178,20 @@ class SessionStore:
         return self._runner.run(self._core.destroy(sid))
 
     def destroy_user(self, user_id: str | int) -> int:
-        """Delete every session of ``user_id`` ("log out everywhere") and the user's index.
+        """Delete every session of ``user_id`` ("log out everywhere").
 
-        One script does it atomically against the user's index, so a session created
-        concurrently is either deleted or created afterwards — never missed and left behind.
+        Each round is one script over the user's index: it deletes the sessions it was told
+        about together with their index entries, and reports ids created since; rounds repeat
+        (up to 8) until none are new. Every session that existed when the call started is gone
+        when it returns; one created concurrently is deleted too, or, if it appeared during
+        the last round, it stays indexed (a create is atomic with its index entry), never lost
+        to a later `destroy_user`.
 
         Returns:
             How many sessions were deleted.
 
         Raises:
             ConfigurationError: a bad ``user_id`` (before any I/O).
-            TransactionConflictError: the user's sessions kept changing under heavy concurrency.
         """
         return self._runner.run(self._core.destroy_user(user_id))
 
