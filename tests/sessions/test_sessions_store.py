@@ -1,4 +1,4 @@
-"""SessionStore on real servers (standalone and cluster): semantics, expiry, rotation, concurrency."""
+"""SessionStore on real servers (standalone, cluster): semantics, expiry, rotation, concurrency."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, step: float
     return predicate()
 
 
-def run_threads(count: int, target: Callable[[int], None]) -> None:
+def run_threads(count: int, target: Callable[[int], object]) -> None:
     barrier = threading.Barrier(count)
     errors: list[BaseException] = []
 
@@ -248,8 +248,8 @@ def test_concurrent_rotate_has_exactly_one_winner(
         made = store.create({"a": 1}, user_id="dave")
         results: list[str | None] = [None] * threads
 
-        def rotate(i: int, sid: str = made.id) -> None:
-            results[i] = store.rotate(sid, user_id=user)
+        def rotate(i: int, sid: str = made.id, out: list[str | None] = results) -> None:
+            out[i] = store.rotate(sid, user_id=user)
 
         run_threads(threads, rotate)
         winners = [r for r in results if r is not None]
@@ -305,7 +305,7 @@ def test_old_id_fails_after_each_rotation(backend: Backend, prefix: str, scale: 
 def test_fifty_concurrent_incr_are_exact(backend: Backend, prefix: str) -> None:
     store = SessionStore(backend.client(max_connections=64), namespace=prefix)
     made = store.create({"cart_count": 0})
-    run_threads(50, lambda _: store.incr(made.id, "cart_count") and None)
+    run_threads(50, lambda _: store.incr(made.id, "cart_count"))
     got = store.get(made.id)
     assert got is not None
     assert got["cart_count"] == 50
@@ -314,7 +314,7 @@ def test_fifty_concurrent_incr_are_exact(backend: Backend, prefix: str) -> None:
 def test_concurrent_updates_of_different_fields_lose_none(backend: Backend, prefix: str) -> None:
     store = SessionStore(backend.client(max_connections=64), namespace=prefix)
     made = store.create({"base": True})
-    run_threads(20, lambda i: store.update(made.id, {f"f{i}": i}) and None)
+    run_threads(20, lambda i: store.update(made.id, {f"f{i}": i}))
     got = store.get(made.id)
     assert got is not None
     assert dict(got) == {"base": True, **{f"f{i}": i for i in range(20)}}

@@ -393,7 +393,7 @@ class SessionCore:
         # reported, atomically with their index entries, and reports sessions created since.
         # Every session that existed when this started is gone at the end; a session created
         # meanwhile is deleted too unless it appeared during the last round (it stays indexed).
-        total, pending = 0, []
+        total, pending = 0, list[str]()
         for _ in range(_ATTEMPTS):
             deleted, pending = yield from self._index(uid, "destroy", pending)
             total += int(deleted)
