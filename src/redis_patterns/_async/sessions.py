@@ -49,6 +49,12 @@ class AsyncSessionStore:
     ) -> None:
         self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer)
         self._runner = AsyncRunner(client)
+        self._client = client
+
+    @property
+    def client(self) -> AsyncClient:
+        """The redis-py client this store uses (the store does not own or close it)."""
+        return self._client
 
     @property
     def idle_ttl(self) -> float:

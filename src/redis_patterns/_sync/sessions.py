@@ -50,6 +50,12 @@ class SessionStore:
     ) -> None:
         self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer)
         self._runner = SyncRunner(client)
+        self._client = client
+
+    @property
+    def client(self) -> SyncClient:
+        """The redis-py client this store uses (the store does not own or close it)."""
+        return self._client
 
     @property
     def idle_ttl(self) -> float:
