@@ -506,3 +506,31 @@ def test_incr_needs_json(client: Any, prefix: str) -> None:
     assert got["a"] == b"\x00bin"
     with pytest.raises(ConfigurationError, match="json"):
         store.incr(made.id, "n")
+
+
+@pytest.mark.backends("valkey", "redis7")
+def test_works_as_acl_user_limited_to_its_namespace(backend: Backend, prefix: str) -> None:
+    """RELIABILITY 24: the store needs nothing beyond its own keys (``~{namespace:*``)."""
+    admin: Any = backend.client()
+    user = f"acl-{prefix}"[:60]
+    admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", f"~{{{prefix}:*", "-@all",
+        "+@read", "+@write", "+@scripting", "+@keyspace", "+@fast", "+@connection",
+        "-@dangerous",
+    )  # fmt: skip
+    try:
+        limited = backend.client(username=user, password="pw")
+        store = SessionStore(limited, namespace=prefix, idle_ttl=60, absolute_ttl=600)
+        made = store.create({"a": 1}, user_id="zed")
+        assert store.get(made.id) is not None
+        assert store.update(made.id, {"b": 2}) is True
+        assert store.incr(made.id, "n") == 1
+        new = store.rotate(made.id, user_id="yan")
+        assert new is not None
+        assert store.sessions_of("yan") == [new]
+        assert store.destroy_user("yan") == 1
+        other = SessionStore(limited, namespace=prefix + "-other")
+        with pytest.raises(BackendError, match=r"NOPERM|permission"):
+            other.create({"a": 1})
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
