@@ -534,3 +534,35 @@ def test_works_as_acl_user_limited_to_its_namespace(backend: Backend, prefix: st
             other.create({"a": 1})
     finally:
         admin.execute_command("ACL", "DELUSER", user)
+
+
+def test_round_trips_per_operation(backend: Backend, prefix: str) -> None:
+    store = SessionStore(backend.client(), namespace=prefix, idle_ttl=60, absolute_ttl=600)
+    # load every script on every node, so each call takes the EVALSHA path only
+    from redis_patterns._script import package_script
+
+    for server in backend.servers:
+        with server.client() as node:
+            for verb in ("create", "get", "write", "incr", "take", "rotate", "user"):
+                node.script_load(package_script(f"session_{verb}").source)
+    made = store.create({"a": 1}, user_id="ops")
+    expected: list[tuple[Callable[[], object], list[str]]] = [
+        (lambda: store.create({"a": 1}), ["EVALSHA"]),
+        (lambda: store.get(made.id), ["EVALSHA"]),
+        (lambda: store.update(made.id, {"b": 2}, delete=["a"]), ["EVALSHA"]),
+        (lambda: store.incr(made.id, "n"), ["EVALSHA"]),
+        (lambda: store.ttl(made.id), ["PTTL"]),
+    ]
+    for call, names in expected:
+        with backend.counter() as seen:
+            call()
+        assert seen.names == names
+    with backend.counter() as seen:
+        same_user = store.rotate(made.id)
+    assert seen.names == ["HMGET", "EVALSHA"]
+    with backend.counter() as seen:
+        other_user = store.rotate(same_user or "", user_id="someone-else")
+    assert sorted(seen.names) == ["EVALSHA", "EVALSHA", "HMGET"]  # two slots on a cluster
+    with backend.counter() as seen:
+        assert store.destroy(other_user or "") is True
+    assert seen.names == ["EVALSHA", "EVALSHA"]  # the second declares the user's index

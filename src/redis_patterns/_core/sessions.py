@@ -293,9 +293,12 @@ class SessionCore:
         created, user = reply
         return created is not None, "" if user is None else user.decode()
 
-    def _take(self, sid: str) -> Plan[tuple[int, int, list[bytes]] | None]:
-        """Delete the session (and its index entry) atomically, returning what it held."""
-        owner = ""
+    def _take(self, sid: str, owner: str = "") -> Plan[tuple[int, int, list[bytes]] | None]:
+        """Delete the session (and its index entry) atomically, returning what it held.
+
+        ``owner`` is the user believed to own it; when wrong, the script says who does and
+        changes nothing, and the next attempt declares that user's index.
+        """
         for _ in range(_ATTEMPTS):
             keys: tuple[bytes, ...] = (self._key_of(sid),)
             if owner:
@@ -348,7 +351,7 @@ class SessionCore:
         # atomically, then put it back under the new id. Exactly one concurrent rotate wins the
         # take; if this process dies between the two steps the session is lost (logged out),
         # never duplicated.
-        taken = yield from self._take(sid)
+        taken = yield from self._take(sid, owner)
         if taken is None:
             return None
         _, _, flat = taken
