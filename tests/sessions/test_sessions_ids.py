@@ -34,6 +34,7 @@ MALFORMED: list[Any] = [
 ]
 
 
+@pytest.mark.fault
 def test_ids_have_256_random_bits_and_are_unique(scale: Any) -> None:
     count = scale(20_000, 1_000_000)
     ids = {new_session_id(None) for _ in range(count)}
@@ -45,6 +46,7 @@ def test_ids_have_256_random_bits_and_are_unique(scale: Any) -> None:
     assert parse_session_id(sample) == (bucket, token)
 
 
+@pytest.mark.fault
 def test_forged_ids_are_rejected_or_unknown(client: Any, prefix: str, scale: Any) -> None:
     store = SessionStore(client, namespace=prefix)
     store.create({"a": 1})

@@ -125,6 +125,7 @@ def test_activity_slides_idle_expiry(client: Any, prefix: str) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.fault
 def test_absolute_expiry_despite_activity(client: Any, prefix: str, scale: Any) -> None:
     """RELIABILITY 23: idle 2 s, absolute 5 s, touched every 0.5 s (small: 0.4 / 1.0 / 0.1)."""
     idle, absolute = (0.4, 1.0) if scale(0, 1) == 0 else (2.0, 5.0)
@@ -238,6 +239,7 @@ def test_login_rotation_binds_user_and_index(backend: Backend, prefix: str) -> N
     assert final.user_id is None
 
 
+@pytest.mark.fault
 @pytest.mark.parametrize("user", [None, "carol"])
 def test_concurrent_rotate_has_exactly_one_winner(
     backend: Backend, prefix: str, user: str | None, scale: Any
