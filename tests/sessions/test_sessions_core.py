@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import re
 
-from redis_patterns._core.sessions import SessionCore, new_session_id
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redis_patterns._core.sessions import KEEP, SessionCore, new_session_id
 from redis_patterns._plan import Command, Eval, run_canned
 
 
@@ -102,3 +106,22 @@ def test_core_imports_no_io() -> None:
     assert not {m for m in imported if m.split(".")[0] in {"redis", "asyncio", "socket"}}
     assert ".._runner" not in imported
     assert "_runner" not in imported
+
+
+_WELL_FORMED = re.compile(r"[0-9a-f]{3}\.[A-Za-z0-9_-]{43}")
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.text(), st.binary(), st.integers(), st.none(), st.floats()))
+def test_any_malformed_id_yields_no_effect(sid: object) -> None:
+    c = core()
+    for plan in (c.get(sid), c.ttl(sid), c.destroy(sid), c.rotate(sid, KEEP), c.incr(sid, "n", 1)):
+        value, effects = run_canned(plan, [])
+        assert effects == []
+        assert value in (None, False)
+
+
+@given(st.from_regex(_WELL_FORMED, fullmatch=True))
+def test_every_well_formed_id_is_accepted(sid: str) -> None:
+    _, effects = run_canned(core().get(sid), [None])
+    assert len(effects) == 1
