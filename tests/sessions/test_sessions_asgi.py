@@ -61,6 +61,13 @@ def make_app(store: Any, barrier: Rendezvous | None = None, **options: Any) -> S
         request.session["role"] = "member"
         return info(request)
 
+    async def relogin(request: Request) -> JSONResponse:
+        session: Any = request.session
+        session.clear()  # the classic idiom: forget everything, then start the new login
+        session["greeting"] = "hello"
+        session.rotate(user_id=request.query_params["user"])
+        return info(request)
+
     async def logout(request: Request) -> JSONResponse:
         request.session.clear()
         return info(request)
@@ -73,6 +80,7 @@ def make_app(store: Any, barrier: Rendezvous | None = None, **options: Any) -> S
         Route("/put", put, methods=["POST"]),
         Route("/login", login, methods=["POST"]),
         Route("/logout", logout, methods=["POST"]),
+        Route("/relogin", relogin, methods=["POST"]),
         Route("/noop", noop),
     ]
     return Starlette(
@@ -240,3 +248,16 @@ def test_plain_http_cookie_when_secure_is_off(backend: Backend, prefix: str, fac
 def test_bad_cookie_settings_are_refused(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError):
         SessionMiddleware(make_app(None), store=lambda: None, **options)  # type: ignore[arg-type,return-value]
+
+
+def test_clear_then_set_starts_a_new_session(backend: Backend, prefix: str, factory: Any) -> None:
+    check = SessionStore(backend.client(), namespace=prefix)
+    with TestClient(make_app(factory()), base_url="https://testserver") as client:
+        old = sid_of(cookie_of(client.post("/put", params={"cart": "1"})))
+        new = sid_of(cookie_of(client.post("/relogin", params={"user": "ann"})))
+        assert new != old
+        assert backend.client().exists(check._core._key_of(old)) == 0
+        got = check.get(new)
+        assert got is not None
+        assert got.user_id == "ann"
+        assert dict(got) == {"greeting": "hello"}

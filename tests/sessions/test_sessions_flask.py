@@ -48,6 +48,13 @@ def make_app(
         session["role"] = "member"
         return info()
 
+    @app.post("/relogin")
+    def relogin() -> Any:
+        session.clear()  # the classic idiom: forget everything, then start the new login
+        session["greeting"] = "hello"
+        session.rotate(user_id=request.args["user"])  # type: ignore[attr-defined]
+        return info()
+
     @app.post("/logout")
     def logout() -> Any:
         session.destroy()  # type: ignore[attr-defined]
@@ -186,3 +193,16 @@ def test_bad_cookie_settings_are_refused(client: Any) -> None:
         RedisSessionInterface(store, samesite="none", secure=False)
     with pytest.raises(ConfigurationError):
         RedisSessionInterface(store, host_prefix=True, domain="example.com")
+
+
+def test_clear_then_set_starts_a_new_session(backend: Backend, prefix: str) -> None:
+    store = SessionStore(backend.client(), namespace=prefix)
+    client = make_app(store).test_client()
+    old = sid_of(cookie_of(client.post("/put?cart=1", base_url=BASE)))
+    new = sid_of(cookie_of(client.post("/relogin?user=ann", base_url=BASE)))
+    assert new != old
+    assert backend.client().exists(store._core._key_of(old)) == 0
+    got = store.get(new)
+    assert got is not None
+    assert got.user_id == "ann"
+    assert dict(got) == {"greeting": "hello"}

@@ -116,7 +116,10 @@ class RequestSession(MutableMapping[str, Any]):
         self._rotate_to = (user_id,)
 
     def destroy(self) -> None:
-        """Delete the session at the end of this request (log out); the cookie is removed."""
+        """Delete the session at the end of this request (log out); the cookie is removed.
+
+        Fields set afterwards in the same request go into a new session with a new id.
+        """
         self._ensure()
         self._destroy = True
         self._data.clear()
@@ -186,12 +189,14 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
     """
     loaded = session._loaded
     delete_cookie = Outcome(None, 0, touch_cookie=had_cookie)
+    rotate = session._rotate_to
     if session._destroy:
         if loaded is not None:
             yield StoreCall("destroy", (loaded.id,), {})
-        return delete_cookie
+        # what was set after clear() (``session.clear(); session["user"] = ...`` at login)
+        # goes into a brand-new session, under a new id
+        loaded = None
     changed, deleted = session.changes()
-    rotate = session._rotate_to
     if loaded is None:
         if not session._data and rotate is None:
             return delete_cookie  # nothing to keep; a stale or forged cookie is dropped
