@@ -69,6 +69,11 @@ def _bucket(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:3]
 
 
+def _collision() -> BackendError:
+    # 256 random bits do not collide; an occupied key means something else writes there
+    return BackendError("3 fresh session ids in a row were taken: is another writer using them?")
+
+
 def check_user_id(user_id: object) -> str:
     """A user id as stored: a non-empty str (an int is converted), at most 1 KiB, no NUL."""
     if isinstance(user_id, int) and not isinstance(user_id, bool):
@@ -231,7 +236,7 @@ class SessionCore:
                 ttl=ttl_ms / 1000,
                 data=MappingProxyType(normalized),
             )
-        raise ConfigurationError("could not find an unused session id in 3 attempts")
+        raise _collision()
 
     def get(self, sid: object) -> Plan[Session | None]:
         if parse_session_id(sid) is None:
@@ -346,7 +351,7 @@ class SessionCore:
                 if int(reply[0]) == -2:
                     continue
                 return new_sid
-            raise ConfigurationError("could not find an unused session id in 3 attempts")
+            raise _collision()
         # a new user means a new bucket (another slot on a cluster): take the session out
         # atomically, then put it back under the new id. Exactly one concurrent rotate wins the
         # take; if this process dies between the two steps the session is lost (logged out),
@@ -380,7 +385,7 @@ class SessionCore:
                 return new_sid
             if meta.get(b":a") is not None:
                 return None  # the absolute lifetime ran out during the rotation
-        raise ConfigurationError("could not find an unused session id in 3 attempts")
+        raise _collision()
 
     def _index(self, user_id: str, mode: str, ids: list[str]) -> Plan[tuple[Any, list[str]]]:
         """Run ``session_user`` in ``mode`` over ``ids``; returns its result and the new ids."""
