@@ -261,3 +261,30 @@ def test_clear_then_set_starts_a_new_session(backend: Backend, prefix: str, fact
         assert got is not None
         assert got.user_id == "ann"
         assert dict(got) == {"greeting": "hello"}
+
+
+def test_store_per_loop_is_made_inside_the_loop_and_closed(backend: Backend, prefix: str) -> None:
+    made: list[tuple[AsyncSessionStore, asyncio.AbstractEventLoop]] = []
+    closed: list[bool] = []
+
+    def make_store() -> AsyncSessionStore:
+        client = backend.async_client()
+        original = client.aclose
+
+        async def aclose(*args: Any, **kwargs: Any) -> None:
+            closed.append(True)
+            await original(*args, **kwargs)
+
+        client.aclose = aclose  # type: ignore[method-assign]
+        store = AsyncSessionStore(client, namespace=prefix)
+        made.append((store, asyncio.get_running_loop()))
+        return store
+
+    app = make_app(make_store)
+    for _ in range(2):  # each TestClient block runs the app on a loop of its own
+        with TestClient(app, base_url="https://testserver") as client:
+            client.post("/put", params={"a": "1"})
+            client.get("/whoami")
+    assert len(made) == 2
+    assert made[0][1] is not made[1][1]
+    assert closed == [True, True]

@@ -125,3 +125,10 @@ def test_any_malformed_id_yields_no_effect(sid: object) -> None:
 def test_every_well_formed_id_is_accepted(sid: str) -> None:
     _, effects = run_canned(core().get(sid), [None])
     assert len(effects) == 1
+
+
+def test_three_occupied_fresh_ids_is_a_backend_error() -> None:
+    from redis_patterns import BackendError
+
+    with pytest.raises(BackendError, match="another writer"):
+        run_canned(core().create({"a": 1}, None), [None, None, None])
