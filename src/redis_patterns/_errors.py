@@ -6,6 +6,8 @@
     │   ├── BackendUnavailableError (also ConnectionError)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
+    │   │   └── ServerBusyError                another client's script is running too long (BUSY)
+    │   ├── PermissionDeniedError (also PermissionError)   the ACL user may not do this (NOPERM)
     │   └── CrossSlotError                     keys of one operation live in different slots
     ├── LockError
     │   ├── LockTimeoutError (also TimeoutError)
@@ -34,10 +36,12 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "PermissionDeniedError",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
     "ScriptError",
+    "ServerBusyError",
     "StaleFenceError",
     "TransactionConflictError",
     "map_backend_error",
@@ -66,6 +70,18 @@ class BackendTimeoutError(BackendError, TimeoutError):
 
 class ScriptError(BackendError):
     """A script raised an error on the server, or the server refused to run it."""
+
+
+class ServerBusyError(ScriptError):
+    """The server is running a script (another client's, maybe) past ``busy-reply-threshold``.
+
+    Nothing was executed for this call; it can be retried once that script ends or is stopped
+    with ``SCRIPT KILL`` (or ``FUNCTION KILL``).
+    """
+
+
+class PermissionDeniedError(BackendError, PermissionError):
+    """The server's ACL refused the command or a key for this user (``NOPERM``); nothing ran."""
 
 
 class CrossSlotError(BackendError):
@@ -125,10 +141,12 @@ def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseExc
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
+    if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
+        return PermissionDeniedError(text)
+    if isinstance(exc, rex.ResponseError) and text.startswith("BUSY"):
+        return ServerBusyError(text)
     if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
         return CrossSlotError(text)
-    if isinstance(exc, rex.ResponseError) and (
-        in_script or "script" in text.lower() or text.startswith("BUSY")
-    ):
+    if isinstance(exc, rex.ResponseError) and (in_script or "script" in text.lower()):
         return ScriptError(text)
     return BackendError(text or type(exc).__name__)
