@@ -515,6 +515,15 @@ def connect(
         from redis.asyncio.retry import Retry as AsyncRetry
 
         kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
+        try:
+            from redis.maint_notifications import MaintNotificationsConfig
+        except ImportError:  # redis-py < 7: no maintenance notifications, nothing to turn off
+            pass
+        else:
+            # redis-py 8's asyncio pool skips its "is this pooled connection closed?" check
+            # while maintenance notifications are "auto" (truthy), so the first call after a
+            # server restart fails on the dead connection; with retries off that is an error.
+            kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
         return redis.asyncio.Redis.from_url(target, **kwargs)
     kwargs.setdefault("retry", Retry(NoBackoff(), 0))
     return redis.Redis.from_url(target, **kwargs)
