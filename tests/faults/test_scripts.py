@@ -1,11 +1,11 @@
-"""Scenario 40 and the Script must-shows: BUSY is typed and recovers, NOSCRIPT reloads transparently."""
+"""Scenario 40 and Script must-shows: BUSY is typed and recovers; NOSCRIPT reloads transparently."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -85,7 +85,9 @@ def _incr_until_ok(incr: Callable[[], int | None]) -> tuple[int | None, int]:
             time.sleep(0.01)
 
 
-def test_foreign_busy_script_is_typed_and_recovers(busy_server: EmbeddedServer, prefix: str) -> None:
+def test_foreign_busy_script_is_typed_and_recovers(
+    busy_server: EmbeddedServer, prefix: str
+) -> None:
     with redis_patterns.connect(busy_server.url, socket_timeout=WAIT) as client:
         counter = BoundedCounter(client, f"{prefix}:c", 10)
         assert counter.incr() == 1
@@ -161,9 +163,9 @@ async def test_async_script_reloads_after_script_flush(backend: Backend, prefix:
 
 
 @pytest.fixture(params=BINARIES)
-def restartable(request: pytest.FixtureRequest, server_factory: Any) -> Iterator[EmbeddedServer]:
+def restartable(request: pytest.FixtureRequest, server_factory: Any) -> EmbeddedServer:
     server: EmbeddedServer = server_factory(request.param)
-    yield server
+    return server
 
 
 def test_script_reloads_after_restart_on_the_same_port(
