@@ -229,7 +229,10 @@ class EmbeddedServer:
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                stderr = ""
+                if process.stderr:
+                    stderr = process.stderr.read().decode(errors="replace")
+                    process.stderr.close()
                 self._process = None
                 _reaper.forget(process.pid)
                 raise EmbeddedServerError(
@@ -247,7 +250,8 @@ class EmbeddedServer:
 
     def _answers(self) -> bool:
         try:
-            with self.client(socket_timeout=0.5) as client:
+            # No retries: redis-py's default Retry would turn one refused PING into seconds.
+            with self.client(socket_timeout=0.5, retry=Retry(NoBackoff(), 0)) as client:
                 return bool(client.ping())
         except (redis.RedisError, OSError):
             return False

@@ -73,7 +73,7 @@ def test_latency_beyond_socket_timeout_is_a_timeout(
 
 
 def test_latency_below_socket_timeout_is_only_slow(proxy: FaultProxy, prefix: str) -> None:
-    proxy.latency(0.05, jitter=0.05)
+    proxy.latency(0.02, jitter=0.02)
     with redis_patterns.connect(proxy.url, socket_timeout=10) as client:
         counter = BoundedCounter(client, f"{prefix}:c", LIMIT)
         assert [counter.incr() for _ in range(5)] == [1, 2, 3, 4, 5]

@@ -175,6 +175,7 @@ def test_script_reloads_after_restart_on_the_same_port(
         counter = BoundedCounter(client, f"{prefix}:c", 10)
         assert counter.incr() == 1
         port, old_pid = restartable.port, restartable.pid
+        assert port is not None
         restartable.restart()  # no persistence: the data and the script cache are gone
         assert restartable.port == port
         assert restartable.pid != old_pid
