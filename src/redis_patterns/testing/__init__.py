@@ -1,14 +1,40 @@
 """Test support shipped with the package: fixtures, a command counter and fault tools."""
 
 from .counter import CommandCounter, MonitoredCommand
+from .history import (
+    DeliveryResult,
+    Event,
+    FencedResource,
+    FencedWrite,
+    FenceResult,
+    History,
+    Hold,
+    OverlapResult,
+    check_at_least_once,
+    check_fenced,
+    check_no_overlap,
+    holds_from_history,
+)
 from .proxy import FaultProxy, ProxyStats
 from .sentinel import SentinelServer, SentinelTopology
 
 __all__ = [
     "CommandCounter",
+    "DeliveryResult",
+    "Event",
     "FaultProxy",
+    "FenceResult",
+    "FencedResource",
+    "FencedWrite",
+    "History",
+    "Hold",
     "MonitoredCommand",
+    "OverlapResult",
     "ProxyStats",
     "SentinelServer",
     "SentinelTopology",
+    "check_at_least_once",
+    "check_fenced",
+    "check_no_overlap",
+    "holds_from_history",
 ]
