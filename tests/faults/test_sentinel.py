@@ -74,13 +74,14 @@ async def test_sentinel_failover_and_master_for_follows(sentinel: SentinelTopolo
 
 
 def test_writes_on_a_pooled_connection_to_the_demoted_primary_are_lost(
-    sentinel: SentinelTopology, request: pytest.FixtureRequest
+    request: pytest.FixtureRequest,
 ) -> None:
     """Why failover loses acknowledged writes (RELIABILITY 2, Jepsen): a graceful failover
     leaves the old primary writable until Sentinel reconfigures it, and a connection opened
     before keeps writing there; those acknowledged writes vanish when it becomes a replica."""
     if not request.config.getoption("--soak"):
         pytest.skip("waits up to ~10 s for Sentinel to demote the old primary: runs under --soak")
+    sentinel: SentinelTopology = request.getfixturevalue("sentinel")  # only when it runs
     old = sentinel.primary_address()
     manager = sentinel.client()
     primary = manager.master_for(sentinel.service, socket_timeout=5, retry=Retry(NoBackoff(), 0))
