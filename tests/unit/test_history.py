@@ -11,17 +11,22 @@ from pathlib import Path
 import pytest
 
 from redis_patterns.testing.history import (
+    UNKNOWN,
     Event,
     FencedResource,
     FencedWrite,
     History,
     Hold,
+    LinOp,
     Status,
     check_at_least_once,
     check_fenced,
+    check_linearizable,
     check_no_overlap,
     holds_from_history,
+    kv_model,
     monotonic,
+    register_model,
 )
 
 # --- recorder ---------------------------------------------------------------------------------
@@ -199,3 +204,99 @@ def test_maybe_sent_ids_are_neither_lost_nor_unexpected() -> None:
     result = check_at_least_once([1], [1, 7], maybe_sent=[7, 8])
     assert result.ok
     assert result.lost == frozenset()
+
+
+# --- (d) linearizability ----------------------------------------------------------------------
+
+READ = ("read",)
+
+
+def _w(value: object, called: float, returned: float) -> LinOp:
+    return LinOp(("write", value), None, called, returned)
+
+
+def _r(value: object, called: float, returned: float) -> LinOp:
+    return LinOp(READ, value, called, returned)
+
+
+def test_porcupine_readme_register_examples() -> None:
+    # Porcupine README, example 1 (register initialised to 0), as call/return times:
+    # C0 |-- put(100) --|, C1 inside it reads 100, C2 inside that reads 0: linearizable.
+    ok = [_w(100, 0, 5), _r(100, 1, 4), _r(0, 2, 3)]
+    assert check_linearizable(ok, register_model(0)).ok is True
+    # Example 2: a read of 200 completes, then a later read sees 0 again: not linearizable.
+    bad = [_w(200, 0, 5), _r(200, 1, 2), _r(0, 3, 4)]
+    result = check_linearizable(bad, register_model(0))
+    assert result.ok is False
+    assert not result
+
+
+def test_stale_read_after_a_completed_write_is_caught() -> None:
+    assert check_linearizable([_w(1, 0, 1), _r(None, 2, 3)], register_model()).ok is False
+    assert check_linearizable([_w(1, 0, 1), _r(1, 2, 3)], register_model()).ok is True
+
+
+def test_concurrent_reads_may_see_either_value() -> None:
+    for seen in (None, 1):
+        assert check_linearizable([_w(1, 0, 3), _r(seen, 1, 2)], register_model()).ok is True
+
+
+def test_compare_and_set() -> None:
+    def cas(old: object, new: object, swapped: bool, t0: float, t1: float) -> LinOp:
+        return LinOp(("cas", old, new), swapped, t0, t1)
+
+    # Two sequential CAS from the same old value cannot both succeed.
+    both = [cas(None, 1, True, 0, 1), cas(None, 2, True, 2, 3)]
+    assert check_linearizable(both, register_model()).ok is False
+    # Concurrent ones: exactly one may win.
+    one = [cas(None, 1, True, 0, 3), cas(None, 2, False, 1, 2), _r(1, 4, 5)]
+    assert check_linearizable(one, register_model()).ok is True
+
+
+def test_unknown_outcomes_may_or_may_not_take_effect() -> None:
+    lost = Event("write", "p1", 0.0, 1.0, "info")
+    maybe = LinOp.from_event(lost, ("write", 2))
+    assert maybe.output is UNKNOWN
+    assert maybe.returned == math.inf
+    assert check_linearizable([maybe, _r(2, 5, 6)], register_model()).ok is True
+    assert check_linearizable([maybe, _r(None, 5, 6)], register_model()).ok is True
+    # But once a read saw it take effect, a later read cannot see it undone.
+    seen_then_gone = [maybe, _r(2, 5, 6), _r(None, 7, 8)]
+    assert check_linearizable(seen_then_gone, register_model()).ok is False
+    with pytest.raises(ValueError, match="did not happen"):
+        LinOp.from_event(Event("write", "p1", 0.0, 1.0, "fail"), ("write", 3))
+
+
+def test_kv_model_checks_each_key_alone() -> None:
+    def kv(key: str, op: LinOp) -> LinOp:
+        return LinOp((key, op.input), op.output, op.called, op.returned)
+
+    ops = [
+        kv("a", _w(1, 0, 1)),
+        kv("b", _w(5, 0, 1)),
+        kv("a", _r(1, 2, 3)),
+        kv("b", _r(None, 2, 3)),  # key b lost its write
+    ]
+    result = check_linearizable(ops, kv_model())
+    assert result.ok is False
+    assert result.partitions == 2
+    assert {op.input[0] for op in result.failed} == {"b"}
+    assert check_linearizable(ops[:3], kv_model()).ok is True
+
+
+def test_a_search_over_budget_is_unknown_not_a_guess() -> None:
+    ops = [_w(i, 0, 10) for i in range(6)] + [_r(3, 11, 12)]
+    assert check_linearizable(ops, register_model(), budget=3).ok is None
+    assert check_linearizable(ops, register_model()).ok is True
+
+
+def test_a_larger_concurrent_history() -> None:
+    # 4 writers overlapping in waves, each followed by a read of the last wave's winner.
+    ops: list[LinOp] = []
+    for wave in range(30):
+        t = wave * 10.0
+        ops += [_w((wave, i), t, t + 5) for i in range(4)]
+        ops.append(_r((wave, 2), t + 6, t + 7))
+    assert check_linearizable(ops, register_model()).ok is True
+    ops.append(_r((0, 2), 400.0, 401.0))  # a stale value at the end
+    assert check_linearizable(ops, register_model()).ok is False

@@ -9,11 +9,17 @@ from .history import (
     FenceResult,
     History,
     Hold,
+    LinearizabilityResult,
+    LinOp,
+    Model,
     OverlapResult,
     check_at_least_once,
     check_fenced,
+    check_linearizable,
     check_no_overlap,
     holds_from_history,
+    kv_model,
+    register_model,
 )
 from .proxy import FaultProxy, ProxyStats
 from .sentinel import SentinelServer, SentinelTopology
@@ -28,6 +34,9 @@ __all__ = [
     "FencedWrite",
     "History",
     "Hold",
+    "LinOp",
+    "LinearizabilityResult",
+    "Model",
     "MonitoredCommand",
     "OverlapResult",
     "ProxyStats",
@@ -35,6 +44,9 @@ __all__ = [
     "SentinelTopology",
     "check_at_least_once",
     "check_fenced",
+    "check_linearizable",
     "check_no_overlap",
     "holds_from_history",
+    "kv_model",
+    "register_model",
 ]
