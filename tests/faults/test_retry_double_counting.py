@@ -38,7 +38,7 @@ def test_no_retry_applies_each_call_at_most_once(
     scale: Callable[[int, int], int],
     prefix: str,
 ) -> None:
-    calls = scale(50, 5000)
+    calls = scale(200, 5000)
     proxy = fault_proxy(valkey_server, seed=13)
     key = f"{prefix}:c"
     with redis_patterns.connect(proxy.url, socket_timeout=5) as client:
@@ -66,7 +66,7 @@ async def test_async_no_retry_applies_each_call_at_most_once(
     scale: Callable[[int, int], int],
     prefix: str,
 ) -> None:
-    calls = scale(50, 5000)
+    calls = scale(200, 5000)
     proxy = fault_proxy(valkey_server, seed=13)
     key = f"{prefix}:c"
     client = redis_patterns.connect(proxy.url, asyncio=True, socket_timeout=5)
@@ -95,7 +95,7 @@ def test_redis_py_default_retry_double_applies(
     prefix: str,
 ) -> None:
     """A stock ``redis.Redis`` (default Retry) hides the lost replies by running the call again."""
-    calls = scale(50, 5000)
+    calls = scale(200, 5000)
     proxy = fault_proxy(valkey_server, seed=13)
     key = f"{prefix}:c"
     # redis-py's defaults. (Built from host/port: that is the path where the client's default
