@@ -43,7 +43,7 @@ def main() -> int:
             stock_value = int(direct.get("demo:stock") or 0) - 1
     print(f"redis_patterns.connect: {CALLS} calls, {lost} replies lost, {errors} errors")
     print(f"    counter moved by {ours_value} (each call ran exactly once)")
-    print(f"stock redis.Redis:      {CALLS} calls, {stock_lost} replies lost, {stock_errors} errors")
+    print(f"stock redis.Redis: {CALLS} calls, {stock_lost} replies lost, {stock_errors} errors")
     print(f"    counter moved by {stock_value} ({stock_value - CALLS} increments applied twice)")
     ok = ours_value == CALLS and errors == lost and stock_value == CALLS + stock_lost
     return 0 if ok else 1
