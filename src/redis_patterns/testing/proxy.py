@@ -181,7 +181,9 @@ class FaultProxy:
             self._server.close()
         for link in list(self._links):
             self._close_link(link)
-        tasks = [t for link in list(self._links) for t in link.tasks]
+        # Every task on this loop (connection handlers, pumps, delayed senders) ends here, so
+        # closing the loop destroys no pending task.
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
