@@ -19,7 +19,8 @@ from redis_patterns import (
     BoundedCounter,
     EmbeddedServer,
 )
-from redis_patterns.testing import FaultProxy
+from redis_patterns.testing import FaultProxy, History, LinOp, Model, check_linearizable
+from redis_patterns.testing.history import UNKNOWN
 
 pytestmark = pytest.mark.fault
 
@@ -45,10 +46,13 @@ def test_no_retry_applies_each_call_at_most_once(
         counter = BoundedCounter(client, key, LIMIT)
         counter.incr()  # warm the script cache and the connection
         proxy.drop_replies(DROP, match="EVALSHA")
+        history = History()
         ok = failed = 0
         for _ in range(calls):
             try:
-                counter.incr()
+                # A lost reply is an unknown outcome: recorded as "info", not as a failure.
+                with history.operation("incr", "client") as op:
+                    op.ok(counter.incr())
                 ok += 1
             except BackendUnavailableError:
                 failed += 1
@@ -58,6 +62,8 @@ def test_no_retry_applies_each_call_at_most_once(
     assert failed == proxy.stats.dropped_replies > 0  # every lost reply surfaced as an error
     assert executed == calls  # no call was sent twice ...
     assert _server_value(valkey_server, key) == 1 + executed  # ... and each ran exactly once
+    # The client's own view is consistent: some order of "add 1" steps explains every reply.
+    assert check_linearizable(_incr_ops(history), COUNTER).ok is True
 
 
 async def test_async_no_retry_applies_each_call_at_most_once(
@@ -107,11 +113,30 @@ def test_redis_py_default_retry_double_applies(
         counter = BoundedCounter(client, key, LIMIT)
         counter.incr()
         proxy.drop_replies(DROP, match="EVALSHA")
+        history = History()
         for _ in range(calls):
-            counter.incr()  # never raises: the retry re-sent it on a new connection
+            with history.operation("incr", "client") as op:
+                op.ok(counter.incr())  # never raises: the retry re-sent it on a new connection
         proxy.pass_through()
     drops = proxy.stats.dropped_replies
     assert drops > 0
     # Every lost reply cost one extra execution: the counter moved more than it was called.
     assert proxy.stats.matched_requests == calls + drops
     assert _server_value(valkey_server, key) == 1 + calls + drops > 1 + calls
+    # And the client's history cannot be explained by one "add 1" per call: a call that was
+    # applied twice returned a value 2 above the previous call's.
+    result = check_linearizable(_incr_ops(history), COUNTER)
+    assert result.ok is False
+
+
+def _counter_step(state: int, op: object, output: object) -> tuple[bool, int]:
+    new = state + 1
+    return (output is UNKNOWN or output == new), new
+
+
+# A counter that starts at 1 (the warm-up call) and adds 1 per call, returning the new value.
+COUNTER = Model(init=lambda: 1, step=_counter_step)
+
+
+def _incr_ops(history: History) -> list[LinOp]:
+    return [LinOp.from_event(e, "incr", e.value) for e in history if e.status != "fail"]
