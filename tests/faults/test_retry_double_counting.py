@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import pytest
 import redis
+import redis.asyncio
 
 import redis_patterns
 from redis_patterns import (
@@ -140,3 +141,29 @@ COUNTER = Model(init=lambda: 1, step=_counter_step)
 
 def _incr_ops(history: History) -> list[LinOp]:
     return [LinOp.from_event(e, "incr", e.value) for e in history if e.status != "fail"]
+
+
+async def test_redis_py_asyncio_default_retry_double_applies(
+    valkey_server: EmbeddedServer,
+    fault_proxy: Callable[..., FaultProxy],
+    scale: Callable[[int, int], int],
+    prefix: str,
+) -> None:
+    """The same with a stock ``redis.asyncio.Redis``: its default Retry re-sends too."""
+    calls = scale(200, 5000)
+    proxy = fault_proxy(valkey_server, seed=13)
+    key = f"{prefix}:c"
+    client = redis.asyncio.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
+    try:
+        counter = AsyncBoundedCounter(client, key, LIMIT)
+        await counter.incr()
+        proxy.drop_replies(DROP, match="EVALSHA")
+        for _ in range(calls):
+            await counter.incr()  # never raises
+        proxy.pass_through()
+    finally:
+        await client.aclose()
+    drops = proxy.stats.dropped_replies
+    assert drops > 0
+    assert proxy.stats.matched_requests == calls + drops
+    assert _server_value(valkey_server, key) == 1 + calls + drops
