@@ -2,8 +2,10 @@
 
 from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.leaderboard import AsyncLeaderboard, AsyncTimedLeaderboard
+from ._async.sessions import AsyncSessionStore
 from ._async.transaction import async_transaction
 from ._core.leaderboard import Entry, Page
+from ._core.sessions import Session
 from ._core.transaction import TransactionResult
 from ._errors import (
     BackendError,
@@ -15,10 +17,12 @@ from ._errors import (
     LockError,
     LockNotOwnedError,
     LockTimeoutError,
+    PermissionDeniedError,
     QueueError,
     RateLimitedError,
     RedisPatternsError,
     ScriptError,
+    ServerBusyError,
     StaleFenceError,
     TransactionConflictError,
 )
@@ -28,12 +32,14 @@ from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.leaderboard import Leaderboard, TimedLeaderboard
+from ._sync.sessions import SessionStore
 from ._sync.transaction import transaction
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
     "AsyncLeaderboard",
+    "AsyncSessionStore",
     "AsyncTimedLeaderboard",
     "BackendError",
     "BackendTimeoutError",
@@ -44,19 +50,23 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
-    "FunctionLibrary",
     "Entry",
+    "FunctionLibrary",
     "Leaderboard",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
     "Page",
+    "PermissionDeniedError",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
     "Script",
     "ScriptError",
+    "ServerBusyError",
     "Serializer",
+    "Session",
+    "SessionStore",
     "StaleFenceError",
     "TimedLeaderboard",
     "TransactionConflictError",

@@ -6,6 +6,8 @@
     │   ├── BackendUnavailableError (also ConnectionError)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
+    │   │   └── ServerBusyError                another client's script is running too long (BUSY)
+    │   ├── PermissionDeniedError (also PermissionError)   the ACL user may not do this (NOPERM)
     │   └── CrossSlotError                     keys of one operation live in different slots
     ├── LockError
     │   ├── LockTimeoutError (also TimeoutError)
@@ -32,10 +34,12 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "PermissionDeniedError",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
     "ScriptError",
+    "ServerBusyError",
     "StaleFenceError",
     "TransactionConflictError",
 ]
@@ -63,6 +67,18 @@ class BackendTimeoutError(BackendError, TimeoutError):
 
 class ScriptError(BackendError):
     """A script raised an error on the server, or the server refused to run it."""
+
+
+class ServerBusyError(ScriptError):
+    """The server is running a script (another client's, maybe) past ``busy-reply-threshold``.
+
+    Nothing was executed for this call; it can be retried once that script ends or is stopped
+    with ``SCRIPT KILL`` (or ``FUNCTION KILL``).
+    """
+
+
+class PermissionDeniedError(BackendError, PermissionError):
+    """The server's ACL refused the command or a key for this user (``NOPERM``); nothing ran."""
 
 
 class CrossSlotError(BackendError):

@@ -7,6 +7,7 @@ enough: it fires when the *thread* that started the child ends, not the process.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import subprocess
@@ -94,3 +95,15 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@atexit.register
+def _close_watcher() -> None:
+    # A normal exit: the servers were stopped already; let the watcher see EOF and end now,
+    # rather than leave a running Popen behind for the garbage collector to warn about.
+    watcher = _watcher
+    if watcher is not None and _watcher_owner == os.getpid() and watcher.stdin is not None:
+        with contextlib.suppress(OSError):
+            watcher.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watcher.wait(5)

@@ -29,8 +29,10 @@ from ._errors import (
     BackendUnavailableError,
     ConfigurationError,
     CrossSlotError,
+    PermissionDeniedError,
     RedisPatternsError,
     ScriptError,
+    ServerBusyError,
 )
 from ._plan import (
     Command,
@@ -87,11 +89,13 @@ def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseExc
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
+    if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
+        return PermissionDeniedError(text)
+    if isinstance(exc, rex.ResponseError) and text.startswith("BUSY"):
+        return ServerBusyError(text)
     if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
         return CrossSlotError(text)
-    if isinstance(exc, rex.ResponseError) and (
-        in_script or "script" in text.lower() or text.startswith("BUSY")
-    ):
+    if isinstance(exc, rex.ResponseError) and (in_script or "script" in text.lower()):
         return ScriptError(text)
     return BackendError(text or type(exc).__name__)
 

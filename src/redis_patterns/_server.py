@@ -229,7 +229,10 @@ class EmbeddedServer:
         deadline = time.monotonic() + _START_TIMEOUT
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+                stderr = ""
+                if process.stderr:
+                    stderr = process.stderr.read().decode(errors="replace")
+                    process.stderr.close()
                 self._process = None
                 _reaper.forget(process.pid)
                 raise EmbeddedServerError(
@@ -247,7 +250,8 @@ class EmbeddedServer:
 
     def _answers(self) -> bool:
         try:
-            with self.client(socket_timeout=0.5) as client:
+            # No retries: redis-py's default Retry would turn one refused PING into seconds.
+            with self.client(socket_timeout=0.5, retry=Retry(NoBackoff(), 0)) as client:
                 return bool(client.ping())
         except (redis.RedisError, OSError):
             return False
@@ -515,6 +519,15 @@ def connect(
         from redis.asyncio.retry import Retry as AsyncRetry
 
         kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
+        try:
+            from redis.maint_notifications import MaintNotificationsConfig
+        except ImportError:  # redis-py < 7: no maintenance notifications, nothing to turn off
+            pass
+        else:
+            # redis-py 8's asyncio pool skips its "is this pooled connection closed?" check
+            # while maintenance notifications are "auto" (truthy), so the first call after a
+            # server restart fails on the dead connection; with retries off that is an error.
+            kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
         return redis.asyncio.Redis.from_url(target, **kwargs)
     kwargs.setdefault("retry", Retry(NoBackoff(), 0))
     return redis.Redis.from_url(target, **kwargs)

@@ -8,6 +8,10 @@ tests can use the same fixtures:
   ``async_client()`` and ``counter()``; ``client`` and ``async_client`` are shortcuts.
 - ``prefix``: a unique name per test, so tests never share keys and never need FLUSHALL.
 - ``scale(small, full)``: the small count normally, the full one under ``--soak``.
+- Faults (see ``docs/testing.md``): ``server_factory(binary=None, **options)`` starts a private
+  `EmbeddedServer` for one test (restart it, pause it, change its config freely);
+  ``fault_proxy(target, seed=0)`` starts a `FaultProxy` in front of a server; ``sentinel`` is a
+  primary + replica + 3 Sentinels topology (`SentinelTopology`).
 
 Redis 7 comes from Debian's ``redis-server`` on PATH; without it those tests are skipped with
 the reason shown, unless ``REDIS_PATTERNS_REQUIRE_REDIS7=1``, which turns the skip into a failure.
@@ -31,6 +35,8 @@ import redis.cluster
 
 from .._server import EmbeddedCluster, EmbeddedServer
 from .counter import CommandCounter
+from .proxy import FaultProxy
+from .sentinel import SentinelTopology
 
 __all__ = ["Backend"]
 
@@ -212,3 +218,48 @@ def scale(request: pytest.FixtureRequest) -> Callable[[int, int], int]:
         return full if soak else small
 
     return pick
+
+
+@pytest.fixture
+def server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
+    """``server_factory(binary=None, **options)``: a started private `EmbeddedServer`.
+
+    ``binary="redis7"`` means Debian's ``redis-server`` (skipped or failed like
+    ``redis7_server`` when missing). Every server is stopped at the end of the test.
+    """
+    made: list[EmbeddedServer] = []
+
+    def make(binary: str | None = None, **options: Any) -> EmbeddedServer:
+        if binary == "redis7":
+            _redis7_or_skip()
+            binary = "redis-server"
+        server = EmbeddedServer(binary, **options)
+        made.append(server)
+        return server.start()
+
+    yield make
+    for server in made:
+        server.stop()
+        server.cleanup()
+
+
+@pytest.fixture
+def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """``fault_proxy(target, seed=0)``: a started `FaultProxy` in front of ``target``."""
+    made: list[FaultProxy] = []
+
+    def make(target: Any, seed: int | None = 0) -> FaultProxy:
+        proxy = FaultProxy(target, seed=seed)
+        made.append(proxy)
+        return proxy.start()
+
+    yield make
+    for proxy in made:
+        proxy.stop()
+
+
+@pytest.fixture
+def sentinel() -> Iterator[SentinelTopology]:
+    """A fresh primary + replica + 3 Sentinels (Valkey), for one test (failovers change it)."""
+    with SentinelTopology() as topology:
+        yield topology

@@ -1,0 +1,1 @@
+"""Framework integrations (ASGI, Flask); each module imports its own framework."""

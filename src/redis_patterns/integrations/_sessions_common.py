@@ -1,0 +1,219 @@
+"""What the ASGI and Flask session integrations share: cookie rules, the per-request session, the
+commit plan (which store calls a finished request needs), all free of I/O and of any framework."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from .._core.sessions import KEEP, Session
+from .._errors import ConfigurationError
+
+__all__ = ["CookieSettings", "Outcome", "RequestSession", "StoreCall", "commit"]
+
+
+@dataclass(frozen=True, slots=True)
+class CookieSettings:
+    """Validated cookie attributes; ``name`` already carries the ``__Host-`` prefix if used."""
+
+    name: str
+    secure: bool
+    samesite: str
+    path: str
+    domain: str | None
+
+    @classmethod
+    def build(
+        cls,
+        name: str,
+        *,
+        secure: bool,
+        samesite: str,
+        path: str,
+        domain: str | None,
+        host_prefix: bool | None,
+    ) -> CookieSettings:
+        if not isinstance(name, str) or not name or any(c in name for c in ' ;,="\t\r\n'):
+            raise ConfigurationError(f"cookie_name {name!r} is not a valid cookie name")
+        samesite = str(samesite).capitalize()
+        if samesite not in ("Lax", "Strict", "None"):
+            raise ConfigurationError(
+                f"samesite must be 'lax', 'strict' or 'none', not {samesite!r}"
+            )
+        if samesite == "None" and not secure:
+            raise ConfigurationError("samesite='none' needs secure=True (browsers refuse it)")
+        if host_prefix is None:  # on whenever the browser would accept it
+            host_prefix = secure and domain is None and path == "/"
+        if host_prefix:
+            if not secure or domain is not None or path != "/":
+                raise ConfigurationError(
+                    "the __Host- prefix needs secure=True, path='/' and no domain"
+                )
+            if not name.startswith("__Host-"):
+                name = "__Host-" + name
+        return cls(name, bool(secure), samesite, path, domain)
+
+    def header(self, value: str, max_age: int) -> str:
+        """A ``Set-Cookie`` value; ``max_age`` 0 deletes the cookie."""
+        parts = [f"{self.name}={value}", f"Path={self.path}", f"Max-Age={max(0, max_age)}"]
+        if max_age <= 0:
+            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+        if self.domain is not None:
+            parts.append(f"Domain={self.domain}")
+        parts.append("HttpOnly")
+        if self.secure:
+            parts.append("Secure")
+        parts.append(f"SameSite={self.samesite}")
+        return "; ".join(parts)
+
+
+class RequestSession(MutableMapping[str, Any]):
+    """The session of one request: a mutable mapping, written back when the response starts.
+
+    Only fields whose serialized value changed (or that were deleted) are written, so two
+    concurrent requests changing different fields both keep their change. Nested mutations
+    (``session["cart"].append(x)``) are detected too: values are compared serialized.
+
+    ``rotate(user_id=...)`` at login and ``destroy()`` (or ``clear()``) at logout take effect at
+    the end of the request.
+    """
+
+    def __init__(self, loaded: Session | None, dumps: Callable[[Any], bytes]) -> None:
+        self._set_loaded(loaded, dumps)
+
+    def _set_loaded(self, loaded: Session | None, dumps: Callable[[Any], bytes]) -> None:
+        self._loaded = loaded
+        self._dumps = dumps
+        self._data: dict[str, Any] = dict(loaded) if loaded is not None else {}
+        self._original = {k: dumps(v) for k, v in self._data.items()}
+        self._rotate_to: Any = None  # None: no rotation; KEEP or a user id / None in a tuple
+        self._destroy = False
+
+    def _ensure(self) -> None:
+        """Hook for lazy loading (Flask); the ASGI session is loaded up front."""
+
+    @property
+    def id(self) -> str | None:
+        """The session id, or ``None`` before the session is first written."""
+        self._ensure()
+        return None if self._loaded is None else self._loaded.id
+
+    @property
+    def user_id(self) -> str | None:
+        """The user the session belongs to, or ``None``."""
+        self._ensure()
+        return None if self._loaded is None else self._loaded.user_id
+
+    def rotate(self, user_id: Any = KEEP) -> None:
+        """Give the session a new id at the end of this request (call it at login).
+
+        Args:
+            user_id: bind the session to this user; ``None`` makes it anonymous; omitted keeps
+                the current user.
+        """
+        self._ensure()
+        self._rotate_to = (user_id,)
+
+    def destroy(self) -> None:
+        """Delete the session at the end of this request (log out); the cookie is removed.
+
+        Fields set afterwards in the same request go into a new session with a new id.
+        """
+        self._ensure()
+        self._destroy = True
+        self._data.clear()
+
+    def clear(self) -> None:
+        """Like `destroy`: an emptied session is deleted, never kept as a valid empty one."""
+        self.destroy()
+
+    def __getitem__(self, key: str) -> Any:
+        self._ensure()
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._ensure()
+        self._data[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self._ensure()
+        del self._data[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self._ensure()
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        self._ensure()
+        return len(self._data)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} user_id={self.user_id!r} fields={sorted(self._data)!r}>"
+
+    def changes(self) -> tuple[dict[str, Any], list[str]]:
+        """The fields to write and the fields to delete, compared with what was loaded."""
+        changed = {
+            k: v
+            for k, v in self._data.items()
+            if k not in self._original or self._dumps(v) != self._original[k]
+        }
+        return changed, [k for k in self._original if k not in self._data]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCall:
+    """One store method call for the driver to perform (sync or ``await``)."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the response must do with the cookie: set it to ``sid`` or delete it, or nothing."""
+
+    sid: str | None
+    max_age: int
+    touch_cookie: bool
+
+
+Commit = Generator[StoreCall, Any, Outcome]
+
+
+def commit(session: RequestSession, had_cookie: bool) -> Commit:
+    """The store calls that persist ``session`` at the end of a request, and the cookie outcome.
+
+    Drivers run it like a plan: ``call = next(gen)``; perform it; ``gen.send(result)``.
+    """
+    loaded = session._loaded
+    delete_cookie = Outcome(None, 0, touch_cookie=had_cookie)
+    rotate = session._rotate_to
+    if session._destroy:
+        if loaded is not None:
+            yield StoreCall("destroy", (loaded.id,), {})
+        # what was set after clear() (``session.clear(); session["user"] = ...`` at login)
+        # goes into a brand-new session, under a new id
+        loaded = None
+    changed, deleted = session.changes()
+    if loaded is None:
+        if not session._data and rotate is None:
+            return delete_cookie  # nothing to keep; a stale or forged cookie is dropped
+        user = None if rotate is None or rotate[0] is KEEP else rotate[0]
+        created: Session = yield StoreCall("create", (dict(session._data),), {"user_id": user})
+        return Outcome(created.id, int(created.ttl), touch_cookie=True)
+    sid, ttl = loaded.id, loaded.ttl
+    if changed or deleted:
+        exists = yield StoreCall("update", (sid, changed), {"delete": deleted})
+        if not exists:  # it expired or was destroyed during the request: start afresh
+            created = yield StoreCall("create", (dict(session._data),), {})
+            sid, ttl = created.id, created.ttl
+    if rotate is not None:
+        new_sid = yield StoreCall("rotate", (sid,), {"user_id": rotate[0]})
+        if new_sid is None:  # logged out elsewhere meanwhile: never resurrect, start afresh
+            user = None if rotate[0] is KEEP else rotate[0]
+            created = yield StoreCall("create", (dict(session._data),), {"user_id": user})
+            new_sid, ttl = created.id, created.ttl
+        sid = new_sid
+    return Outcome(sid, int(ttl), touch_cookie=True)

@@ -1,0 +1,10 @@
+-- KEYS[1] the session hash
+-- ARGV[1] field (a user field holding a JSON integer, or missing: counts as 0)
+-- ARGV[2] amount to add (an integer, may be negative)
+-- returns nil when the session does not exist (nothing is written), else {new value}
+local field = ARGV[1]
+local amount = ARGV[2]
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return nil
+end
+return {redis.call('HINCRBY', KEYS[1], field, amount)}

@@ -1,0 +1,52 @@
+-- KEYS[1] the current session hash
+-- KEYS[2] the new session hash (same hash tag)
+-- KEYS[3] optional: the index of the session's user (present iff ARGV[1] is not '')
+-- ARGV[1] the user id the caller believes owns the session, '' for none
+-- ARGV[2] current session id, ARGV[3] new session id (index members)
+-- ARGV[4] idle_ms: the idle lifetime granted to the new id (a rotation counts as activity)
+-- returns nil when the session does not exist (or its absolute lifetime is over); {-1, user id}
+--   when its user is not ARGV[1] (nothing changed); {-2} when the new id exists (collision);
+--   else moves fields, absolute expiry and index entry to the new id, deletes the old one and
+--   returns {now_ms, ttl_ms, {field, value, ...}}
+local expected_user = ARGV[1]
+local old_id = ARGV[2]
+local new_id = ARGV[3]
+local idle_ms = tonumber(ARGV[4])
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields == 0 then
+  return nil
+end
+local user_id = redis.call('HGET', KEYS[1], ':u') or ''
+if user_id ~= expected_user then
+  return {-1, user_id}
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return {-2}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local ttl = idle_ms
+local absolute_at = redis.call('HGET', KEYS[1], ':a')
+if absolute_at then
+  local left = tonumber(absolute_at) - now
+  if left <= 0 then
+    redis.call('DEL', KEYS[1])
+    if user_id ~= '' then
+      redis.call('ZREM', KEYS[3], old_id)
+    end
+    return nil
+  end
+  ttl = math.min(ttl, left)
+end
+-- RENAME keeps every field in one step; the old id is gone the moment this script ends
+redis.call('RENAME', KEYS[1], KEYS[2])
+redis.call('PEXPIRE', KEYS[2], string.format('%.0f', ttl))
+if user_id ~= '' then
+  local score = '+inf'
+  if absolute_at then
+    score = absolute_at
+  end
+  redis.call('ZREM', KEYS[3], old_id)
+  redis.call('ZADD', KEYS[3], score, new_id)
+end
+return {string.format('%.0f', now), string.format('%.0f', ttl), fields}

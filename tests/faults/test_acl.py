@@ -1,0 +1,76 @@
+"""Scenario 41: least privilege. An ACL user limited to ``app:*`` works; NOPERM is typed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import redis_patterns
+from redis_patterns import (
+    AsyncBoundedCounter,
+    BackendError,
+    BoundedCounter,
+    EmbeddedServer,
+    PermissionDeniedError,
+)
+from redis_patterns._plan import Command
+from redis_patterns._runner import SyncRunner
+
+pytestmark = pytest.mark.fault
+
+# What the library's scripts need: read/write data commands and EVALSHA/EVAL, on app keys only.
+RULES = [
+    "on",
+    ">app-secret",
+    "resetkeys",
+    "~app:*",
+    "resetchannels",
+    "&app:*",
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@scripting",
+    "-@dangerous",
+]
+
+
+@pytest.fixture(params=[pytest.param(None, id="valkey"), pytest.param("redis7", id="redis7")])
+def app_url(request: pytest.FixtureRequest, server_factory: Any) -> str:
+    server: EmbeddedServer = server_factory(request.param)
+    with server.client() as admin:
+        admin.execute_command("ACL SETUSER", "app", *RULES)
+        admin.script_flush()  # the first EVALSHA must take the NOSCRIPT -> EVAL path as "app"
+    return f"redis://app:app-secret@127.0.0.1:{server.port}"
+
+
+def test_acl_user_runs_bounded_counter_on_its_keys(app_url: str) -> None:
+    with redis_patterns.connect(app_url) as client:
+        counter = BoundedCounter(client, "app:counter", 2)
+        assert [counter.incr(), counter.incr(), counter.incr()] == [1, 2, None]
+        assert counter.value() == 2
+        counter.reset()
+        assert counter.value() == 0
+
+
+def test_keys_outside_the_acl_pattern_are_refused_typed(app_url: str) -> None:
+    with redis_patterns.connect(app_url) as client:
+        outside = BoundedCounter(client, "other:counter", 2)
+        with pytest.raises(PermissionDeniedError, match=r"(?i)no permissions") as caught:
+            outside.incr()  # EVALSHA with a key the user may not touch: refused, nothing ran
+        assert isinstance(caught.value, BackendError)
+        assert isinstance(caught.value, PermissionError)
+        with pytest.raises(PermissionDeniedError):
+            outside.value()  # a plain GET as well
+        with pytest.raises(PermissionDeniedError, match="flushall"):
+            SyncRunner(client).perform(Command(("FLUSHALL",)))  # a refused command, typed too
+
+
+async def test_async_acl_user(app_url: str) -> None:
+    client = redis_patterns.connect(app_url, asyncio=True)
+    try:
+        assert await AsyncBoundedCounter(client, "app:c", 1).incr() == 1
+        with pytest.raises(PermissionDeniedError):
+            await AsyncBoundedCounter(client, "nope:c", 1).incr()
+    finally:
+        await client.aclose()

@@ -1,0 +1,169 @@
+"""Scenario 13: a reply lost after the server ran a non-idempotent script, with and without retries.
+
+The evidence for the library's retry decision (docs/architecture.md "Retries"): redis-py's default
+`Retry` re-sends a command after a connection error, so an increment whose reply was lost runs
+twice; the clients `redis_patterns.connect` returns do not re-send, so each call runs at most once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import redis
+import redis.asyncio
+
+import redis_patterns
+from redis_patterns import (
+    AsyncBoundedCounter,
+    BackendUnavailableError,
+    BoundedCounter,
+    EmbeddedServer,
+)
+from redis_patterns.testing import FaultProxy, History, LinOp, Model, check_linearizable
+from redis_patterns.testing.history import UNKNOWN
+
+pytestmark = pytest.mark.fault
+
+LIMIT = 10**9
+DROP = 0.10
+
+
+def _server_value(server: EmbeddedServer, key: str) -> int:
+    with server.client() as direct:
+        return int(direct.get(key) or 0)
+
+
+def test_no_retry_applies_each_call_at_most_once(
+    valkey_server: EmbeddedServer,
+    fault_proxy: Callable[..., FaultProxy],
+    scale: Callable[[int, int], int],
+    prefix: str,
+) -> None:
+    calls = scale(200, 5000)
+    proxy = fault_proxy(valkey_server, seed=13)
+    key = f"{prefix}:c"
+    with redis_patterns.connect(proxy.url, socket_timeout=5) as client:
+        counter = BoundedCounter(client, key, LIMIT)
+        counter.incr()  # warm the script cache and the connection
+        proxy.drop_replies(DROP, match="EVALSHA")
+        history = History()
+        ok = failed = 0
+        for _ in range(calls):
+            try:
+                # A lost reply is an unknown outcome: recorded as "info", not as a failure.
+                with history.operation("incr", "client") as op:
+                    op.ok(counter.incr())
+                ok += 1
+            except BackendUnavailableError:
+                failed += 1
+        proxy.pass_through()
+    executed = proxy.stats.matched_requests  # EVALSHAs that reached the server during the run
+    assert ok + failed == calls
+    assert failed == proxy.stats.dropped_replies > 0  # every lost reply surfaced as an error
+    assert executed == calls  # no call was sent twice ...
+    assert _server_value(valkey_server, key) == 1 + executed  # ... and each ran exactly once
+    # The client's own view is consistent: some order of "add 1" steps explains every reply.
+    assert check_linearizable(_incr_ops(history), COUNTER).ok is True
+
+
+async def test_async_no_retry_applies_each_call_at_most_once(
+    valkey_server: EmbeddedServer,
+    fault_proxy: Callable[..., FaultProxy],
+    scale: Callable[[int, int], int],
+    prefix: str,
+) -> None:
+    calls = scale(200, 5000)
+    proxy = fault_proxy(valkey_server, seed=13)
+    key = f"{prefix}:c"
+    client = redis_patterns.connect(proxy.url, asyncio=True, socket_timeout=5)
+    try:
+        counter = AsyncBoundedCounter(client, key, LIMIT)
+        await counter.incr()
+        proxy.drop_replies(DROP, match="EVALSHA")
+        failed = 0
+        for _ in range(calls):
+            try:
+                await counter.incr()
+            except BackendUnavailableError:
+                failed += 1
+        proxy.pass_through()
+    finally:
+        await client.aclose()
+    assert failed == proxy.stats.dropped_replies > 0
+    assert proxy.stats.matched_requests == calls
+    assert _server_value(valkey_server, key) == 1 + calls
+
+
+def test_redis_py_default_retry_double_applies(
+    valkey_server: EmbeddedServer,
+    fault_proxy: Callable[..., FaultProxy],
+    scale: Callable[[int, int], int],
+    prefix: str,
+) -> None:
+    """A stock ``redis.Redis`` (default Retry) hides the lost replies by running the call again."""
+    calls = scale(200, 5000)
+    proxy = fault_proxy(valkey_server, seed=13)
+    key = f"{prefix}:c"
+    # redis-py's defaults. (Built from host/port: that is the path where the client's default
+    # Retry reaches its connections; ``Redis.from_url`` in redis-py 8.1 leaves them at 0 retries.)
+    with redis.Redis(host=proxy.host, port=proxy.port, socket_timeout=5) as client:
+        retry = client.get_retry()
+        assert retry is not None
+        assert retry.get_retries() > 0
+        counter = BoundedCounter(client, key, LIMIT)
+        counter.incr()
+        proxy.drop_replies(DROP, match="EVALSHA")
+        history = History()
+        for _ in range(calls):
+            with history.operation("incr", "client") as op:
+                op.ok(counter.incr())  # never raises: the retry re-sent it on a new connection
+        proxy.pass_through()
+    drops = proxy.stats.dropped_replies
+    assert drops > 0
+    # Every lost reply cost one extra execution: the counter moved more than it was called.
+    assert proxy.stats.matched_requests == calls + drops
+    assert _server_value(valkey_server, key) == 1 + calls + drops > 1 + calls
+    # And the client's history cannot be explained by one "add 1" per call: a call that was
+    # applied twice returned a value 2 above the previous call's.
+    result = check_linearizable(_incr_ops(history), COUNTER)
+    assert result.ok is False
+
+
+def _counter_step(state: int, op: object, output: object) -> tuple[bool, int]:
+    new = state + 1
+    return (output is UNKNOWN or output == new), new
+
+
+# A counter that starts at 1 (the warm-up call) and adds 1 per call, returning the new value.
+COUNTER = Model(init=lambda: 1, step=_counter_step)
+
+
+def _incr_ops(history: History) -> list[LinOp]:
+    return [LinOp.from_event(e, "incr", e.value) for e in history if e.status != "fail"]
+
+
+async def test_redis_py_asyncio_default_retry_double_applies(
+    valkey_server: EmbeddedServer,
+    fault_proxy: Callable[..., FaultProxy],
+    scale: Callable[[int, int], int],
+    prefix: str,
+) -> None:
+    """The same with a stock ``redis.asyncio.Redis``: its default Retry re-sends too."""
+    calls = scale(200, 5000)
+    proxy = fault_proxy(valkey_server, seed=13)
+    key = f"{prefix}:c"
+    client = redis.asyncio.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
+    try:
+        counter = AsyncBoundedCounter(client, key, LIMIT)
+        await counter.incr()
+        proxy.drop_replies(DROP, match="EVALSHA")
+        for _ in range(calls):
+            await counter.incr()  # never raises
+        proxy.pass_through()
+    finally:
+        await client.aclose()
+    drops = proxy.stats.dropped_replies
+    assert drops > 0
+    assert proxy.stats.matched_requests == calls + drops
+    assert _server_value(valkey_server, key) == 1 + calls + drops
