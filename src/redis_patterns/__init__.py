@@ -1,6 +1,8 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
+from ._async.cache import AsyncCache, AsyncCachedFunction
+from ._core.cache import WarmResult
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -22,14 +24,19 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
+from ._sync.cache import Cache, CachedFunction
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
+    "AsyncCache",
+    "AsyncCachedFunction",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
     "BoundedCounter",
+    "Cache",
+    "CachedFunction",
     "ConfigurationError",
     "CrossSlotError",
     "EmbeddedCluster",
@@ -46,6 +53,7 @@ __all__ = [
     "Serializer",
     "StaleFenceError",
     "TransactionConflictError",
+    "WarmResult",
     "__version__",
     "connect",
 ]

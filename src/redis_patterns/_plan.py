@@ -11,14 +11,25 @@ converted to this library's exceptions, so a plan can catch ``BackendError`` and
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 if TYPE_CHECKING:
     from ._script import Script
 
-__all__ = ["Command", "Effect", "Eval", "Gather", "Now", "Plan", "Sleep", "run_canned"]
+__all__ = [
+    "Call",
+    "Command",
+    "Effect",
+    "Eval",
+    "Gather",
+    "Now",
+    "Pipeline",
+    "Plan",
+    "Sleep",
+    "run_canned",
+]
 
 T = TypeVar("T")
 
@@ -73,7 +84,29 @@ class Gather:
     timeout: float | None = None
 
 
-Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather"
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call user code ``func(*args)`` (a cache loader, a flush callback) and return its result.
+
+    The async runner awaits the result when it is awaitable; the sync runner refuses an
+    awaitable result with `ConfigurationError` (an async function given to a sync class).
+    """
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Send several `Eval`/`Command` effects in one pipelined round trip (no transaction).
+
+    The result is a list in the same order; a failed item yields its exception in the list.
+    """
+
+    effects: tuple[Eval | Command, ...]
+
+
+Effect: TypeAlias = "Eval | Command | Sleep | Now | Gather | Call | Pipeline"
 Plan: TypeAlias = Generator["Effect", Any, T]
 
 
