@@ -301,7 +301,10 @@ class CacheCore:
             self.near = NearCache(size, max_age)
         self.channel = make_key("cache", ns, "invalidate") if local is not None else b""
         self._rng = rng or random.Random()
-        self.stats = {"loads": 0, "load_errors": 0, "stale_served": 0, "malformed": 0}
+        self.stats = dict.fromkeys(
+            ("hits", "misses", "loads", "load_errors", "refreshes", "early_refreshes"), 0
+        )
+        self.stats.update(stale_served=0, malformed=0)
 
     # --- keys and entries ----------------------------------------------------------------
 
@@ -481,14 +484,19 @@ class CacheCore:
             if status in (_FRESH, _EARLY, _STALE):
                 value = self._read(entry, raw)
                 if value is not _MISSING:
+                    self.stats["hits"] += 1
                     if status == _FRESH:
                         self._near_put(entry, raw, int(left), generation)
                     elif status == _STALE:
                         self.stats["stale_served"] += 1
+                    elif status == _EARLY:
+                        self.stats["early_refreshes"] += 1
                     return value, bool(took)
                 # A foreign or corrupt entry: replace it (no lock was taken: it looked like a hit).
+                self.stats["misses"] += 1
                 return (yield from self._load(entry, loader, ttl, token)), False
             if took:
+                self.stats["misses"] += 1
                 return (yield from self._load(entry, loader, ttl, token)), False
             # Another process is loading this key: wait briefly, then read its result.
             now = yield Now()
@@ -537,6 +545,7 @@ class CacheCore:
         self, entry: bytes, loader: Callable[[], Any], ttl: Duration | None, token: str
     ) -> Plan[None]:
         """Reload a stale or early-expiring entry in the background; on failure keep the old."""
+        self.stats["refreshes"] += 1
         try:
             yield from self._load(entry, loader, ttl, token)
         except Exception as exc:
