@@ -381,8 +381,9 @@ def _node_client_sync(client: Any) -> Any:
     return client
 
 
-def _node_client_async(client: Any) -> Any:
+async def _node_client_async(client: Any) -> Any:
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()  # a new cluster client learns its nodes on first use
         node = client.get_default_node()
         pool = redis.asyncio.ConnectionPool(
             connection_class=node.connection_class, **node.connection_kwargs
@@ -422,15 +423,15 @@ class SyncListener(_ListenerBase):
                     if message is not None:
                         self._handle(message)
                         backoff = 0.05
-            except (RedisError, OSError) as exc:
-                log.warning(
-                    "invalidation listener on %r lost its connection: %s", self.channel, exc
-                )
+            except Exception as exc:  # whatever broke, resubscribe: the thread must not die
+                if self._closed:
+                    break
+                log.warning("listener on %r lost its connection: %s", self.channel, exc)
                 self._set_state(False)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
-                with contextlib.suppress(RedisError, OSError):
+                with contextlib.suppress(Exception):
                     pubsub.close()
         self._set_state(False)
 
@@ -452,31 +453,36 @@ class AsyncListener(_ListenerBase):
     ) -> None:
         super().__init__(channel, on_message, on_state)
         self._owned = isinstance(client, redis.asyncio.cluster.RedisCluster)
-        self._client = _node_client_async(client)
+        self._source = client
+        self._client: Any = None
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
         backoff = 0.05
         try:
             while not self._closed:
-                pubsub = self._client.pubsub()
+                pubsub = None
                 try:
+                    if self._client is None:
+                        self._client = await _node_client_async(self._source)
+                    pubsub = self._client.pubsub()
                     await pubsub.subscribe(self.channel)
                     while not self._closed:
                         message = await pubsub.get_message(timeout=0.2)
                         if message is not None:
                             self._handle(message)
                             backoff = 0.05
-                except (RedisError, OSError) as exc:
-                    log.warning(
-                        "invalidation listener on %r lost its connection: %s", self.channel, exc
-                    )
+                except Exception as exc:  # whatever broke, resubscribe
+                    if self._closed:
+                        break
+                    log.warning("listener on %r lost its connection: %s", self.channel, exc)
                     self._set_state(False)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                 finally:
-                    with contextlib.suppress(RedisError, OSError):
-                        await pubsub.aclose()
+                    if pubsub is not None:
+                        with contextlib.suppress(Exception):
+                            await pubsub.aclose()
         finally:
             self._set_state(False)
 
@@ -487,7 +493,7 @@ class AsyncListener(_ListenerBase):
             await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
         except (asyncio.TimeoutError, asyncio.CancelledError):
             self._task.cancel()
-        if self._owned:
+        if self._owned and self._client is not None:
             await self._client.aclose()
 
 

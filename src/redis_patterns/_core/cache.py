@@ -300,6 +300,7 @@ class CacheCore:
             )
             self.near = NearCache(size, max_age)
         self.channel = make_key("cache", ns, "invalidate") if local is not None else b""
+        self.origin = secrets.token_hex(8)  # tags this cache's invalidations (see on_message)
         self._rng = rng or random.Random()
         self.stats = dict.fromkeys(
             ("hits", "misses", "loads", "load_errors", "refreshes", "early_refreshes"), 0
@@ -385,6 +386,12 @@ class CacheCore:
         if self.near is not None:
             self.near.invalidate(entry_key)
 
+    def on_message(self, message: bytes) -> None:
+        """An invalidation ``<origin>:<entry key>``; our own writes were applied already."""
+        origin, _, entry = message.partition(b":")
+        if origin != self.origin.encode():
+            self.on_invalidate(entry)
+
     def on_listener_state(self, healthy: bool) -> None:
         if self.near is not None:
             self.near.set_healthy(healthy)
@@ -436,6 +443,7 @@ class CacheCore:
                 token,
                 self.lock_ttl_ms,
                 self.channel,
+                self.origin,
             ),
         )
 
@@ -444,7 +452,7 @@ class CacheCore:
         self.on_invalidate(entry)
         try:
             deleted = yield package_script("cache_delete").eval(
-                (entry, self.lock_key(entry)), (self.lock_ttl_ms, self.channel)
+                (entry, self.lock_key(entry)), (self.lock_ttl_ms, self.channel, self.origin)
             )
         finally:
             self.on_invalidate(entry)

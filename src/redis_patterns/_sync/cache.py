@@ -122,8 +122,21 @@ class Cache:
     def stats(self) -> dict[str, int]:
         """Counters of this process: loads, load_errors, stale_served, malformed, near hits."""
         near = self._core.near
-        extra = {"near_hits": near.hits, "near_size": len(near)} if near is not None else {}
+        extra = (
+            {"near_hits": near.hits, "near_size": len(near), "invalidations": near.invalidations}
+            if near is not None
+            else {}
+        )
         return {**self._core.stats, **extra}
+
+    @property
+    def local_ready(self) -> bool:
+        """Whether the near cache is serving: its invalidation subscription is up.
+
+        The subscription starts with the first operation; until it is confirmed (and after a
+        lost connection, until it is back) every read goes to Redis.
+        """
+        return self._core.near is not None and self._core.near.healthy
 
     def key_of(self, key: str | bytes) -> bytes:
         """The Redis key holding ``key``'s entry (its recompute lock adds ``:lock``)."""
@@ -132,7 +145,7 @@ class Cache:
     def _ensure_listener(self) -> None:
         if self._core.near is not None and self._listener is None:
             self._listener = self._runner.listen(
-                self._core.channel, self._core.on_invalidate, self._core.on_listener_state
+                self._core.channel, self._core.on_message, self._core.on_listener_state
             )
 
     def get(self, key: str | bytes, default: Any = None) -> Any:

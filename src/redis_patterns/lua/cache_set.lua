@@ -8,6 +8,7 @@
 -- ARGV[6] token: a loader's token (store only if its lock was not superseded), or "" for a plain set
 -- ARGV[7] lock ttl (ms): how long the tombstone of a plain set keeps a running loader from storing
 -- ARGV[8] invalidation channel ("" = no near caches to tell)
+-- ARGV[9] origin: the writer's id, published as "<origin>:<key>" so it can skip its own message
 -- returns 1 when stored, 0 when dropped (a set or delete happened since the loader started)
 local tag = ARGV[1]
 local payload = ARGV[2]
@@ -17,6 +18,7 @@ local delta = ARGV[5]
 local token = ARGV[6]
 local lock_ttl = tonumber(ARGV[7])
 local channel = ARGV[8]
+local origin = ARGV[9]
 
 local holder = redis.call('GET', KEYS[2])
 if token ~= '' then
@@ -35,6 +37,6 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local header = 'rp1:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':' .. delta .. ':'
 redis.call('SET', KEYS[1], header .. payload, 'PX', soft_ttl + stale)
 if channel ~= '' then
-  redis.call('PUBLISH', channel, KEYS[1])
+  redis.call('PUBLISH', channel, origin .. ':' .. KEYS[1])
 end
 return 1
