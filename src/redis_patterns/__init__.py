@@ -2,6 +2,7 @@
 
 from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.cache import AsyncCache, AsyncCachedFunction
+from ._async.cache_write import AsyncWriteThrough
 from ._core.cache import WarmResult
 from ._errors import (
     BackendError,
@@ -25,12 +26,14 @@ from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
+from ._sync.cache_write import WriteThrough
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
     "AsyncCache",
     "AsyncCachedFunction",
+    "AsyncWriteThrough",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
@@ -54,6 +57,7 @@ __all__ = [
     "StaleFenceError",
     "TransactionConflictError",
     "WarmResult",
+    "WriteThrough",
     "__version__",
     "connect",
 ]

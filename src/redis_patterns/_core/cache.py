@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from .._errors import ConfigurationError, LockTimeoutError
+from .._errors import BackendError, ConfigurationError, LockTimeoutError
 from .._keys import check_name, make_key
 from .._plan import Call, Eval, Now, Pipeline, Plan, Sleep
 from .._script import package_script
@@ -28,6 +28,7 @@ __all__ = [
     "KeyBuilder",
     "NearCache",
     "WarmResult",
+    "WriteThroughCore",
     "check_callable",
 ]
 
@@ -619,3 +620,73 @@ class CacheCore:
             if progress is not None:
                 yield Call(progress, (done, total))
         return WarmResult(stored, skipped)
+
+
+class WriteThroughCore:
+    """Plans of `WriteThrough`: the database first, then the cache, consistent if either fails.
+
+    Keys whose cache entry could not be invalidated after a database write are remembered in
+    ``dirty`` and invalidated before any later operation; until that works they are read from
+    the database directly, never from the (possibly stale) cache.
+    """
+
+    def __init__(
+        self,
+        cache: CacheCore,
+        store: Callable[..., Any],
+        remove: Callable[..., Any] | None,
+        asynchronous: bool,
+    ) -> None:
+        check_callable(store, "store", asynchronous=asynchronous)
+        if remove is not None:
+            check_callable(remove, "remove", asynchronous=asynchronous)
+        self.cache = cache
+        self.store = store
+        self.remove = remove
+        self.dirty: dict[bytes, Any] = {}
+
+    def flush_dirty(self) -> Plan[None]:
+        for entry, key in list(self.dirty.items()):
+            try:
+                yield from self.cache.delete(key)
+            except BackendError:
+                continue
+            self.dirty.pop(entry, None)
+
+    def write(self, key: Any, value: Any, ttl: Duration | None) -> Plan[None]:
+        entry = self.cache.entry_key(key)
+        self.cache.encode(value)  # an unstorable value fails here, before the database write
+        if ttl is not None:
+            duration_ms(ttl, "ttl")
+        yield from self.flush_dirty()
+        yield Call(self.store, (key, value))  # raises: the cache was not touched
+        try:
+            yield from self.cache.set(key, value, ttl)
+        except BackendError as exc:
+            yield from self._invalidate(entry, key, exc)
+
+    def delete(self, key: Any) -> Plan[None]:
+        entry = self.cache.entry_key(key)
+        if self.remove is None:
+            raise ConfigurationError("WriteThrough.delete needs remove= (the database delete)")
+        yield from self.flush_dirty()
+        yield Call(self.remove, (key,))
+        try:
+            yield from self.cache.delete(key)
+        except BackendError as exc:
+            yield from self._invalidate(entry, key, exc)
+
+    def _invalidate(self, entry: bytes, key: Any, cause: BackendError) -> Plan[None]:
+        log.warning(
+            "cache write for %r failed after the database write (%s); invalidating", entry, cause
+        )
+        try:
+            yield from self.cache.delete(key)
+        except BackendError as exc:
+            self.dirty[entry] = key
+            raise BackendError(
+                f"the database was written but the cache entry {entry!r} could neither be "
+                "updated nor deleted; this WriteThrough will not serve it from the cache and "
+                "retries the invalidation before its next operation (other processes may serve "
+                "the old value until the entry's ttl)"
+            ) from exc
