@@ -103,7 +103,8 @@ def test_failed_cache_write_leaves_no_stale_entry(
     through = WriteThrough(cache, store=table.store)
     through.write("k", "old")
     pause = 2.0
-    backend.client().execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
+    admin: Any = backend.client()
+    admin.execute_command("CLIENT", "PAUSE", int(pause * 1000), "ALL")
     paused = time.monotonic()
     with pytest.raises(BackendError, match="neither be updated nor deleted"):
         through.write("k", "new")
