@@ -2,8 +2,8 @@
 
 from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.cache import AsyncCache, AsyncCachedFunction
-from ._async.cache_write import AsyncWriteThrough
-from ._core.cache import WarmResult
+from ._async.cache_write import AsyncWriteBehind, AsyncWriteThrough
+from ._core.cache import FlushResult, PendingWrite, WarmResult
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -26,13 +26,14 @@ from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
-from ._sync.cache_write import WriteThrough
+from ._sync.cache_write import WriteBehind, WriteThrough
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
     "AsyncCache",
     "AsyncCachedFunction",
+    "AsyncWriteBehind",
     "AsyncWriteThrough",
     "BackendError",
     "BackendTimeoutError",
@@ -45,9 +46,11 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "FlushResult",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "PendingWrite",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
@@ -57,6 +60,7 @@ __all__ = [
     "StaleFenceError",
     "TransactionConflictError",
     "WarmResult",
+    "WriteBehind",
     "WriteThrough",
     "__version__",
     "connect",

@@ -74,6 +74,7 @@ class SyncRunner:
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
+        self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self, plan: Plan[T]) -> T:
@@ -195,6 +196,7 @@ class AsyncRunner:
 
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
+        self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self, plan: Plan[T]) -> T:
