@@ -63,6 +63,9 @@ class AsyncCache:
         error_backoff: after a loader fails, no process retries that key for this long.
         local_ttl: the longest a near-cache entry is served (default ``ttl``).
         max_value_bytes: the largest serialized value `set` accepts.
+        invalidations: publish an invalidation on every write (default), so near caches in
+            other processes drop the key; turn off only if no process uses ``local``.
+        rng: the random source for jitter and xfetch (for reproducible tests).
 
     Raises:
         ConfigurationError: an invalid argument (before any I/O).
@@ -88,6 +91,7 @@ class AsyncCache:
         error_backoff: Duration = 1.0,
         local_ttl: Duration | None = None,
         max_value_bytes: int = 16 * 1024 * 1024,
+        invalidations: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         self._core = CacheCore(
@@ -106,6 +110,7 @@ class AsyncCache:
             negative_ttl=negative_ttl,
             error_backoff=error_backoff,
             max_value_bytes=max_value_bytes,
+            invalidations=invalidations,
             rng=rng,
         )
         self._runner = AsyncRunner(client)

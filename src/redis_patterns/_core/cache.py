@@ -249,6 +249,7 @@ class CacheCore:
         negative_ttl: Duration | None,
         error_backoff: Duration,
         max_value_bytes: int,
+        invalidations: bool = True,
         rng: random.Random | None = None,
     ) -> None:
         ns = check_name(namespace, "namespace")
@@ -303,7 +304,12 @@ class CacheCore:
                 else duration_ms(local_ttl, "local_ttl") / 1000
             )
             self.near = NearCache(size, max_age)
-        self.channel = make_key("cache", ns, "invalidate") if local is not None else b""
+        if not isinstance(invalidations, bool):
+            raise ConfigurationError("invalidations must be True or False")
+        # Every writer publishes (not only caches with a near cache): a near cache elsewhere
+        # is only as fresh as the least talkative writer.
+        publish = invalidations or local is not None
+        self.channel = make_key("cache", ns, "invalidate") if publish else b""
         self.origin = secrets.token_hex(8)  # tags this cache's invalidations (see on_message)
         self._rng = rng or random.Random()
         self.stats = dict.fromkeys(
