@@ -426,6 +426,7 @@ class CacheCore:
         value = self._read(entry, raw)
         if value is _MISSING:
             return default
+        self.stats["hits"] += 1
         self._near_put(entry, raw, int(left), generation)
         return value
 
