@@ -197,6 +197,8 @@ class AsyncRunner:
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        self._ready = not self.cluster
+        self._ready_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self, plan: Plan[T]) -> T:
@@ -216,8 +218,25 @@ class AsyncRunner:
         finally:
             plan.close()
 
+    async def _initialize(self) -> None:
+        # A cold asyncio cluster client hit by many concurrent first commands initializes
+        # several times at once, and redis-py then drops connections other tasks are still
+        # opening (AttributeError on a None writer). Initialize once, behind a lock.
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            if not self._ready:
+                for client in self.clients:
+                    try:
+                        await client.initialize()
+                    except RedisError as exc:
+                        raise map_backend_error(exc) from exc
+                self._ready = True
+
     async def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
+        if not self._ready and isinstance(effect, Eval | Command | Pipeline):
+            await self._initialize()
         if isinstance(effect, Eval):
             client = self.clients[effect.node or 0]
             _check_slots(client, effect.keys)
