@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from redis_patterns import ConfigurationError, LockTimeoutError
+from redis_patterns import Cache, ConfigurationError, LockTimeoutError
 from redis_patterns._core.cache import CacheCore
 from redis_patterns._plan import Call, Eval, Now, Sleep, run_canned
 
@@ -126,3 +129,51 @@ def test_jitter_bounds() -> None:
     assert max(values) <= 60000
     with pytest.raises(ConfigurationError):
         core.soft_ms(0)
+
+
+_BAD_KEYS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.floats(),
+    st.just(""),
+    st.text(min_size=1).map(lambda t: t + "{"),
+    st.text(min_size=1).map(lambda t: "}" + t),
+    st.text().map(lambda t: t + "\x00"),
+    st.text(min_size=1025, max_size=1100, alphabet="ab"),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_BAD_KEYS)
+def test_fuzzed_bad_keys_fail_before_any_io(key: object) -> None:
+    """A client on a closed port: any I/O would be a BackendError, not a ConfigurationError."""
+    cache = Cache(redis.Redis(port=1, socket_connect_timeout=0.1), "ns", 60)
+    for call in (
+        lambda: cache.get(key),  # type: ignore[arg-type]
+        lambda: cache.set(key, 1),  # type: ignore[arg-type]
+        lambda: cache.delete(key),  # type: ignore[arg-type]
+        lambda: cache.get_or_load(key, lambda: 1),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError):
+            call()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ttl=st.one_of(
+        st.floats(max_value=0.0004),
+        st.just(float("nan")),
+        st.just(float("inf")),
+        st.booleans(),
+        st.text(),
+        st.none().map(lambda _: -1),
+    )
+)
+def test_fuzzed_bad_ttls_fail_before_any_io(ttl: object) -> None:
+    client = redis.Redis(port=1, socket_connect_timeout=0.1)
+    with pytest.raises(ConfigurationError):
+        Cache(client, "ns", ttl)  # type: ignore[arg-type]
+    cache = Cache(client, "ns", 60)
+    with pytest.raises(ConfigurationError):
+        cache.set("k", 1, ttl=ttl)  # type: ignore[arg-type]

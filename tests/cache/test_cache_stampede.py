@@ -346,3 +346,34 @@ def test_steady_reads_across_expiry_never_miss(
         assert stats["early_refreshes"] >= stats["refreshes"] // 2
     else:
         assert stats["early_refreshes"] == 0
+
+
+@pytest.mark.fault
+async def test_async_serve_stale_on_error_and_back_off(backend: Backend, prefix: str) -> None:
+    """Scenario 18 on the asyncio API: same outcome as the sync test."""
+    client = backend.async_client()
+    cache = AsyncCache(client, prefix, 0.05, jitter=0, stale_ttl=60, error_backoff=30)
+    await cache.set("hot", "old")
+    await asyncio.sleep(0.1)
+    calls: list[int] = []
+    failed = asyncio.Event()
+
+    async def broken() -> str:
+        calls.append(1)
+        failed.set()
+        raise RuntimeError("db down")
+
+    assert await cache.get_or_load("hot", broken) == "old"
+    await asyncio.wait_for(failed.wait(), 30)
+    results = await asyncio.gather(*(cache.get_or_load("hot", broken) for _ in range(20)))
+    assert results == ["old"] * 20
+    lock = cache.key_of("hot") + b":lock"
+    for _ in range(1000):  # the failed refresh keeps the lock for the 30 s backoff
+        if await client.pttl(lock) > 10_000:
+            break
+        await asyncio.sleep(0.01)
+    assert await client.pttl(lock) > 10_000
+    assert len(calls) == 1
+    assert cache.stats["load_errors"] == 1
+    assert await client.exists(cache.key_of("hot")) == 1
+    await client.aclose()
