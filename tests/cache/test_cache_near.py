@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +181,31 @@ async def test_async_near_cache_zero_commands_and_invalidation(
     await b.aclose()
     await client_a.aclose()
     await client_b.aclose()
+
+
+def test_delete_in_a_reaches_process_b(backend: Backend, prefix: str) -> None:
+    """A real second process: after A's delete returns, A never serves the old value and B
+    stops within a bounded, measured delay (CLOCK_MONOTONIC is system-wide)."""
+    a = Cache(backend.client(), prefix, 60, local=100)
+    a.set("k", "old")
+    kind = "cluster" if backend.is_cluster else "standalone"
+    worker = Path(__file__).with_name("near_worker.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(worker), kind, str(backend.nodes[0][1]), prefix],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    a.delete("k")
+    done = time.monotonic()
+    assert a.get("k") is None
+    line = proc.stdout.readline().split()
+    assert proc.wait(timeout=30) == 0
+    proc.stdout.close()
+    assert line[0] == "changed"
+    delay, violations = float(line[1]) - done, int(line[2])
+    print(f"near-cache invalidation delay A->B across processes: {delay * 1000:.2f} ms")
+    assert violations == 0
+    assert delay < 5.0  # bounded; ~1 ms on loopback
+    a.close()
