@@ -456,6 +456,10 @@ class SyncListener(_ListenerBase):
                     pubsub.close()
         self._set_state(False)
 
+    def alive(self) -> bool:
+        """Whether the listening thread still runs."""
+        return self._thread.is_alive() and not self._closed
+
     def close(self) -> None:
         """Stop listening (waits up to a second for the thread)."""
         self._closed = True
@@ -476,7 +480,20 @@ class AsyncListener(_ListenerBase):
         self._owned = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._source = client
         self._client: Any = None
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.ensure_future(self._run())
+
+    def alive(self) -> bool:
+        """Whether the listening task still runs, on the event loop running now.
+
+        A task of a loop that has been closed (``asyncio.run`` called again, a test's loop)
+        can die without running its cleanup, so this is checked on every use.
+        """
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return current is self._loop and not self._task.done() and not self._closed
 
     async def _run(self) -> None:
         backoff = 0.05

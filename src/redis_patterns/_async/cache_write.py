@@ -59,7 +59,10 @@ class AsyncWriteThrough:
         await self._runner.run(self._core.delete(key))
 
     async def read(
-        self, key: str | bytes, loader: AsyncLoader[T], ttl: Duration | None = None
+        self,
+        key: str | bytes,
+        loader: AsyncLoader[T],
+        ttl: Duration | None = None,
     ) -> T:
         """`AsyncCache.get_or_load`, except for keys whose invalidation is still pending."""
         await self._runner.run(self._core.flush_dirty())

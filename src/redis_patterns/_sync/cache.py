@@ -148,7 +148,14 @@ class Cache:
         return self._core.entry_key(key)
 
     def _ensure_listener(self) -> None:
-        if self._core.near is not None and self._listener is None:
+        if self._core.near is None:
+            return
+        if self._listener is not None and not self._listener.alive():
+            # Its thread or task is gone (e.g. its event loop was closed): whatever it would
+            # have told us is lost, so forget the near cache and subscribe again.
+            self._core.on_listener_state(False)
+            self._listener = None
+        if self._listener is None:
             self._listener = self._runner.listen(
                 self._core.channel, self._core.on_message, self._core.on_listener_state
             )
@@ -181,7 +188,10 @@ class Cache:
         return self._runner.run(self._core.delete(key))
 
     def get_or_load(
-        self, key: str | bytes, loader: Loader[T], ttl: Duration | None = None
+        self,
+        key: str | bytes,
+        loader: Loader[T],
+        ttl: Duration | None = None,
     ) -> T:
         """The cached value of ``key``, loading and storing ``loader()`` on a miss.
 
@@ -206,7 +216,10 @@ class Cache:
         return value
 
     def _get_or_load(
-        self, entry: bytes, loader: Loader[Any], ttl: Duration | None
+        self,
+        entry: bytes,
+        loader: Loader[Any],
+        ttl: Duration | None,
     ) -> Any:
         token = self._core.new_token()
         value, refresh = self._runner.run(self._core.get_or_load(entry, loader, ttl, token))

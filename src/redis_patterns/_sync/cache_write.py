@@ -60,7 +60,10 @@ class WriteThrough:
         self._runner.run(self._core.delete(key))
 
     def read(
-        self, key: str | bytes, loader: Loader[T], ttl: Duration | None = None
+        self,
+        key: str | bytes,
+        loader: Loader[T],
+        ttl: Duration | None = None,
     ) -> T:
         """`Cache.get_or_load`, except for keys whose invalidation is still pending."""
         self._runner.run(self._core.flush_dirty())
