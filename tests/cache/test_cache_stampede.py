@@ -38,13 +38,13 @@ def test_fifty_threads_one_cache_cold_key_loads_once(
     cache = Cache(backend.client(), prefix, 60, stampede=stampede)
     for round_ in range(scale(2, 20)):  # each round: the key is cold again
         cache.delete("hot")
-        _one_cold_round(cache, f"v{round_}")
+        _one_cold_round(cache, f"v{round_}", scale(50, 200))  # scenario 16: 200 readers
 
 
-def _one_cold_round(cache: Cache, produced: str) -> None:
+def _one_cold_round(cache: Cache, produced: str, readers: int) -> None:
     calls: list[int] = []
-    results: list[Any] = [None] * 50
-    barrier = threading.Barrier(50)
+    results: list[Any] = [None] * readers
+    barrier = threading.Barrier(readers)
 
     def loader() -> str:
         calls.append(1)
@@ -55,9 +55,9 @@ def _one_cold_round(cache: Cache, produced: str) -> None:
         barrier.wait()
         results[i] = cache.get_or_load("hot", loader)
 
-    _run_threads(50, reader)
+    _run_threads(readers, reader)
     assert len(calls) == 1
-    assert results == [produced] * 50
+    assert results == [produced] * readers
 
 
 def test_fifty_threads_fifty_caches_cross_process_lock(backend: Backend, prefix: str) -> None:
