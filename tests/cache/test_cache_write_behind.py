@@ -245,3 +245,21 @@ def test_redis_killed_after_acknowledged_writes(
         assert flushed == expected
         assert Cache(client, prefix, 600).get(f"k{keys - 1}") == expected[f"k{keys - 1}"]
         client.close()
+
+
+def test_hostile_stream_entries_go_to_the_dead_letters(backend: Backend, prefix: str) -> None:
+    client: Any = backend.client()
+    cache = Cache(client, prefix, 60)
+    flushed: list[PendingWrite] = []
+    behind = WriteBehind(cache, flushed.extend, interval=0)
+    behind.write("good", 1)
+    stream = behind._core.stream
+    client.xadd(stream, {"k": "no-payload", "f": "json"})
+    client.xadd(stream, {"k": "pickled", "f": "pickle", "p": b"\x80\x04K\x01."})
+    client.xadd(stream, {"k": "broken", "f": "json", "p": b"{not json"})
+    client.xadd(stream, {"k": "a{b}", "f": "json", "p": b"1"})
+    result = behind.flush_once("f1")
+    assert (result.read, result.flushed, result.dead) == (5, 1, 4)
+    assert [(w.key, w.value) for w in flushed] == [("good", 1)]
+    assert client.xlen(behind._core.dead_stream) == 4
+    assert behind.pending() == 0

@@ -709,7 +709,9 @@ class PendingWrite:
     ``version`` increases with every write (it is the stream entry id as an int: ms * 10**6 +
     sequence): a database that keeps it can refuse an older write that arrives late, e.g.
     ``UPDATE ... WHERE version < :version``, since a reclaimed batch may be flushed after a
-    newer one. ``deliveries`` counts how often this entry was handed out (1 the first time).
+    newer one. ``deliveries`` counts how often this entry was handed out (1 the first time);
+    ``superseded`` how many earlier writes of the key in this batch it replaced. ``key`` is a
+    str (a bytes key is decoded as UTF-8, undecodable bytes kept as surrogate escapes).
     """
 
     key: str
@@ -835,7 +837,10 @@ class WriteBehindCore:
             if _text(data.get("f", b"")) != self.cache.serializer.name:
                 dead.append(entry_id)
                 continue
-            value = self.cache.decode(self.cache.entry_key(key), payload)
+            try:
+                value = self.cache.decode(self.cache.entry_key(key), payload)
+            except ConfigurationError:  # a key no writer of ours could have produced
+                value = _MISSING
             if value is _MISSING:
                 dead.append(entry_id)
                 continue
