@@ -63,6 +63,11 @@ def _eval_args(effect: Eval) -> tuple[Any, ...]:
     return (len(effect.keys), *effect.keys, *effect.args)
 
 
+def _decodes(client: object) -> bool:
+    encoder = getattr(client, "get_encoder", None)
+    return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
+
+
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
@@ -75,6 +80,8 @@ class SyncRunner:
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        # Patterns that store binary payloads need bytes back (decode_responses=False).
+        self.decodes_responses = any(_decodes(c) for c in self.clients)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self, plan: Plan[T]) -> T:
@@ -197,6 +204,8 @@ class AsyncRunner:
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        # Patterns that store binary payloads need bytes back (decode_responses=False).
+        self.decodes_responses = any(_decodes(c) for c in self.clients)
         self._ready = not self.cluster
         self._ready_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

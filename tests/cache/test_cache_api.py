@@ -484,3 +484,15 @@ async def test_async_backend_runs_many_tasks(backend: Backend, prefix: str) -> N
     with pytest.raises(ConfigurationError, match="not an async function"):
         await cache.get_or_load("k", lambda: make(1))  # undetectable as async: refused
     await client.aclose()
+
+
+def test_decode_responses_client_is_refused(backend: Backend) -> None:
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        Cache(backend.client(decode_responses=True), "n")
+
+
+async def test_async_decode_responses_client_is_refused(backend: Backend) -> None:
+    client = backend.async_client(decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses"):
+        AsyncCache(client, "n")
+    await client.aclose()

@@ -11,6 +11,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
 from .._core.cache_types import AsyncFunc, AsyncLoader
+from .._errors import ConfigurationError
 from .._flight import AsyncSingleFlight
 from .._runner import AsyncClient, AsyncListener, AsyncRunner
 from .._serializers import Serializer
@@ -114,6 +115,12 @@ class AsyncCache:
             rng=rng,
         )
         self._runner = AsyncRunner(client)
+        if self._runner.decodes_responses:
+            raise ConfigurationError(
+                "the client was created with decode_responses=True; the cache stores binary "
+                "payloads (msgpack, signed pickle, any serializer's bytes): use a client with "
+                "decode_responses=False"
+            )
         self._flights = AsyncSingleFlight()
         self._listener: AsyncListener | None = None
 
@@ -124,7 +131,8 @@ class AsyncCache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of this process: loads, load_errors, stale_served, malformed, near hits."""
+        """Counters of this process (best effort under many threads): hits, misses, loads,
+        load_errors, refreshes, early_refreshes, stale_served, malformed, near-cache hits."""
         near = self._core.near
         extra = (
             {"near_hits": near.hits, "near_size": len(near), "invalidations": near.invalidations}

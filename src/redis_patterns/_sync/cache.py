@@ -12,6 +12,7 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
 from .._core.cache_types import Func, Loader
+from .._errors import ConfigurationError
 from .._flight import SingleFlight
 from .._runner import SyncClient, SyncListener, SyncRunner
 from .._serializers import Serializer
@@ -115,6 +116,12 @@ class Cache:
             rng=rng,
         )
         self._runner = SyncRunner(client)
+        if self._runner.decodes_responses:
+            raise ConfigurationError(
+                "the client was created with decode_responses=True; the cache stores binary "
+                "payloads (msgpack, signed pickle, any serializer's bytes): use a client with "
+                "decode_responses=False"
+            )
         self._flights = SingleFlight()
         self._listener: SyncListener | None = None
 
@@ -125,7 +132,8 @@ class Cache:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of this process: loads, load_errors, stale_served, malformed, near hits."""
+        """Counters of this process (best effort under many threads): hits, misses, loads,
+        load_errors, refreshes, early_refreshes, stale_served, malformed, near-cache hits."""
         near = self._core.near
         extra = (
             {"near_hits": near.hits, "near_size": len(near), "invalidations": near.invalidations}

@@ -142,7 +142,7 @@ def _write_behind(ctx: DemoContext, client: Any) -> bool:
         def flush(batch: list[PendingWrite], crash_after: int | None = None) -> None:
             for n, write in enumerate(batch):
                 if crash_after is not None and n == crash_after:
-                    raise SystemError("flusher A dies mid-batch (nothing acknowledged)")
+                    raise SystemError("flusher A stops mid-batch, acknowledging nothing")
                 with db:
                     db.execute(
                         "INSERT INTO kv VALUES (?, ?, ?) ON CONFLICT (k) DO UPDATE SET "
@@ -163,8 +163,8 @@ def _write_behind(ctx: DemoContext, client: Any) -> bool:
             expected[f"k{i % keys}"] = i
         behind_a.flush_once("flusher-a")
         left = behind_a.pending()
-        ctx.say(f"write-behind: {writes} writes over {keys} keys; flusher A died mid-batch")
-        ctx.say(f"  after writing 10 rows, acknowledging nothing: {left} writes unflushed")
+        ctx.say(f"write-behind: {writes} writes over {keys} keys; flusher A stops mid-batch")
+        ctx.say(f"  after 10 rows, acknowledging nothing (as if killed): {left} writes unflushed")
         time.sleep(0.25)  # past claim_idle: flusher B takes A's entries over
         behind_b = WriteBehind(cache, flush, batch_size=500, claim_idle=0.2, interval=0)
         behind_b.run("flusher-b", max_cycles=20)
