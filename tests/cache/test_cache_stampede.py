@@ -377,3 +377,29 @@ async def test_async_serve_stale_on_error_and_back_off(backend: Backend, prefix:
     assert cache.stats["load_errors"] == 1
     assert await client.exists(cache.key_of("hot")) == 1
     await client.aclose()
+
+
+async def test_cancelled_loader_releases_the_lock(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    cache = AsyncCache(client, prefix, 60, lock_ttl=30)
+    started = asyncio.Event()
+
+    async def slow() -> str:
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    task = asyncio.ensure_future(cache.get_or_load("k", slow))
+    await asyncio.wait_for(started.wait(), 30)
+    assert await client.exists(cache.key_of("k") + b":lock") == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Released at once (not left for its 30 s ttl): the next caller loads immediately.
+    assert await client.exists(cache.key_of("k") + b":lock") == 0
+
+    async def quick() -> str:
+        return "loaded"
+
+    assert await cache.get_or_load("k", quick) == "loaded"
+    await client.aclose()

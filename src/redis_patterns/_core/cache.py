@@ -544,6 +544,9 @@ class CacheCore:
             self.stats["load_errors"] += 1
             yield from self._unlock(entry, token, self.backoff_ms)
             raise
+        except BaseException:  # cancelled or interrupted: not the store's fault, let go now
+            yield from self._unlock(entry, token, 0)
+            raise
         try:
             payload = None if value is None and self.negative_ms is None else self.encode(value)
         except ConfigurationError:  # a bug in the caller, not a failing store: no backoff
