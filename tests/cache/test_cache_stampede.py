@@ -22,12 +22,13 @@ WORKER = Path(__file__).with_name("cache_worker.py")
 LOADER_SECONDS = 0.2
 
 
-def _run_threads(n: int, target: Callable[[int], None]) -> None:
+def _run_threads(n: int, target: Callable[[int], None], timeout: float = 60) -> None:
     threads = [threading.Thread(target=target, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
+    deadline = time.monotonic() + timeout
     for thread in threads:
-        thread.join(timeout=60)
+        thread.join(timeout=max(0.0, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads)
 
 
@@ -334,7 +335,7 @@ def test_steady_reads_across_expiry_never_miss(
             value = cache.get_or_load("hot", loader)
             lags.append(time.monotonic() - value)
 
-    _run_threads(4, reader)
+    _run_threads(4, reader, timeout=duration + 60)
     stats = cache.stats
     periods = duration / ttl
     print(f"{stampede}: {stats} over {periods:.0f} ttl periods, max value age {max(lags):.3f}s")
