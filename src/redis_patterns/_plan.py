@@ -19,12 +19,14 @@ if TYPE_CHECKING:
     from ._script import Script
 
 __all__ = [
+    "Call",
     "Command",
     "Effect",
     "Eval",
     "FCall",
     "Gather",
     "Now",
+    "Pipeline",
     "Plan",
     "Sleep",
     "Transaction",
@@ -135,7 +137,29 @@ class TransactionAttempt:
     results: list[Any] | None = None
 
 
-Effect: TypeAlias = "Eval | FCall | Command | Sleep | Now | Gather | Transaction"
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Call user code ``func(*args)`` (a cache loader, a flush callback) and return its result.
+
+    The async runner awaits the result when it is awaitable; the sync runner refuses an
+    awaitable result with `ConfigurationError` (an async function given to a sync class).
+    """
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Pipeline:
+    """Send several `Eval`/`Command` effects in one pipelined round trip (no transaction).
+
+    The result is a list in the same order; a failed item yields its exception in the list.
+    """
+
+    effects: tuple[Eval | Command, ...]
+
+
+Effect: TypeAlias = "Eval | FCall | Command | Sleep | Now | Gather | Transaction | Call | Pipeline"
 Plan: TypeAlias = Generator["Effect", Any, T]
 
 

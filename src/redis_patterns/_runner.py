@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import inspect
+import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import redis
 import redis.asyncio
@@ -35,6 +38,7 @@ from ._errors import (
     ServerBusyError,
 )
 from ._plan import (
+    Call,
     Command,
     Effect,
     Eval,
@@ -42,6 +46,7 @@ from ._plan import (
     Gather,
     KeyT,
     Now,
+    Pipeline,
     Plan,
     Sleep,
     Transaction,
@@ -50,16 +55,20 @@ from ._plan import (
 
 __all__ = [
     "AsyncClient",
+    "AsyncListener",
     "AsyncPipeline",
     "AsyncRunner",
     "AsyncTransactionFunction",
     "SyncClient",
+    "SyncListener",
     "SyncPipeline",
     "SyncRunner",
     "TransactionFunction",
     "map_backend_error",
     "runner_for",
 ]
+
+log = logging.getLogger("redis_patterns")
 
 T = TypeVar("T")
 
@@ -181,6 +190,11 @@ def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
     return {}
 
 
+def _decodes(client: object) -> bool:
+    encoder = getattr(client, "get_encoder", None)
+    return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
+
+
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
@@ -188,10 +202,14 @@ def _describe(client: object) -> str:
 class SyncRunner:
     """Performs effects with a blocking redis-py client (or several, for fan-out patterns)."""
 
-    blocking = True  # lets a plan refuse, before any I/O, a callback of the wrong flavour
+    # Lets a plan refuse, before any I/O, a callback of the wrong flavour.
+    asynchronous: ClassVar[bool] = False
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
+        self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        # Patterns that store binary payloads need bytes back (decode_responses=False).
+        self.decodes_responses = any(_decodes(c) for c in self.clients)
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self, plan: Plan[T]) -> T:
@@ -253,6 +271,17 @@ class SyncRunner:
             return self._gather(effect)
         if isinstance(effect, Transaction):
             return self._transaction(effect)
+        if isinstance(effect, Call):
+            result = effect.func(*effect.args)
+            if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
+                    result.close()
+                raise ConfigurationError(
+                    f"{effect.func!r} returned an awaitable: async callables need the async class"
+                )
+            return result
+        if isinstance(effect, Pipeline):
+            return self._pipeline(effect)
         raise TypeError(f"unknown effect {effect!r}")
 
     def _transaction(self, effect: Transaction) -> TransactionAttempt:
@@ -281,6 +310,43 @@ class SyncRunner:
                 return TransactionAttempt(False)
             raise error from exc
 
+    def _pipeline(self, effect: Pipeline) -> list[Any]:
+        client: Any = self.clients[0]
+        for item in effect.effects:
+            if isinstance(item, Eval):
+                _check_slots(client, item.keys)
+        results: list[Any] = _run_sync_pipeline(
+            client, [_pipeline_args(e, sha=True) for e in effect.effects]
+        )
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            again = _run_sync_pipeline(
+                client, [_pipeline_args(effect.effects[i], sha=False) for i in retry]
+            )
+            for index, result in zip(retry, again, strict=True):
+                results[index] = result
+        return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
+
+    def spawn(self, plan: Plan[Any]) -> None:
+        """Run ``plan`` in a background daemon thread; its failure is logged, not raised."""
+
+        def target() -> None:
+            try:
+                self.run(plan)
+            except Exception:
+                log.exception("background plan failed")
+
+        threading.Thread(target=target, daemon=True, name="redis-patterns-background").start()
+
+    def listen(
+        self,
+        channel: bytes,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> SyncListener:
+        """Subscribe to ``channel`` in a background thread (see `SyncListener`)."""
+        return SyncListener(self.clients[0], channel, on_message, on_state)
+
     def _gather(self, effect: Gather) -> list[Any]:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -304,10 +370,16 @@ class SyncRunner:
 class AsyncRunner:
     """Performs effects with an asyncio redis-py client (or several, for fan-out patterns)."""
 
-    blocking = False
+    asynchronous: ClassVar[bool] = True
 
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
+        self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        # Patterns that store binary payloads need bytes back (decode_responses=False).
+        self.decodes_responses = any(_decodes(c) for c in self.clients)
+        self._ready = not self.cluster
+        self._ready_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def run(self, plan: Plan[T]) -> T:
         """Drive ``plan`` to its end and return its value."""
@@ -326,8 +398,25 @@ class AsyncRunner:
         finally:
             plan.close()
 
+    async def _initialize(self) -> None:
+        # A cold asyncio cluster client hit by many concurrent first commands initializes
+        # several times at once, and redis-py then drops connections other tasks are still
+        # opening (AttributeError on a None writer). Initialize once, behind a lock.
+        if self._ready_lock is None:
+            self._ready_lock = asyncio.Lock()
+        async with self._ready_lock:
+            if not self._ready:
+                for client in self.clients:
+                    try:
+                        await client.initialize()
+                    except RedisError as exc:
+                        raise map_backend_error(exc) from exc
+                self._ready = True
+
     async def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
+        if not self._ready and isinstance(effect, Eval | Command | Pipeline):
+            await self._initialize()
         if isinstance(effect, Eval):
             client = self.clients[effect.node or 0]
             _check_slots(client, effect.keys)
@@ -371,6 +460,13 @@ class AsyncRunner:
             return await self._gather(effect)
         if isinstance(effect, Transaction):
             return await self._transaction(effect)
+        if isinstance(effect, Call):
+            result = effect.func(*effect.args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        if isinstance(effect, Pipeline):
+            return await self._pipeline(effect)
         raise TypeError(f"unknown effect {effect!r}")
 
     async def _transaction(self, effect: Transaction) -> TransactionAttempt:
@@ -396,6 +492,45 @@ class AsyncRunner:
                 return TransactionAttempt(False)
             raise error from exc
 
+    async def _pipeline(self, effect: Pipeline) -> list[Any]:
+        client: Any = self.clients[0]
+        for item in effect.effects:
+            if isinstance(item, Eval):
+                _check_slots(client, item.keys)
+        results: list[Any] = await _run_async_pipeline(
+            client, [_pipeline_args(e, sha=True) for e in effect.effects]
+        )
+        retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if retry:
+            again = await _run_async_pipeline(
+                client, [_pipeline_args(effect.effects[i], sha=False) for i in retry]
+            )
+            for index, result in zip(retry, again, strict=True):
+                results[index] = result
+        return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
+
+    def spawn(self, plan: Plan[Any]) -> None:
+        """Run ``plan`` as a background task of the running loop; its failure is logged."""
+
+        async def target() -> None:
+            try:
+                await self.run(plan)
+            except Exception:
+                log.exception("background plan failed")
+
+        task = asyncio.ensure_future(target())
+        self._tasks.add(task)  # a strong reference, so the task is not collected mid-flight
+        task.add_done_callback(self._tasks.discard)
+
+    def listen(
+        self,
+        channel: bytes,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> AsyncListener:
+        """Subscribe to ``channel`` in a background task of the running loop."""
+        return AsyncListener(self.clients[0], channel, on_message, on_state)
+
     async def _gather(self, effect: Gather) -> list[Any]:
         tasks = [asyncio.ensure_future(self.perform(e)) for e in effect.effects]
         await asyncio.wait(tasks, timeout=effect.timeout)
@@ -409,6 +544,215 @@ class AsyncRunner:
             else:
                 results.append(task.result())
         return results
+
+
+def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
+    if isinstance(effect, Command):
+        return effect.args
+    if sha:
+        return ("EVALSHA", effect.script.sha, *_eval_args(effect))
+    return ("EVAL", effect.script.source, *_eval_args(effect))
+
+
+def _run_sync_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    try:
+        return list(pipe.execute(raise_on_error=False))
+    except RedisError as exc:
+        raise map_backend_error(exc) from exc
+
+
+async def _run_async_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for args in commands:
+        pipe.execute_command(*args)
+    try:
+        return list(await pipe.execute(raise_on_error=False))
+    except RedisError as exc:
+        raise map_backend_error(exc) from exc
+
+
+def _map_item(effect: Eval | Command, result: Any) -> Any:
+    if isinstance(result, RedisError):
+        error = map_backend_error(result, in_script=isinstance(effect, Eval))
+        error.__cause__ = result
+        return error
+    return result
+
+
+class _ListenerBase:
+    """Shared state of the pub/sub listeners: health, and the callbacks."""
+
+    def __init__(
+        self,
+        channel: bytes,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        self.channel = channel
+        self._on_message = on_message
+        self._on_state = on_state
+        self.healthy = False
+        self.reconnects = 0
+        self._closed = False
+
+    def _set_state(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            self.healthy = healthy
+            if healthy:
+                self.reconnects += 1
+        # Called on every (re)subscription too: messages may have been missed in between.
+        self._on_state(healthy)
+
+    def _handle(self, message: Any) -> None:
+        kind = message.get("type")
+        if kind == "subscribe":
+            self._set_state(True)
+        elif kind == "message":
+            data = message.get("data")
+            self._on_message(data if isinstance(data, bytes) else str(data).encode())
+
+
+def _node_client_sync(client: Any) -> Any:
+    if isinstance(client, redis.cluster.RedisCluster):
+        # A plain PUBLISH reaches every node of a cluster, so any one node will do.
+        return client.get_default_node().redis_connection
+    return client
+
+
+async def _node_client_async(client: Any) -> Any:
+    if isinstance(client, redis.asyncio.cluster.RedisCluster):
+        await client.initialize()  # a new cluster client learns its nodes on first use
+        node = client.get_default_node()
+        pool = redis.asyncio.ConnectionPool(
+            connection_class=node.connection_class, **node.connection_kwargs
+        )
+        return redis.asyncio.Redis(connection_pool=pool)
+    return client
+
+
+class SyncListener(_ListenerBase):
+    """A pub/sub subscription served by a daemon thread, resubscribing after a failure.
+
+    ``on_state(True)`` is called after each (re)subscription and ``on_state(False)`` when the
+    connection fails: messages published in between are lost (pub/sub is at most once), so the
+    caller must treat both as "anything may have changed".
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        channel: bytes,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        super().__init__(channel, on_message, on_state)
+        self._client = _node_client_sync(client)
+        self._thread = threading.Thread(target=self._run, daemon=True, name="redis-patterns-listen")
+        self._thread.start()
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._closed:
+            pubsub = self._client.pubsub()
+            try:
+                pubsub.subscribe(self.channel)
+                while not self._closed:
+                    message = pubsub.get_message(timeout=0.2)
+                    if message is not None:
+                        self._handle(message)
+                        backoff = 0.05
+            except Exception as exc:  # whatever broke, resubscribe: the thread must not die
+                if self._closed:
+                    break
+                log.warning("listener on %r lost its connection: %s", self.channel, exc)
+                self._set_state(False)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+            finally:
+                with contextlib.suppress(Exception):
+                    pubsub.close()
+        self._set_state(False)
+
+    def alive(self) -> bool:
+        """Whether the listening thread still runs."""
+        return self._thread.is_alive() and not self._closed
+
+    def close(self) -> None:
+        """Stop listening (waits up to a second for the thread)."""
+        self._closed = True
+        self._thread.join(timeout=1.0)
+
+
+class AsyncListener(_ListenerBase):
+    """A pub/sub subscription served by an asyncio task; see `SyncListener`."""
+
+    def __init__(
+        self,
+        client: Any,
+        channel: bytes,
+        on_message: Callable[[bytes], None],
+        on_state: Callable[[bool], None],
+    ) -> None:
+        super().__init__(channel, on_message, on_state)
+        self._owned = isinstance(client, redis.asyncio.cluster.RedisCluster)
+        self._source = client
+        self._client: Any = None
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.ensure_future(self._run())
+
+    def alive(self) -> bool:
+        """Whether the listening task still runs, on the event loop running now.
+
+        A task of a loop that has been closed (``asyncio.run`` called again, a test's loop)
+        can die without running its cleanup, so this is checked on every use.
+        """
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return current is self._loop and not self._task.done() and not self._closed
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        try:
+            while not self._closed:
+                pubsub = None
+                try:
+                    if self._client is None:
+                        self._client = await _node_client_async(self._source)
+                    pubsub = self._client.pubsub()
+                    await pubsub.subscribe(self.channel)
+                    while not self._closed:
+                        message = await pubsub.get_message(timeout=0.2)
+                        if message is not None:
+                            self._handle(message)
+                            backoff = 0.05
+                except Exception as exc:  # whatever broke, resubscribe
+                    if self._closed:
+                        break
+                    log.warning("listener on %r lost its connection: %s", self.channel, exc)
+                    self._set_state(False)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                finally:
+                    if pubsub is not None:
+                        with contextlib.suppress(Exception):
+                            await pubsub.aclose()
+        finally:
+            self._set_state(False)
+
+    async def aclose(self) -> None:
+        """Stop listening."""
+        self._closed = True
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            self._task.cancel()
+        if self._owned and self._client is not None:
+            await self._client.aclose()
 
 
 def _as_tuple(clients: Any, types: tuple[type, ...], kind: str) -> tuple[Any, ...]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import pickle
 from typing import Any, Protocol, runtime_checkable
 
@@ -32,7 +34,9 @@ class JsonSerializer:
         try:
             return orjson.dumps(value)
         except TypeError as exc:
-            raise ConfigurationError(f"value is not JSON-serializable: {exc}") from exc
+            raise ConfigurationError(
+                f"value of type {type(value).__name__} is not JSON-serializable: {exc}"
+            ) from exc
 
     def loads(self, data: bytes) -> Any:
         return orjson.loads(data)
@@ -56,8 +60,10 @@ class MsgpackSerializer:
     def dumps(self, value: Any) -> bytes:
         try:
             data: bytes = self._msgpack.packb(value, use_bin_type=True)
-        except TypeError as exc:
-            raise ConfigurationError(f"value is not msgpack-serializable: {exc}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ConfigurationError(
+                f"value of type {type(value).__name__} is not msgpack-serializable: {exc}"
+            ) from exc
         return data
 
     def loads(self, data: bytes) -> Any:
@@ -68,26 +74,63 @@ class MsgpackSerializer:
 
 
 class PickleSerializer:
-    """Pickle: loading runs arbitrary code from whoever can write the key. Only by explicit name."""
+    """Pickle, HMAC-SHA256-signed: only bytes signed with ``secret`` are ever unpickled.
 
-    name = "pickle"
+    Unpickling runs arbitrary code chosen by whoever wrote the bytes, so on a shared Redis an
+    unsigned pickle cache is remote code execution waiting to happen (CVE-2019-17206). Every
+    payload is ``mac(32 bytes) + pickle``; ``loads`` checks the MAC in constant time *before*
+    unpickling and raises ``ValueError`` on a mismatch. Only by explicit name, with a secret.
+    """
+
+    name = "pickle-hmac"
+
+    def __init__(self, secret: bytes | str) -> None:
+        if isinstance(secret, str):
+            secret = secret.encode()
+        if not isinstance(secret, bytes) or len(secret) < 16:
+            raise ConfigurationError(
+                "serializer 'pickle' needs secret= (bytes or str, at least 16 bytes): payloads "
+                "are HMAC-signed so forged bytes in a shared Redis are never unpickled"
+            )
+        self._secret = secret
+
+    def _mac(self, data: bytes) -> bytes:
+        return hmac.new(self._secret, data, hashlib.sha256).digest()
 
     def dumps(self, value: Any) -> bytes:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            data = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except (TypeError, AttributeError, pickle.PicklingError) as exc:
+            raise ConfigurationError(
+                f"value of type {type(value).__name__} cannot be pickled: {exc}"
+            ) from exc
+        return self._mac(data) + data
 
     def loads(self, data: bytes) -> Any:
-        return pickle.loads(data)  # the user chose pickle by name
+        mac, body = data[:32], data[32:]
+        if len(mac) != 32 or not hmac.compare_digest(mac, self._mac(body)):
+            raise ValueError("pickle payload has a bad signature (tampered or another secret)")
+        return pickle.loads(body)  # signed with the user's secret: written by this application
 
 
-def get_serializer(spec: str | Serializer) -> Serializer:
-    """Resolve ``"json"``, ``"msgpack"``, ``"pickle"`` or a `Serializer` object."""
+def get_serializer(spec: str | Serializer, *, secret: bytes | str | None = None) -> Serializer:
+    """Resolve ``"json"``, ``"msgpack"``, ``"pickle"`` (needs ``secret``) or a `Serializer`.
+
+    Raises:
+        ConfigurationError: an unknown name, or ``"pickle"`` without a secret.
+    """
     if isinstance(spec, str):
         if spec == "json":
             return JsonSerializer()
         if spec == "msgpack":
             return MsgpackSerializer()
         if spec == "pickle":
-            return PickleSerializer()
+            if secret is None:
+                raise ConfigurationError(
+                    "serializer 'pickle' needs secret=: unsigned pickle lets anyone who can "
+                    "write to Redis run code in your process"
+                )
+            return PickleSerializer(secret)
         raise ConfigurationError(
             f"unknown serializer {spec!r}; use 'json', 'msgpack', 'pickle' or a Serializer"
         )

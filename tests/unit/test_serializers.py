@@ -33,6 +33,9 @@ def test_malformed_json_raises_value_error() -> None:
         get_serializer("json").loads(b"\x80not json")
 
 
-def test_pickle_only_by_name() -> None:
-    assert get_serializer("pickle").name == "pickle"
+def test_pickle_only_by_name_and_with_a_secret() -> None:
+    with pytest.raises(ConfigurationError, match="secret"):
+        get_serializer("pickle")
+    signed = get_serializer("pickle", secret=b"k" * 32)
+    assert signed.loads(signed.dumps({"a": 1})) == {"a": 1}
     assert get_serializer("json").name == "json"

@@ -51,5 +51,7 @@ async def async_transaction(
         BackendTimeoutError: the connection failed during EXEC (outcome unknown).
     """
     runner = AsyncRunner(client)
-    plan = transaction_plan(fn, watch, retries=retries, backoff=backoff, sync=runner.blocking)
+    plan = transaction_plan(
+        fn, watch, retries=retries, backoff=backoff, sync=not runner.asynchronous
+    )
     return await runner.run(plan)

@@ -52,5 +52,7 @@ def transaction(
         BackendTimeoutError: the connection failed during EXEC (outcome unknown).
     """
     runner = SyncRunner(client)
-    plan = transaction_plan(fn, watch, retries=retries, backoff=backoff, sync=runner.blocking)
+    plan = transaction_plan(
+        fn, watch, retries=retries, backoff=backoff, sync=not runner.asynchronous
+    )
     return runner.run(plan)

@@ -1,0 +1,339 @@
+"""AsyncCache: cache-aside with stampede protection, near cache and warming; one trip a hit."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import random
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Generic, ParamSpec, TypeVar
+
+from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
+from .._core.cache_types import AsyncFunc, AsyncLoader
+from .._errors import ConfigurationError
+from .._flight import AsyncSingleFlight
+from .._runner import AsyncClient, AsyncListener, AsyncRunner
+from .._serializers import Serializer
+from .._validate import Duration, duration_ms
+
+__all__ = ["AsyncCache", "AsyncCachedFunction"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class AsyncCache:
+    """A Redis cache: values under ``{cache:<namespace>:<key>}``, serialized, with a TTL.
+
+    `get_or_load` is cache-aside with stampede protection: within this process one loader runs
+    per key at a time (single-flight), and across processes ``stampede`` decides:
+
+    - ``"lock"``: on a miss one caller takes a short recompute lock and loads; the others wait
+      briefly and read its result. Past the soft expiry the entry is still kept for
+      ``stale_ttl``: every caller gets that stale value at once while one refreshes it in the
+      background (stale-while-revalidate); a failing refresh keeps the stale value.
+    - ``"xfetch"``: as ``"lock"``, and in addition each read may refresh early, with a
+      probability that rises as expiry nears and with the loader's stored duration (Vattani et
+      al., VLDB 2015), decided in the script on the server's clock.
+    - ``None``: no cross-process protection (still single-flight in the process).
+
+    A hit is one ``EVALSHA``; with ``local=N`` a hit in the in-process near cache is none,
+    and writes anywhere invalidate every process's near cache over pub/sub.
+
+    Args:
+        client: a redis-py asyncio client (standalone or cluster).
+        namespace: prefix of every key (no ``:``, ``{``, ``}``).
+        ttl: seconds a value stays fresh (shortened by up to ``jitter`` at random).
+        serializer: ``"json"`` (default), ``"msgpack"``, ``"pickle"`` (needs ``secret``; values
+            are HMAC-signed) or a `Serializer`. Each entry records it: an entry written by
+            another serializer is a logged miss, never mis-decoded.
+        jitter: fraction in [0, 1) by which each entry's ttl is randomly shortened, so keys
+            written together do not expire together.
+        stampede: ``"lock"``, ``"xfetch"`` or ``None`` (see above).
+        local: size of an in-process LRU near cache (``None``: no near cache).
+        secret: the HMAC key for ``serializer="pickle"``.
+        beta: xfetch's eagerness (> 0; 1 is the paper's optimum, more refreshes earlier).
+        lock_ttl: lifetime of the recompute lock; make it longer than the slowest load.
+        wait_timeout: how long a caller waits for another process's load before raising
+            `LockTimeoutError` (default ``lock_ttl + 1``: long enough to outlive a dead holder).
+        stale_ttl: how long an entry is kept past its soft expiry to be served stale
+            (default ``ttl / 2`` with stampede protection, 0 without).
+        negative_ttl: cache a loader's ``None`` for this long (default: ``None`` is not cached).
+        error_backoff: after a loader fails, no process retries that key for this long.
+        local_ttl: the longest a near-cache entry is served (default ``ttl``).
+        max_value_bytes: the largest serialized value `set` accepts.
+        invalidations: publish an invalidation on every write (default), so near caches in
+            other processes drop the key; turn off only if no process uses ``local``.
+        rng: the random source for jitter and xfetch (for reproducible tests).
+
+    Raises:
+        ConfigurationError: an invalid argument (before any I/O).
+        TypeError: a client of the other flavour (sync vs asyncio) than this class.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        namespace: str = "cache",
+        ttl: Duration = 3600,
+        *,
+        serializer: str | Serializer = "json",
+        jitter: float = 0.1,
+        stampede: Stampede = "lock",
+        local: int | None = None,
+        secret: bytes | str | None = None,
+        beta: float = 1.0,
+        lock_ttl: Duration = 10.0,
+        wait_timeout: Duration | None = None,
+        stale_ttl: Duration | None = None,
+        negative_ttl: Duration | None = None,
+        error_backoff: Duration = 1.0,
+        local_ttl: Duration | None = None,
+        max_value_bytes: int = 16 * 1024 * 1024,
+        invalidations: bool = True,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._core = CacheCore(
+            namespace,
+            ttl,
+            serializer=serializer,
+            secret=secret,
+            jitter=jitter,
+            stampede=stampede,
+            local=local,
+            local_ttl=local_ttl,
+            beta=beta,
+            lock_ttl=lock_ttl,
+            wait_timeout=wait_timeout,
+            stale_ttl=stale_ttl,
+            negative_ttl=negative_ttl,
+            error_backoff=error_backoff,
+            max_value_bytes=max_value_bytes,
+            invalidations=invalidations,
+            rng=rng,
+        )
+        self._runner = AsyncRunner(client)
+        if self._runner.decodes_responses:
+            raise ConfigurationError(
+                "the client was created with decode_responses=True; the cache stores binary "
+                "payloads (msgpack, signed pickle, any serializer's bytes): use a client with "
+                "decode_responses=False"
+            )
+        self._flights = AsyncSingleFlight()
+        self._listener: AsyncListener | None = None
+
+    @property
+    def namespace(self) -> str:
+        """The namespace every key of this cache lives under."""
+        return self._core.namespace.decode()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of this process (best effort under many threads): hits, misses, loads,
+        load_errors, refreshes, early_refreshes, stale_served, malformed, near-cache hits."""
+        near = self._core.near
+        extra = (
+            {"near_hits": near.hits, "near_size": len(near), "invalidations": near.invalidations}
+            if near is not None
+            else {}
+        )
+        return {**self._core.stats, **extra}
+
+    @property
+    def local_ready(self) -> bool:
+        """Whether the near cache is serving: its invalidation subscription is up.
+
+        The subscription starts with the first operation; until it is confirmed (and after a
+        lost connection, until it is back) every read goes to Redis.
+        """
+        return self._core.near is not None and self._core.near.healthy
+
+    def key_of(self, key: str | bytes) -> bytes:
+        """The Redis key holding ``key``'s entry (its recompute lock adds ``:lock``)."""
+        return self._core.entry_key(key)
+
+    def _ensure_listener(self) -> None:
+        if self._core.near is None:
+            return
+        if self._listener is not None and not self._listener.alive():
+            # Its thread or task is gone (e.g. its event loop was closed): whatever it would
+            # have told us is lost, so forget the near cache and subscribe again.
+            self._core.on_listener_state(False)
+            self._listener = None
+        if self._listener is None:
+            self._listener = self._runner.listen(
+                self._core.channel, self._core.on_message, self._core.on_listener_state
+            )
+
+    async def get(self, key: str | bytes, default: Any = None) -> Any:
+        """The fresh value of ``key``, or ``default`` (miss, expired, or an unreadable entry).
+
+        One ``EVALSHA``; none when the near cache has it.
+        """
+        self._ensure_listener()
+        return await self._runner.run(self._core.get(key, default))
+
+    async def set(self, key: str | bytes, value: Any, ttl: Duration | None = None) -> None:
+        """Store ``value`` (one ``EVALSHA``); loads that began earlier will not overwrite it.
+
+        Raises:
+            ConfigurationError: ``value`` cannot be serialized (the message names its type), or
+                is larger than ``max_value_bytes``; ``ttl`` invalid. Nothing is sent.
+        """
+        self._ensure_listener()
+        await self._runner.run(self._core.set(key, value, ttl))
+
+    async def delete(self, key: str | bytes) -> bool:
+        """Delete ``key`` everywhere (Redis, and every process's near cache).
+
+        When it returns, this process no longer serves the old value, and a load that began
+        before it cannot store what it read. Returns whether an entry existed.
+        """
+        self._ensure_listener()
+        return await self._runner.run(self._core.delete(key))
+
+    async def get_or_load(
+        self,
+        key: str | bytes,
+        loader: AsyncLoader[T],
+        ttl: Duration | None = None,
+    ) -> T:
+        """The cached value of ``key``, loading and storing ``loader()`` on a miss.
+
+        Args:
+            key: the cache key.
+            loader: a callable with no arguments (``functools.partial`` binds some), of this
+                class's flavour: a coroutine function for `AsyncCache`, a plain one for `Cache`.
+            ttl: this entry's ttl (default: the cache's).
+
+        Returns:
+            The value: fresh, or stale while one caller refreshes it in the background.
+
+        Raises:
+            ConfigurationError: bad ``key``/``ttl``, ``loader`` not callable or not async
+                (before any I/O); an unserializable loaded value.
+            LockTimeoutError: another process held the recompute lock past ``wait_timeout``.
+            Exception: what ``loader`` raised, when no stale value could be served.
+        """
+        entry = self._core.check_load(key, loader, ttl, self._runner.asynchronous)
+        self._ensure_listener()
+        value: T = await self._flights.do(entry, lambda: self._get_or_load(entry, loader, ttl))
+        return value
+
+    async def _get_or_load(
+        self,
+        entry: bytes,
+        loader: AsyncLoader[Any],
+        ttl: Duration | None,
+    ) -> Any:
+        token = self._core.new_token()
+        value, refresh = await self._runner.run(self._core.get_or_load(entry, loader, ttl, token))
+        if refresh:
+            self._runner.spawn(self._core.refresh(entry, loader, ttl, token))
+        return value
+
+    def cached(
+        self, ttl: Duration | None = None, key: str | Callable[..., str] | None = None
+    ) -> Callable[[AsyncFunc[P, R]], AsyncCachedFunction[P, R]]:
+        """Decorator: cache a function's results by its arguments (via `get_or_load`).
+
+        The function must be of this class's flavour (coroutine function for `AsyncCache`).
+
+        Args:
+            ttl: entries' ttl (default: the cache's).
+            key: the key, as a format string over the parameters (``"user:{user_id}"``) or a
+                function of the same arguments; default: the function's qualified name plus a
+                hash of its type-tagged, signature-bound arguments (``self``/``cls`` left out).
+
+        The result has ``.invalidate(*args, **kwargs)`` and ``.key(*args, **kwargs)``.
+        """
+        if ttl is not None:
+            duration_ms(ttl, "ttl")
+
+        def decorate(func: AsyncFunc[P, R]) -> AsyncCachedFunction[P, R]:
+            check_callable(func, "function", asynchronous=self._runner.asynchronous)
+            return AsyncCachedFunction(self, func, KeyBuilder(func, key), ttl)
+
+        return decorate
+
+    async def warm(
+        self,
+        items: Mapping[Any, Any] | Iterable[Any],
+        *,
+        loader: Callable[[list[Any]], Any] | None = None,
+        ttl: Duration | None = None,
+        batch_size: int = 100,
+        progress: Callable[[int, int], Any] | None = None,
+    ) -> WarmResult:
+        """Pre-load entries in pipelined batches (one round trip per batch).
+
+        Args:
+            items: a mapping of key to value, ``(key, value)`` pairs, or keys with ``loader``.
+            loader: given a list of keys, returns a mapping of key to value (a batch query).
+            ttl: entries' ttl (default: the cache's).
+            batch_size: keys per batch (and per round trip).
+            progress: called as ``progress(done, total)`` after each batch.
+
+        Returns:
+            `WarmResult`: how many were stored, and skipped because a loader was busy on them.
+        """
+        if loader is not None:
+            check_callable(loader, "loader", asynchronous=self._runner.asynchronous)
+        return await self._runner.run(self._core.warm(items, loader, ttl, batch_size, progress))
+
+    async def aclose(self) -> None:
+        """Stop the near cache's invalidation listener (the client stays open)."""
+        if self._listener is not None:
+            await self._listener.aclose()
+            self._listener = None
+
+    async def __aenter__(self) -> AsyncCache:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class AsyncCachedFunction(Generic[P, R]):
+    """A function wrapped by `AsyncCache.cached`: call it, or `invalidate` one argument set."""
+
+    def __init__(
+        self,
+        cache: AsyncCache,
+        func: AsyncFunc[P, R],
+        builder: KeyBuilder,
+        ttl: Duration | None,
+    ) -> None:
+        self._cache = cache
+        self._func = func
+        self._builder = builder
+        self._ttl = ttl
+        self._bound: tuple[Any, ...] = ()
+        functools.update_wrapper(self, func)
+
+    def key(self, *args: Any, **kwargs: Any) -> str:
+        """The cache key these arguments map to."""
+        return self._builder((*self._bound, *args), kwargs)
+
+    async def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        full = (*self._bound, *args)
+        loader = functools.partial(self._func, *full, **kwargs)
+        return await self._cache.get_or_load(self._builder(full, kwargs), loader, self._ttl)
+
+    async def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Delete the entry for these arguments; returns whether one existed."""
+        return await self._cache.delete(self.key(*args, **kwargs))
+
+    def __get__(self, instance: object, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        bound = copy.copy(self)
+        bound._bound = (instance,)
+        return bound

@@ -1,0 +1,42 @@
+-- KEYS[1] the entry
+-- KEYS[2] the recompute lock
+-- ARGV[1] format tag (the serializer's name)
+-- ARGV[2] payload (serialized value)
+-- ARGV[3] soft ttl (ms): the entry is fresh until now + this
+-- ARGV[4] stale window (ms): the entry is kept this much longer, served while one caller refreshes
+-- ARGV[5] loader duration (ms), stored for xfetch
+-- ARGV[6] token: a loader's token (store only if its lock was not superseded), or "" for a plain set
+-- ARGV[7] lock ttl (ms): how long the tombstone of a plain set keeps a running loader from storing
+-- ARGV[8] invalidation channel ("" = no near caches to tell)
+-- ARGV[9] origin: the writer's id, published as "<origin>:<key>" so it can skip its own message
+-- returns 1 when stored, 0 when dropped (a set or delete happened since the loader started)
+local tag = ARGV[1]
+local payload = ARGV[2]
+local soft_ttl = tonumber(ARGV[3])
+local stale = tonumber(ARGV[4])
+local delta = ARGV[5]
+local token = ARGV[6]
+local lock_ttl = tonumber(ARGV[7])
+local channel = ARGV[8]
+local origin = ARGV[9]
+
+local holder = redis.call('GET', KEYS[2])
+if token ~= '' then
+  if holder and holder ~= token then
+    return 0
+  end
+  if holder then
+    redis.call('DEL', KEYS[2])
+  end
+elseif holder then
+  -- A loader that started before this write must not overwrite it with what it read earlier.
+  redis.call('SET', KEYS[2], '!', 'PX', lock_ttl)
+end
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local header = 'rp1:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':' .. delta .. ':'
+redis.call('SET', KEYS[1], header .. payload, 'PX', soft_ttl + stale)
+if channel ~= '' then
+  redis.call('PUBLISH', channel, origin .. ':' .. KEYS[1])
+end
+return 1

@@ -1,0 +1,179 @@
+"""Cache plans driven with canned replies: no server, no event loop."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from redis_patterns import Cache, ConfigurationError, LockTimeoutError
+from redis_patterns._core.cache import CacheCore
+from redis_patterns._plan import Call, Eval, Now, Sleep, run_canned
+
+
+def _core(**overrides: object) -> CacheCore:
+    options: dict[str, object] = {
+        "serializer": "json",
+        "secret": None,
+        "jitter": 0.0,
+        "stampede": "lock",
+        "local": None,
+        "local_ttl": None,
+        "beta": 1.0,
+        "lock_ttl": 1.0,
+        "wait_timeout": 0.5,
+        "stale_ttl": None,
+        "negative_ttl": None,
+        "error_backoff": 1.0,
+        "max_value_bytes": 1000,
+        "rng": random.Random(1),
+    }
+    options.update(overrides)
+    return CacheCore("ns", 60, **options)  # type: ignore[arg-type]
+
+
+ENTRY = b"rp1:json:99999999999999:12:[1,2]"
+
+
+def test_hit_is_one_script_call() -> None:
+    core = _core()
+    value, effects = run_canned(core.get("k", None), [[1, ENTRY, 0, 5000]])
+    assert value == [1, 2]
+    assert len(effects) == 1
+    assert isinstance(effects[0], Eval)
+    assert effects[0].script.name == "cache_get"
+    assert effects[0].keys == (b"{cache:ns:k}", b"{cache:ns:k}:lock")
+
+
+def test_miss_with_lock_loads_measures_and_stores() -> None:
+    core = _core()
+    entry = core.entry_key("k")
+    plan = core.get_or_load(entry, lambda: {"a": 1}, None, "tok")
+    (value, refresh), effects = run_canned(plan, [[0, None, 1, 0], 10.0, {"a": 1}, 10.25, 1])
+    assert (value, refresh) == ({"a": 1}, False)
+    kinds = [type(e) for e in effects]
+    assert kinds == [Eval, Now, Call, Now, Eval]
+    store = effects[-1]
+    assert isinstance(store, Eval)
+    assert store.script.name == "cache_set"
+    tag, payload, soft, stale, delta, token = store.args[:6]
+    assert (tag, payload, soft, stale, delta, token) == (
+        "json",
+        b'{"a":1}',
+        60000,
+        30000,
+        250,
+        "tok",
+    )
+
+
+def test_waiter_polls_then_reads_the_result() -> None:
+    core = _core()
+    entry = core.entry_key("k")
+    plan = core.get_or_load(entry, lambda: 0, None, "tok")
+    replies = [[0, None, 0, 0], 100.0, None, [0, None, 0, 0], 100.02, None, [1, ENTRY, 0, 9]]
+    (value, _), effects = run_canned(plan, replies)
+    assert value == [1, 2]
+    assert [type(e) for e in effects] == [Eval, Now, Sleep, Eval, Now, Sleep, Eval]
+
+
+def test_waiter_gives_up_with_a_typed_timeout() -> None:
+    core = _core()
+    plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    with pytest.raises(LockTimeoutError):
+        run_canned(plan, [[0, None, 0, 0], 100.0, None, [0, None, 0, 0], 100.6])
+
+
+def test_stale_entry_returns_at_once_and_asks_for_a_refresh() -> None:
+    core = _core()
+    plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    (value, refresh), effects = run_canned(plan, [[2, ENTRY, 1, 0]])
+    assert (value, refresh, len(effects)) == ([1, 2], True, 1)
+
+
+def test_failed_loader_keeps_the_lock_for_the_backoff() -> None:
+    core = _core()
+
+    def broken() -> int:
+        raise RuntimeError("down")
+
+    plan = core.get_or_load(core.entry_key("k"), broken, None, "tok")
+    assert isinstance(next(plan), Eval)
+    assert isinstance(plan.send([0, None, 1, 0]), Now)
+    assert isinstance(plan.send(1.0), Call)
+    unlock = plan.throw(RuntimeError("down"))
+    assert isinstance(unlock, Eval)
+    assert unlock.script.name == "cache_unlock"
+    assert unlock.args == ("tok", 1000)  # kept for error_backoff, not deleted
+    with pytest.raises(RuntimeError, match="down"):
+        plan.send(1)
+
+
+def test_foreign_entry_is_reloaded_not_decoded() -> None:
+    core = _core()
+    foreign = b"rp1:pickle-hmac:99999999999999:0:\x80\x04"
+    plan = core.get_or_load(core.entry_key("k"), lambda: "fresh", None, "tok")
+    (value, _), effects = run_canned(plan, [[1, foreign, 0, 9], 0.0, "fresh", 0.1, 1])
+    assert value == "fresh"
+    assert [type(e) for e in effects] == [Eval, Now, Call, Now, Eval]
+    assert core.stats["malformed"] == 1
+
+
+def test_jitter_bounds() -> None:
+    core = _core(jitter=0.25)
+    values = [core.soft_ms(None) for _ in range(500)]
+    assert min(values) >= 45000
+    assert max(values) <= 60000
+    with pytest.raises(ConfigurationError):
+        core.soft_ms(0)
+
+
+_BAD_KEYS = st.one_of(
+    st.none(),
+    st.integers(),
+    st.booleans(),
+    st.floats(),
+    st.just(""),
+    st.text(min_size=1).map(lambda t: t + "{"),
+    st.text(min_size=1).map(lambda t: "}" + t),
+    st.text().map(lambda t: t + "\x00"),
+    st.text(min_size=1025, max_size=1100, alphabet="ab"),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(key=_BAD_KEYS)
+def test_fuzzed_bad_keys_fail_before_any_io(key: object) -> None:
+    """A client on a closed port: any I/O would be a BackendError, not a ConfigurationError."""
+    cache = Cache(redis.Redis(port=1, socket_connect_timeout=0.1), "ns", 60)
+    for call in (
+        lambda: cache.get(key),  # type: ignore[arg-type]
+        lambda: cache.set(key, 1),  # type: ignore[arg-type]
+        lambda: cache.delete(key),  # type: ignore[arg-type]
+        lambda: cache.get_or_load(key, lambda: 1),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ConfigurationError):
+            call()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    ttl=st.one_of(
+        st.floats(max_value=0.0004),
+        st.just(float("nan")),
+        st.just(float("inf")),
+        st.booleans(),
+        st.text(),
+        st.none().map(lambda _: -1),
+    )
+)
+def test_fuzzed_bad_ttls_fail_before_any_io(ttl: object) -> None:
+    client = redis.Redis(port=1, socket_connect_timeout=0.1)
+    with pytest.raises(ConfigurationError):
+        Cache(client, "ns", ttl)  # type: ignore[arg-type]
+    cache = Cache(client, "ns", 60)
+    with pytest.raises(ConfigurationError):
+        cache.set("k", 1, ttl=ttl)  # type: ignore[arg-type]
