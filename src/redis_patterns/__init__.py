@@ -1,6 +1,16 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
+from ._async.streams import AsyncStreamQueue, AsyncWorker
+from ._core.streams import (
+    ConsumerInfo,
+    DeadLetter,
+    PendingSummary,
+    StreamInfo,
+    StreamMessage,
+    WorkerStats,
+    stop_on_signals,
+)
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -22,10 +32,22 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
+from ._sync.streams import StreamQueue, Worker
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
+    "AsyncStreamQueue",
+    "AsyncWorker",
+    "ConsumerInfo",
+    "DeadLetter",
+    "PendingSummary",
+    "StreamInfo",
+    "StreamMessage",
+    "StreamQueue",
+    "Worker",
+    "WorkerStats",
+    "stop_on_signals",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
