@@ -115,7 +115,7 @@ def test_four_workers_one_sigkilled_mid_batch_nothing_lost(
     print(f"\n{total} entries, 4 workers, w0 SIGKILLed holding {held}: {duplicates} duplicates")
     assert duplicates <= batch  # only the victim's unacknowledged batch can be handled twice
     info = queue.info()
-    assert info.pending == 0 and info.lag == 0 and info.dead_letters == 0
+    assert (info.pending, info.lag, info.dead_letters) == (0, 0, 0)
     # Stopped workers left the group; the killed one is still listed (it held entries).
     assert {c.name for c in info.consumers} <= {"w0"}
 
