@@ -36,6 +36,7 @@ __all__ = ["AsyncPubSubTransport", "RawMessage", "PubSubTransport"]
 
 RawMessage = dict[str, Any]
 _MAIN = "main"
+_IO_TIMEOUT = 5.0
 
 
 def _error(exc: BaseException) -> BaseException:
@@ -48,6 +49,10 @@ def _link_kwargs(kwargs: dict[str, Any], retry: Any) -> dict[str, Any]:
     options = dict(kwargs)
     options["retry"] = retry
     options.pop("health_check_interval", None)  # liveness is ours: PING when quiet
+    # A paused or half-open server must not hang the handshake or a send forever.
+    for name in ("socket_timeout", "socket_connect_timeout"):
+        if options.get(name) is None:
+            options[name] = _IO_TIMEOUT
     return options
 
 

@@ -1,0 +1,185 @@
+"""Pub/Sub faults (RELIABILITY 28, 29): server restarts and a half-open link."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from redis_patterns import (
+    AsyncPublisher,
+    AsyncSubscriber,
+    BackendError,
+    EmbeddedServer,
+    Gap,
+    Message,
+    Publisher,
+    Subscriber,
+    connect,
+)
+
+pytestmark = pytest.mark.fault
+
+
+@pytest.fixture(params=["valkey", "redis-server"])
+def server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+    binary = None if request.param == "valkey" else "redis-server"
+    if binary and shutil.which(binary) is None:
+        pytest.skip("redis-server is not on PATH")
+    with EmbeddedServer(binary) as made:
+        yield made
+
+
+def _until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _numsub(client: Any, channel: str) -> int:
+    return int(dict(client.pubsub_numsub(channel)).get(channel.encode(), 0))
+
+
+def test_restart_resubscribes_and_counts_a_gap(server: EmbeddedServer) -> None:
+    client = connect(server.url)
+    gaps: list[Gap] = []
+    sub = Subscriber(client, channels=["news"], patterns=["orders.*"], on_gap=gaps.append)
+    sub.start()
+    server.restart()
+    publisher = Publisher(connect(server.url))
+    got: Message | None = None
+    for _ in range(500):  # bounded: until the subscriber is back (it reconnects while reading)
+        publisher.publish("orders.created", "after restart")
+        got = sub.get(timeout=0.02)
+        if got is not None:
+            break
+    assert got is not None, "the subscriber did not come back"
+    assert (got.channel, got.pattern) == ("orders.created", "orders.*")
+    assert sub.gaps == 1
+    assert len(gaps) == 1
+    assert gaps[0].duration >= 0
+    assert "cannot reach" in gaps[0].error or "closed" in gaps[0].error.lower()
+    assert (sub.channels, sub.patterns) == ({"news"}, {"orders.*"})
+    fresh = connect(server.url)  # the restarted server sees both subscriptions again
+    assert _numsub(fresh, "news") == 1
+    assert fresh.pubsub_numpat() == 1
+    sub.close()
+
+
+async def test_async_restart_resubscribes_and_counts_a_gap(server: EmbeddedServer) -> None:
+    client = connect(server.url, asyncio=True)
+    gaps: list[Gap] = []
+    sub = AsyncSubscriber(client, channels=["news"], patterns=["orders.*"], on_gap=gaps.append)
+    await sub.start()
+    await asyncio.to_thread(server.restart)
+    publisher = AsyncPublisher(client)
+    got: Message | None = None
+    for _ in range(500):
+        # The publisher's pooled connection broke with the restart: the next one is fresh.
+        with contextlib.suppress(BackendError):
+            await publisher.publish("news", "after restart")
+        got = await sub.get(timeout=0.02)
+        if got is not None:
+            break
+    assert got is not None, "the subscriber did not come back"
+    assert got.channel == "news"
+    assert (sub.gaps, len(gaps)) == (1, 1)
+    assert (sub.channels, sub.patterns) == ({"news"}, {"orders.*"})
+    fresh = connect(server.url)
+    assert _numsub(fresh, "news") == 1
+    assert fresh.pubsub_numpat() == 1
+    await sub.aclose()
+    await client.aclose()
+
+
+def test_restarts_during_sequenced_publishing(
+    server: EmbeddedServer, scale: Callable[[int, int], int]
+) -> None:
+    """RELIABILITY 28: gaps reported == restarts; no duplicates; losses only inside gaps."""
+    restarts = scale(5, 50)
+    gaps: list[Gap] = []
+    sub = Subscriber(connect(server.url), channels=["seq"], on_gap=gaps.append)
+    sub.start()
+    received: list[int] = []
+    published: list[int] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        for message in sub:
+            received.append(int(message.text()))
+
+    def publish() -> None:
+        publisher = Publisher(connect(server.url))
+        seq = 0
+        while not stop.is_set():
+            try:
+                publisher.publish("seq", str(seq))
+                published.append(seq)
+            except BackendError:
+                time.sleep(0.01)
+            seq += 1
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=read), threading.Thread(target=publish)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(restarts):
+            mark = len(received)
+            _until(lambda m=mark: len(received) > m + 5, 30, "messages to flow")  # type: ignore[misc]
+            server.restart()
+        mark = len(received)
+        _until(lambda: len(received) > mark + 5, 30, "messages after the last restart")
+    finally:
+        stop.set()
+        threads[1].join(10)
+        sub.close()
+        threads[0].join(10)
+    assert sub.gaps == restarts
+    assert len(gaps) == restarts
+    assert received == sorted(set(received))  # in order, no duplicates
+    assert set(received) <= set(published)
+    missing = sorted(set(published) - set(received))
+    runs = sum(1 for i, n in enumerate(missing) if i == 0 or missing[i - 1] != n - 1)
+    assert runs <= restarts  # every loss falls inside a reported gap
+    longest = max(g.duration for g in gaps)
+    print(f"\n{restarts} restarts: {len(published)} published, {len(missing)} missed "
+          f"in {runs} runs, longest gap {longest * 1000:.1f} ms")  # fmt: skip
+
+
+def test_half_open_link_is_detected_by_ping(server: EmbeddedServer) -> None:
+    """RELIABILITY 29: the server stops answering (SIGSTOP) but the socket stays open."""
+    gaps: list[Gap] = []
+    sub = Subscriber(
+        connect(server.url), channels=["hb"], on_gap=gaps.append, health_check_interval=0.2
+    )
+    sub.start()
+    server.pause()
+    try:
+        # Nothing arrives; within 2 health intervals the PING goes unanswered: link dropped.
+        deadline = time.monotonic() + 10
+        while sub.connected and time.monotonic() < deadline:
+            sub.get(timeout=0.05)
+        assert not sub.connected
+        assert sub.gaps == 1
+    finally:
+        server.resume()
+    publisher = Publisher(connect(server.url))
+    got = None
+    for _ in range(500):
+        publisher.publish("hb", "alive")
+        got = sub.get(timeout=0.05)
+        if got is not None:
+            break
+    assert got is not None
+    assert got.text() == "alive"
+    assert (sub.gaps, len(gaps)) == (1, 1)
+    sub.close()
