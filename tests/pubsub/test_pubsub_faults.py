@@ -67,7 +67,7 @@ def test_restart_resubscribes_and_counts_a_gap(server: EmbeddedServer) -> None:
     assert len(gaps) == 1
     assert gaps[0].duration >= 0
     assert "cannot reach" in gaps[0].error or "closed" in gaps[0].error.lower()
-    assert (sub.channels, sub.patterns) == ({"news"}, {"orders.*"})
+    assert (sub.channels, sub.patterns) == (frozenset({"news"}), frozenset({"orders.*"}))
     fresh = connect(server.url)  # the restarted server sees both subscriptions again
     assert _numsub(fresh, "news") == 1
     assert fresh.pubsub_numpat() == 1
@@ -92,7 +92,7 @@ async def test_async_restart_resubscribes_and_counts_a_gap(server: EmbeddedServe
     assert got is not None, "the subscriber did not come back"
     assert got.channel == "news"
     assert (sub.gaps, len(gaps)) == (1, 1)
-    assert (sub.channels, sub.patterns) == ({"news"}, {"orders.*"})
+    assert (sub.channels, sub.patterns) == (frozenset({"news"}), frozenset({"orders.*"}))
     fresh = connect(server.url)
     assert _numsub(fresh, "news") == 1
     assert fresh.pubsub_numpat() == 1
