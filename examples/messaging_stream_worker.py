@@ -34,9 +34,8 @@ def main() -> None:
     stats = worker.run()
     print(f"sent {len(sent)} emails; worker stats: {stats}")
     for dead in queue.dead_letters():
-        print(
-            f"dead letter {dead.original_id}: {dead.data} after {dead.deliveries} tries: {dead.error}"
-        )
+        print(f"dead letter {dead.original_id}: {dead.data}")
+        print(f"  after {dead.deliveries} tries: {dead.error}")
     info = queue.info()
     print(f"length {info.length}, lag {info.lag}, pending {info.pending}, dead {info.dead_letters}")
     queue.delete()
