@@ -36,7 +36,14 @@ class Procs:
         self.started: dict[str, subprocess.Popen[str]] = {}
 
     def start(
-        self, consumer: str, *, claim_idle: float, batch: int, sleep: float, hang: int = 0
+        self,
+        consumer: str,
+        *,
+        claim_idle: float,
+        batch: int,
+        sleep: float,
+        hang: int = 0,
+        wait: bool = True,
     ) -> None:
         proc = subprocess.Popen(
             [sys.executable, str(WORKER), *self.args, consumer, self.flavor,
@@ -44,9 +51,14 @@ class Procs:
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
         self.started[consumer] = proc
+        if wait:
+            self.ready(consumer)
+
+    def ready(self, consumer: str) -> None:
+        stdout = self.started[consumer].stdout
+        assert stdout is not None
+        assert stdout.readline().strip() == "ready"
 
     def kill_all(self) -> None:
         for proc in self.started.values():
@@ -87,24 +99,35 @@ def test_four_workers_one_sigkilled_mid_batch_nothing_lost(
         if start == 0:
             queue.ensure_group()
         pipe.execute()
-    consumers = ["w0", "w1", "w2", "w3"]
-    # w0 hangs inside its third batch after handling 25 entries: 5 handled, not acknowledged.
-    procs.start("w0", claim_idle=1.0, batch=batch, sleep=0.001, hang=25)
-    for consumer in consumers[1:]:
-        procs.start(consumer, claim_idle=1.0, batch=batch, sleep=0.001)
+    kills = scale(1, 4)
+    victims = [f"v{k}" for k in range(kills)]
+    workers = ["w1", "w2", "w3"]
+    # Each victim hangs inside its third batch after handling 25 entries (5 handled, not
+    # acknowledged) and is SIGKILLed there; the three workers carry on and reclaim.
+    for consumer in victims + workers:  # all at once: no one waits for the others to import
+        hang = 25 if consumer in victims else 0
+        procs.start(consumer, claim_idle=2.0, batch=batch, sleep=0.001, hang=hang, wait=False)
+    for consumer in victims + workers:
+        procs.ready(consumer)
 
-    victim = procs.started["w0"]
-    wait_until(lambda: int(client.get(f"{prefix}:count:w0") or 0) >= 25, 60, "w0 to work")
-    held = queue.pending().consumers.get("w0", 0)
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait(10)
-    assert held == batch  # killed mid-batch: its whole batch is pending, 5 of it handled
+    # Kill each victim as soon as it hangs, before the others reclaim its idle entries.
+    held: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(held) < kills and time.monotonic() < deadline:
+        for victim in victims:
+            if victim not in held and int(client.get(f"{prefix}:count:{victim}") or 0) >= 25:
+                held[victim] = queue.pending().consumers.get(victim, 0)
+                os.kill(procs.started[victim].pid, signal.SIGKILL)
+                procs.started[victim].wait(10)
+        time.sleep(0.01)
+    # Killed mid-batch: each victim's whole batch was pending, 5 of it handled.
+    assert held == dict.fromkeys(victims, batch)
 
     wait_until(lambda: client.hlen(f"{prefix}:handled") >= total, 120, "every id handled")
     wait_until(lambda: queue.pending().count == 0, 30, "an empty pending list")
-    for consumer in consumers[1:]:
+    for consumer in workers:
         os.kill(procs.started[consumer].pid, signal.SIGTERM)
-    for consumer in consumers[1:]:
+    for consumer in workers:
         assert procs.started[consumer].wait(30) == 0
 
     counts = [int(v) for v in client.hvals(f"{prefix}:handled")]
@@ -112,12 +135,12 @@ def test_four_workers_one_sigkilled_mid_batch_nothing_lost(
     ids = {entry[0] for entry in client.xrange(queue.key, "-", "+")}
     assert len(counts) == total == len(ids)
     assert {k for k in client.hkeys(f"{prefix}:handled")} == ids
-    print(f"\n{total} entries, 4 workers, w0 SIGKILLed holding {held}: {duplicates} duplicates")
-    assert duplicates <= batch  # only the victim's unacknowledged batch can be handled twice
+    print(f"\n{total} entries, {kills} of {kills + 3} workers SIGKILLed: {duplicates} duplicates")
+    assert duplicates <= batch * kills  # only the victims' unacknowledged batches run twice
     info = queue.info()
     assert (info.pending, info.lag, info.dead_letters) == (0, 0, 0)
-    # Stopped workers left the group; the killed one is still listed (it held entries).
-    assert {c.name for c in info.consumers} <= {"w0"}
+    # Stopped workers left the group; killed ones are still listed (they held entries).
+    assert {c.name for c in info.consumers} <= set(victims)
 
 
 @pytest.mark.parametrize("procs", ["sync", "async"], indirect=True)
