@@ -428,3 +428,44 @@ def test_bad_reader_arguments(client: Any, prefix: str) -> None:
         list(queue.replay(""))
     with pytest.raises(ConfigurationError):
         list(queue.replay(page=0))
+
+
+def test_reap_deletes_only_idle_consumers_without_pending_entries(client: Any, prefix: str) -> None:
+    queue = StreamQueue(client, prefix)
+    for i in range(3):
+        queue.add({"n": i})
+    client.xreadgroup("workers", "busy", {queue.key: ">"}, count=2)
+    client.xgroup_createconsumer(queue.key, "workers", "gone")
+    time.sleep(0.1)
+    client.xgroup_createconsumer(queue.key, "workers", "fresh")
+    assert queue.reap(min_idle=0.05) == ["gone"]
+    assert sorted(c.name for c in queue.info().consumers) == ["busy", "fresh"]
+    assert queue.pending().count == 2
+    with pytest.raises(ConfigurationError):
+        queue.reap(min_idle=-1)
+
+
+@pytest.mark.fault
+def test_reaping_cycles_never_lose_pending_entries(
+    backend: Backend, prefix: str, scale: Any
+) -> None:
+    """RELIABILITY 33: reap cycles with entries pending; consumers deleted only when empty."""
+    client: Any = backend.client()
+    queue = StreamQueue(client, prefix)
+    unacked: set[str] = set()
+    reaped = 0
+    for cycle in range(scale(100, 1000)):
+        queue.add({"n": cycle})
+        reply = client.xreadgroup("workers", f"c{cycle % 5}", {queue.key: ">"}, count=1)
+        entry_id = reply[0][1][0][0].decode() if isinstance(reply, list) else None
+        if entry_id is None:  # RESP3: {stream: [[(id, fields)]]}
+            entry_id = next(iter(reply.values()))[0][0][0].decode()
+        unacked.add(entry_id)
+        if cycle % 3 == 0:  # acknowledge some, so some consumers become empty
+            done = sorted(unacked)[: len(unacked) // 2 + 1]
+            client.xack(queue.key, "workers", *done)
+            unacked -= set(done)
+        reaped += len(queue.reap(min_idle=0))
+        pending = client.xpending_range(queue.key, "workers", "-", "+", 10_000)
+        assert {p["message_id"].decode() for p in pending} == unacked
+    assert reaped > 0

@@ -136,6 +136,21 @@ class AsyncStreamQueue:
         """Create the consumer group (at id 0) if it does not exist; True if it was created."""
         return await self._runner.run(self._core.ensure_group())
 
+    async def reap(self, min_idle: float = 3600.0) -> list[str]:
+        """Delete consumers idle ``min_idle`` seconds or more that hold no pending entry.
+
+        Crashed workers restarted under new names leave their old names in the group; this
+        removes them. A consumer still holding entries is never deleted (that would drop its
+        entries): workers reclaim those first. Checked and deleted in one script.
+
+        Returns:
+            The names of the consumers deleted.
+
+        Raises:
+            ConfigurationError: ``min_idle`` is negative or not a number of seconds.
+        """
+        return await self._runner.run(self._core.reap(min_idle))
+
     async def delete(self) -> int:
         """Delete the stream, its dead letters and its error notes; returns how many keys went."""
         return await self._runner.run(self._core.delete())

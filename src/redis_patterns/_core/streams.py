@@ -284,6 +284,16 @@ class QueueCore:
         reply = yield Command(("XRANGE", self.key, start, end, "COUNT", count))
         return [StreamMessage(i, decode_fields(f), 0) for i, f in _entries(reply)]
 
+    def reap(self, min_idle: object) -> Plan[list[str]]:
+        idle_ms = duration_ms(min_idle, "min_idle", allow_zero=True)
+        try:
+            reply = yield package_script("stream_reap").eval((self.key,), (self.group, idle_ms))
+        except BackendError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        return [_text(name) for name in reply]
+
     def delete(self) -> Plan[int]:
         """Remove the stream, its dead letters and its error notes."""
         reply = yield Command(("DEL", self.key, self.dead_key, self.errors_key))

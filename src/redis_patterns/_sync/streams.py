@@ -137,6 +137,21 @@ class StreamQueue:
         """Create the consumer group (at id 0) if it does not exist; True if it was created."""
         return self._runner.run(self._core.ensure_group())
 
+    def reap(self, min_idle: float = 3600.0) -> list[str]:
+        """Delete consumers idle ``min_idle`` seconds or more that hold no pending entry.
+
+        Crashed workers restarted under new names leave their old names in the group; this
+        removes them. A consumer still holding entries is never deleted (that would drop its
+        entries): workers reclaim those first. Checked and deleted in one script.
+
+        Returns:
+            The names of the consumers deleted.
+
+        Raises:
+            ConfigurationError: ``min_idle`` is negative or not a number of seconds.
+        """
+        return self._runner.run(self._core.reap(min_idle))
+
     def delete(self) -> int:
         """Delete the stream, its dead letters and its error notes; returns how many keys went."""
         return self._runner.run(self._core.delete())
