@@ -368,6 +368,7 @@ def test_worker_recreates_a_deleted_group(client: Any, prefix: str) -> None:
         ({"name": "q"}, {"": "x"}),
         ({"name": "q"}, "just a string"),
         ({"name": "q"}, {"a": object()}),
+        ({"name": "q", "dedupe_ttl": 0}, {"a": 1}),
     ],
 )
 def test_bad_queue_input_fails_before_io(backend: Backend, kwargs: Any, payload: Any) -> None:
@@ -428,6 +429,8 @@ def test_bad_reader_arguments(client: Any, prefix: str) -> None:
         list(queue.replay(""))
     with pytest.raises(ConfigurationError):
         list(queue.replay(page=0))
+    with pytest.raises(ConfigurationError):
+        queue.add({"a": 1}, idempotency_key="")
 
 
 def test_reap_deletes_only_idle_consumers_without_pending_entries(client: Any, prefix: str) -> None:
@@ -469,3 +472,43 @@ def test_reaping_cycles_never_lose_pending_entries(
         pending = client.xpending_range(queue.key, "workers", "-", "+", 10_000)
         assert {p["message_id"].decode() for p in pending} == unacked
     assert reaped > 0
+
+
+def test_idempotency_key_makes_a_retried_add_a_no_op(backend: Backend, prefix: str) -> None:
+    """RELIABILITY 35 (the producer side): a retry after an unknown outcome adds nothing."""
+    queue = StreamQueue(backend.client(), prefix, dedupe_ttl=60)
+    first = queue.add({"order": 1}, idempotency_key="order-1")
+    with backend.counter() as seen:
+        again = queue.add({"order": 1}, idempotency_key="order-1")
+    assert seen.names == ["EVALSHA"]
+    assert again == first
+    other = queue.add({"order": 2}, idempotency_key="order-2")
+    assert other != first
+    assert [m.data for m in queue.replay()] == [{"order": 1}, {"order": 2}]
+
+
+async def test_async_idempotency_key(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    queue = AsyncStreamQueue(client, prefix)
+    ids = {await queue.add({"n": 1}, idempotency_key="k") for _ in range(3)}
+    assert len(ids) == 1
+    assert (await queue.info()).length == 1
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("protocol", "decode"), [(2, False), (2, True), (3, True)])
+def test_resp2_resp3_and_decoded_clients(
+    valkey_server: Any, prefix: str, protocol: int, decode: bool
+) -> None:
+    client = valkey_server.client(protocol=protocol, decode_responses=decode)
+    queue = StreamQueue(client, prefix)
+    for i in range(5):
+        queue.add({"n": i})
+    client.xreadgroup("workers", "ghost", {queue.key: ">"}, count=1)
+    got: list[int] = []
+    worker = Worker(queue, "w", lambda m: got.append(m.data["n"]), block=0.05, claim_idle=0.05)
+    drain(worker, lambda: len(got) == 5, cycles=2000)
+    assert sorted(got) == list(range(5))
+    assert queue.pending().count == 0
+    assert [m.data["n"] for m in queue.replay()] == list(range(5))
+    client.close()

@@ -213,24 +213,34 @@ def _nested(value: Any) -> bool:
 class QueueCore:
     """State and plans shared by `StreamQueue` and `AsyncStreamQueue`."""
 
-    __slots__ = ("dead_key", "errors_key", "group", "key", "max_len", "name")
+    __slots__ = ("dead_key", "dedupe_ttl_ms", "errors_key", "group", "key", "max_len", "name")
 
-    def __init__(self, name: str | bytes, group: str | bytes, max_len: int | None) -> None:
+    def __init__(
+        self,
+        name: str | bytes,
+        group: str | bytes,
+        max_len: int | None,
+        dedupe_ttl: object = 86400.0,
+    ) -> None:
         self.name = check_name(name, "name")
         self.group = check_name(group, "group")
         if max_len is not None:
             check_int(max_len, "max_len", minimum=1)
         self.max_len = max_len
+        self.dedupe_ttl_ms = duration_ms(dedupe_ttl, "dedupe_ttl")
         self.key = make_key("stream", self.name)
         self.dead_key = make_key("stream", self.name, "dead")
         self.errors_key = make_key("stream", self.name, "errors")
 
-    def add(self, payload: Mapping[str, Any]) -> Plan[str]:
+    def add(self, payload: Mapping[str, Any], idempotency_key: object = None) -> Plan[str]:
         flat = encode_payload(payload)
+        keys = [self.key]
+        if idempotency_key is not None:
+            keys.append(self.key + b":dedupe:" + check_name(idempotency_key, "idempotency_key"))
         reply = yield package_script("stream_add").eval(
-            (self.key,), (self.group, self.max_len or 0, *flat)
+            keys, (self.group, self.max_len or 0, self.dedupe_ttl_ms, *flat)
         )
-        return _text(reply)
+        return _text(reply[0])
 
     def ensure_group(self) -> Plan[bool]:
         """Create the group at id 0 (the whole retained stream) if missing; True if created."""

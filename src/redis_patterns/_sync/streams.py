@@ -60,8 +60,10 @@ class StreamQueue:
         name: str | bytes,
         group: str | bytes = "workers",
         max_len: int | None = None,
+        *,
+        dedupe_ttl: float = 86400.0,
     ) -> None:
-        self._core = QueueCore(name, group, max_len)
+        self._core = QueueCore(name, group, max_len, dedupe_ttl)
         self._runner = SyncRunner(client)
 
     @property
@@ -84,18 +86,23 @@ class StreamQueue:
         """The dead-letter stream's key, ``{stream:<name>}:dead``."""
         return self._core.dead_key
 
-    def add(self, payload: Mapping[str, Any]) -> str:
+    def add(self, payload: Mapping[str, Any], *, idempotency_key: str | bytes | None = None) -> str:
         """Append an entry (one command: a script running ``XADD``, trimming when configured).
+
+        With ``idempotency_key``, adding again under the same key within ``dedupe_ttl`` adds
+        nothing and returns the first entry's id: retry an `add` whose outcome was unknown
+        (`BackendTimeoutError`) without creating a duplicate.
 
         Returns:
             The entry's id, e.g. ``"1700000000000-0"``.
 
         Raises:
             ConfigurationError: ``payload`` is empty, not a mapping, has a field name that is
-                not a non-empty str, or a value that is not JSON-serializable (before any I/O).
+                not a non-empty str, or a value that is not JSON-serializable; or an invalid
+                ``idempotency_key`` (before any I/O).
             BackendTimeoutError: no reply in time; the entry may or may not have been added.
         """
-        return self._runner.run(self._core.add(payload))
+        return self._runner.run(self._core.add(payload, idempotency_key))
 
     def pending(self) -> PendingSummary:
         """How many entries are delivered but unacknowledged, in total and per consumer."""
