@@ -41,7 +41,7 @@ class AsyncStreamQueue:
     with ``XRANGE`` and typed on the way back.
 
     Args:
-        client: a redis-py asyncio client (standalone or cluster).
+        client: a redis-py client of this class's flavour (standalone or cluster).
         name: the queue's name.
         group: the consumer group the workers share; created on first `add` (or when a worker
             starts) at id 0, so it sees every entry still in the stream.
@@ -86,7 +86,10 @@ class AsyncStreamQueue:
         return self._core.dead_key
 
     async def add(
-        self, payload: Mapping[str, Any], *, idempotency_key: str | bytes | None = None
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | bytes | None = None,
     ) -> str:
         """Append an entry (one command: a script running ``XADD``, trimming when configured).
 

@@ -27,12 +27,12 @@ class Publisher:
     """Publishes messages to channels (fire-and-forget: at-most-once, nothing is stored).
 
     Args:
-        client: a redis-py asyncio client (standalone or cluster).
+        client: a redis-py client of this class's flavour (standalone or cluster).
         sharded: use ``SPUBLISH`` (sharded Pub/Sub, Redis 7+): on a cluster the message stays on
             the shard owning the channel's slot instead of being broadcast to every node.
 
     Raises:
-        TypeError: ``client`` is not an asyncio redis-py client.
+        TypeError: ``client`` is a redis-py client of the other flavour (sync vs asyncio).
     """
 
     def __init__(self, client: SyncClient, *, sharded: bool = False) -> None:
@@ -58,7 +58,7 @@ class Publisher:
 class Subscriber:
     """Receives messages from channels and glob patterns, reconnecting by itself.
 
-    Iterate over it (``async for message in subscriber``) or call `get`. When the connection or
+    Iterate over it (``for`` / ``async for``) or call `get`. When the connection or
     the server drops, it reconnects with backoff (first retry at once, then 50 ms doubling to
     ``max_backoff``), resubscribes to every channel and pattern, and counts a *gap*: a period in
     which messages may have been missed, since Pub/Sub stores nothing. ``on_gap`` is called with
@@ -67,10 +67,11 @@ class Subscriber:
     pong does not come back within another interval (a half-open connection).
 
     It uses dedicated connections (not the client's pool), built from the client's settings.
-    One task reads at a time; `subscribe` and friends may be called while it reads.
+    One reader (thread or task) at a time; `subscribe` and friends may be called from
+    elsewhere while it reads.
 
     Args:
-        client: a redis-py asyncio client (standalone or cluster).
+        client: a redis-py client of this class's flavour (standalone or cluster).
         channels: channels to subscribe to.
         patterns: glob patterns to subscribe to (``orders.*``); not with ``sharded``.
         sharded: sharded Pub/Sub (``SSUBSCRIBE``, Redis 7+): on a cluster one link per shard.
@@ -81,7 +82,7 @@ class Subscriber:
     Raises:
         ConfigurationError: an empty channel or pattern name, patterns with ``sharded``, or
             invalid durations (before any I/O).
-        TypeError: ``client`` is not an asyncio redis-py client.
+        TypeError: ``client`` is a redis-py client of the other flavour (sync vs asyncio).
     """
 
     def __init__(
@@ -185,7 +186,7 @@ class Subscriber:
         return message
 
     def subscribe(self, *channels: str | bytes) -> None:
-        """Add channels (confirmed before returning unless another task is reading)."""
+        """Add channels (confirmed before returning, unless another thread or task is reading)."""
         names = self._core.check_channels(channels, "channel")
         new = names - self._core.channels
         self._core.channels |= new
@@ -211,7 +212,7 @@ class Subscriber:
         self._change(False, set(), names)
 
     def close(self) -> None:
-        """Stop: iteration ends and the link is closed (by the reading task if one is reading)."""
+        """Stop: iteration ends and the link is closed (by the reader, if one is reading)."""
         self._closed = True
         if not self._reading:
             self._transport.close()

@@ -42,7 +42,7 @@ class StreamQueue:
     with ``XRANGE`` and typed on the way back.
 
     Args:
-        client: a redis-py asyncio client (standalone or cluster).
+        client: a redis-py client of this class's flavour (standalone or cluster).
         name: the queue's name.
         group: the consumer group the workers share; created on first `add` (or when a worker
             starts) at id 0, so it sees every entry still in the stream.
@@ -86,7 +86,12 @@ class StreamQueue:
         """The dead-letter stream's key, ``{stream:<name>}:dead``."""
         return self._core.dead_key
 
-    def add(self, payload: Mapping[str, Any], *, idempotency_key: str | bytes | None = None) -> str:
+    def add(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | bytes | None = None,
+    ) -> str:
         """Append an entry (one command: a script running ``XADD``, trimming when configured).
 
         With ``idempotency_key``, adding again under the same key within ``dedupe_ttl`` adds
