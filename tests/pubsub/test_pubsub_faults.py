@@ -155,6 +155,63 @@ def test_restarts_during_sequenced_publishing(
           f"in {runs} runs, longest gap {longest * 1000:.1f} ms")  # fmt: skip
 
 
+async def test_async_restarts_during_sequenced_publishing(
+    server: EmbeddedServer, scale: Callable[[int, int], int]
+) -> None:
+    """RELIABILITY 28 through the asyncio API."""
+    restarts = scale(5, 50)
+    gaps: list[Gap] = []
+    client = connect(server.url, asyncio=True)
+    sub = AsyncSubscriber(client, channels=["seq"], on_gap=gaps.append)
+    await sub.start()
+    received: list[int] = []
+    published: list[int] = []
+    stop = asyncio.Event()
+
+    async def read() -> None:
+        async for message in sub:
+            received.append(int(message.text()))
+
+    async def publish() -> None:
+        own = connect(server.url, asyncio=True)
+        publisher = AsyncPublisher(own)
+        seq = 0
+        while not stop.is_set():
+            try:
+                await publisher.publish("seq", str(seq))
+                published.append(seq)
+            except BackendError:
+                await asyncio.sleep(0.01)
+            seq += 1
+            await asyncio.sleep(0.002)
+        await own.aclose()
+
+    async def flowing(mark: int) -> None:
+        for _ in range(1500):  # bounded
+            if len(received) > mark + 5:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError("messages stopped flowing")
+
+    tasks = [asyncio.create_task(read()), asyncio.create_task(publish())]
+    try:
+        for _ in range(restarts):
+            await flowing(len(received))
+            await asyncio.to_thread(server.restart)
+        await flowing(len(received))
+    finally:
+        stop.set()
+        await asyncio.wait_for(tasks[1], 10)
+        await sub.aclose()
+        await asyncio.wait_for(tasks[0], 10)
+        await client.aclose()
+    assert (sub.gaps, len(gaps)) == (restarts, restarts)
+    assert received == sorted(set(received))
+    missing = sorted(set(published) - set(received))
+    runs = sum(1 for i, n in enumerate(missing) if i == 0 or missing[i - 1] != n - 1)
+    assert runs <= restarts
+
+
 def test_half_open_link_is_detected_by_ping(server: EmbeddedServer) -> None:
     """RELIABILITY 29: the server stops answering (SIGSTOP) but the socket stays open."""
     gaps: list[Gap] = []

@@ -512,3 +512,86 @@ def test_resp2_resp3_and_decoded_clients(
     assert queue.pending().count == 0
     assert [m.data["n"] for m in queue.replay()] == list(range(5))
     client.close()
+
+
+# --- the same scenarios through the asyncio API ----------------------------------------------
+
+
+async def test_async_entries_of_a_dead_consumer_are_reclaimed(
+    backend: Backend, prefix: str
+) -> None:
+    sync: Any = backend.client()
+    client = backend.async_client()
+    queue = AsyncStreamQueue(client, prefix)
+    ids = [await queue.add({"n": i}) for i in range(5)]
+    sync.xreadgroup("workers", "crashed", {queue.key: ">"}, count=5)
+    got: list[StreamMessage] = []
+    worker = AsyncWorker(queue, "rescuer", got.append, block=0.05, claim_idle=0.2)
+
+    async def done() -> bool:
+        return len(got) == 5
+
+    await adrain(worker, done, cycles=2000)
+    assert [(m.id, m.deliveries) for m in got] == [(i, 2) for i in ids]
+    assert (await queue.pending()).count == 0
+    await client.aclose()
+
+
+async def test_async_trimmed_pending_entries_are_acknowledged_and_reported(
+    backend: Backend, prefix: str
+) -> None:
+    sync: Any = backend.client()
+    client = backend.async_client()
+    queue = AsyncStreamQueue(client, prefix)
+    ids = [await queue.add({"n": i}) for i in range(10)]
+    sync.xreadgroup("workers", "crashed", {queue.key: ">"}, count=10)
+    sync.xtrim(queue.key, maxlen=3, approximate=False)
+    got: list[StreamMessage] = []
+    worker = AsyncWorker(queue, "w", got.append, block=0.05, claim_idle=0.05)
+
+    async def empty() -> bool:
+        return (await queue.pending()).count == 0
+
+    await adrain(worker, empty, cycles=2000)
+    assert [m.id for m in got] == ids[7:]
+    assert sorted(worker.stats.deleted_ids) == ids[:7]
+    await client.aclose()
+
+
+async def test_async_stop_mid_batch_releases_the_rest(backend: Backend, prefix: str) -> None:
+    sync: Any = backend.client()
+    client = backend.async_client()
+    queue = AsyncStreamQueue(client, prefix)
+    ids = [await queue.add({"n": i}) for i in range(10)]
+    handled: list[str] = []
+
+    async def handle(message: StreamMessage) -> None:
+        handled.append(message.id)
+        if len(handled) == 3:
+            worker.stop()
+
+    worker = AsyncWorker(queue, "quitter", handle, batch=10, block=0.05, claim_idle=30)
+    stats = await worker.run()
+    assert (handled, stats.handled, stats.released) == (ids[:3], 3, 7)
+    pending = sync.xpending_range(queue.key, "workers", "-", "+", 100)
+    assert [p["message_id"].decode() for p in pending] == ids[3:]
+    assert all(p["time_since_delivered"] >= 30_000 for p in pending)
+    got: list[StreamMessage] = []
+    rescuer = AsyncWorker(queue, "rescuer", got.append, batch=10, block=0.05, claim_idle=30)
+    await rescuer.run_once()
+    assert [(m.id, m.deliveries) for m in got] == [(i, 1) for i in ids[3:]]
+    await client.aclose()
+
+
+async def test_async_reap_and_info(backend: Backend, prefix: str) -> None:
+    sync: Any = backend.client()
+    client = backend.async_client()
+    queue = AsyncStreamQueue(client, prefix)
+    await queue.add({"n": 1})
+    sync.xreadgroup("workers", "busy", {queue.key: ">"})
+    sync.xgroup_createconsumer(queue.key, "workers", "gone")
+    assert await queue.reap(min_idle=0) == ["gone"]
+    info = await queue.info()
+    assert ([c.name for c in info.consumers], info.pending, info.lag) == (["busy"], 1, 0)
+    assert [m.data async for m in queue.replay()] == [{"n": 1}]
+    await client.aclose()
