@@ -58,7 +58,7 @@ class AsyncSubscriber:
     """Receives messages from channels and glob patterns, reconnecting by itself.
 
     Iterate over it (``for`` / ``async for``) or call `get`. When the connection or
-    the server drops, it reconnects with backoff (first retry at once, then 50 ms doubling to
+    the server drops, it reconnects with backoff (first retry at once, then 25 ms doubling to
     ``max_backoff``), resubscribes to every channel and pattern, and counts a *gap*: a period in
     which messages may have been missed, since Pub/Sub stores nothing. ``on_gap`` is called with
     each `Gap` once it is over (resynchronize from your source of truth there). A link that

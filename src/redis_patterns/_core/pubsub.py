@@ -180,10 +180,10 @@ class SubscriberCore:
         self.attempt += 1
 
     def retry_delay(self) -> float:
-        """Seconds to wait before the next attempt: 50 ms doubling up to ``max_backoff``."""
+        """Seconds to wait before the next attempt: 25 ms doubling up to ``max_backoff``."""
         if self.attempt <= 1:
             return 0.0  # the first retry is immediate: a restarted server is often back already
-        delay_ms: int = min(50 * 2 ** min(self.attempt - 2, 16), self.max_backoff_ms)
+        delay_ms: int = min(25 * 2 ** min(self.attempt - 2, 16), self.max_backoff_ms)
         return delay_ms / 1000
 
     def read_slice(self) -> float:
