@@ -1,4 +1,4 @@
-"""Pub/Sub faults (RELIABILITY 28, 29): server restarts and a half-open link."""
+"""Pub/Sub faults (RELIABILITY 28-30): restarts, resets, half-open links, a slow subscriber."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
+from tcp_proxy import TcpProxy
 
 from redis_patterns import (
     AsyncPublisher,
@@ -274,3 +276,76 @@ def test_slow_subscriber_cut_by_the_output_buffer_limit_recovers(server: Embedde
     assert (sub.gaps, len(gaps)) == (1, 1)
     print(f"\nslow subscriber: read {drained} buffered messages, then 1 gap, then live again")
     sub.close()
+
+
+@pytest.fixture
+def proxy(server: EmbeddedServer) -> Iterator[TcpProxy]:
+    assert server.port is not None
+    made = TcpProxy(server.port)
+    yield made
+    made.close()
+
+
+def test_half_open_link_through_a_blackholing_proxy(
+    server: EmbeddedServer, proxy: TcpProxy
+) -> None:
+    """RELIABILITY 29: the proxy swallows everything both ways (no FIN, no RST)."""
+    gaps: list[Gap] = []
+    client = redis.Redis(host="127.0.0.1", port=proxy.port)
+    sub = Subscriber(client, channels=["hb"], on_gap=gaps.append, health_check_interval=0.2)
+    sub.start()
+    proxy.blackhole()
+    deadline = time.monotonic() + 10
+    while sub.connected and time.monotonic() < deadline:
+        sub.get(timeout=0.05)
+    assert not sub.connected  # the unanswered PING gave the link away
+    assert sub.gaps == 1
+    proxy.blackhole(False)
+    proxy.reset()  # the old, silent links go; new ones pass through
+    publisher = Publisher(connect(server.url))
+    got = None
+    for _ in range(500):
+        publisher.publish("hb", "alive")
+        got = sub.get(timeout=0.05)
+        if got is not None:
+            break
+    assert got is not None
+    assert (sub.gaps, len(gaps)) == (1, 1)
+    sub.close()
+    client.close()
+
+
+def test_connection_resets_during_sequenced_publishing(
+    server: EmbeddedServer, proxy: TcpProxy, scale: Callable[[int, int], int]
+) -> None:
+    """RELIABILITY 28 with RSTs: each reset is one reported gap; no duplicates."""
+    resets = scale(5, 50)
+    client = redis.Redis(host="127.0.0.1", port=proxy.port)
+    sub = Subscriber(client, channels=["seq"])
+    sub.start()
+    publisher = Publisher(connect(server.url))
+    received: list[int] = []
+    seq = 0
+
+    def delivered_from(first: int) -> None:
+        # Publish until a message numbered >= first arrives: the link through the proxy is up.
+        nonlocal seq
+        for _ in range(1000):  # bounded
+            publisher.publish("seq", str(seq))
+            seq += 1
+            message = sub.get(timeout=0.01)
+            while message is not None:
+                received.append(int(message.text()))
+                if received[-1] >= first:
+                    return
+                message = sub.get(timeout=0)
+        raise AssertionError("the subscriber did not come back")
+
+    delivered_from(0)
+    for _ in range(resets):
+        proxy.reset()
+        delivered_from(seq)
+    assert sub.gaps == resets
+    assert received == sorted(set(received))  # in order, no duplicates
+    sub.close()
+    client.close()
