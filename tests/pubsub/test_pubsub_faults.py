@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import redis
-from tcp_proxy import TcpProxy
+from pubsub_tcp_proxy import TcpProxy
 
 from redis_patterns import (
     AsyncPublisher,

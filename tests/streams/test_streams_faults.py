@@ -16,7 +16,7 @@ import pytest
 from redis_patterns import StreamQueue
 from redis_patterns.testing.pytest_plugin import Backend
 
-WORKER = Path(__file__).with_name("worker_proc.py")
+WORKER = Path(__file__).with_name("streams_worker_proc.py")
 pytestmark = pytest.mark.fault
 
 

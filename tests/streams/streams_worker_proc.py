@@ -1,6 +1,7 @@
 """A stream worker process for the fault tests: handles entries until SIGTERM, then reports.
 
-Usage: python tests/streams/worker_proc.py NODES NAME CONSUMER FLAVOR CLAIM_IDLE BATCH SLEEP HANG
+Usage: python tests/streams/streams_worker_proc.py NODES NAME CONSUMER FLAVOR CLAIM_IDLE BATCH
+       SLEEP HANG
 NODES is ``host:port`` for a standalone server or ``cluster:host:port,host:port,...``.
 Every handled id is counted in the hash ``<NAME>:handled`` (HINCRBY id 1), and the number of
 entries this consumer handled in ``<NAME>:count:<CONSUMER>``. With HANG > 0 the handler
