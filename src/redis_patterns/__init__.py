@@ -4,11 +4,23 @@ from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.cache import AsyncCache, AsyncCachedFunction
 from ._async.cache_write import AsyncWriteBehind, AsyncWriteThrough
 from ._async.leaderboard import AsyncLeaderboard, AsyncTimedLeaderboard
+from ._async.pubsub import AsyncPublisher, AsyncSubscriber
 from ._async.sessions import AsyncSessionStore
+from ._async.streams import AsyncStreamQueue, AsyncWorker
 from ._async.transaction import async_transaction
 from ._core.cache import FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
+from ._core.pubsub import Gap, Message
 from ._core.sessions import Session
+from ._core.streams import (
+    ConsumerInfo,
+    DeadLetter,
+    PendingSummary,
+    StreamInfo,
+    StreamMessage,
+    WorkerStats,
+    stop_on_signals,
+)
 from ._core.transaction import TransactionResult
 from ._errors import (
     BackendError,
@@ -37,7 +49,9 @@ from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
 from ._sync.cache_write import WriteBehind, WriteThrough
 from ._sync.leaderboard import Leaderboard, TimedLeaderboard
+from ._sync.pubsub import Publisher, Subscriber
 from ._sync.sessions import SessionStore
+from ._sync.streams import StreamQueue, Worker
 from ._sync.transaction import transaction
 from ._version import __version__
 
@@ -46,8 +60,12 @@ __all__ = [
     "AsyncCache",
     "AsyncCachedFunction",
     "AsyncLeaderboard",
+    "AsyncPublisher",
     "AsyncSessionStore",
+    "AsyncStreamQueue",
+    "AsyncSubscriber",
     "AsyncTimedLeaderboard",
+    "AsyncWorker",
     "AsyncWriteBehind",
     "AsyncWriteThrough",
     "BackendError",
@@ -57,20 +75,26 @@ __all__ = [
     "Cache",
     "CachedFunction",
     "ConfigurationError",
+    "ConsumerInfo",
     "CrossSlotError",
+    "DeadLetter",
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
     "Entry",
     "FlushResult",
     "FunctionLibrary",
+    "Gap",
     "Leaderboard",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "Message",
     "Page",
+    "PendingSummary",
     "PendingWrite",
     "PermissionDeniedError",
+    "Publisher",
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
@@ -81,14 +105,21 @@ __all__ = [
     "Session",
     "SessionStore",
     "StaleFenceError",
+    "StreamInfo",
+    "StreamMessage",
+    "StreamQueue",
+    "Subscriber",
     "TimedLeaderboard",
     "TransactionConflictError",
     "TransactionResult",
     "WarmResult",
+    "Worker",
+    "WorkerStats",
     "WriteBehind",
     "WriteThrough",
     "__version__",
     "async_transaction",
     "connect",
+    "stop_on_signals",
     "transaction",
 ]

@@ -1,0 +1,306 @@
+"""AsyncStreamQueue and AsyncWorker: a reliable queue on Redis Streams with consumer groups."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._core.streams import (
+    DeadLetter,
+    PendingSummary,
+    QueueCore,
+    StreamInfo,
+    StreamMessage,
+    WorkerCore,
+    WorkerStats,
+    acall_handler,
+    acheck_handler,
+    check_replay_args,
+    next_start,
+)
+from .._errors import BackendTimeoutError, BackendUnavailableError, ConfigurationError
+from .._runner import AsyncClient, AsyncRunner
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+__all__ = ["AsyncStreamQueue", "AsyncWorker"]
+
+log = logging.getLogger("redis_patterns.streams")
+
+
+class AsyncStreamQueue:
+    """A work queue on a Redis stream, consumed by a consumer group (at-least-once delivery).
+
+    Keys: the stream ``{stream:<name>}``, its dead letters ``{stream:<name>}:dead`` and the last
+    error of entries being retried ``{stream:<name>}:errors`` (one hash tag: one cluster slot).
+
+    A payload is a non-empty mapping of field names (str) to JSON-serializable values; each
+    value is stored as its own stream field, JSON-encoded with orjson, so entries stay readable
+    with ``XRANGE`` and typed on the way back.
+
+    Args:
+        client: a redis-py client of this class's flavour (standalone or cluster).
+        name: the queue's name.
+        group: the consumer group the workers share; created on first `add` (or when a worker
+            starts) at id 0, so it sees every entry still in the stream.
+        max_len: trim the stream to about this many entries on each `add` (``MAXLEN ~``);
+            ``None`` keeps everything. Trimming can delete entries not handled yet: workers
+            acknowledge and report them (`WorkerStats.deleted`), they cannot handle them.
+
+    Raises:
+        ConfigurationError: an empty or invalid name or group, or ``max_len`` < 1.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str | bytes,
+        group: str | bytes = "workers",
+        max_len: int | None = None,
+        *,
+        dedupe_ttl: float = 86400.0,
+    ) -> None:
+        self._core = QueueCore(name, group, max_len, dedupe_ttl)
+        self._runner = AsyncRunner(client)
+
+    @property
+    def name(self) -> str:
+        """The queue's name."""
+        return self._core.name.decode("utf-8", "surrogateescape")
+
+    @property
+    def group(self) -> str:
+        """The consumer group's name."""
+        return self._core.group.decode("utf-8", "surrogateescape")
+
+    @property
+    def key(self) -> bytes:
+        """The stream's key, ``{stream:<name>}``."""
+        return self._core.key
+
+    @property
+    def dead_key(self) -> bytes:
+        """The dead-letter stream's key, ``{stream:<name>}:dead``."""
+        return self._core.dead_key
+
+    async def add(
+        self,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | bytes | None = None,
+    ) -> str:
+        """Append an entry (one command: a script running ``XADD``, trimming when configured).
+
+        With ``idempotency_key``, adding again under the same key within ``dedupe_ttl`` adds
+        nothing and returns the first entry's id: retry an `add` whose outcome was unknown
+        (`BackendTimeoutError`) without creating a duplicate.
+
+        Returns:
+            The entry's id, e.g. ``"1700000000000-0"``.
+
+        Raises:
+            ConfigurationError: ``payload`` is empty, not a mapping, has a field name that is
+                not a non-empty str, or a value that is not JSON-serializable; or an invalid
+                ``idempotency_key`` (before any I/O).
+            BackendTimeoutError: no reply in time; the entry may or may not have been added.
+        """
+        return await self._runner.run(self._core.add(payload, idempotency_key))
+
+    async def pending(self) -> PendingSummary:
+        """How many entries are delivered but unacknowledged, in total and per consumer."""
+        return await self._runner.run(self._core.pending())
+
+    async def info(self) -> StreamInfo:
+        """Length, lag, pending, consumers, oldest pending age, dead letters (one script)."""
+        return await self._runner.run(self._core.info())
+
+    async def dead_letters(self, count: int = 100) -> list[DeadLetter]:
+        """The oldest ``count`` dead letters, each with its original id, data and last error.
+
+        Raises:
+            ConfigurationError: ``count`` is not an int >= 1.
+        """
+        return await self._runner.run(self._core.dead_letters(count))
+
+    async def replay(
+        self, start: str = "-", end: str = "+", *, page: int = 1000
+    ) -> AsyncIterator[StreamMessage]:
+        """Every entry from ``start`` to ``end`` (inclusive ids), oldest first, in pages.
+
+        For event sourcing and audits: reading does not touch the group or acknowledge anything.
+        Messages carry ``deliveries=0``.
+
+        Raises:
+            ConfigurationError: an empty ``start`` / ``end`` or ``page`` < 1.
+        """
+        first, last, size = check_replay_args(start, end, page)
+        while True:
+            batch = await self._runner.run(self._core.replay_page(first, last, size))
+            for message in batch:
+                yield message
+                first = next_start(message.id)
+            if len(batch) < size:
+                return
+
+    async def ensure_group(self) -> bool:
+        """Create the consumer group (at id 0) if it does not exist; True if it was created."""
+        return await self._runner.run(self._core.ensure_group())
+
+    async def reap(self, min_idle: float = 3600.0) -> list[str]:
+        """Delete consumers idle ``min_idle`` seconds or more that hold no pending entry.
+
+        Crashed workers restarted under new names leave their old names in the group; this
+        removes them. A consumer still holding entries is never deleted (that would drop its
+        entries): workers reclaim those first. Checked and deleted in one script.
+
+        Returns:
+            The names of the consumers deleted.
+
+        Raises:
+            ConfigurationError: ``min_idle`` is negative or not a number of seconds.
+        """
+        return await self._runner.run(self._core.reap(min_idle))
+
+    async def delete(self) -> int:
+        """Delete the stream, its dead letters and its error notes; returns how many keys went."""
+        return await self._runner.run(self._core.delete())
+
+
+class AsyncWorker:
+    """Consumes an `AsyncStreamQueue` as one named consumer of its group.
+
+    Each cycle reads up to ``batch`` new entries (``XREADGROUP``, blocking up to ``block``
+    seconds), calls ``handler`` on each and acknowledges the successful ones in one script.
+    Every ``claim_idle / 2`` seconds it first reclaims entries idle longer than ``claim_idle``
+    (their consumer died or failed them), so nothing stays pending forever. An entry delivered
+    ``max_deliveries`` times without success goes to the dead-letter stream with its last error;
+    the move and its acknowledgement are one script, so a crash cannot lose or duplicate it.
+    A failed entry is retried after ``claim_idle`` (by any worker).
+
+    Delivery is at-least-once: a worker killed after its handler ran but before the batch was
+    acknowledged hands that batch again to another worker. Make handlers idempotent.
+
+    Args:
+        queue: the queue to consume.
+        consumer: this worker's name in the group (unique per live worker).
+        handler: called with each `StreamMessage`; raising marks the delivery failed
+            (`AsyncWorker` also accepts coroutine functions and awaits them).
+        batch: entries per read.
+        block: the longest a read waits for new entries, in seconds (capped at
+            ``claim_idle / 2``). The read holds a pooled connection that long, so the client's
+            ``socket_timeout`` must be longer (or ``None``).
+        claim_idle: seconds an entry may stay unacknowledged before another worker reclaims it;
+            longer than your slowest handler, or entries are handled twice.
+        max_deliveries: deliveries before an entry is dead-lettered (>= 1).
+
+    Raises:
+        ConfigurationError: invalid names or numbers, or a non-callable handler (before I/O).
+        TypeError: ``queue`` is not an `AsyncStreamQueue`.
+    """
+
+    def __init__(
+        self,
+        queue: AsyncStreamQueue,
+        consumer: str | bytes,
+        handler: Callable[[StreamMessage], Any],
+        *,
+        batch: int = 10,
+        block: float = 5.0,
+        claim_idle: float = 30.0,
+        max_deliveries: int = 5,
+    ) -> None:
+        if not isinstance(queue, AsyncStreamQueue):
+            raise TypeError(f"queue must be an AsyncStreamQueue, not {type(queue).__name__}")
+        acheck_handler(handler)
+        self._core = WorkerCore(
+            queue._core,
+            consumer,
+            batch=batch,
+            block=block,
+            claim_idle=claim_idle,
+            max_deliveries=max_deliveries,
+        )
+        self._runner = queue._runner
+        self._handler = handler
+        self._stopping = False
+        self._running = False
+
+    @property
+    def consumer(self) -> str:
+        """This worker's consumer name."""
+        return self._core.consumer.decode("utf-8", "surrogateescape")
+
+    @property
+    def stats(self) -> WorkerStats:
+        """Counts of what this worker handled, failed, dead-lettered, claimed and released."""
+        return self._core.counters.snapshot()
+
+    @property
+    def stopping(self) -> bool:
+        """True once `stop` was called."""
+        return self._stopping
+
+    async def run_once(self) -> int:
+        """One cycle: reclaim or read a batch, handle it, settle it. Returns entries handled OK.
+
+        If `stop` is called while a batch is being handled, the current message finishes and
+        the rest of the batch is released to the group (claimable at once by other workers).
+        """
+        messages = await self._runner.run(self._core.fetch())
+        handled: list[StreamMessage] = []
+        failed: list[tuple[StreamMessage, BaseException]] = []
+        unhandled: list[StreamMessage] = []
+        for index, message in enumerate(messages):
+            if self._stopping:
+                unhandled = messages[index:]
+                break
+            try:
+                await acall_handler(self._handler, message)
+            except Exception as exc:
+                log.warning("handler failed on %s (delivery %d): %r", message.id,
+                            message.deliveries, exc)  # fmt: skip
+                failed.append((message, exc))
+            else:
+                handled.append(message)
+        await self._runner.run(self._core.settle(handled, failed, unhandled))
+        return len(handled)
+
+    async def run(self) -> WorkerStats:
+        """Consume until `stop` is called, then leave the group cleanly; returns the stats.
+
+        Connection failures are retried with backoff (0.05 s doubling to 2 s) until `stop`.
+        `run` returns within about ``block`` seconds of `stop` (plus the current handler).
+
+        Raises:
+            ConfigurationError: the worker is already running.
+        """
+        if self._running:
+            raise ConfigurationError(f"worker {self.consumer!r} is already running")
+        self._running = True
+        attempt = 0
+        try:
+            while not self._stopping:
+                try:
+                    await self.run_once()
+                    attempt = 0
+                except (BackendUnavailableError, BackendTimeoutError) as exc:
+                    log.warning("worker %r: %s; retrying", self.consumer, exc)
+                    await self._runner.run(self._core.backoff(attempt))
+                    attempt += 1
+            try:
+                await self._runner.run(self._core.leave())
+            except (BackendUnavailableError, BackendTimeoutError) as exc:
+                # Our pending entries (if any) stay in the group and will be reclaimed.
+                log.warning("worker %r could not leave the group: %s", self.consumer, exc)
+        finally:
+            self._running = False
+        return self.stats
+
+    def stop(self) -> None:
+        """Ask `run` to return: finish the current message, release the rest, leave the group.
+
+        Safe to call from a signal handler or another thread.
+        """
+        self._stopping = True

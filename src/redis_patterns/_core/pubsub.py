@@ -1,0 +1,223 @@
+"""Pub/Sub logic: message encoding, publishing as a plan, and the subscriber's reconnect policy.
+
+The subscriber's state machine is pure: it is told what happened (a push arrived, the link
+broke, the link is back) and the time, and it answers what to do (resubscribe to what, wait how
+long, ping now, declare the link dead). The facades in ``_async/pubsub.py`` / ``_sync/pubsub.py``
+perform it over a dedicated link from ``_pubsub.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from .._errors import ConfigurationError
+from .._keys import check_name
+from .._plan import Command, Plan
+from .._validate import duration_ms
+
+__all__ = ["Gap", "Message", "PublisherCore", "SubscriberCore", "encode_message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One published message as a subscriber received it.
+
+    ``pattern`` is the pattern that matched (``None`` for a direct channel subscription);
+    ``data`` is the payload as published, in bytes: `text` and `json` decode it.
+    """
+
+    channel: str
+    pattern: str | None
+    data: bytes
+
+    def text(self) -> str:
+        """The payload decoded as UTF-8."""
+        return self.data.decode()
+
+    def json(self) -> Any:
+        """The payload decoded as JSON (what `Publisher.publish` sends for non-text values)."""
+        return orjson.loads(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Gap:
+    """A period in which the subscriber was not connected, so messages may have been missed.
+
+    ``started`` is when the break was detected and ``ended`` when every subscription was
+    restored (``time.monotonic()`` seconds); ``error`` says what broke.
+    """
+
+    started: float
+    ended: float
+    error: str
+
+    @property
+    def duration(self) -> float:
+        """Seconds without a subscription."""
+        return self.ended - self.started
+
+
+def encode_message(message: object) -> bytes:
+    """bytes as they are, str as UTF-8, anything else as JSON (orjson)."""
+    if isinstance(message, bytes):
+        return message
+    if isinstance(message, str):
+        return message.encode()
+    if isinstance(message, bytearray | memoryview):
+        return bytes(message)
+    try:
+        return orjson.dumps(message)
+    except TypeError as exc:
+        raise ConfigurationError(f"message is not bytes, str or JSON-serializable: {exc}") from exc
+
+
+def _channel(value: object, what: str = "channel") -> bytes:
+    # Braces are the user's to choose here (a hash tag picks a sharded channel's slot).
+    return check_name(value, what, raw_key=True)
+
+
+def _text(value: object) -> str:
+    return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
+
+
+class PublisherCore:
+    """Plans for `Publisher` and `AsyncPublisher`."""
+
+    __slots__ = ("sharded",)
+
+    def __init__(self, sharded: bool) -> None:
+        if not isinstance(sharded, bool):
+            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
+        self.sharded = sharded
+
+    def publish(self, channel: str | bytes, message: object) -> Plan[int]:
+        name = _channel(channel)
+        data = encode_message(message)
+        reply = yield Command(("SPUBLISH" if self.sharded else "PUBLISH", name, data))
+        return int(reply)
+
+
+class SubscriberCore:
+    """What a subscriber wants, what it has, and when to retry, ping or give a link up."""
+
+    def __init__(
+        self,
+        channels: Iterable[str | bytes],
+        patterns: Iterable[str | bytes],
+        *,
+        sharded: bool,
+        health_check_interval: float,
+        max_backoff: float,
+    ) -> None:
+        if isinstance(channels, str | bytes) or isinstance(patterns, str | bytes):
+            raise ConfigurationError("channels and patterns must be collections of names")
+        if not isinstance(sharded, bool):
+            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
+        self.sharded = sharded
+        self.channels: set[bytes] = {_channel(c) for c in channels}
+        self.patterns: set[bytes] = {_channel(p, "pattern") for p in patterns}
+        if sharded and self.patterns:
+            raise ConfigurationError("sharded pub/sub has no pattern subscriptions")
+        self.health_ms = duration_ms(health_check_interval, "health_check_interval")
+        self.max_backoff_ms = duration_ms(max_backoff, "max_backoff")
+        self.connected = False
+        self.gaps = 0
+        self.gap_started: float | None = None
+        self.gap_error = ""
+        self.attempt = 0
+        self.last_traffic = 0.0
+        self.ping_sent: float | None = None
+
+    # --- subscriptions ----------------------------------------------------------------------
+
+    def check_channels(self, names: Iterable[str | bytes], what: str) -> set[bytes]:
+        if isinstance(names, str | bytes):
+            names = (names,)
+        found = {_channel(n, what) for n in names}
+        if not found:
+            raise ConfigurationError(f"give at least one {what}")
+        if what == "pattern" and self.sharded:
+            raise ConfigurationError("sharded pub/sub has no pattern subscriptions")
+        return found
+
+    def link_args(
+        self, channels: Iterable[bytes] = (), patterns: Iterable[bytes] = ()
+    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        """``(channels, patterns, shard channels)`` for the transport."""
+        chans = sorted(channels)
+        if self.sharded:
+            return [], [], chans
+        return chans, sorted(patterns), []
+
+    def all_link_args(self) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        return self.link_args(self.channels, self.patterns)
+
+    # --- connection state -------------------------------------------------------------------
+
+    def on_connected(self, now: float) -> Gap | None:
+        """The link is (re)open and every subscription was sent; closes the open gap if any."""
+        self.connected = True
+        self.attempt = 0
+        self.last_traffic = now
+        self.ping_sent = None
+        if self.gap_started is None:
+            return None
+        gap = Gap(self.gap_started, now, self.gap_error)
+        self.gap_started = None
+        return gap
+
+    def on_lost(self, now: float, error: object) -> None:
+        """The link broke (or never came up). Opens a gap unless one is already open."""
+        if self.connected:
+            self.gaps += 1
+            self.gap_started = now
+            self.gap_error = _text(error) or type(error).__name__
+        self.connected = False
+        self.attempt += 1
+
+    def retry_delay(self) -> float:
+        """Seconds to wait before the next attempt: 25 ms doubling up to ``max_backoff``."""
+        if self.attempt <= 1:
+            return 0.0  # the first retry is immediate: a restarted server is often back already
+        delay_ms: int = min(25 * 2 ** min(self.attempt - 2, 16), self.max_backoff_ms)
+        return delay_ms / 1000
+
+    def read_slice(self) -> float:
+        """How long one read may block: short, so pings, changes and close are noticed."""
+        return min(self.health_ms / 2000, 0.25)
+
+    # --- liveness (half-open links) ---------------------------------------------------------
+
+    def on_traffic(self, now: float) -> None:
+        self.last_traffic = now
+        self.ping_sent = None
+
+    def ping_due(self, now: float) -> bool:
+        """Quiet for ``health_check_interval``: send a PING (its pong counts as traffic)."""
+        return self.ping_sent is None and (now - self.last_traffic) * 1000 >= self.health_ms
+
+    def on_ping(self, now: float) -> None:
+        self.ping_sent = now
+
+    def is_dead(self, now: float) -> bool:
+        """No pong within ``health_check_interval`` of a PING: the link is half-open."""
+        return self.ping_sent is not None and (now - self.ping_sent) * 1000 >= self.health_ms
+
+    # --- pushes ---------------------------------------------------------------------------
+
+    def on_push(self, raw: dict[str, Any], now: float) -> Message | None:
+        """A push from the server: a `Message` for data, None for confirmations and pongs."""
+        self.on_traffic(now)
+        kind = _text(raw.get("type"))
+        if kind in ("message", "pmessage", "smessage"):
+            pattern = raw.get("pattern") if kind == "pmessage" else None
+            data = raw.get("data")
+            payload = data if isinstance(data, bytes) else _text(data).encode()
+            return Message(
+                _text(raw.get("channel")), None if pattern is None else _text(pattern), payload
+            )
+        return None

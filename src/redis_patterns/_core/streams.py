@@ -1,0 +1,608 @@
+"""StreamQueue and Worker logic: enqueue, read, claim, settle and dead-letter, as plans."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import orjson
+
+from .._errors import BackendError, BackendTimeoutError, ConfigurationError
+from .._keys import check_name, make_key
+from .._plan import Command, Now, Plan, Sleep
+from .._script import package_script
+from .._validate import check_int, duration_ms
+
+__all__ = [
+    "ConsumerInfo",
+    "DeadLetter",
+    "PendingSummary",
+    "QueueCore",
+    "StreamInfo",
+    "StreamMessage",
+    "WorkerCore",
+    "WorkerStats",
+    "acall_handler",
+    "acheck_handler",
+    "call_handler",
+    "check_handler",
+    "stop_on_signals",
+]
+
+log = logging.getLogger("redis_patterns.streams")
+
+MAX_BATCH = 10_000
+_DEAD_META = ("id", "group", "consumer", "deliveries", "error")
+_DATA_PREFIX = "data."
+_MAX_ERROR_CHARS = 2000
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamMessage:
+    """One stream entry handed to a handler.
+
+    ``data`` maps the entry's field names to their values (JSON-decoded); ``deliveries`` counts
+    how many times the group has handed this entry out, this time included (0 in `replay`).
+    """
+
+    id: str
+    data: dict[str, Any]
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry set aside after ``deliveries`` failed attempts, with the last error."""
+
+    id: str
+    original_id: str
+    data: dict[str, Any]
+    error: str
+    deliveries: int
+    consumer: str
+    group: str
+
+
+@dataclass(frozen=True, slots=True)
+class PendingSummary:
+    """Entries delivered to the group but not acknowledged yet, per consumer."""
+
+    count: int
+    first_id: str | None
+    last_id: str | None
+    consumers: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    """One consumer of the group: how many entries it holds and how long it has been idle."""
+
+    name: str
+    pending: int
+    idle: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A consistent snapshot of a queue (one script).
+
+    ``lag`` is how many entries the group has not read yet (``None`` when the server cannot
+    tell, e.g. after arbitrary deletions); ``oldest_pending_age`` is the age in seconds of the
+    oldest unacknowledged entry, by its id's timestamp against server time.
+    """
+
+    length: int
+    lag: int | None
+    pending: int
+    consumers: tuple[ConsumerInfo, ...]
+    oldest_pending_age: float | None
+    dead_letters: int
+    last_delivered_id: str | None
+    group_exists: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStats:
+    """What a worker did so far.
+
+    ``deleted`` counts entries that were pending but had been trimmed or deleted from the
+    stream before anyone acknowledged them: they are acknowledged and reported, never handled.
+    """
+
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    claimed: int = 0
+    released: int = 0
+    deleted: int = 0
+    deleted_ids: tuple[str, ...] = ()
+
+
+# --- codec -----------------------------------------------------------------------------------
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "surrogateescape")
+    return str(value)
+
+
+def _decode_value(raw: object) -> Any:
+    data = raw if isinstance(raw, bytes) else _text(raw).encode()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # Written by another producer in plain text: hand it over as text rather than fail.
+        return _text(raw)
+
+
+def encode_payload(payload: object) -> list[bytes]:
+    """``{"field": value}`` to the flat ``[field, json(value), ...]`` list XADD takes."""
+    if not isinstance(payload, Mapping):
+        raise ConfigurationError(
+            f"payload must be a mapping of field names to JSON values, not {type(payload).__name__}"
+        )
+    if not payload:
+        raise ConfigurationError("payload must have at least one field")
+    flat: list[bytes] = []
+    for name, value in payload.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigurationError(f"payload field names must be non-empty str, got {name!r}")
+        try:
+            flat += [name.encode(), orjson.dumps(value)]
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"payload field {name!r} is not JSON-serializable: {exc}"
+            ) from exc
+    return flat
+
+
+def _pairs(fields: object) -> list[tuple[str, Any]]:
+    """Field/value pairs from a flat list (script replies) or a dict (redis-py parsed replies)."""
+    if isinstance(fields, Mapping):
+        return [(_text(k), v) for k, v in fields.items()]
+    items = list(fields) if isinstance(fields, list | tuple) else []
+    return [(_text(items[i]), items[i + 1]) for i in range(0, len(items) - 1, 2)]
+
+
+def decode_fields(fields: object) -> dict[str, Any]:
+    return {name: _decode_value(value) for name, value in _pairs(fields)}
+
+
+def _entries(reply: object) -> list[tuple[str, object]]:
+    """``[(id, fields), ...]`` from an XRANGE / XREADGROUP stream section."""
+    out: list[tuple[str, object]] = []
+    for entry in reply or []:  # type: ignore[attr-defined]
+        if entry is None or entry[1] is None:
+            continue
+        out.append((_text(entry[0]), entry[1]))
+    return out
+
+
+def _read_section(reply: object) -> list[tuple[str, object]]:
+    """The entries of the only stream in an XREADGROUP reply (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    if isinstance(reply, Mapping):
+        sections: list[Any] = list(reply.values())
+        return _entries(sections[0][0] if sections and _nested(sections[0]) else sections[0])
+    first = reply[0]  # type: ignore[index]
+    return _entries(first[1])
+
+
+def _nested(value: Any) -> bool:
+    # RESP3 via redis-py: {stream: [[(id, fields), ...]]}
+    return (
+        bool(value)
+        and isinstance(value[0], list)
+        and bool(value[0])
+        and isinstance(value[0][0], list | tuple)
+    )
+
+
+# --- the queue -------------------------------------------------------------------------------
+
+
+class QueueCore:
+    """State and plans shared by `StreamQueue` and `AsyncStreamQueue`."""
+
+    __slots__ = ("dead_key", "dedupe_ttl_ms", "errors_key", "group", "key", "max_len", "name")
+
+    def __init__(
+        self,
+        name: str | bytes,
+        group: str | bytes,
+        max_len: int | None,
+        dedupe_ttl: object = 86400.0,
+    ) -> None:
+        self.name = check_name(name, "name")
+        self.group = check_name(group, "group")
+        if max_len is not None:
+            check_int(max_len, "max_len", minimum=1)
+        self.max_len = max_len
+        self.dedupe_ttl_ms = duration_ms(dedupe_ttl, "dedupe_ttl")
+        self.key = make_key("stream", self.name)
+        self.dead_key = make_key("stream", self.name, "dead")
+        self.errors_key = make_key("stream", self.name, "errors")
+
+    def add(self, payload: Mapping[str, Any], idempotency_key: object = None) -> Plan[str]:
+        flat = encode_payload(payload)
+        keys = [self.key]
+        if idempotency_key is not None:
+            keys.append(self.key + b":dedupe:" + check_name(idempotency_key, "idempotency_key"))
+        reply = yield package_script("stream_add").eval(
+            keys, (self.group, self.max_len or 0, self.dedupe_ttl_ms, *flat)
+        )
+        return _text(reply[0])
+
+    def ensure_group(self) -> Plan[bool]:
+        """Create the group at id 0 (the whole retained stream) if missing; True if created."""
+        try:
+            yield Command(("XGROUP", "CREATE", self.key, self.group, "0", "MKSTREAM"))
+        except BackendError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    def pending(self) -> Plan[PendingSummary]:
+        try:
+            reply = yield Command(("XPENDING", self.key, self.group))
+        except BackendError as exc:
+            if "NOGROUP" in str(exc):
+                return PendingSummary(0, None, None, {})
+            raise
+        return _pending_summary(reply)
+
+    def info(self) -> Plan[StreamInfo]:
+        reply = yield package_script("stream_info").eval((self.key, self.dead_key), (self.group,))
+        length, dead, exists, pending, lag, last_id, oldest, now_ms, flat = reply
+        consumers = tuple(
+            ConsumerInfo(_text(flat[i]), int(flat[i + 1]), int(flat[i + 2]) / 1000)
+            for i in range(0, len(flat) - 2, 3)
+        )
+        oldest_text = _text(oldest)
+        age = None
+        if oldest_text:
+            age = max(0, int(now_ms) - int(oldest_text.split("-")[0])) / 1000
+        last = _text(last_id)
+        return StreamInfo(
+            length=int(length),
+            lag=None if int(lag) < 0 else int(lag),
+            pending=int(pending),
+            consumers=consumers,
+            oldest_pending_age=age,
+            dead_letters=int(dead),
+            last_delivered_id=last or None,
+            group_exists=bool(int(exists)),
+        )
+
+    def dead_letters(self, count: int) -> Plan[list[DeadLetter]]:
+        check_int(count, "count", minimum=1)
+        reply = yield Command(("XRANGE", self.dead_key, "-", "+", "COUNT", count))
+        return [_dead_letter(entry_id, fields) for entry_id, fields in _entries(reply)]
+
+    def replay_page(self, start: str, end: str, count: int) -> Plan[list[StreamMessage]]:
+        """One page of `replay`: entries from ``start`` (inclusive) to ``end``."""
+        reply = yield Command(("XRANGE", self.key, start, end, "COUNT", count))
+        return [StreamMessage(i, decode_fields(f), 0) for i, f in _entries(reply)]
+
+    def reap(self, min_idle: object) -> Plan[list[str]]:
+        idle_ms = duration_ms(min_idle, "min_idle", allow_zero=True)
+        try:
+            reply = yield package_script("stream_reap").eval((self.key,), (self.group, idle_ms))
+        except BackendError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        return [_text(name) for name in reply]
+
+    def delete(self) -> Plan[int]:
+        """Remove the stream, its dead letters and its error notes."""
+        reply = yield Command(("DEL", self.key, self.dead_key, self.errors_key))
+        return int(reply)
+
+
+def check_replay_args(start: object, end: object, page: object) -> tuple[str, str, int]:
+    for what, value in (("start", start), ("end", end)):
+        if not isinstance(value, str) or not value:
+            raise ConfigurationError(f"{what} must be a non-empty stream id string, got {value!r}")
+    check_int(page, "page", minimum=1)
+    return str(start), str(end), int(page)  # type: ignore[call-overload]
+
+
+def next_start(last_id: str) -> str:
+    """The exclusive start after ``last_id`` for XRANGE (``(id`` needs Redis 6.2)."""
+    return "(" + last_id
+
+
+def _pending_summary(reply: Any) -> PendingSummary:
+    if isinstance(reply, Mapping):  # redis-py parses XPENDING into a dict
+        consumers = {_text(c["name"]): int(c["pending"]) for c in reply.get("consumers") or []}
+        first, last = reply.get("min"), reply.get("max")
+        return PendingSummary(
+            int(reply.get("pending") or 0),
+            None if first is None else _text(first),
+            None if last is None else _text(last),
+            consumers,
+        )
+    count, first, last, per_consumer = reply
+    return PendingSummary(
+        int(count),
+        None if first is None else _text(first),
+        None if last is None else _text(last),
+        {_text(name): int(n) for name, n in per_consumer or []},
+    )
+
+
+def _dead_letter(entry_id: str, fields: object) -> DeadLetter:
+    meta: dict[str, str] = {}
+    data: dict[str, Any] = {}
+    for name, value in _pairs(fields):
+        if name.startswith(_DATA_PREFIX):
+            data[name[len(_DATA_PREFIX) :]] = _decode_value(value)
+        elif name in _DEAD_META:
+            meta[name] = _text(value)
+    return DeadLetter(
+        id=entry_id,
+        original_id=meta.get("id", ""),
+        data=data,
+        error=meta.get("error", ""),
+        deliveries=int(meta.get("deliveries", "0") or 0),
+        consumer=meta.get("consumer", ""),
+        group=meta.get("group", ""),
+    )
+
+
+# --- the worker ------------------------------------------------------------------------------
+
+
+class _HasStop(Protocol):
+    def stop(self) -> None: ...
+
+
+@dataclass
+class _Counters:
+    handled: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    claimed: int = 0
+    released: int = 0
+    deleted_ids: list[str] = field(default_factory=list)
+
+    def snapshot(self) -> WorkerStats:
+        return WorkerStats(
+            handled=self.handled,
+            failed=self.failed,
+            dead_lettered=self.dead_lettered,
+            claimed=self.claimed,
+            released=self.released,
+            deleted=len(self.deleted_ids),
+            deleted_ids=tuple(self.deleted_ids),
+        )
+
+
+def check_handler(handler: object) -> None:
+    """A sync worker's handler: callable, and not a coroutine function."""
+    acheck_handler(handler)
+    if inspect.iscoroutinefunction(handler):
+        raise ConfigurationError(
+            "handler is a coroutine function: use AsyncWorker with an asyncio client"
+        )
+
+
+def acheck_handler(handler: object) -> None:
+    """An async worker's handler: any callable (its result is awaited when awaitable)."""
+    if not callable(handler):
+        raise ConfigurationError(f"handler must be callable, got {type(handler).__name__}")
+
+
+def call_handler(handler: Callable[[StreamMessage], object], message: StreamMessage) -> None:
+    """Call a sync worker's handler."""
+    handler(message)
+
+
+async def acall_handler(
+    handler: Callable[[StreamMessage], Awaitable[object] | object], message: StreamMessage
+) -> None:
+    """Call an async (or plain) handler from `AsyncWorker`."""
+    result = handler(message)
+    if inspect.isawaitable(result):
+        await result
+
+
+class WorkerCore:
+    """The read / claim / settle cycle shared by `Worker` and `AsyncWorker`.
+
+    Each cycle: every ``claim_every`` seconds (and while a claim scan is unfinished) reclaim
+    entries idle longer than ``claim_idle`` (one script: XAUTOCLAIM, delivery counts,
+    dead-lettering of entries delivered too often, acknowledgement of deleted ones); otherwise
+    ``XREADGROUP ... BLOCK`` for new entries. After the handler ran on the batch, one script
+    settles it: acknowledges successes, records or dead-letters failures, releases what was
+    not handled.
+    """
+
+    def __init__(
+        self,
+        queue: QueueCore,
+        consumer: str | bytes,
+        *,
+        batch: int,
+        block: float,
+        claim_idle: float,
+        max_deliveries: int,
+    ) -> None:
+        self.queue = queue
+        self.consumer = check_name(consumer, "consumer")
+        self.batch = check_int(batch, "batch", minimum=1)
+        if batch > MAX_BATCH:
+            raise ConfigurationError(f"batch must be <= {MAX_BATCH}, got {batch}")
+        self.claim_idle_ms = duration_ms(claim_idle, "claim_idle")
+        block_ms = duration_ms(block, "block")
+        # Claim at least twice per claim_idle; a blocking read must not hold the loop longer.
+        self.claim_every_ms = max(self.claim_idle_ms // 2, 1)
+        self.block_ms = min(block_ms, self.claim_every_ms)
+        self.max_deliveries = check_int(max_deliveries, "max_deliveries", minimum=1)
+        self.counters = _Counters()
+        self._cursor = "0-0"
+        self._last_claim: float | None = None
+        self._group_ready = False
+
+    @property
+    def block_seconds(self) -> float:
+        return self.block_ms / 1000
+
+    def start(self) -> Plan[None]:
+        yield from self.queue.ensure_group()
+        self._group_ready = True
+
+    def fetch(self) -> Plan[list[StreamMessage]]:
+        """Reclaim stalled entries when due, else read new ones (blocking up to ``block``)."""
+        if not self._group_ready:
+            yield from self.start()
+        now: float = yield Now()
+        messages: list[StreamMessage] = []
+        due = self._last_claim is None or (now - self._last_claim) * 1000 >= self.claim_every_ms
+        if self._cursor != "0-0" or due:
+            self._last_claim = now
+            messages = yield from self._guard(self.claim())
+        if messages:
+            return messages
+        try:
+            reply = yield Command(
+                (
+                    "XREADGROUP", "GROUP", self.queue.group, self.consumer,
+                    "COUNT", self.batch, "BLOCK", self.block_ms,
+                    "STREAMS", self.queue.key, ">",
+                )
+            )  # fmt: skip
+        except BackendTimeoutError:
+            # The client's socket_timeout is shorter than block, or the server stalled: anything
+            # delivered meanwhile is pending to us and will be reclaimed after claim_idle.
+            log.warning("XREADGROUP on %r timed out; entries it delivered will be reclaimed",
+                        self.queue.key)  # fmt: skip
+            return []
+        except BackendError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            yield from self.start()
+            return []
+        return [StreamMessage(i, decode_fields(f), 1) for i, f in _read_section(reply)]
+
+    def _guard(self, plan: Plan[list[StreamMessage]]) -> Plan[list[StreamMessage]]:
+        """Run ``plan``; if the group (or the stream) vanished, recreate it and read nothing."""
+        try:
+            return (yield from plan)
+        except BackendError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            yield from self.start()
+            return []
+
+    def claim(self) -> Plan[list[StreamMessage]]:
+        """One XAUTOCLAIM step (see ``lua/stream_claim.lua``)."""
+        q = self.queue
+        reply = yield package_script("stream_claim").eval(
+            (q.key, q.dead_key, q.errors_key),
+            (q.group, self.consumer, self.claim_idle_ms, self._cursor, self.batch,
+             self.max_deliveries),
+        )  # fmt: skip
+        cursor, claimed, deleted, dead = reply
+        self._cursor = _text(cursor)
+        messages = [
+            StreamMessage(_text(entry_id), decode_fields(fields), int(deliveries))
+            for entry_id, deliveries, fields in claimed
+        ]
+        self.counters.claimed += len(messages)
+        self.counters.dead_lettered += len(dead)
+        if deleted:
+            ids = [_text(i) for i in deleted]
+            self.counters.deleted_ids.extend(ids)
+            log.warning(
+                "%d pending entries of %r were deleted from the stream before being "
+                "acknowledged (trimmed by MAXLEN?); acknowledged without handling: %s",
+                len(ids), q.key, ids[:10],
+            )  # fmt: skip
+        return messages
+
+    def settle(
+        self,
+        handled: Sequence[StreamMessage],
+        failed: Sequence[tuple[StreamMessage, BaseException]],
+        unhandled: Sequence[StreamMessage],
+        *,
+        leave: bool = False,
+    ) -> Plan[None]:
+        """Acknowledge, record failures / dead-letter, release, in one script."""
+        if not (handled or failed or unhandled or leave):
+            return
+        q = self.queue
+        args: list[Any] = [
+            q.group, self.consumer, self.max_deliveries, self.claim_idle_ms,
+            len(handled), len(failed), len(unhandled), 1 if leave else 0,
+        ]  # fmt: skip
+        args += [m.id for m in handled]
+        for message, exc in failed:
+            args += [message.id, message.deliveries, describe_error(exc)]
+        for message in unhandled:
+            args += [message.id, message.deliveries]
+        reply = yield package_script("stream_settle").eval((q.key, q.dead_key, q.errors_key), args)
+        _acked, dead, released, _left = (int(x) for x in reply)
+        self.counters.handled += len(handled)
+        self.counters.failed += len(failed)
+        self.counters.dead_lettered += dead
+        self.counters.released += released
+
+    def leave(self) -> Plan[None]:
+        """Delete this consumer from the group if it holds nothing (it never loses entries)."""
+        yield from self.settle((), (), (), leave=True)
+
+    def backoff(self, attempt: int) -> Plan[None]:
+        """Wait after a connection failure: 0.05 s doubling up to 2 s."""
+        yield Sleep(min(0.05 * 2 ** min(attempt, 6), 2.0))
+
+
+def describe_error(exc: BaseException) -> str:
+    text = f"{type(exc).__qualname__}: {exc}"
+    return text[:_MAX_ERROR_CHARS]
+
+
+def stop_on_signals(
+    *workers: _HasStop, signals: Iterable[int] = (signal.SIGTERM, signal.SIGINT)
+) -> Callable[[], None]:
+    """Make SIGTERM / SIGINT stop ``workers`` gracefully (their ``run()`` then returns).
+
+    Call it from the main thread of the worker process. Each worker finishes the message it is
+    handling, releases the rest of its batch to the group and leaves it. Previous handlers are
+    chained (called after the workers are told to stop) unless they are the defaults that would
+    kill the process. Returns a function that restores the previous handlers.
+
+    Raises:
+        ConfigurationError: no worker given.
+    """
+    if not workers:
+        raise ConfigurationError("stop_on_signals needs at least one worker")
+    previous: dict[int, Any] = {}
+
+    def handle(signum: int, frame: Any) -> None:
+        for worker in workers:
+            worker.stop()
+        before = previous.get(signum)
+        if callable(before) and before is not signal.default_int_handler:
+            before(signum, frame)
+
+    for signum in signals:
+        previous[signum] = signal.signal(signum, handle)
+
+    def restore() -> None:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+    return restore
