@@ -1,6 +1,7 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
 from ._async.bounded_counter import AsyncBoundedCounter
+from ._async.lock import AsyncFencedStore, AsyncLock
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -22,10 +23,13 @@ from ._script import Script
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
+from ._sync.lock import FencedStore, Lock
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
+    "AsyncFencedStore",
+    "AsyncLock",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
@@ -35,6 +39,8 @@ __all__ = [
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "FencedStore",
+    "Lock",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",

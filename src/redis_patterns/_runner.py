@@ -19,10 +19,18 @@ import redis.cluster
 from redis.crc import key_slot
 from redis.exceptions import NoScriptError, RedisError
 
+from . import _background
 from ._errors import BackendTimeoutError, ConfigurationError, CrossSlotError, map_backend_error
 from ._plan import Command, Effect, Eval, Gather, KeyT, Now, Plan, Sleep
 
-__all__ = ["AsyncClient", "AsyncRunner", "SyncClient", "SyncRunner", "runner_for"]
+__all__ = [
+    "AsyncClient",
+    "AsyncRunner",
+    "SyncClient",
+    "SyncRunner",
+    "node_address",
+    "runner_for",
+]
 
 T = TypeVar("T")
 
@@ -77,6 +85,17 @@ class SyncRunner:
         finally:
             plan.close()
 
+    def run_shielded(self, plan: Plan[T]) -> T:
+        """`run`; the asyncio twin finishes the plan even when the caller is cancelled."""
+        return self.run(plan)
+
+    def repeat(self, job: _background.SyncJob, delay: float) -> _background.Handle:
+        """Run ``job`` after ``delay`` s on the process's one shared background thread.
+
+        ``job`` returns the delay until its next run, or ``None`` to stop.
+        """
+        return _background.thread_ticker().add(job, delay)
+
     def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
         if isinstance(effect, Eval):
@@ -107,7 +126,9 @@ class SyncRunner:
     def _gather(self, effect: Gather) -> list[Any]:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(len(self.clients), len(effect.effects)),
+                # Room for calls stuck on hung nodes (until their socket timeout) without
+                # starving the next fan-out.
+                max_workers=4 * max(len(self.clients), len(effect.effects)),
                 thread_name_prefix="redis-patterns-gather",
             )
         futures = [self._pool.submit(self.perform, e) for e in effect.effects]
@@ -146,6 +167,24 @@ class AsyncRunner:
             return value
         finally:
             plan.close()
+
+    async def run_shielded(self, plan: Plan[T]) -> T:
+        """`run`, shielded from cancellation: a cancelled caller gets ``CancelledError`` at once
+        while the plan still runs to its end (e.g. a lock release is neither half done nor
+        forgotten)."""
+        task = asyncio.ensure_future(self.run(plan))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_retrieve)
+            raise
+
+    def repeat(self, job: _background.AsyncJob, delay: float) -> _background.Handle:
+        """Run ``job`` after ``delay`` s on the running loop's one shared background task.
+
+        ``job`` returns the delay until its next run, or ``None`` to stop.
+        """
+        return _background.loop_ticker().add(job, delay)
 
     async def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
@@ -190,6 +229,20 @@ class AsyncRunner:
             else:
                 results.append(task.result())
         return results
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's outcome as seen (its error belongs to nobody now)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def node_address(client: object) -> str:
+    """``host:port`` (or the unix socket path) a standalone client connects to; no I/O."""
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
 def _as_tuple(clients: Any, types: tuple[type, ...], kind: str) -> tuple[Any, ...]:
