@@ -36,16 +36,21 @@ def _wait_until(predicate: Any, timeout: float = 10.0) -> bool:
 
 def test_acquire_release_roundtrip(client: Any, prefix: str) -> None:
     lock = Lock(client, prefix, ttl=5)
-    assert lock.token is None and lock.fence is None
+    assert lock.token is None
+    assert lock.fence is None
     assert lock.acquire() is True
-    assert isinstance(lock.fence, int) and lock.fence > 0
-    assert lock.locked() and lock.owned()
+    assert isinstance(lock.fence, int)
+    assert lock.fence > 0
+    assert lock.locked()
+    assert lock.owned()
     remaining = lock.ttl()
-    assert remaining is not None and 0 < remaining <= 5
-    assert client.get(f"{{lock:{prefix}}}") == lock.token.encode()  # type: ignore[union-attr]
+    assert remaining is not None
+    assert 0 < remaining <= 5
+    assert client.get(f"{{lock:{prefix}}}") == str(lock.token).encode()
     assert client.pttl(f"{{lock:{prefix}}}:fence") > 0  # the counter expires too
     lock.release()
-    assert not lock.locked() and not lock.owned()
+    assert not lock.locked()
+    assert not lock.owned()
     assert lock.ttl() is None
 
 
@@ -72,7 +77,9 @@ def test_waiter_gets_lock_after_release(client: Any, prefix: str) -> None:
     holder.release()
     thread.join(30)
     assert result == [True]
-    assert waiter.fence is not None and holder.fence is not None and waiter.fence > holder.fence
+    assert waiter.fence is not None
+    assert holder.fence is not None
+    assert waiter.fence > holder.fence
     waiter.release()
 
 
@@ -93,7 +100,9 @@ def test_fence_stays_monotonic_when_counter_is_lost(client: Any, prefix: str) ->
     lock.release()
     client.delete(f"{{lock:{prefix}}}:fence")  # as after retention, a restart or a failover
     lock.acquire()
-    assert lock.fence is not None and before is not None and lock.fence > before
+    assert lock.fence is not None
+    assert before is not None
+    assert lock.fence > before
     lock.release()
 
 
@@ -105,7 +114,8 @@ def test_expired_and_taken_lock_cannot_be_released_or_extended(client: Any, pref
     assert b.acquire(blocking=False)
     with pytest.raises(LockNotOwnedError):
         a_release.release()
-    assert b.owned() and (b.ttl() or 0) > 20
+    assert b.owned()
+    assert (b.ttl() or 0) > 20
     b.release()
 
     assert a_extend.acquire()
@@ -116,7 +126,8 @@ def test_expired_and_taken_lock_cannot_be_released_or_extended(client: Any, pref
     assert a_extend.lost
     with pytest.raises(LockNotOwnedError):
         a_extend.release()
-    assert b.owned() and (b.ttl() or 0) > 20
+    assert b.owned()
+    assert (b.ttl() or 0) > 20
     b.release()
 
 
@@ -164,7 +175,8 @@ def test_ownership_is_the_object_not_the_thread(client: Any, prefix: str) -> Non
     thread = threading.Thread(target=release)
     thread.start()
     thread.join()
-    assert errors == [] and not lock.locked()
+    assert errors == []
+    assert not lock.locked()
 
 
 async def test_task_cannot_release_another_tasks_lock(async_client: Any, prefix: str) -> None:
@@ -241,7 +253,7 @@ async def test_hundred_tasks_mutual_exclusion(backend: Backend, prefix: str) -> 
             return fence
 
     fences = await asyncio.gather(*(work() for _ in range(100)))
-    assert int(await client.get(key)) == 100
+    assert int(await client.get(key) or 0) == 100
     assert len(set(fences)) == 100
     await client.aclose()
 
@@ -279,7 +291,8 @@ def test_native_probe_falls_back_to_lua_once(backend: Backend, prefix: str) -> N
     assert client not in _native
     with backend.counter() as seen:
         lock.release()  # DELIFEQ is refused as unknown (MONITOR does not show it): the script
-    assert seen.names == ["EVALSHA"] and not lock.locked()
+    assert seen.names == ["EVALSHA"]
+    assert not lock.locked()
     assert _native[client] is False
     lock.acquire()
     with backend.counter() as seen:
@@ -351,7 +364,8 @@ def test_bad_calls_fail_before_io(backend: Backend, prefix: str) -> None:
         with pytest.raises(TypeError):
             Lock(client, prefix, on_lost=42)  # type: ignore[arg-type]
         store = FencedStore(client, prefix)
-        for fence in (-1, True, 1.5, "3", 2**53):
+        bad_fences: tuple[Any, ...] = (-1, True, 1.5, "3", 2**53)
+        for fence in bad_fences:
             with pytest.raises(ConfigurationError):
                 store.write(fence, "f", "v")
         with pytest.raises(ConfigurationError):
@@ -397,7 +411,8 @@ async def test_async_fenced_store_with_lock_fences(backend: Backend, prefix: str
     old_fence = old.fence
     await old.release()
     await new.acquire()
-    assert new.fence is not None and old_fence is not None
+    assert new.fence is not None
+    assert old_fence is not None
     await store.write(new.fence, "v", "new")
     with pytest.raises(StaleFenceError):
         await store.write(old_fence, "v", "old")
@@ -421,7 +436,9 @@ def test_watchdog_keeps_lock_past_ttl(backend: Backend, prefix: str, scale: Any)
         assert rival.acquire(blocking=False) is False
         attempts += 1
         time.sleep(0.05)
-    assert attempts > 10 and lock.owned() and not lock.lost
+    assert attempts > 10
+    assert lock.owned()
+    assert not lock.lost
     lock.release()
     assert rival.acquire(blocking=False)
     rival.release()
@@ -447,7 +464,8 @@ def test_watchdog_detects_deleted_key_with_one_renewal(backend: Backend, prefix:
         time.sleep(0.6)  # a whole ttl: no renewal happens after the loss
     renewals = [n for n in seen.names if n in ("SET", "EVALSHA")]
     assert len(renewals) == 1  # the very next renewal noticed
-    assert lock.lost and seen_lock == [lock]
+    assert lock.lost
+    assert seen_lock == [lock]
     with pytest.raises(LockNotOwnedError):
         lock.release()
     assert outside.exists(lock.key) == 0  # the failed renewal did not recreate the key
