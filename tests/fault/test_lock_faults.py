@@ -1,0 +1,157 @@
+"""Lock under faults: competing processes, a holder paused past its TTL, a holder killed.
+
+RELIABILITY scenarios 1 (contention), 2 (holder paused past TTL, Kleppmann), 3 (crash
+liveness). Small counts by default, the full ones under ``--soak``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from _lock_procs import Spec, contend
+
+from redis_patterns import FencedStore, Lock
+from redis_patterns.testing.pytest_plugin import Backend
+
+pytestmark = pytest.mark.fault
+
+HOLDER = Path(__file__).with_name("_lock_procs.py")
+
+
+def _spec(backend: Backend) -> Spec:
+    host, port = backend.nodes[0]
+    return ("cluster" if backend.is_cluster else "standalone", host, port)
+
+
+def test_processes_mutual_exclusion_and_fences(
+    backend: Backend, prefix: str, scale: Callable[[int, int], int]
+) -> None:
+    procs, rounds = 8, scale(50, 250)
+    counter_key = f"{{lock:{prefix}}}:n"  # same slot as the lock, any node would do
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(procs, mp_context=spawn) as pool:
+        futures = [
+            pool.submit(contend, _spec(backend), prefix, counter_key, rounds) for _ in range(procs)
+        ]
+        results = [f.result(timeout=600) for f in futures]
+    seen = sorted(pair for result in results for pair in result)
+    # Every critical section read a distinct value: no two overlapped, the count is exact.
+    assert [value for value, _ in seen] == list(range(procs * rounds))
+    assert int(backend.client().get(counter_key) or 0) == procs * rounds
+    # In critical-section order, fences strictly increase across all processes.
+    fences = [fence for _, fence in seen]
+    assert all(a < b for a, b in itertools.pairwise(fences))
+
+
+class Holder:
+    """A lock holder in its own process, driven line by line (see _lock_procs)."""
+
+    def __init__(self, spec: Spec, name: str, ttl: float) -> None:
+        args = [sys.executable, str(HOLDER), spec[0], spec[1], str(spec[2]), name, str(ttl)]
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def ask(self, command: str) -> str:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return self.process.stdout.readline().strip()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
+            self.process.kill()
+        self.process.wait(30)
+        for stream in (self.process.stdin, self.process.stdout):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def make_holder() -> Iterator[Callable[[Spec, str, float], Holder]]:
+    made: list[Holder] = []
+
+    def make(spec: Spec, name: str, ttl: float) -> Holder:
+        made.append(Holder(spec, name, ttl))
+        return made[-1]
+
+    yield make
+    for holder in made:
+        holder.close()
+
+
+def test_paused_holder_stale_write_is_rejected(
+    backend: Backend,
+    prefix: str,
+    scale: Callable[[int, int], int],
+    make_holder: Callable[[Spec, str, float], Holder],
+) -> None:
+    ttl = 0.3
+    client = backend.client()
+    store = FencedStore(client, prefix)
+    holder = make_holder(_spec(backend), prefix, ttl)
+    rounds = scale(5, 20)
+    stale_accepted = lost_detected = not_owned = 0
+    for round_ in range(rounds):
+        reply = holder.ask("acquire")
+        assert reply.startswith("fence ")
+        a_fence = int(reply.split()[1])
+        rival = Lock(client, prefix, ttl=30)
+        with holder.paused():  # a GC pause / VM freeze far past the TTL
+            assert rival.acquire(timeout=30)  # A's lease expired: B gets the lock
+            assert rival.fence is not None
+            assert rival.fence > a_fence
+            store.write(rival.fence, "value", f"B{round_}")
+        # A wakes up and, not knowing, writes with its old fence.
+        stale_accepted += holder.ask(f"write value A{round_}") == "ok"
+        lost_detected += holder.ask("waitlost") == "lost True"
+        not_owned += holder.ask("release") == "notowned"
+        assert rival.owned()  # A's release left B's lock alone
+        assert store.read("value") == f"B{round_}".encode()
+        rival.release()
+    assert stale_accepted == 0
+    assert lost_detected == rounds  # the watchdog reported the loss after SIGCONT
+    assert not_owned == rounds  # and release refused, without touching B's lock
+
+
+def test_killed_holder_frees_lock_within_ttl(
+    backend: Backend,
+    prefix: str,
+    scale: Callable[[int, int], int],
+    make_holder: Callable[[Spec, str, float], Holder],
+) -> None:
+    ttl = 1.0
+    client = backend.client()
+    for _ in range(scale(2, 200)):
+        holder = make_holder(_spec(backend), prefix, ttl)
+        assert holder.ask("acquire").startswith("fence ")
+        rival = Lock(client, prefix, ttl=ttl)
+        assert rival.acquire(blocking=False) is False
+        holder.process.kill()  # SIGKILL: no release, no more renewals
+        holder.process.wait(30)
+        remaining = rival.ttl()
+        # A key with no expiry here would be the SETNX+EXPIRE deadlock.
+        assert remaining is None or remaining <= ttl
+        assert rival.acquire(timeout=ttl + 10)
+        rival.release()
+        holder.close()
