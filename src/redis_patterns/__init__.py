@@ -2,6 +2,7 @@
 
 from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.lock import AsyncFencedStore, AsyncLock
+from ._async.redlock import AsyncRedlock
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -24,12 +25,14 @@ from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.lock import FencedStore, Lock
+from ._sync.redlock import Redlock
 from ._version import __version__
 
 __all__ = [
     "AsyncBoundedCounter",
     "AsyncFencedStore",
     "AsyncLock",
+    "AsyncRedlock",
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
@@ -47,6 +50,7 @@ __all__ = [
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
+    "Redlock",
     "Script",
     "ScriptError",
     "Serializer",

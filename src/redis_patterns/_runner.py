@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any, TypeAlias, TypeVar
@@ -66,7 +67,6 @@ class SyncRunner:
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self, plan: Plan[T]) -> T:
         """Drive ``plan`` to its end and return its value."""
@@ -124,25 +124,37 @@ class SyncRunner:
         raise TypeError(f"unknown effect {effect!r}")
 
     def _gather(self, effect: Gather) -> list[Any]:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                # Room for calls stuck on hung nodes (until their socket timeout) without
-                # starving the next fan-out.
-                max_workers=4 * max(len(self.clients), len(effect.effects)),
-                thread_name_prefix="redis-patterns-gather",
+        # One short-lived daemon thread per effect rather than a fixed pool: a call stuck on a
+        # hung server (until its socket timeout) must not delay the next fan-out's calls to
+        # healthy servers, nor keep the interpreter from exiting.
+        futures: list[concurrent.futures.Future[Any]] = []
+        for sub in effect.effects:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()
+            thread = threading.Thread(
+                target=self._perform_into,
+                args=(sub, future),
+                name="redis-patterns-gather",
+                daemon=True,
             )
-        futures = [self._pool.submit(self.perform, e) for e in effect.effects]
+            thread.start()
+            futures.append(future)
         concurrent.futures.wait(futures, timeout=effect.timeout)
         results: list[Any] = []
         for future in futures:
             if not future.done():
-                future.cancel()
                 results.append(BackendTimeoutError("no reply within the fan-out timeout"))
             elif (error := future.exception()) is not None:
                 results.append(error)
             else:
                 results.append(future.result())
         return results
+
+    def _perform_into(self, effect: Effect, future: concurrent.futures.Future[Any]) -> None:
+        try:
+            future.set_result(self.perform(effect))
+        except BaseException as exc:
+            future.set_exception(exc)
 
 
 class AsyncRunner:
@@ -238,7 +250,13 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 
 
 def node_address(client: object) -> str:
-    """``host:port`` (or the unix socket path) a standalone client connects to; no I/O."""
+    """``host:port`` (or the unix socket path) a standalone client connects to; no I/O.
+
+    Raises:
+        TypeError: ``client`` is a cluster client (it has no single address).
+    """
+    if isinstance(client, _CLUSTER_TYPES):
+        raise TypeError("expected a standalone client, got a cluster client")
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if kwargs.get("path"):
         return f"unix:{kwargs['path']}"
