@@ -183,14 +183,15 @@ class LockCore:
     def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
         script = package_script("lock_acquire")
         token = secrets.token_hex(16)
-        backoff = Backoff(cap=min(0.2, self.ttl_ms / 4000))
-        started = yield Now()
-        deadline = None if wait is None else started + wait
+        keys = (self.key, self.fence_key)
+        args = (token, self.ttl_ms, FENCE_RETENTION_MS)
+        backoff: Backoff | None = None  # only a waiter needs one
+        deadline: float | None = None
         while True:
             sent_at = yield Now()
-            ok, value = yield script.eval(
-                (self.key, self.fence_key), (token, self.ttl_ms, FENCE_RETENTION_MS)
-            )
+            if deadline is None and wait is not None:
+                deadline = sent_at + wait
+            ok, value = yield script.eval(keys, args)
             if int(ok) == 1:
                 self._generation += 1
                 self._token = token
@@ -209,6 +210,8 @@ class LockCore:
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 return False
+            if backoff is None:
+                backoff = Backoff(cap=min(0.2, self.ttl_ms / 4000))
             # No point sleeping past the holder's expiry (+1 ms); never past our deadline.
             holder_left = int(value) / 1000 + 0.001 if int(value) > 0 else None
             limit = min(x for x in (left, holder_left, backoff.cap) if x is not None)
