@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 from _lock_procs import Spec, contend
 
-from redis_patterns import FencedStore, Lock
+from redis_patterns import EmbeddedServer, FencedStore, Lock, LockError
+from redis_patterns.testing.counter import CommandCounter as Counter
 from redis_patterns.testing.pytest_plugin import Backend
 
 pytestmark = pytest.mark.fault
@@ -155,3 +157,39 @@ def test_killed_holder_frees_lock_within_ttl(
         assert rival.acquire(timeout=ttl + 10)
         rival.release()
         holder.close()
+
+
+@pytest.fixture(scope="module")
+def primary_and_replica() -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
+    """A primary with one replica, of this module's own (the replica gets paused)."""
+    with EmbeddedServer() as primary:
+        replica = EmbeddedServer(config={"replicaof": f"127.0.0.1 {primary.port}"})
+        with replica:
+            with primary.client() as client:
+                for _ in range(500):
+                    if client.info("replication").get("connected_slaves") == 1:
+                        break
+                    time.sleep(0.02)
+                assert client.wait(1, 10_000) == 1
+            yield primary, replica
+
+
+def test_wait_replicas(primary_and_replica: tuple[EmbeddedServer, EmbeddedServer]) -> None:
+    primary, replica = primary_and_replica
+    client = primary.client()
+    lock = Lock(client, "wait-replicas", ttl=3, wait_replicas=1)
+    lock.acquire()
+    lock.release()  # scripts cached
+    with Counter([("127.0.0.1", primary.port or 0)]) as seen:
+        assert lock.acquire()
+    assert seen.names == ["EVALSHA", "WAIT"]  # opting in costs a second round trip
+    lock.release()
+    replica.pause()  # the replica cannot confirm: a failover now could lose the lock
+    try:
+        with pytest.raises(LockError, match="only 0 of 1 replicas"):
+            lock.acquire()
+        assert client.exists(lock.key) == 0  # given back, not left behind
+    finally:
+        replica.resume()
+    assert lock.acquire()
+    lock.release()

@@ -33,6 +33,10 @@ class AsyncLock:
             expires within ``ttl``); ``None`` renews until release.
         on_lost: called (with this lock, from the watchdog) when a renewal finds the lock gone.
             Keep it short; e.g. cancel the task doing the protected work.
+        wait_replicas: after acquiring, ``WAIT`` for this many replicas to confirm (at most
+            min(1 s, ttl/3)); if fewer do, the lock is released and `LockError` raised. A
+            mitigation against a failover handing the lock to a second holder, not a proof
+            (a second round trip on acquire; standalone primaries only).
 
     Raises:
         ConfigurationError: a bad name, a ttl that is not > 0 and finite, a negative timeout,
@@ -49,8 +53,11 @@ class AsyncLock:
         auto_renew: bool = False,
         max_hold: Duration | None = None,
         on_lost: Callable[[AsyncLock], object] | None = None,
+        wait_replicas: int = 0,
     ) -> None:
-        self._core = LockCore(client, name, ttl, timeout, auto_renew, max_hold, on_lost)
+        self._core = LockCore(
+            client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
+        )
         self._runner = AsyncRunner(client)
         self._on_lost = on_lost
         self._watch: Handle | None = None
@@ -107,7 +114,8 @@ class AsyncLock:
 
         Raises:
             ConfigurationError: a bad timeout, or a timeout with ``blocking=False``.
-            LockError: this object already holds the lock.
+            LockError: this object already holds the lock, or fewer than ``wait_replicas``
+                replicas confirmed the acquisition (the lock was given back).
             BackendError: the server failed or did not answer.
         """
         wait = self._core.check_acquire(blocking, timeout)

@@ -90,6 +90,7 @@ class LockCore:
         "name",
         "timeout_ms",
         "ttl_ms",
+        "wait_replicas",
     )
 
     def __init__(
@@ -101,6 +102,7 @@ class LockCore:
         auto_renew: object,
         max_hold: object,
         on_lost: object,
+        wait_replicas: object = 0,
     ) -> None:
         self.name = check_name(name)
         self.ttl_ms = check_ttl_arg(ttl)
@@ -115,6 +117,7 @@ class LockCore:
         self.max_hold_ms = optional_duration_ms(max_hold, "max_hold")
         if self.max_hold_ms is not None and not auto_renew:
             raise ConfigurationError("max_hold only bounds renewal: it needs auto_renew=True")
+        self.wait_replicas = check_int(wait_replicas, "wait_replicas", minimum=0)
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
         self.key = make_key("lock", self.name)
@@ -193,6 +196,8 @@ class LockCore:
                 deadline = sent_at + wait
             ok, value = yield script.eval(keys, args)
             if int(ok) == 1:
+                if self.wait_replicas:
+                    yield from self._wait_for_replicas(token)
                 self._generation += 1
                 self._token = token
                 self._fence = int(value)
@@ -216,6 +221,22 @@ class LockCore:
             holder_left = int(value) / 1000 + 0.001 if int(value) > 0 else None
             limit = min(x for x in (left, holder_left, backoff.cap) if x is not None)
             yield Sleep(backoff.next(limit))
+
+    @property
+    def replica_timeout_ms(self) -> int:
+        return max(1, min(1000, self.ttl_ms // 3))
+
+    def _wait_for_replicas(self, token: str) -> Plan[None]:
+        """WAIT for the replicas; if too few confirm, give the lock back and raise."""
+        acked = int((yield Command(("WAIT", self.wait_replicas, self.replica_timeout_ms))))
+        if acked >= self.wait_replicas:
+            return
+        yield from self._compare_delete(token)
+        raise LockError(
+            f"lock {self.name!r} was acquired on the primary but only {acked} of "
+            f"{self.wait_replicas} replicas confirmed within {self.replica_timeout_ms} ms; "
+            "it was released again"
+        )
 
     def check_owned(self) -> None:
         """Raise `LockNotOwnedError` (no I/O) unless this object believes it holds the lock."""
