@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from _lock_procs import Spec, contend
+from _lock_procs import Spec, contend, contend_async
 
 from redis_patterns import EmbeddedServer, FencedStore, Lock, LockError
 from redis_patterns.testing.counter import CommandCounter as Counter
@@ -35,15 +35,17 @@ def _spec(backend: Backend) -> Spec:
     return ("cluster" if backend.is_cluster else "standalone", host, port)
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_processes_mutual_exclusion_and_fences(
-    backend: Backend, prefix: str, scale: Callable[[int, int], int]
+    backend: Backend, prefix: str, scale: Callable[[int, int], int], api: str
 ) -> None:
-    procs, rounds = 8, scale(50, 250)
+    procs, rounds = 8, scale(50, 250) if api == "sync" else scale(20, 250)
+    work = contend if api == "sync" else contend_async
     counter_key = f"{{lock:{prefix}}}:n"  # same slot as the lock, any node would do
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(procs, mp_context=spawn) as pool:
         futures = [
-            pool.submit(contend, _spec(backend), prefix, counter_key, rounds) for _ in range(procs)
+            pool.submit(work, _spec(backend), prefix, counter_key, rounds) for _ in range(procs)
         ]
         results = [f.result(timeout=600) for f in futures]
     seen = sorted(pair for result in results for pair in result)
@@ -58,8 +60,8 @@ def test_processes_mutual_exclusion_and_fences(
 class Holder:
     """A lock holder in its own process, driven line by line (see _lock_procs)."""
 
-    def __init__(self, spec: Spec, name: str, ttl: float) -> None:
-        args = [sys.executable, str(HOLDER), spec[0], spec[1], str(spec[2]), name, str(ttl)]
+    def __init__(self, spec: Spec, name: str, ttl: float, api: str = "sync") -> None:
+        args = [sys.executable, str(HOLDER), spec[0], spec[1], str(spec[2]), name, str(ttl), api]
         self.process = subprocess.Popen(
             args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
         )
@@ -89,12 +91,15 @@ class Holder:
                 stream.close()
 
 
+MakeHolder = Callable[..., Holder]
+
+
 @pytest.fixture
-def make_holder() -> Iterator[Callable[[Spec, str, float], Holder]]:
+def make_holder() -> Iterator[MakeHolder]:
     made: list[Holder] = []
 
-    def make(spec: Spec, name: str, ttl: float) -> Holder:
-        made.append(Holder(spec, name, ttl))
+    def make(spec: Spec, name: str, ttl: float, api: str = "sync") -> Holder:
+        made.append(Holder(spec, name, ttl, api))
         return made[-1]
 
     yield make
@@ -102,16 +107,18 @@ def make_holder() -> Iterator[Callable[[Spec, str, float], Holder]]:
         holder.close()
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_paused_holder_stale_write_is_rejected(
     backend: Backend,
     prefix: str,
     scale: Callable[[int, int], int],
-    make_holder: Callable[[Spec, str, float], Holder],
+    make_holder: MakeHolder,
+    api: str,
 ) -> None:
     ttl = 0.3
     client = backend.client()
     store = FencedStore(client, prefix)
-    holder = make_holder(_spec(backend), prefix, ttl)
+    holder = make_holder(_spec(backend), prefix, ttl, api)
     rounds = scale(5, 20)
     stale_accepted = lost_detected = not_owned = 0
     for round_ in range(rounds):
@@ -140,7 +147,7 @@ def test_killed_holder_frees_lock_within_ttl(
     backend: Backend,
     prefix: str,
     scale: Callable[[int, int], int],
-    make_holder: Callable[[Spec, str, float], Holder],
+    make_holder: MakeHolder,
 ) -> None:
     ttl = 1.0
     client = backend.client()
@@ -162,7 +169,7 @@ def test_killed_holder_frees_lock_within_ttl(
 @pytest.fixture(scope="module")
 def primary_and_replica() -> Iterator[tuple[EmbeddedServer, EmbeddedServer]]:
     """A primary with one replica, of this module's own (the replica gets paused)."""
-    with EmbeddedServer() as primary:
+    with EmbeddedServer(config={"repl-diskless-sync-delay": 0}) as primary:
         replica = EmbeddedServer(config={"replicaof": f"127.0.0.1 {primary.port}"})
         with replica:
             with primary.client() as client:
