@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import pytest
@@ -214,3 +215,19 @@ def test_plan_minority_fails_and_retries_with_jitter() -> None:
     assert len(sleeps) == 1
     assert 0.05 <= sleeps[0].seconds <= 0.1
     assert sum(isinstance(e, Now) for e in effects) >= 4
+
+
+def test_validity_never_exceeds_majority_pttl(
+    redlock_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    # Scenario 10: the validity we report is covered by the servers' own expiry. (The drift
+    # allowance, 0.3 s at ttl 30, absorbs the delay between `before` and the servers' PTTL.)
+    lock = Redlock(_clients(redlock_nodes), prefix, ttl=30, node_timeout=0.5)
+    for _ in range(5):
+        assert lock.acquire()
+        assert lock.valid_until is not None
+        before = time.monotonic()
+        remaining = lock.ttl()  # the majority's PTTL, sampled after `before`
+        assert remaining is not None
+        assert lock.valid_until - before <= remaining + 0.001  # + PTTL's 1 ms rounding
+        lock.release()
