@@ -18,7 +18,7 @@ from redis_patterns import (
     LockTimeoutError,
     Redlock,
 )
-from redis_patterns._core.redlock import RedlockCore
+from redis_patterns._core.redlock import EPOCH_KEY, RedlockCore
 from redis_patterns._plan import Gather, Now, Sleep, run_canned
 from redis_patterns.testing.counter import CommandCounter
 
@@ -79,6 +79,21 @@ def test_one_command_per_node(redlock_nodes: list[EmbeddedServer], prefix: str) 
     assert len({c.node for c in seen.commands}) == 5
 
 
+def test_restart_guard_is_still_one_command_per_node(
+    redlock_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    clients = _clients(redlock_nodes)
+    for client in clients:
+        client.set(EPOCH_KEY, 0, nx=True)  # provisioned: these servers never lost data
+    lock = Redlock(clients, prefix, ttl=5, node_timeout=0.5, restart_guard=5)
+    assert lock.acquire()
+    lock.release()
+    with _counter(redlock_nodes) as seen:
+        assert lock.acquire()
+    assert seen.names == ["EVALSHA"] * 5
+    lock.release()
+
+
 async def test_async_redlock(redlock_nodes: list[EmbeddedServer], prefix: str) -> None:
     clients = [node.client(asyncio=True, socket_timeout=5) for node in redlock_nodes]
     lock = AsyncRedlock(clients, prefix, ttl=5, node_timeout=0.5)
@@ -119,6 +134,7 @@ BAD: list[tuple[str, Any]] = [
     ("retries float", {"retries": 1.5}),
     ("node timeout >= ttl/N", {"ttl": 1, "node_timeout": 0.2}),
     ("retry delay zero", {"retry_delay": 0}),
+    ("restart guard < ttl", {"ttl": 5, "restart_guard": 1}),
     ("empty name", {"name": ""}),
     ("name not str", {"name": 5}),
 ]

@@ -29,6 +29,7 @@ from redis_patterns import (
     Redlock,
     StaleFenceError,
 )
+from redis_patterns._core.redlock import EPOCH_KEY
 
 pytestmark = pytest.mark.fault
 
@@ -214,8 +215,8 @@ def test_processes_never_overlap(
 @pytest.mark.xfail(
     strict=True,
     raises=AssertionError,
-    reason="scenario 8: a server restarted empty at once votes again (no delayed restart or "
-    "uptime/run_id guard), so a second holder gets a majority; documented in docs/locks.md",
+    reason="scenario 8 without restart_guard (the default): a server restarted empty at once "
+    "votes again, so a second holder gets a majority; documented in docs/locks.md",
 )
 def test_restart_without_persistence_gives_a_second_holder(
     own_nodes: list[EmbeddedServer], prefix: str
@@ -235,6 +236,45 @@ def test_restart_without_persistence_gives_a_second_holder(
     finally:
         for client in _clients(own_nodes):
             client.delete(a.key)
+
+
+def test_restart_guard_denies_the_wiped_server_a_vote(
+    own_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    # Scenario 8 with the guard: the restarted-empty server abstains until every lease it may
+    # have forgotten has expired, so B cannot reach a majority while A holds.
+    ttl = 1.0
+    clients = _clients(own_nodes)
+    for client in clients:
+        client.set(EPOCH_KEY, 0)  # provisioned long ago
+    options: dict[str, Any] = {"ttl": ttl, "node_timeout": 0.15, "retries": 0}
+    for i in (3, 4):
+        clients[i].set(f"{{lock:{prefix}}}", "other", px=60_000)
+    a = Redlock(clients, prefix, restart_guard=ttl, **options)
+    assert a.acquire()  # on servers 0, 1, 2
+    for i in (3, 4):
+        clients[i].delete(a.key)
+    own_nodes[2].restart(wipe=True)
+    _wait_up(own_nodes[2])
+    b = Redlock(_clients(own_nodes), prefix, restart_guard=ttl, **options)
+    assert b.acquire() is False  # server 2 abstains: only 3 and 4 would vote
+    time.sleep(ttl + 0.2)  # A's lease and server 2's guard have both run out
+    assert b.acquire()
+    b.release()
+
+
+def test_restart_guard_unprovisioned_servers_abstain_at_first(
+    own_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    clients = _clients(own_nodes)
+    for client in clients:
+        client.delete(EPOCH_KEY)
+    lock = Redlock(clients, prefix, ttl=1, node_timeout=0.15, retries=0, restart_guard=1)
+    assert lock.acquire() is False  # no server can vouch for its past yet
+    assert _keys_left(own_nodes, list(range(5)), lock.key) == 0
+    time.sleep(1.2)
+    assert lock.acquire()
+    lock.release()
 
 
 @pytest.mark.xfail(

@@ -15,15 +15,19 @@ from .._script import package_script
 from .._validate import check_int, duration_ms
 from .lock import check_ttl_arg
 
-__all__ = ["CLOCK_SLACK", "RedlockCore"]
+__all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
 
 # Added to the drift allowance: the granularity of server-side expiry (about 1 ms) plus one.
 CLOCK_SLACK = 0.002
 MIN_NODES = 3
 
 
+# Per server, not per lock: vanishes only when the server loses its data (see restart_guard).
+EPOCH_KEY = make_key("redlock", b"epoch")
+
+
 def _granted(reply: Any) -> bool:
-    return reply is True or reply in (b"OK", "OK")
+    return reply is True or reply in (b"OK", "OK", 1)
 
 
 def _as_text(reply: Any) -> str | None:
@@ -47,6 +51,7 @@ class RedlockCore:
         "node_timeout",
         "nodes",
         "quorum",
+        "restart_guard_ms",
         "retries",
         "retry_delay",
         "timeout_ms",
@@ -63,6 +68,7 @@ class RedlockCore:
         retry_delay: object,
         node_timeout: object,
         timeout: object,
+        restart_guard: object = None,
     ) -> None:
         if len(addresses) < MIN_NODES:
             raise ConfigurationError(
@@ -101,6 +107,13 @@ class RedlockCore:
         self.timeout_ms = (
             None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
         )
+        self.restart_guard_ms = (
+            None if restart_guard is None else duration_ms(restart_guard, "restart_guard")
+        )
+        if self.restart_guard_ms is not None and self.restart_guard_ms < self.ttl_ms:
+            raise ConfigurationError(
+                f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
+            )
         self._token: str | None = None
         self._held = False
         self._lost = False
@@ -152,9 +165,7 @@ class RedlockCore:
         attempts = self.retries + 1 if blocking else 1
         for attempt in range(attempts):
             sent_at = yield Now()
-            replies = yield self._fan_out(
-                lambda i: Command(("SET", self.key, token, "NX", "PX", self.ttl_ms), node=i)
-            )
+            replies = yield self._fan_out(lambda i: self._grant(token, i))
             done_at = yield Now()
             granted = sum(1 for reply in replies if _granted(reply))
             validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
@@ -175,6 +186,13 @@ class RedlockCore:
             delay = random.uniform(self.retry_delay / 2, self.retry_delay)
             yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
         return False
+
+    def _grant(self, token: str, node: int) -> Command | Eval:
+        if self.restart_guard_ms is None:
+            return Command(("SET", self.key, token, "NX", "PX", self.ttl_ms), node=node)
+        keys = (self.key, EPOCH_KEY)
+        args = (token, self.ttl_ms, self.restart_guard_ms)
+        return Eval(package_script("redlock_acquire"), keys, args, node=node)
 
     def _unlock_all(self, token: str) -> Plan[int]:
         script = package_script("lock_release")

@@ -39,10 +39,17 @@ class Redlock:
         node_timeout: the most one attempt waits for the servers; must be < ttl / N
             (default: min(0.5 s, ttl / 2N)).
         timeout: the default longest wait of `acquire` (``None``: bounded by retries only).
+        restart_guard: the spec's "delayed restart", enforced in-band: a server that lost its
+            data (restart without persistence) gets no vote for this many seconds (>= ttl;
+            use the longest ttl any holder of this name uses). Each server keeps a marker key
+            ``{redlock:epoch}``; a server first seen without it also abstains for this long,
+            unless you pre-seed it (``SET {redlock:epoch} 0``) when provisioning. Acquire then
+            runs one script per server instead of ``SET``. ``None`` (default): no guard.
 
     Raises:
         ConfigurationError: fewer than 3 clients, the same server twice, bad durations, a
-            drift factor outside [0, 0.1] or node_timeout >= ttl / N (before any I/O).
+            drift factor outside [0, 0.1], node_timeout >= ttl / N or restart_guard < ttl
+            (before any I/O).
         TypeError: a cluster client or a client of the wrong flavour (sync vs asyncio).
     """
 
@@ -57,13 +64,22 @@ class Redlock:
         retry_delay: Duration = 0.2,
         node_timeout: Duration | None = None,
         timeout: Duration | None = None,
+        restart_guard: Duration | None = None,
     ) -> None:
         if not isinstance(clients, list | tuple):
             raise ConfigurationError("clients must be a list or tuple of redis-py clients")
         self._runner = SyncRunner(list(clients))
         addresses = [node_address(client) for client in clients]
         self._core = RedlockCore(
-            addresses, name, ttl, drift_factor, retries, retry_delay, node_timeout, timeout
+            addresses,
+            name,
+            ttl,
+            drift_factor,
+            retries,
+            retry_delay,
+            node_timeout,
+            timeout,
+            restart_guard,
         )
 
     def __repr__(self) -> str:
