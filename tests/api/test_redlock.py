@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 import time
 from typing import Any
 
@@ -247,3 +248,40 @@ def test_validity_never_exceeds_majority_pttl(
         assert remaining is not None
         assert lock.valid_until - before <= remaining + 0.001  # + PTTL's 1 ms rounding
         lock.release()
+
+
+def test_redlock_watchdog_renews_and_reports_loss(
+    redlock_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    clients = _clients(redlock_nodes)
+    lost = threading.Event()
+    lock = Redlock(
+        clients, prefix, ttl=1, node_timeout=0.15, auto_renew=True, on_lost=lambda _: lost.set()
+    )
+    rival = Redlock(clients, prefix, ttl=1, node_timeout=0.15, retries=0)
+    assert lock.acquire()
+    deadline = time.monotonic() + 2.5  # 2.5 x ttl
+    while time.monotonic() < deadline:
+        assert rival.acquire(blocking=False) is False
+        time.sleep(0.05)
+    assert lock.owned()
+    assert not lost.is_set()
+    for client in clients[:3]:
+        client.delete(lock.key)  # a majority forgets the lock
+    assert lost.wait(10)
+    assert lock.lost
+    assert not any(c.exists(lock.key) for c in clients)  # released everywhere on loss
+    with pytest.raises(LockNotOwnedError):
+        lock.release()
+
+
+def test_redlock_watchdog_stops_on_release(
+    redlock_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    lock = Redlock(_clients(redlock_nodes), prefix, ttl=0.6, node_timeout=0.1, auto_renew=True)
+    assert lock.acquire()
+    time.sleep(0.3)
+    lock.release()
+    with _counter(redlock_nodes) as seen:
+        time.sleep(0.5)
+    assert seen.count == 0

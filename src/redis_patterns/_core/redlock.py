@@ -40,6 +40,7 @@ class RedlockCore:
     """State and plans shared by `Redlock` and `AsyncRedlock`; the owner is this object."""
 
     __slots__ = (
+        "_generation",
         "_held",
         "_lost",
         "_token",
@@ -114,6 +115,7 @@ class RedlockCore:
             raise ConfigurationError(
                 f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
             )
+        self._generation = 0
         self._token: str | None = None
         self._held = False
         self._lost = False
@@ -170,6 +172,7 @@ class RedlockCore:
             granted = sum(1 for reply in replies if _granted(reply))
             validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
             if granted >= self.quorum and validity > 0:
+                self._generation += 1
                 self._token = token
                 self._held = True
                 self._lost = False
@@ -210,6 +213,7 @@ class RedlockCore:
         self.check_owned()
         token = self._token
         assert token is not None
+        self._generation += 1
         now = yield Now()
         deleted = yield from self._unlock_all(token)
         expired = self._valid_until is not None and now >= self._valid_until
@@ -228,29 +232,47 @@ class RedlockCore:
         return ttl_ms
 
     def extend(self, ttl_ms: int) -> Plan[None]:
+        extended = yield from self._extend(ttl_ms)
+        if extended is not None:
+            raise LockNotOwnedError(
+                f"Redlock {self.name!r} extended on {extended} of {self.nodes} servers only "
+                f"(quorum {self.quorum}) or too late; it is released everywhere"
+            )
+
+    def _extend(self, ttl_ms: int) -> Plan[int | None]:
+        """Extend on every server; ``None`` on success, else how many servers extended (the
+        lock is then marked lost and released everywhere)."""
         token = self._token
         assert token is not None
+        generation = self._generation
         script = package_script("lock_extend")
         sent_at = yield Now()
         if self._valid_until is not None and sent_at >= self._valid_until:
-            replies: list[Any] = []
+            replies: list[Any] = []  # too late: a majority may already have expired it
         else:
             replies = yield self._fan_out(
                 lambda i: Eval(script, (self.key,), (token, ttl_ms), node=i)
             )
         done_at = yield Now()
+        if generation != self._generation:
+            return None  # released meanwhile (a watchdog tick racing with release)
         extended = sum(1 for r in replies if not isinstance(r, BaseException) and r == 1)
         validity = ttl_ms / 1000 - (done_at - sent_at) - self.drift(ttl_ms)
         if extended < self.quorum or validity <= 0:
             self._lost = True
             self._held = False
             yield from self._unlock_all(token)
-            raise LockNotOwnedError(
-                f"Redlock {self.name!r} extended on {extended} of {self.nodes} servers only "
-                f"(quorum {self.quorum}); it is released everywhere"
-            )
+            return extended
         self._validity = validity
         self._valid_until = done_at + validity
+        return None
+
+    def renew(self) -> Plan[float | None]:
+        """One watchdog tick; the delay to the next, or ``None`` to stop."""
+        if not self._held or self._lost or self._token is None:
+            return None
+        yield from self._extend(self.ttl_ms)
+        return None if self._lost or not self._held else self.ttl_ms / 3000
 
     def locked(self) -> Plan[bool]:
         replies = yield self._fan_out(lambda i: Command(("EXISTS", self.key), node=i))

@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 
+from .._background import Handle
 from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import SyncClient, SyncRunner, node_address
@@ -45,6 +46,10 @@ class Redlock:
             ``{redlock:epoch}``; a server first seen without it also abstains for this long,
             unless you pre-seed it (``SET {redlock:epoch} 0``) when provisioning. Acquire then
             runs one script per server instead of ``SET``. ``None`` (default): no guard.
+        auto_renew: extend on every server every ``ttl / 3`` while held (the shared watchdog
+            thread/task); an extension that misses the majority or the validity marks the lock
+            `lost`, releases it everywhere and calls ``on_lost``.
+        on_lost: called with this lock when the watchdog finds it lost.
 
     Raises:
         ConfigurationError: fewer than 3 clients, the same server twice, bad durations, a
@@ -65,6 +70,8 @@ class Redlock:
         node_timeout: Duration | None = None,
         timeout: Duration | None = None,
         restart_guard: Duration | None = None,
+        auto_renew: bool = False,
+        on_lost: Callable[[Redlock], object] | None = None,
     ) -> None:
         if not isinstance(clients, list | tuple):
             raise ConfigurationError("clients must be a list or tuple of redis-py clients")
@@ -81,6 +88,14 @@ class Redlock:
             timeout,
             restart_guard,
         )
+        if not isinstance(auto_renew, bool):
+            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
+        self._auto_renew = auto_renew
+        self._on_lost = on_lost
+        self._watch: Handle | None = None
+        self._notified = False
 
     def __repr__(self) -> str:
         state = "held" if self._core.held else "free"
@@ -143,7 +158,11 @@ class Redlock:
             LockError: this object already holds the lock.
         """
         wait = self._core.check_acquire(blocking, timeout)
-        return self._runner.run(self._core.acquire(blocking, wait))
+        acquired = self._runner.run(self._core.acquire(blocking, wait))
+        if acquired and self._auto_renew:
+            self._notified = False
+            self._watch = self._runner.repeat(self._renew, self._core.ttl_ms / 3000)
+        return acquired
 
     def release(self) -> None:
         """Delete our token on every server (one command per server; shielded from
@@ -154,6 +173,7 @@ class Redlock:
                 than a majority of servers or the validity had run out (the lock may have
                 been someone else's meanwhile).
         """
+        self._stop_watch()
         self._runner.run_shielded(self._core.release())
 
     def extend(self, ttl: Duration | None = None) -> None:
@@ -190,6 +210,19 @@ class Redlock:
         ids = self._runner.run(self._core.server_ids())
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")
+
+    def _renew(self) -> float | None:
+        delay = self._runner.run(self._core.renew())
+        if self._core.lost and not self._notified:
+            self._notified = True
+            if self._on_lost is not None:
+                self._on_lost(self)
+        return delay
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
 
     def __enter__(self) -> Redlock:
         if not self.acquire():
