@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import multiprocessing
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -26,6 +27,7 @@ from redis_patterns import (
     EmbeddedServer,
     FencedStore,
     Lock,
+    LockNotOwnedError,
     Redlock,
     StaleFenceError,
 )
@@ -210,6 +212,79 @@ def test_processes_never_overlap(
     assert done == procs * rounds
     with redlock_nodes[0].client() as client:
         assert int(client.get(f"{prefix}:n") or 0) == procs * rounds  # no lost update
+
+
+def _contend_under_faults(
+    ports: list[int], counter_port: int, name: str, rounds: int
+) -> tuple[int, int, int]:
+    """Critical sections on a counter of a separate server; returns (done, attempts, not_owned)."""
+    clients = [redis.Redis(port=p, socket_timeout=2, socket_connect_timeout=2) for p in ports]
+    counter = redis.Redis(port=counter_port, socket_timeout=5)
+    done = attempts = not_owned = 0
+    while done < rounds and attempts < rounds * 200:
+        attempts += 1
+        lock = Redlock(clients, name, ttl=2, retries=0, node_timeout=0.2)
+        if not lock.acquire():
+            time.sleep(random.uniform(0.005, 0.05))
+            continue
+        value = int(counter.get(f"{name}:n") or 0)  # racy on purpose: the lock protects it
+        counter.set(f"{name}:n", value + 1)
+        done += 1
+        try:
+            lock.release()
+        except LockNotOwnedError:
+            not_owned += 1  # our token was on servers that died meanwhile: fine, it expires
+    return done, attempts, not_owned
+
+
+def test_minority_faults_during_contention(
+    own_nodes: list[EmbeddedServer],
+    redlock_nodes: list[EmbeddedServer],
+    prefix: str,
+    scale: Callable[[int, int], int],
+) -> None:
+    # Scenario 7: two random servers are killed every cycle and restarted (empty) only after
+    # the max TTL, as the spec's delayed restart requires; processes keep contending.
+    procs, rounds = scale(3, 6), scale(20, 200)
+    ports = [node.port or 0 for node in own_nodes]
+    stop = threading.Event()
+    kills = 0
+
+    def nemesis() -> None:
+        nonlocal kills
+        rng = random.Random(11)
+        while not stop.is_set():
+            victims = rng.sample(range(5), 2)
+            for i in victims:
+                own_nodes[i].kill()
+            kills += 2
+            stop.wait(2.1)  # >= max TTL (2 s) before they come back without their data
+            for i in victims:
+                own_nodes[i].start()
+            stop.wait(0.5)
+
+    thread = threading.Thread(target=nemesis)
+    thread.start()
+    try:
+        spawn = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(procs, mp_context=spawn) as pool:
+            counter_port = redlock_nodes[0].port or 0
+            futures = [
+                pool.submit(_contend_under_faults, ports, counter_port, prefix, rounds)
+                for _ in range(procs)
+            ]
+            results = [f.result(timeout=600) for f in futures]
+    finally:
+        stop.set()
+        thread.join(30)
+        for node in own_nodes:
+            if not node.running:
+                node.start()
+    done = sum(r[0] for r in results)
+    assert kills >= 2
+    assert done == procs * rounds
+    with redlock_nodes[0].client() as client:
+        assert int(client.get(f"{prefix}:n") or 0) == done  # no overlapping critical sections
 
 
 @pytest.mark.xfail(
