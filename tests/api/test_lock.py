@@ -429,7 +429,7 @@ def test_watchdog_keeps_lock_past_ttl(backend: Backend, prefix: str, scale: Any)
     lock = Lock(client, prefix, ttl=1, auto_renew=True)
     rival = Lock(backend.client(), prefix, ttl=1)
     assert lock.acquire()
-    hold = scale(2.5, 5.0)
+    hold = scale(2.0, 5.0)
     deadline = time.monotonic() + hold
     attempts = 0
     while time.monotonic() < deadline:

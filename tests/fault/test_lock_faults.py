@@ -39,7 +39,7 @@ def _spec(backend: Backend) -> Spec:
 def test_processes_mutual_exclusion_and_fences(
     backend: Backend, prefix: str, scale: Callable[[int, int], int], api: str
 ) -> None:
-    procs, rounds = 8, scale(50, 250) if api == "sync" else scale(20, 250)
+    procs, rounds = 8, scale(50, 250) if api == "sync" else scale(10, 250)
     work = contend if api == "sync" else contend_async
     counter_key = f"{{lock:{prefix}}}:n"  # same slot as the lock, any node would do
     spawn = multiprocessing.get_context("spawn")
@@ -151,7 +151,7 @@ def test_killed_holder_frees_lock_within_ttl(
 ) -> None:
     ttl = 1.0
     client = backend.client()
-    for _ in range(scale(2, 200)):
+    for _ in range(scale(1, 200)):
         holder = make_holder(_spec(backend), prefix, ttl)
         assert holder.ask("acquire").startswith("fence ")
         rival = Lock(client, prefix, ttl=ttl)
