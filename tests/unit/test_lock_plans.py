@@ -7,9 +7,11 @@ import random
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from redis_patterns import BackendTimeoutError, LockNotOwnedError
-from redis_patterns._core.lock import Backoff, LockCore
+from redis_patterns import BackendTimeoutError, ConfigurationError, LockNotOwnedError
+from redis_patterns._core.lock import Backoff, FencedStoreCore, LockCore
 from redis_patterns._plan import Command, Eval, Now, Sleep, run_canned
 
 
@@ -127,3 +129,45 @@ def test_lock_core_modules_import_no_redis() -> None:
             for alias in node.names
         } | {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         assert not {m for m in imported if m == "redis" or m.startswith("redis.")}, module
+
+
+_anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=5),
+    st.binary(max_size=5),
+    st.timedeltas(),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(name=st.one_of(_anything, st.text(max_size=2000)), ttl=_anything, timeout=_anything)
+def test_fuzzed_lock_arguments_are_refused_cleanly(
+    name: object, ttl: object, timeout: object
+) -> None:
+    # Constructors do no I/O; bad input must be a ConfigurationError (a ValueError), never
+    # anything else, and accepted input must be sane.
+    try:
+        core = LockCore(object(), name, ttl, timeout, False, None, None)  # type: ignore[arg-type]
+    except ConfigurationError:
+        return
+    assert core.ttl_ms >= 3
+    assert isinstance(name, str | bytes)
+    assert not isinstance(name, bool)
+    assert core.timeout_ms is None or core.timeout_ms >= 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(fence=_anything)
+def test_fuzzed_fences_are_refused_before_io(fence: object) -> None:
+    plan = FencedStoreCore("r").write(fence, "f", "v")
+    try:
+        effect = next(plan)
+    except ConfigurationError:
+        return
+    assert isinstance(fence, int)
+    assert not isinstance(fence, bool)
+    assert 0 <= fence < 2**53
+    assert isinstance(effect, Eval)
