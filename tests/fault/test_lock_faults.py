@@ -19,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import redis
+from _latency_proxy import LatencyProxy
 from _lock_procs import Spec, contend, contend_async
 
 from redis_patterns import EmbeddedServer, FencedStore, Lock, LockError
@@ -200,3 +202,38 @@ def test_wait_replicas(primary_and_replica: tuple[EmbeddedServer, EmbeddedServer
         replica.resume()
     assert lock.acquire()
     lock.release()
+
+
+@pytest.mark.parametrize("one_way", [0.05, 0.12])
+def test_watchdog_under_latency(
+    valkey_server: EmbeddedServer, prefix: str, scale: Callable[[int, int], int], one_way: float
+) -> None:
+    # Scenario 4: the holder's link adds latency (round trip 2 x one_way <= ttl / 4). The
+    # watchdog must not report a false loss, and the client's `valid_until` must never run
+    # past the expiry an observer with a direct link samples on the server.
+    ttl = 1.0
+    hold = scale(3, 10) * ttl
+    with (
+        valkey_server.client() as observer,
+        LatencyProxy(valkey_server.port or 0, one_way) as proxy,
+    ):
+        client = redis.Redis(port=proxy.port, socket_timeout=10)
+        lock = Lock(client, prefix, ttl=ttl, auto_renew=True)
+        assert lock.acquire()
+        samples = violations = 0
+        deadline = time.monotonic() + hold
+        while time.monotonic() < deadline:
+            valid_until = lock.valid_until
+            pttl = observer.pttl(lock.key)
+            after = time.monotonic()
+            assert pttl > 0  # the key always has an expiry and is never gone
+            assert valid_until is not None
+            samples += 1
+            violations += valid_until > after + pttl / 1000 + 0.001
+            time.sleep(0.02)
+        assert not lock.lost
+        assert lock.owned()
+        lock.release()
+        client.close()
+    assert samples > 20
+    assert violations == 0

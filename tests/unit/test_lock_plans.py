@@ -70,8 +70,11 @@ def test_release_not_ours_clears_state_and_raises() -> None:
 def test_renew_marks_lost_once_and_stops() -> None:
     core = _core(auto_renew=True)
     run_canned(core.acquire(False, None), [0.0, [1, 7]])
-    delay, effects = run_canned(core.renew(), [0.3, 1])  # Lua extend answered 1
+    delay, effects = run_canned(core.renew(), [0.3, 1, 0.3])  # Lua extend answered 1
     assert delay == pytest.approx(1 / 3)
+    # A slow round trip shortens the wait: the next renewal is due ttl/3 after this one was sent.
+    delay, _ = run_canned(core.renew(), [0.6, 1, 0.8])
+    assert delay == pytest.approx(1 / 3 - 0.2)
     assert isinstance(effects[1], Eval)
     delay, _ = run_canned(core.renew(), [0.6, 0])
     assert delay is None

@@ -123,7 +123,8 @@ class AsyncLock:
         if acquired:
             self._notified = False
             if self._core.auto_renew:
-                self._watch = self._runner.repeat(self._renew, self._core.renew_interval)
+                first = await self._runner.run(self._core.renewal_delay())
+                self._watch = self._runner.repeat(self._renew, first)
         return acquired
 
     async def release(self) -> None:

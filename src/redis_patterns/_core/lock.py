@@ -325,7 +325,16 @@ class LockCore:
             self._lost = True
             return None
         self._valid_until = now + self.ttl_ms / 1000
-        return self.renew_interval
+        return (yield from self.renewal_delay())
+
+    def renewal_delay(self) -> Plan[float]:
+        """Seconds until the next renewal: when 2/3 of the lease remain on our conservative
+        clock (at once if a slow round trip already ate into it), at most ttl/3."""
+        now: float = yield Now()
+        if self._valid_until is None:
+            return self.renew_interval
+        left: float = self._valid_until - now - 2 * self.renew_interval
+        return max(0.0, min(self.renew_interval, left))
 
     def locked(self) -> Plan[bool]:
         reply = yield Command(("EXISTS", self.key))

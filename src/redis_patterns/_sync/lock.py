@@ -124,7 +124,8 @@ class Lock:
         if acquired:
             self._notified = False
             if self._core.auto_renew:
-                self._watch = self._runner.repeat(self._renew, self._core.renew_interval)
+                first = self._runner.run(self._core.renewal_delay())
+                self._watch = self._runner.repeat(self._renew, first)
         return acquired
 
     def release(self) -> None:
