@@ -204,7 +204,7 @@ def test_wait_replicas(primary_and_replica: tuple[EmbeddedServer, EmbeddedServer
     lock.release()
 
 
-@pytest.mark.parametrize("one_way", [0.05, 0.12])
+@pytest.mark.parametrize("one_way", [0.12])
 def test_watchdog_under_latency(
     valkey_server: EmbeddedServer, prefix: str, scale: Callable[[int, int], int], one_way: float
 ) -> None:
@@ -212,7 +212,7 @@ def test_watchdog_under_latency(
     # watchdog must not report a false loss, and the client's `valid_until` must never run
     # past the expiry an observer with a direct link samples on the server.
     ttl = 1.0
-    hold = scale(3, 10) * ttl
+    hold = scale(3, 10) * ttl  # RELIABILITY: 10 x TTL
     with (
         valkey_server.client() as observer,
         LatencyProxy(valkey_server.port or 0, one_way) as proxy,
