@@ -101,9 +101,9 @@ class AsyncLock:
     async def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
         """Take the lock, waiting with jittered exponential backoff while someone else holds it.
 
-        Each attempt is one command. Cancelling a waiting ``acquire`` is safe; cancelling it
-        while its last attempt is in flight may leave a lease nobody knows of, which expires
-        after ``ttl``.
+        Each attempt is one command. With asyncio, cancelling a waiting ``acquire`` is safe;
+        cancelling it while its last attempt is in flight may leave a lease nobody knows of,
+        which expires after ``ttl``.
 
         Args:
             blocking: wait for the lock (``True``) or try once (``False``).
@@ -128,8 +128,8 @@ class AsyncLock:
         return acquired
 
     async def release(self) -> None:
-        """Release the lock if this object still holds it (one command; runs to completion
-        even if the calling task is cancelled).
+        """Release the lock if this object still holds it (one command; with asyncio it runs
+        to completion even if the calling task is cancelled).
 
         Raises:
             LockNotOwnedError: never acquired, already released, lost, or expired and maybe

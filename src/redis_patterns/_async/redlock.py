@@ -164,8 +164,8 @@ class AsyncRedlock:
         return acquired
 
     async def release(self) -> None:
-        """Delete our token on every server (one command per server; shielded from
-        cancellation).
+        """Delete our token on every server (one command per server; with asyncio, shielded
+        from cancellation).
 
         Raises:
             LockNotOwnedError: never acquired, already released, or our token was on fewer

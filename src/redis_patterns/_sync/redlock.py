@@ -165,8 +165,8 @@ class Redlock:
         return acquired
 
     def release(self) -> None:
-        """Delete our token on every server (one command per server; shielded from
-        cancellation).
+        """Delete our token on every server (one command per server; with asyncio, shielded
+        from cancellation).
 
         Raises:
             LockNotOwnedError: never acquired, already released, or our token was on fewer
