@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import math
+import shutil
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from redis_patterns import (
     AsyncFencedStore,
     AsyncLock,
     ConfigurationError,
+    EmbeddedCluster,
     FencedStore,
     Lock,
     LockError,
@@ -299,6 +302,24 @@ def test_native_probe_falls_back_to_lua_once(backend: Backend, prefix: str) -> N
         lock.extend()
         lock.release()
     assert seen.names == ["EVALSHA", "EVALSHA"]
+
+
+@pytest.fixture(scope="module")
+def redis7_cluster() -> Iterator[EmbeddedCluster]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server (Redis 7) is not on PATH")
+    with EmbeddedCluster(3, "redis-server") as made:
+        yield made
+
+
+def test_redis7_cluster_falls_back_to_lua(redis7_cluster: EmbeddedCluster, prefix: str) -> None:
+    # redis-py's cluster router refuses DELIFEQ itself ("doesn't exist") before sending it.
+    lock = Lock(redis7_cluster.client(), prefix, ttl=5)
+    for _ in range(2):
+        assert lock.acquire()
+        lock.extend()
+        lock.release()
+        assert not lock.locked()
 
 
 async def test_async_one_command_each(backend: Backend, prefix: str) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 from .._errors import (
     BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
     ConfigurationError,
     LockError,
     LockNotOwnedError,
@@ -264,9 +266,13 @@ class LockCore:
         if native is not False:
             try:
                 reply = yield Command(("DELIFEQ", self.key, token))
-            except BackendError as exc:
-                if "unknown command" not in str(exc).lower() or native:
+            except (BackendUnavailableError, BackendTimeoutError):
+                raise  # the command may have run: never fall back to a second delete
+            except BackendError:
+                if native:
                     raise
+                # Refused without running: the server ("unknown command") or redis-py's cluster
+                # router ("command doesn't exist") does not know DELIFEQ. Scripts from now on.
                 self._remember_native(False)
             else:
                 self._remember_native(True)
