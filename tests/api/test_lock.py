@@ -560,3 +560,18 @@ async def test_async_watchdog_loss_can_cancel_holder(backend: Backend, prefix: s
     with pytest.raises(LockNotOwnedError):
         await lock.release()
     await client.aclose()
+
+
+def test_works_with_decode_responses(backend: Backend, prefix: str) -> None:
+    client = backend.client(decode_responses=True)
+    lock = Lock(client, prefix, ttl=5)
+    assert lock.acquire()
+    assert lock.owned()
+    assert isinstance(lock.fence, int)
+    lock.extend()
+    store = FencedStore(client, prefix)
+    store.write(lock.fence, "f", "v")
+    assert store.read("f") == "v"
+    assert store.highest() == lock.fence
+    lock.release()
+    assert not lock.locked()

@@ -285,3 +285,12 @@ def test_redlock_watchdog_stops_on_release(
     with _counter(redlock_nodes) as seen:
         time.sleep(0.5)
     assert seen.count == 0
+
+
+def test_redlock_with_decode_responses(redlock_nodes: list[EmbeddedServer], prefix: str) -> None:
+    lock = Redlock(_clients(redlock_nodes, decode_responses=True), prefix, ttl=5, node_timeout=0.5)
+    assert lock.acquire()
+    assert lock.owned()
+    lock.extend()
+    lock.release()
+    assert not lock.locked()
