@@ -13,6 +13,7 @@ import redis
 from redis_patterns import (
     AsyncRedlock,
     ConfigurationError,
+    EmbeddedCluster,
     EmbeddedServer,
     LockError,
     LockNotOwnedError,
@@ -294,3 +295,8 @@ def test_redlock_with_decode_responses(redlock_nodes: list[EmbeddedServer], pref
     lock.extend()
     lock.release()
     assert not lock.locked()
+
+
+def test_cluster_clients_are_refused(cluster: EmbeddedCluster) -> None:
+    with pytest.raises(TypeError, match="standalone"):
+        Redlock([cluster.client() for _ in range(3)], "x")
