@@ -32,6 +32,7 @@ RULES: list[tuple[str, str]] = [
     (r"\basync def\b", "def"),
     (r"\bawait ", ""),
     (r"\bAsync([A-Z]\w*)", r"\1"),
+    (r"\basync with\b", "with"),
 ]
 
 

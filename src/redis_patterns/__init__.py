@@ -4,7 +4,9 @@ from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.cache import AsyncCache, AsyncCachedFunction
 from ._async.cache_write import AsyncWriteBehind, AsyncWriteThrough
 from ._async.leaderboard import AsyncLeaderboard, AsyncTimedLeaderboard
+from ._async.lock import AsyncFencedStore, AsyncLock
 from ._async.pubsub import AsyncPublisher, AsyncSubscriber
+from ._async.redlock import AsyncRedlock
 from ._async.sessions import AsyncSessionStore
 from ._async.streams import AsyncStreamQueue, AsyncWorker
 from ._async.transaction import async_transaction
@@ -49,7 +51,9 @@ from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
 from ._sync.cache_write import WriteBehind, WriteThrough
 from ._sync.leaderboard import Leaderboard, TimedLeaderboard
+from ._sync.lock import FencedStore, Lock
 from ._sync.pubsub import Publisher, Subscriber
+from ._sync.redlock import Redlock
 from ._sync.sessions import SessionStore
 from ._sync.streams import StreamQueue, Worker
 from ._sync.transaction import transaction
@@ -59,8 +63,11 @@ __all__ = [
     "AsyncBoundedCounter",
     "AsyncCache",
     "AsyncCachedFunction",
+    "AsyncFencedStore",
     "AsyncLeaderboard",
+    "AsyncLock",
     "AsyncPublisher",
+    "AsyncRedlock",
     "AsyncSessionStore",
     "AsyncStreamQueue",
     "AsyncSubscriber",
@@ -82,10 +89,12 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "Entry",
+    "FencedStore",
     "FlushResult",
     "FunctionLibrary",
     "Gap",
     "Leaderboard",
+    "Lock",
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
@@ -98,6 +107,7 @@ __all__ = [
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
+    "Redlock",
     "Script",
     "ScriptError",
     "Serializer",

@@ -26,6 +26,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import _background
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -65,6 +66,7 @@ __all__ = [
     "SyncRunner",
     "TransactionFunction",
     "map_backend_error",
+    "node_address",
     "runner_for",
 ]
 
@@ -210,7 +212,6 @@ class SyncRunner:
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     def run(self, plan: Plan[T]) -> T:
         """Drive ``plan`` to its end and return its value."""
@@ -228,6 +229,17 @@ class SyncRunner:
             return value
         finally:
             plan.close()
+
+    def run_shielded(self, plan: Plan[T]) -> T:
+        """`run`; the asyncio twin finishes the plan even when the caller is cancelled."""
+        return self.run(plan)
+
+    def repeat(self, job: _background.SyncJob, delay: float) -> _background.Handle:
+        """Run ``job`` after ``delay`` s on the process's one shared background thread.
+
+        ``job`` returns the delay until its next run, or ``None`` to stop.
+        """
+        return _background.thread_ticker().add(job, delay)
 
     def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
@@ -348,23 +360,37 @@ class SyncRunner:
         return SyncListener(self.clients[0], channel, on_message, on_state)
 
     def _gather(self, effect: Gather) -> list[Any]:
-        if self._pool is None:
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                max_workers=max(len(self.clients), len(effect.effects)),
-                thread_name_prefix="redis-patterns-gather",
+        # One short-lived daemon thread per effect rather than a fixed pool: a call stuck on a
+        # hung server (until its socket timeout) must not delay the next fan-out's calls to
+        # healthy servers, nor keep the interpreter from exiting.
+        futures: list[concurrent.futures.Future[Any]] = []
+        for sub in effect.effects:
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.set_running_or_notify_cancel()
+            thread = threading.Thread(
+                target=self._perform_into,
+                args=(sub, future),
+                name="redis-patterns-gather",
+                daemon=True,
             )
-        futures = [self._pool.submit(self.perform, e) for e in effect.effects]
+            thread.start()
+            futures.append(future)
         concurrent.futures.wait(futures, timeout=effect.timeout)
         results: list[Any] = []
         for future in futures:
             if not future.done():
-                future.cancel()
                 results.append(BackendTimeoutError("no reply within the fan-out timeout"))
             elif (error := future.exception()) is not None:
                 results.append(error)
             else:
                 results.append(future.result())
         return results
+
+    def _perform_into(self, effect: Effect, future: concurrent.futures.Future[Any]) -> None:
+        try:
+            future.set_result(self.perform(effect))
+        except BaseException as exc:
+            future.set_exception(exc)
 
 
 class AsyncRunner:
@@ -412,6 +438,24 @@ class AsyncRunner:
                     except RedisError as exc:
                         raise map_backend_error(exc) from exc
                 self._ready = True
+
+    async def run_shielded(self, plan: Plan[T]) -> T:
+        """`run`, shielded from cancellation: a cancelled caller gets ``CancelledError`` at once
+        while the plan still runs to its end (e.g. a lock release is neither half done nor
+        forgotten)."""
+        task = asyncio.ensure_future(self.run(plan))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_retrieve)
+            raise
+
+    def repeat(self, job: _background.AsyncJob, delay: float) -> _background.Handle:
+        """Run ``job`` after ``delay`` s on the running loop's one shared background task.
+
+        ``job`` returns the delay until its next run, or ``None`` to stop.
+        """
+        return _background.loop_ticker().add(job, delay)
 
     async def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
@@ -753,6 +797,26 @@ class AsyncListener(_ListenerBase):
             self._task.cancel()
         if self._owned and self._client is not None:
             await self._client.aclose()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a background task's outcome as seen (its error belongs to nobody now)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def node_address(client: object) -> str:
+    """``host:port`` (or the unix socket path) a standalone client connects to; no I/O.
+
+    Raises:
+        TypeError: ``client`` is a cluster client (it has no single address).
+    """
+    if isinstance(client, _CLUSTER_TYPES):
+        raise TypeError("expected a standalone client, got a cluster client")
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
 def _as_tuple(clients: Any, types: tuple[type, ...], kind: str) -> tuple[Any, ...]:

@@ -1,0 +1,133 @@
+"""Uncontended acquire+release: redis-patterns Lock vs redis-py Lock, pottery, python-redis-lock.
+
+Run: ``.venv/bin/python benchmarks/bench_locks.py [--ops N] [--server valkey|redis-server]``
+(peers installed by hand: ``pip install pottery python-redis-lock``; they are not dependencies).
+Every library talks to the same embedded server in one run; commands per operation are
+counted exactly with MONITOR on a separate sample, not estimated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from collections.abc import Callable
+
+import redis
+
+from redis_patterns import EmbeddedServer, Lock
+from redis_patterns.testing.counter import CommandCounter
+
+Cycle = Callable[[int], None]
+
+
+def ours(client: redis.Redis) -> Cycle:
+    lock = Lock(client, "bench:ours", ttl=30)
+
+    def cycle(_: int) -> None:
+        lock.acquire(blocking=False)
+        lock.release()
+
+    return cycle
+
+
+def redis_py(client: redis.Redis) -> Cycle:
+    lock = client.lock("bench:redis-py", timeout=30)
+
+    def cycle(_: int) -> None:
+        lock.acquire(blocking=False)
+        lock.release()
+
+    return cycle
+
+
+def pottery_redlock(client: redis.Redis) -> Cycle:
+    from pottery import Redlock
+
+    lock = Redlock(key="bench:pottery", masters={client}, auto_release_time=30)
+
+    def cycle(_: int) -> None:
+        lock.acquire(blocking=False)
+        lock.release()
+
+    return cycle
+
+
+def python_redis_lock(client: redis.Redis) -> Cycle:
+    import redis_lock
+
+    def cycle(_: int) -> None:
+        lock = redis_lock.Lock(client, "bench:python-redis-lock", expire=30)
+        lock.acquire(blocking=False)
+        lock.release()
+
+    return cycle
+
+
+CANDIDATES: dict[str, Callable[[redis.Redis], Cycle]] = {
+    "redis-patterns Lock": ours,
+    "redis-py Lock": redis_py,
+    "pottery Redlock (1 node)": pottery_redlock,
+    "python-redis-lock": python_redis_lock,
+}
+
+
+def count_commands(server: EmbeddedServer, make: Callable[[redis.Redis], Cycle]) -> list[str]:
+    client = server.client()
+    cycle = make(client)
+    for i in range(50):  # warm-up: scripts cached, connections open
+        cycle(i)
+    with CommandCounter([("127.0.0.1", server.port or 0)]) as seen:
+        for i in range(20):
+            cycle(i)
+    client.close()
+    return [f"{seen.count / 20:g}", " ".join(sorted(set(seen.names)))]
+
+
+def rate(client: redis.Redis, cycle: Cycle, ops: int) -> float:
+    started = time.perf_counter()
+    for i in range(ops):
+        cycle(i)
+    return ops / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--ops", type=int, default=2000, help="operations per round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--server", default="valkey", help="valkey (embedded) or redis-server")
+    args = parser.parse_args()
+    warnings.simplefilter("ignore")  # pottery warns about a single master; that is the point
+    with EmbeddedServer(args.server) as server:
+        version = server.client().info("server")
+        label = f"{args.server} {version.get('valkey_version') or version['redis_version']}"
+        print(
+            f"uncontended acquire+release, {args.rounds} interleaved rounds of {args.ops} ops "
+            f"(median), {label}\n"
+        )
+        print("| library | ops/s | commands/op | commands |")
+        print("|---|---:|---:|---|")
+        cycles: dict[str, tuple[redis.Redis, Cycle]] = {}
+        counts: dict[str, list[str]] = {}
+        for name, make in CANDIDATES.items():
+            try:
+                counts[name] = count_commands(server, make)
+                client = server.client()
+                cycles[name] = (client, make(client))
+            except ImportError as exc:
+                counts[name] = ["-", f"not installed: {exc}"]
+        # Interleaved rounds, median per library: a shared, noisy machine hits all alike.
+        rates: dict[str, list[float]] = {name: [] for name in cycles}
+        for _ in range(args.rounds):
+            for name, (client, cycle) in cycles.items():
+                rates[name].append(rate(client, cycle, args.ops))
+        for name in CANDIDATES:
+            ops_s = f"{statistics.median(rates[name]):,.0f}" if rates.get(name) else "-"
+            print(f"| {name} | {ops_s} | " + " | ".join(counts[name]) + " |", flush=True)
+        for client, _ in cycles.values():
+            client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""AsyncLock and AsyncFencedStore: a lease lock with fencing tokens and a watchdog."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+
+from .._background import Handle
+from .._core.lock import FencedStoreCore, LockCore
+from .._errors import LockTimeoutError
+from .._runner import AsyncClient, AsyncRunner
+from .._validate import Duration
+
+__all__ = ["AsyncFencedStore", "AsyncLock"]
+
+
+class AsyncLock:
+    """A lease on ``name``: at most one holder at a time, released automatically after ``ttl``.
+
+    Acquire is one script (``SET NX PX`` plus the fence increment); release and extend compare
+    the owner token inside the server, so a holder whose lease expired can never delete or
+    extend the next holder's lock. The owner is this object (not a thread or a task): use one
+    object per would-be holder.
+
+    Args:
+        client: a redis-py client (standalone or cluster).
+        name: the lock's name; keys are ``{lock:<name>}`` and ``{lock:<name>}:fence``.
+        ttl: the lease in seconds (float or timedelta): the lock frees itself this long after
+            the last acquire/extend if its holder dies.
+        timeout: how long `acquire` (and ``async with``) waits by default; ``None`` waits forever.
+        auto_renew: run a watchdog that extends the lease every ``ttl / 3`` while held.
+        max_hold: with ``auto_renew``, stop renewing this long after acquiring (the lock then
+            expires within ``ttl``); ``None`` renews until release.
+        on_lost: called (with this lock, from the watchdog) when a renewal finds the lock gone.
+            Keep it short; e.g. cancel the task doing the protected work.
+        wait_replicas: after acquiring, ``WAIT`` for this many replicas to confirm (at most
+            min(1 s, ttl/3)); if fewer do, the lock is released and `LockError` raised. A
+            mitigation against a failover handing the lock to a second holder, not a proof
+            (a second round trip on acquire; standalone primaries only).
+
+    Raises:
+        ConfigurationError: a bad name, a ttl that is not > 0 and finite, a negative timeout,
+            or ``max_hold`` without ``auto_renew`` (before any I/O).
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str | bytes,
+        ttl: Duration = 30.0,
+        *,
+        timeout: Duration | None = None,
+        auto_renew: bool = False,
+        max_hold: Duration | None = None,
+        on_lost: Callable[[AsyncLock], object] | None = None,
+        wait_replicas: int = 0,
+    ) -> None:
+        self._core = LockCore(
+            client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
+        )
+        self._runner = AsyncRunner(client)
+        self._on_lost = on_lost
+        self._watch: Handle | None = None
+        self._notified = False
+
+    def __repr__(self) -> str:
+        state = "lost" if self.lost else "held" if self._core.held else "free"
+        name = self._core.name.decode(errors="replace")
+        return f"<AsyncLock {name!r} {state} fence={self.fence}>"
+
+    @property
+    def name(self) -> bytes:
+        """The lock's name."""
+        return self._core.name
+
+    @property
+    def key(self) -> bytes:
+        """The lock's key, ``{lock:<name>}``."""
+        return self._core.key
+
+    @property
+    def token(self) -> str | None:
+        """The random owner id of the current (or last) acquisition; ``None`` before any."""
+        return self._core.token
+
+    @property
+    def fence(self) -> int | None:
+        """The fencing token of the current (or last) acquisition; strictly increasing per name."""
+        return self._core.fence
+
+    @property
+    def lost(self) -> bool:
+        """True once the watchdog (or `extend`) found that the lease had been lost."""
+        return self._core.lost
+
+    @property
+    def valid_until(self) -> float | None:
+        """``time.monotonic()`` deadline before which the lease is certainly still ours."""
+        return self._core.valid_until
+
+    async def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
+        """Take the lock, waiting with jittered exponential backoff while someone else holds it.
+
+        Each attempt is one command. With asyncio, cancelling a waiting ``acquire`` is safe;
+        cancelling it while its last attempt is in flight may leave a lease nobody knows of,
+        which expires after ``ttl``.
+
+        Args:
+            blocking: wait for the lock (``True``) or try once (``False``).
+            timeout: the longest wait in seconds; default: the lock's ``timeout``.
+
+        Returns:
+            ``True`` if acquired (`fence` and `token` are set), ``False`` if not.
+
+        Raises:
+            ConfigurationError: a bad timeout, or a timeout with ``blocking=False``.
+            LockError: this object already holds the lock, or fewer than ``wait_replicas``
+                replicas confirmed the acquisition (the lock was given back).
+            BackendError: the server failed or did not answer.
+        """
+        wait = self._core.check_acquire(blocking, timeout)
+        acquired = await self._runner.run(self._core.acquire(blocking, wait))
+        if acquired:
+            self._notified = False
+            if self._core.auto_renew:
+                first = await self._runner.run(self._core.renewal_delay())
+                self._watch = self._runner.repeat(self._renew, first)
+        return acquired
+
+    async def release(self) -> None:
+        """Release the lock if this object still holds it (one command; with asyncio it runs
+        to completion even if the calling task is cancelled).
+
+        Raises:
+            LockNotOwnedError: never acquired, already released, lost, or expired and maybe
+                taken by someone else (whose lock is left untouched).
+            BackendError: the server failed; the lock stays ours, call `release` again.
+        """
+        self._stop_watch()
+        await self._runner.run_shielded(self._core.release())
+
+    async def extend(self, ttl: Duration | None = None) -> None:
+        """Reset the remaining lease to ``ttl`` seconds (default: the lock's ttl); one command.
+
+        Raises:
+            ConfigurationError: a bad ttl (before any I/O).
+            LockNotOwnedError: the lock is not ours any more (nothing is created or changed).
+        """
+        ttl_ms = self._core.check_extend(ttl)
+        await self._runner.run(self._core.extend(ttl_ms))
+
+    async def locked(self) -> bool:
+        """Whether anyone holds the lock right now."""
+        return await self._runner.run(self._core.locked())
+
+    async def owned(self) -> bool:
+        """Whether the server still has this object's token on the lock."""
+        return await self._runner.run(self._core.owned())
+
+    async def ttl(self) -> float | None:
+        """The lock's remaining lease in seconds (whoever holds it); ``None`` when free."""
+        return await self._runner.run(self._core.ttl())
+
+    async def __aenter__(self) -> AsyncLock:
+        if not await self.acquire():
+            raise LockTimeoutError(f"lock {self._core.name!r} not acquired within its timeout")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+    async def _renew(self) -> float | None:
+        delay = await self._runner.run(self._core.renew())
+        if self._core.lost and not self._notified:
+            self._notified = True
+            if self._on_lost is not None:
+                self._on_lost(self)
+        return delay
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+
+class AsyncFencedStore:
+    """A resource that refuses writes from holders older than the newest it has seen.
+
+    ``write(fence, field, value)`` is accepted only if ``fence`` is at least the highest fence
+    accepted so far (one script); a paused or partitioned former lock holder is refused with
+    `StaleFenceError`. Keys: ``{fenced:<name>}`` (hash of fields) and ``{fenced:<name>}:fence``.
+
+    Args:
+        client: a redis-py client (standalone or cluster).
+        name: the resource's name.
+
+    Raises:
+        ConfigurationError: a bad name (before any I/O).
+    """
+
+    def __init__(self, client: AsyncClient, name: str | bytes) -> None:
+        self._core = FencedStoreCore(name)
+        self._runner = AsyncRunner(client)
+
+    async def write(self, fence: int, field: str | bytes, value: str | bytes | int | float) -> None:
+        """Set ``field`` to ``value`` if ``fence`` is not older than any accepted fence.
+
+        Raises:
+            ConfigurationError: fence not an int in [0, 2**53), or a bad field (before I/O).
+            TypeError: value is not str, bytes, int or float.
+            StaleFenceError: a higher fence was already accepted; nothing was written.
+        """
+        await self._runner.run(self._core.write(fence, field, value))
+
+    async def read(self, field: str | bytes) -> bytes | str | None:
+        """The value of ``field``, or ``None``."""
+        return await self._runner.run(self._core.read(field))
+
+    async def highest(self) -> int | None:
+        """The highest fence accepted so far, or ``None``."""
+        return await self._runner.run(self._core.highest())
+
+    async def clear(self) -> None:
+        """Delete the data and the fence record."""
+        await self._runner.run(self._core.clear())

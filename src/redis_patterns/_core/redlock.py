@@ -1,0 +1,310 @@
+"""Redlock's logic: the lease on a majority of N independent servers, as plans."""
+
+from __future__ import annotations
+
+import math
+import random
+import secrets
+from collections.abc import Sequence
+from typing import Any
+
+from .._errors import ConfigurationError, LockError, LockNotOwnedError
+from .._keys import check_name, make_key
+from .._plan import Command, Eval, Gather, Now, Plan, Sleep
+from .._script import package_script
+from .._validate import check_int, duration_ms
+from .lock import check_ttl_arg
+
+__all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
+
+# Added to the drift allowance: the granularity of server-side expiry (about 1 ms) plus one.
+CLOCK_SLACK = 0.002
+MIN_NODES = 3
+
+
+# Per server, not per lock: vanishes only when the server loses its data (see restart_guard).
+EPOCH_KEY = make_key("redlock", b"epoch")
+
+
+def _granted(reply: Any) -> bool:
+    return reply is True or reply in (b"OK", "OK", 1)
+
+
+def _as_text(reply: Any) -> str | None:
+    if reply is None or isinstance(reply, BaseException):
+        return None
+    return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+
+class RedlockCore:
+    """State and plans shared by `Redlock` and `AsyncRedlock`; the owner is this object."""
+
+    __slots__ = (
+        "_generation",
+        "_held",
+        "_lost",
+        "_token",
+        "_valid_until",
+        "_validity",
+        "drift_factor",
+        "key",
+        "name",
+        "node_timeout",
+        "nodes",
+        "quorum",
+        "restart_guard_ms",
+        "retries",
+        "retry_delay",
+        "timeout_ms",
+        "ttl_ms",
+    )
+
+    def __init__(
+        self,
+        addresses: Sequence[str],
+        name: str | bytes,
+        ttl: object,
+        drift_factor: object,
+        retries: object,
+        retry_delay: object,
+        node_timeout: object,
+        timeout: object,
+        restart_guard: object = None,
+    ) -> None:
+        if len(addresses) < MIN_NODES:
+            raise ConfigurationError(
+                f"Redlock needs at least {MIN_NODES} independent servers, got {len(addresses)}"
+            )
+        duplicates = sorted({a for a in addresses if addresses.count(a) > 1})
+        if duplicates:
+            raise ConfigurationError(
+                f"Redlock servers must be distinct; repeated: {', '.join(duplicates)} (several "
+                "databases of one server are one point of failure, not several)"
+            )
+        self.nodes = len(addresses)
+        self.quorum = self.nodes // 2 + 1
+        self.name = check_name(name)
+        self.key = make_key("lock", self.name)
+        self.ttl_ms = check_ttl_arg(ttl)
+        if isinstance(drift_factor, bool) or not isinstance(drift_factor, int | float):
+            raise ConfigurationError(
+                f"drift_factor must be a number, not {type(drift_factor).__name__}"
+            )
+        if math.isnan(drift_factor) or not 0 <= drift_factor <= 0.1:
+            raise ConfigurationError(f"drift_factor must be within [0, 0.1], got {drift_factor!r}")
+        self.drift_factor = float(drift_factor)
+        self.retries = check_int(retries, "retries", minimum=0)
+        self.retry_delay = duration_ms(retry_delay, "retry_delay") / 1000
+        if node_timeout is None:
+            # Well under ttl / N, so that even N slow replies cannot eat the whole lease.
+            self.node_timeout = min(0.5, self.ttl_ms / 1000 / (2 * self.nodes))
+        else:
+            self.node_timeout = duration_ms(node_timeout, "node_timeout") / 1000
+            if self.node_timeout >= self.ttl_ms / 1000 / self.nodes:
+                raise ConfigurationError(
+                    f"node_timeout must be < ttl / N = {self.ttl_ms / 1000 / self.nodes:g} s, "
+                    f"got {node_timeout!r}"
+                )
+        self.timeout_ms = (
+            None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
+        )
+        self.restart_guard_ms = (
+            None if restart_guard is None else duration_ms(restart_guard, "restart_guard")
+        )
+        if self.restart_guard_ms is not None and self.restart_guard_ms < self.ttl_ms:
+            raise ConfigurationError(
+                f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
+            )
+        self._generation = 0
+        self._token: str | None = None
+        self._held = False
+        self._lost = False
+        self._valid_until: float | None = None
+        self._validity: float | None = None
+
+    @property
+    def token(self) -> str | None:
+        return self._token
+
+    @property
+    def held(self) -> bool:
+        return self._held
+
+    @property
+    def lost(self) -> bool:
+        return self._lost
+
+    @property
+    def validity(self) -> float | None:
+        return self._validity
+
+    @property
+    def valid_until(self) -> float | None:
+        return self._valid_until if self._held else None
+
+    def drift(self, ttl_ms: int) -> float:
+        return ttl_ms / 1000 * self.drift_factor + CLOCK_SLACK
+
+    def check_acquire(self, blocking: object, timeout: object) -> float | None:
+        if not isinstance(blocking, bool):
+            raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
+        if timeout is not None and not blocking:
+            raise ConfigurationError("a timeout makes no sense with blocking=False")
+        if self._held and not self._lost:
+            raise LockError(f"this Redlock object already holds {self.name!r}")
+        if timeout is not None:
+            return duration_ms(timeout, "timeout", allow_zero=True) / 1000
+        return None if self.timeout_ms is None else self.timeout_ms / 1000
+
+    def _fan_out(self, make: Any) -> Gather:
+        return Gather(tuple(make(i) for i in range(self.nodes)), timeout=self.node_timeout)
+
+    def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
+        token = secrets.token_hex(16)
+        ttl = self.ttl_ms / 1000
+        started = yield Now()
+        deadline = None if wait is None else started + wait
+        attempts = self.retries + 1 if blocking else 1
+        for attempt in range(attempts):
+            sent_at = yield Now()
+            replies = yield self._fan_out(lambda i: self._grant(token, i))
+            done_at = yield Now()
+            granted = sum(1 for reply in replies if _granted(reply))
+            validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
+            if granted >= self.quorum and validity > 0:
+                self._generation += 1
+                self._token = token
+                self._held = True
+                self._lost = False
+                self._validity = validity
+                self._valid_until = done_at + validity
+                return True
+            # Failed: undo on every node, including those that refused or did not answer.
+            yield from self._unlock_all(token)
+            if attempt == attempts - 1:
+                break
+            now = yield Now()
+            if deadline is not None and now >= deadline:
+                break
+            delay = random.uniform(self.retry_delay / 2, self.retry_delay)
+            yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
+        return False
+
+    def _grant(self, token: str, node: int) -> Command | Eval:
+        if self.restart_guard_ms is None:
+            return Command(("SET", self.key, token, "NX", "PX", self.ttl_ms), node=node)
+        keys = (self.key, EPOCH_KEY)
+        args = (token, self.ttl_ms, self.restart_guard_ms)
+        return Eval(package_script("redlock_acquire"), keys, args, node=node)
+
+    def _unlock_all(self, token: str) -> Plan[int]:
+        script = package_script("lock_release")
+        replies = yield self._fan_out(lambda i: Eval(script, (self.key,), (token,), node=i))
+        return sum(1 for reply in replies if not isinstance(reply, BaseException) and reply == 1)
+
+    def check_owned(self) -> None:
+        if not self._held:
+            raise LockNotOwnedError(f"Redlock {self.name!r} is not held by this object")
+        if self._lost:
+            self._held = False
+            raise LockNotOwnedError(f"Redlock {self.name!r} was lost")
+
+    def release(self) -> Plan[None]:
+        self.check_owned()
+        token = self._token
+        assert token is not None
+        self._generation += 1
+        now = yield Now()
+        deleted = yield from self._unlock_all(token)
+        expired = self._valid_until is not None and now >= self._valid_until
+        self._held = False
+        self._valid_until = None
+        if deleted < self.quorum or expired:
+            raise LockNotOwnedError(
+                f"Redlock {self.name!r} was no longer held at release: our token was on "
+                f"{deleted} of {self.nodes} servers (quorum {self.quorum})"
+                + ("; its validity had run out" if expired else "")
+            )
+
+    def check_extend(self, ttl: object) -> int:
+        ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
+        self.check_owned()
+        return ttl_ms
+
+    def extend(self, ttl_ms: int) -> Plan[None]:
+        extended = yield from self._extend(ttl_ms)
+        if extended is not None:
+            raise LockNotOwnedError(
+                f"Redlock {self.name!r} extended on {extended} of {self.nodes} servers only "
+                f"(quorum {self.quorum}) or too late; it is released everywhere"
+            )
+
+    def _extend(self, ttl_ms: int) -> Plan[int | None]:
+        """Extend on every server; ``None`` on success, else how many servers extended (the
+        lock is then marked lost and released everywhere)."""
+        token = self._token
+        assert token is not None
+        generation = self._generation
+        script = package_script("lock_extend")
+        sent_at = yield Now()
+        if self._valid_until is not None and sent_at >= self._valid_until:
+            replies: list[Any] = []  # too late: a majority may already have expired it
+        else:
+            replies = yield self._fan_out(
+                lambda i: Eval(script, (self.key,), (token, ttl_ms), node=i)
+            )
+        done_at = yield Now()
+        if generation != self._generation:
+            return None  # released meanwhile (a watchdog tick racing with release)
+        extended = sum(1 for r in replies if not isinstance(r, BaseException) and r == 1)
+        validity = ttl_ms / 1000 - (done_at - sent_at) - self.drift(ttl_ms)
+        if extended < self.quorum or validity <= 0:
+            self._lost = True
+            self._held = False
+            yield from self._unlock_all(token)
+            return extended
+        self._validity = validity
+        self._valid_until = done_at + validity
+        return None
+
+    def renew(self) -> Plan[float | None]:
+        """One watchdog tick; the delay to the next, or ``None`` to stop."""
+        if not self._held or self._lost or self._token is None:
+            return None
+        yield from self._extend(self.ttl_ms)
+        return None if self._lost or not self._held else self.ttl_ms / 3000
+
+    def locked(self) -> Plan[bool]:
+        replies = yield self._fan_out(lambda i: Command(("EXISTS", self.key), node=i))
+        held = sum(1 for r in replies if not isinstance(r, BaseException) and int(r) == 1)
+        return held >= self.quorum
+
+    def owned(self) -> Plan[bool]:
+        if not self._held or self._token is None:
+            return False
+        replies = yield self._fan_out(lambda i: Command(("GET", self.key), node=i))
+        now = yield Now()
+        ours = sum(1 for r in replies if _as_text(r) == self._token)
+        return ours >= self.quorum and self._valid_until is not None and now < self._valid_until
+
+    def ttl(self) -> Plan[float | None]:
+        replies = yield self._fan_out(lambda i: Command(("PTTL", self.key), node=i))
+        pttls = sorted(
+            (int(r) for r in replies if not isinstance(r, BaseException) and int(r) != -2),
+            reverse=True,
+        )
+        if len(pttls) < self.quorum:
+            return None
+        # The time for which a majority of servers still hold the key.
+        value = pttls[self.quorum - 1]
+        return math.inf if value == -1 else value / 1000
+
+    def server_ids(self) -> Plan[list[str]]:
+        replies = yield self._fan_out(lambda i: Command(("INFO", "server"), node=i))
+        ids: list[str] = []
+        for i, reply in enumerate(replies):
+            if isinstance(reply, BaseException):
+                raise reply
+            run_id = reply.get("run_id") if isinstance(reply, dict) else None
+            ids.append(str(run_id) if run_id is not None else f"node {i}")
+        return ids
