@@ -83,7 +83,8 @@ def test_peek_consumes_nothing_and_refusal_consumes_nothing(
     assert limiter.hit(key, 2).remaining == 1
     assert limiter.peek(key).remaining == 1
     refused = limiter.hit(key, 2)
-    assert not refused.allowed and refused.remaining == 1
+    assert not refused.allowed
+    assert refused.remaining == 1
     assert limiter.hit(key).allowed  # the refused hit of 2 consumed nothing
     assert not limiter.peek(key).allowed
     limiter.reset(key)
@@ -199,7 +200,8 @@ def test_retry_after_is_honest(client: Any, prefix: str, make: Any) -> None:
         while limiter.hit(key).allowed:
             pass
         refused = limiter.hit(key)
-        assert not refused.allowed and refused.retry_after > 0
+        assert not refused.allowed
+        assert refused.retry_after > 0
         # well before retry_after: still refused (the hit above consumed nothing)
         time.sleep(refused.retry_after * 0.1)
         early = limiter.hit(key)
@@ -229,7 +231,8 @@ def test_multi_limit_consumes_from_none_when_one_refuses(backend: Backend, prefi
     per_burst.reset(key)
     client.hset(per_day.keys(key)[0], "n", 1000)
     refused = both.hit(key)
-    assert not refused.allowed and refused.limit == 1000
+    assert not refused.allowed
+    assert refused.limit == 1000
     assert per_burst.peek(key).remaining == 10
     each = both.hit_all(key)
     assert [d.allowed for d in each] == [True, False]
@@ -302,7 +305,9 @@ BAD_CONSTRUCTORS: list[tuple[str, Callable[[Any], object]]] = [
 ]
 
 
-@pytest.mark.parametrize("make", [m for _, m in BAD_CONSTRUCTORS], ids=[i for i, _ in BAD_CONSTRUCTORS])
+@pytest.mark.parametrize(
+    "make", [m for _, m in BAD_CONSTRUCTORS], ids=[i for i, _ in BAD_CONSTRUCTORS]
+)
 def test_bad_configuration_fails_before_any_io(backend: Backend, make: Any) -> None:
     client = backend.client()
     client.ping()
