@@ -25,6 +25,7 @@ __all__ = [
     "decide",
     "enforce",
     "hit",
+    "http_headers",
     "peek",
     "reset",
 ]
@@ -168,6 +169,22 @@ def _check_cost(cores: Sequence[LimiterCore], cost: object) -> int:
             "never be admitted"
         )
     return cost
+
+
+def http_headers(decision: Decision) -> dict[str, str]:
+    """The ``RateLimit-*`` response headers for ``decision``, plus ``Retry-After`` on a refusal.
+
+    Seconds are rounded up to whole seconds (HTTP's unit), so a client honouring them never
+    comes back too early.
+    """
+    headers = {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(math.ceil(decision.reset_after)),
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+    return headers
 
 
 def _us(value: int | bytes | str) -> float:

@@ -1,0 +1,1 @@
+"""Web framework integrations: ASGI middleware and Flask helpers; each imports its framework."""
