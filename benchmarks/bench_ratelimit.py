@@ -43,7 +43,11 @@ def ours(client: redis.Redis, limit: int, window: int) -> dict[str, Hit]:
         "redis-patterns TokenBucket": TokenBucket(client, limit, limit / DAY / 1000),
         "redis-patterns GCRA": GCRA(client, 1, window * 1000, burst=limit),
     }
-    return {name: (lambda key, lim=lim: lim.hit(key).allowed) for name, lim in made.items()}
+
+    def hitter(limiter: RateLimiter) -> Hit:
+        return lambda key: limiter.hit(key).allowed
+
+    return {name: hitter(lim) for name, lim in made.items()}
 
 
 def peers(url: str, client: redis.Redis, limit: int, window: int) -> dict[str, Hit]:
@@ -62,8 +66,7 @@ def peers(url: str, client: redis.Redis, limit: int, window: int) -> dict[str, H
             ("limits moving window", limits.strategies.MovingWindowRateLimiter),
             ("limits sliding window counter", limits.strategies.SlidingWindowCounterRateLimiter),
         ):
-            strat = strategy(storage)
-            found[label] = lambda key, s=strat: bool(s.hit(item, key))
+            found[label] = _limits_hitter(strategy(storage), item)
     try:
         import pyrate_limiter as pyrate
     except ImportError:
@@ -83,6 +86,10 @@ def peers(url: str, client: redis.Redis, limit: int, window: int) -> dict[str, H
 
 
 _pyrate_limiters: dict[str, Any] = {}
+
+
+def _limits_hitter(strategy: Any, item: Any) -> Hit:
+    return lambda key: bool(strategy.hit(item, key))
 
 
 @contextlib.contextmanager
@@ -193,7 +200,8 @@ def main() -> None:
         with quiet():
             fast = {**ours(client, 10**9, DAY), **peers(url, client, 10**9, DAY)}
             exact = {**ours(client, 100, DAY), **peers(url, client, 100, DAY)}
-            print("| limiter | hits/s (1 thread) | commands per hit | admitted of 16x50, limit 100 |")
+            head = "| limiter | hits/s (1 thread) | commands per hit | admitted (16x50, limit 100) |"
+            print(head)
             print("|---|---:|---|---:|")
             for name in fast:
                 rate = throughput(fast[name], args.n)
