@@ -200,7 +200,7 @@ def main() -> None:
         with quiet():
             fast = {**ours(client, 10**9, DAY), **peers(url, client, 10**9, DAY)}
             exact = {**ours(client, 100, DAY), **peers(url, client, 100, DAY)}
-            head = "| limiter | hits/s (1 thread) | commands per hit | admitted (16x50, limit 100) |"
+            head = "| limiter | hits/s (1 thread) | commands per hit | admitted (16x50, lim 100) |"
             print(head)
             print("|---|---:|---|---:|")
             for name in fast:
