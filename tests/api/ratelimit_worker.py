@@ -1,7 +1,8 @@
 """A separate process hitting a limiter: ``python ratelimit_worker.py SPEC_JSON``, prints JSON.
 
 Used by the multi-process exactness test and by the clock-jump test (run under libfaketime).
-SPEC: url, cluster (bool), kind, args (list), key, hits, threads.
+SPEC: url, cluster (bool), limiters ({label: [class name, args]}), key, hits, threads. Each
+limiter gets its own key (``key:label``); output: {"clock": time.time(), "results": {label: [...]}}.
 """
 
 from __future__ import annotations
@@ -24,7 +25,14 @@ def main(spec: dict[str, Any]) -> None:
         client = redis.cluster.RedisCluster.from_url(spec["url"])
     else:
         client = redis.Redis.from_url(spec["url"])
-    limiter = getattr(redis_patterns, spec["kind"])(client, *spec["args"])
+    output: dict[str, list[list[Any]]] = {}
+    for label, (kind, args) in spec["limiters"].items():
+        output[label] = hammer(getattr(redis_patterns, kind)(client, *args), spec, label)
+    client.close()
+    print(json.dumps({"clock": time.time(), "results": output}))
+
+
+def hammer(limiter: Any, spec: dict[str, Any], label: str) -> list[list[Any]]:
     results: list[list[Any]] = []
     lock = threading.Lock()
     barrier = threading.Barrier(spec["threads"])
@@ -32,7 +40,7 @@ def main(spec: dict[str, Any]) -> None:
     def work() -> None:
         barrier.wait()
         for _ in range(spec["hits"]):
-            decision = limiter.hit(spec["key"])
+            decision = limiter.hit(f"{spec['key']}:{label}")
             with lock:
                 results.append([decision.allowed, decision.remaining, decision.retry_after])
 
@@ -41,8 +49,7 @@ def main(spec: dict[str, Any]) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    client.close()
-    print(json.dumps({"clock": time.time(), "results": results}))
+    return results
 
 
 if __name__ == "__main__":

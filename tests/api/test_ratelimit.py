@@ -187,11 +187,11 @@ def test_script_reloads_after_flush(backend: Backend, prefix: str) -> None:
 @pytest.mark.parametrize(
     "make",
     [
-        pytest.param(lambda c: SlidingLog(c, 3, 1.5), id="log"),
-        pytest.param(lambda c: TokenBucket(c, 3, 2.0), id="bucket"),
-        pytest.param(lambda c: GCRA(c, 2, 1.0, burst=3), id="gcra"),
-        pytest.param(lambda c: FixedWindow(c, 3, 1.5), id="fixed"),
-        pytest.param(lambda c: SlidingWindow(c, 3, 1.5), id="sliding"),
+        pytest.param(lambda c: SlidingLog(c, 3, 0.8), id="log"),
+        pytest.param(lambda c: TokenBucket(c, 3, 2.5), id="bucket"),
+        pytest.param(lambda c: GCRA(c, 2, 0.8, burst=3), id="gcra"),
+        pytest.param(lambda c: FixedWindow(c, 3, 0.8), id="fixed"),
+        pytest.param(lambda c: SlidingWindow(c, 3, 0.8), id="sliding"),
     ],
 )
 def test_retry_after_is_honest(client: Any, prefix: str, make: Any) -> None:

@@ -158,14 +158,13 @@ def test_costs_add_up_exactly_under_threads(backend: Backend, prefix: str, kind:
 
 
 def run_workers(
-    backend: Backend, kind: str, key: str, hits: int, threads: int, envs: list[dict[str, str]]
+    backend: Backend, key: str, hits: int, threads: int, envs: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
-    name, args = SPEC_ARGS[kind]
+    """Run one worker process per env, each hitting every kind (one key per kind)."""
     spec = {
         "url": url_of(backend),
         "cluster": backend.is_cluster,
-        "kind": name,
-        "args": args,
+        "limiters": SPEC_ARGS,
         "key": key,
         "hits": hits,
         "threads": threads,
@@ -187,14 +186,12 @@ def run_workers(
     return outputs
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_four_processes_admit_exactly_the_limit(
-    backend: Backend, prefix: str, kind: str, scale: Any
-) -> None:
+def test_four_processes_admit_exactly_the_limit(backend: Backend, prefix: str, scale: Any) -> None:
     away_from_day_edge(backend.client())
-    outputs = run_workers(backend, kind, f"{prefix}:u", scale(20, 125), 4, [{}] * 4)
-    admitted = sum(r[0] for out in outputs for r in out["results"])
-    assert admitted == LIMIT
+    outputs = run_workers(backend, f"{prefix}:u", scale(20, 125), 4, [{}] * 4)
+    for kind in KINDS:
+        admitted = sum(r[0] for out in outputs for r in out["results"][kind])
+        assert admitted == LIMIT, kind
 
 
 # --- server time --------------------------------------------------------------------------
@@ -205,22 +202,22 @@ def faketime_env(offset: str) -> dict[str, str]:
 
 
 @pytest.mark.skipif(not FAKETIME_LIB.exists(), reason="libfaketime is not installed")
-@pytest.mark.parametrize("kind", KINDS)
-def test_client_clock_jumps_change_no_decision(backend: Backend, prefix: str, kind: str) -> None:
+def test_client_clock_jumps_change_no_decision(backend: Backend, prefix: str) -> None:
     """Clients at +1 h and -1 h (libfaketime) share one limit exactly, as if clocks agreed."""
     away_from_day_edge(backend.client())
     key = f"{prefix}:u"
     # sequentially: +1 h takes 60, then -1 h asks 60 more (gets 40), then +1 h asks again
-    ahead = run_workers(backend, kind, key, 60, 1, [faketime_env("+1h")])[0]
-    behind = run_workers(backend, kind, key, 60, 1, [faketime_env("-1h")])[0]
-    again = run_workers(backend, kind, key, 10, 1, [faketime_env("+1h")])[0]
+    ahead = run_workers(backend, key, 60, 1, [faketime_env("+1h")])[0]
+    behind = run_workers(backend, key, 60, 1, [faketime_env("-1h")])[0]
+    again = run_workers(backend, key, 10, 1, [faketime_env("+1h")])[0]
     # the fake clocks really were an hour off
     assert ahead["clock"] - time.time() == pytest.approx(3600, abs=60)
     assert behind["clock"] - time.time() == pytest.approx(-3600, abs=60)
-    assert [r[0] for r in ahead["results"]] == [True] * 60
-    assert [r[0] for r in behind["results"]] == [True] * 40 + [False] * 20
-    assert [r[1] for r in behind["results"]][:40] == list(range(39, -1, -1))
-    assert [r[0] for r in again["results"]] == [False] * 10
+    for kind in KINDS:
+        assert [r[0] for r in ahead["results"][kind]] == [True] * 60, kind
+        assert [r[0] for r in behind["results"][kind]] == [True] * 40 + [False] * 20, kind
+        assert [r[1] for r in behind["results"][kind]][:40] == list(range(39, -1, -1)), kind
+        assert [r[0] for r in again["results"][kind]] == [False] * 10, kind
 
 
 @pytest.mark.parametrize("kind", KINDS)
