@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from redis_patterns import ConfigurationError, Decision, RateLimitedError
@@ -81,3 +83,63 @@ def test_limiter_core_imports_no_io() -> None:
     source = Path(core.__file__).read_text(encoding="utf-8")
     assert "import redis" not in source
     assert "_runner" not in source
+
+
+# --- bad input, fuzzed: anything that is not valid fails before the plan yields an effect ----
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+
+
+@given(cost=ANYTHING)
+def test_fuzzed_cost_is_valid_or_refused_before_io(cost: object) -> None:
+    cores = [core.SlidingLogCore(7, 1.0)]
+    valid = isinstance(cost, int) and not isinstance(cost, bool) and 1 <= cost <= 7
+    plan = core.hit(cores, "k", cost)
+    if valid:
+        assert isinstance(next(plan), Eval)
+    else:
+        with pytest.raises(ConfigurationError):
+            next(plan)
+
+
+@given(key=st.one_of(ANYTHING, st.text(min_size=1000, max_size=1100)))
+def test_fuzzed_key_is_valid_or_refused_before_io(key: object) -> None:
+    cores = [core.GCRACore(3, 1.0)]
+    raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
+    valid = (
+        isinstance(raw, bytes)
+        and 0 < len(raw) <= 1024
+        and not any(c in raw for c in (b"{", b"}", b"\x00"))
+    )
+    plan = core.peek(cores, key)
+    if valid:
+        assert isinstance(next(plan), Eval)
+    else:
+        with pytest.raises(ConfigurationError):
+            next(plan)
+
+
+@given(limit=ANYTHING, window=st.one_of(ANYTHING, st.floats(0.0004, 0.0016)))
+def test_fuzzed_configuration_is_valid_or_refused(limit: object, window: object) -> None:
+    limit_ok = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
+    window_ok = (
+        isinstance(window, int | float)
+        and not isinstance(window, bool)
+        and math.isfinite(window)
+        and 1 <= round(window * 1000) <= 2**63 - 1
+    )
+    if limit_ok and window_ok:
+        core.FixedWindowCore(limit, window)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ConfigurationError):
+            core.FixedWindowCore(limit, window)  # type: ignore[arg-type]
