@@ -1,8 +1,9 @@
 """A separate process hitting a limiter: ``python ratelimit_worker.py SPEC_JSON``, prints JSON.
 
 Used by the multi-process exactness test and by the clock-jump test (run under libfaketime).
-SPEC: url, cluster (bool), limiters ({label: [class name, args]}), key, hits, threads. Each
-limiter gets its own key (``key:label``); output: {"clock": time.time(), "results": {label: [...]}}.
+SPEC: url, cluster (bool), wait (print "ready", then wait for a line on stdin), limiters
+({label: [class name, args]}), key, hits, threads. Each limiter gets its own key (``key:label``);
+output: {"clock": time.time(), "results": {label: [...]}}.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ def main(spec: dict[str, Any]) -> None:
         client = redis.cluster.RedisCluster.from_url(spec["url"])
     else:
         client = redis.Redis.from_url(spec["url"])
+    if spec.get("wait"):  # let the caller start everyone at once
+        print("ready", flush=True)
+        sys.stdin.readline()
     output: dict[str, list[list[Any]]] = {}
     for label, (kind, args) in spec["limiters"].items():
         output[label] = hammer(getattr(redis_patterns, kind)(client, *args), spec, label)

@@ -194,6 +194,75 @@ def test_four_processes_admit_exactly_the_limit(backend: Backend, prefix: str, s
         assert admitted == LIMIT, kind
 
 
+@pytest.mark.fault
+def test_scenario_11_processes_threads_and_tasks_at_once(
+    backend: Backend, prefix: str, scale: Any
+) -> None:
+    """RELIABILITY 11: 2 processes x 8 threads and 200 asyncio tasks hit one key together;
+    limit 50: every kind admits exactly 50 in all."""
+    away_from_day_edge(backend.client())
+    limit = 50
+    limiters = {
+        "fixed": ["FixedWindow", [limit, DAY]],
+        "log": ["SlidingLog", [limit, DAY]],
+        "sliding": ["SlidingWindow", [limit, DAY]],
+        "bucket": ["TokenBucket", [limit, 1e-6]],
+        "gcra": ["GCRA", [1, DAY, limit]],
+    }
+    key = f"{prefix}:u"
+    spec = {
+        "url": url_of(backend),
+        "cluster": backend.is_cluster,
+        "wait": True,
+        "limiters": limiters,
+        "key": key,
+        "hits": scale(10, 60),
+        "threads": 8,
+    }
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(WORKER), json.dumps(spec)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+    per_task = scale(2, 5)
+
+    async def tasks() -> dict[str, int]:
+        client = backend.async_client()
+        await client.ping()
+        mine = {label: ASYNC[label](client, limit) for label in limiters}
+
+        async def task(label: str) -> int:
+            hits = [(await mine[label].hit(f"{key}:{label}")).allowed for _ in range(per_task)]
+            return sum(hits)
+
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+            proc.stdin.flush()
+        counts: dict[str, int] = {}
+        for label in limiters:  # the workers go through the kinds in the same order
+            counts[label] = sum(await asyncio.gather(*(task(label) for _ in range(200))))
+        await client.aclose()
+        return counts
+
+    ours = asyncio.run(tasks())
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err.decode()
+        outputs.append(json.loads(out.splitlines()[-1]))
+    for label in limiters:
+        theirs = sum(r[0] for out in outputs for r in out["results"][label])
+        assert ours[label] + theirs == limit, label
+
+
 # --- server time --------------------------------------------------------------------------
 
 
