@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 import redis.cluster
 from ratelimit_proxy import FaultProxy
 from redis.backoff import NoBackoff
@@ -20,6 +21,7 @@ from redis.retry import Retry
 
 from redis_patterns import (
     GCRA,
+    AsyncFixedWindow,
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
@@ -152,6 +154,39 @@ def test_reply_drops_are_never_counted_twice(
     assert dropped > 0
     assert failed == dropped  # each lost reply surfaced as an error (outcome unknown) ...
     assert counted == ok + dropped == requests  # ... and the server ran each request once
+
+
+async def test_async_reply_drops_are_never_counted_twice(
+    valkey_server: EmbeddedServer, prefix: str, scale: Any
+) -> None:
+    """Scenario 13 on the asyncio API: same outcome as the sync one."""
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    requests = scale(300, 5000)
+    key = f"{prefix}:u"
+    FixedWindow(valkey_server.client(), 10**9, 86400.0).hit(key + ":warm")  # load the script
+    with FaultProxy(valkey_server.port or 0, drop_every=10) as proxy:
+        client = redis.asyncio.Redis(
+            port=proxy.port,
+            socket_timeout=5,
+            retry=AsyncRetry(NoBackoff(), 0),
+            driver_info=None,
+            protocol=2,
+        )
+        limiter = AsyncFixedWindow(client, 10**9, 86400.0)
+        ok = failed = 0
+        for _ in range(requests):
+            try:
+                await limiter.hit(key)
+                ok += 1
+            except BackendError:
+                failed += 1
+        await client.aclose()
+        dropped = proxy.dropped
+    counted = int(valkey_server.client().hget(limiter.keys(key)[0], "n") or 0)
+    assert dropped > 0
+    assert failed == dropped
+    assert counted == ok + dropped == requests
 
 
 def test_redis_py_default_retries_count_lost_replies_twice(
