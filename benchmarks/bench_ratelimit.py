@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python -m benchmarks.bench_ratelimit [--url URL] [-n HITS]`` (peers installed by
 hand: ``pip install limits pyrate-limiter``; they are not dependencies). Prints Markdown tables:
 
-1. per limiter: hits/s (one thread, sequential, all admitted), commands sent per hit (counted
-   with MONITOR), and how many of 16 threads x 50 hits a limit of 100 admits (exact = 100);
+1. per limiter: hits/s (one thread, sequential, all admitted; best of 5 interleaved rounds),
+   commands sent per hit (counted with MONITOR), and how many of 16 threads x 50 hits a limit
+   of 100 admits (exact = 100);
 2. memory per key (``MEMORY USAGE``) after 1 and after 100 hits, with the seed's recipes.
 """
 
@@ -203,8 +204,13 @@ def main() -> None:
             head = "| limiter | hits/s (1 thread) | commands per hit | admitted (16x50, lim 100) |"
             print(head)
             print("|---|---:|---|---:|")
+            # interleaved rounds, best of 5: the machine's load drifts during a run
+            best = dict.fromkeys(fast, 0.0)
+            for _round in range(5):
+                for name in fast:
+                    best[name] = max(best[name], throughput(fast[name], args.n // 5))
             for name in fast:
-                rate = throughput(fast[name], args.n)
+                rate = best[name]
                 commands = commands_per_hit(fast[name], port)
                 admitted = admitted_under_threads(exact[name])
                 print(f"| {name} | {rate:,.0f} | {commands} | {admitted} |")
