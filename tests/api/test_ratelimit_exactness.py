@@ -344,3 +344,42 @@ def test_sliding_log_never_exceeds_the_limit_in_any_window(
     # and it is exact, not just conservative: a refusal means the hit did not fit
     for t, cost in refused:
         assert in_window(t) + cost > limit
+
+
+@pytest.mark.backends("valkey")
+@settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    limit=st.integers(1, 6),
+    window_ms=st.integers(30, 120),
+    schedule=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 4)), min_size=5, max_size=40),
+)
+def test_sliding_window_stays_within_its_documented_error(
+    client: Any, prefix: str, limit: int, window_ms: int, schedule: list[tuple[int, int]]
+) -> None:
+    """The two-counter approximation, checked against its own formula on server time: within
+    one aligned window never above the limit; over any window length at most
+    limit + previous * elapsed / window (< 2 x limit); and a refusal means the estimate was full."""
+    limiter = SlidingWindow(client, limit, window_ms / 1000)
+    key = f"{prefix}:{time.monotonic_ns()}"
+    w = window_ms * 1000
+    admitted: list[tuple[int, int]] = []
+    for pause_ms, raw_cost in schedule:
+        time.sleep(pause_ms / 1000)
+        cost = min(raw_cost, limit)
+        decisions, now = limiter._runner.run(core.decide(limiter._cores, key, cost))
+        index, elapsed = divmod(now, w)
+        cur = sum(c for t, c in admitted if t // w == index)
+        prev = sum(c for t, c in admitted if t // w == index - 1)
+        estimate = prev * (w - elapsed) / w + cur
+        if decisions[0].allowed:
+            assert estimate + cost <= limit + 1e-6
+            admitted.append((now, cost))
+            assert cur + cost <= limit  # one aligned window never holds more than the limit
+            in_window = sum(c for t, c in admitted if now - w < t <= now)
+            assert in_window <= limit + prev * elapsed / w + 1e-6 < 2 * limit + 1e-6
+        else:
+            assert estimate + cost > limit - 1e-6
