@@ -68,6 +68,8 @@ class LimiterCore:
         self.algorithm = algorithm
         self.capacity = capacity
         self.params = params
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name must be a str, not {type(name).__name__}")
         default = f"{algorithm}:{capacity}:{params[1]}"
         self.suffix = default if name is None else check_name(name, "name").decode()
 
