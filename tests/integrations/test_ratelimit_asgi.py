@@ -168,3 +168,12 @@ def test_refuses_a_sync_limiter(client: Any) -> None:
 
     with pytest.raises(TypeError, match="AsyncRateLimiter"):
         RateLimitMiddleware(Starlette(), FixedWindow(client, 1, 1.0))  # type: ignore[arg-type]
+
+
+def test_bad_cost_is_refused_at_construction(backend: Backend) -> None:
+    from redis_patterns import ConfigurationError
+
+    limiter = AsyncFixedWindow(backend.async_client(), 3, 1.0)
+    for cost in (0, 1.5, 4):
+        with pytest.raises(ConfigurationError):
+            RateLimitMiddleware(Starlette(), limiter, cost=cost)  # type: ignore[arg-type]

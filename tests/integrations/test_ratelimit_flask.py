@@ -89,3 +89,11 @@ def test_refuses_an_async_limiter() -> None:
     limiter = AsyncFixedWindow.__new__(AsyncFixedWindow)
     with pytest.raises(TypeError, match="RateLimiter"):
         rate_limit(limiter)  # type: ignore[arg-type]
+
+
+def test_bad_cost_is_refused_at_decoration(client: Any) -> None:
+    from redis_patterns import ConfigurationError
+
+    for cost in (0, 1.5, 4):
+        with pytest.raises(ConfigurationError):
+            rate_limit(FixedWindow(client, 3, 1.0), cost=cost)  # type: ignore[arg-type]

@@ -12,7 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._async.ratelimit import AsyncRateLimiter
 from .._core.ratelimit import http_headers
-from .._errors import BackendError
+from .._errors import BackendError, ConfigurationError
+from .._validate import check_int
 
 __all__ = ["KeyFunc", "RateLimitMiddleware", "client_ip"]
 
@@ -45,6 +46,10 @@ class RateLimitMiddleware:
         fail_open: when the server cannot be reached or fails, let requests through (True,
             the default) or answer ``503`` (False). Either way the failure is logged (without
             the key, which may be a credential).
+
+    Raises:
+        TypeError: ``limiter`` is not an `AsyncRateLimiter`.
+        ConfigurationError: ``cost`` is not an int from 1 to the limiter's limit.
     """
 
     def __init__(
@@ -58,6 +63,8 @@ class RateLimitMiddleware:
     ) -> None:
         if not isinstance(limiter, AsyncRateLimiter):
             raise TypeError(f"limiter must be an AsyncRateLimiter, not {type(limiter).__name__}")
+        if check_int(cost, "cost", minimum=1) > limiter.limit:
+            raise ConfigurationError(f"cost {cost} exceeds the limiter's limit {limiter.limit}")
         self.app = app
         self.limiter = limiter
         self.key = key

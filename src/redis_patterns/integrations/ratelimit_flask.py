@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 from flask import Response, make_response, request
 
 from .._core.ratelimit import http_headers
-from .._errors import BackendError
+from .._errors import BackendError, ConfigurationError
 from .._sync.ratelimit import RateLimiter
+from .._validate import check_int
 
 __all__ = ["rate_limit", "remote_addr"]
 
@@ -48,9 +49,12 @@ def rate_limit(
 
     Raises:
         TypeError: ``limiter`` is not a sync `RateLimiter`.
+        ConfigurationError: ``cost`` is not an int from 1 to the limiter's limit.
     """
     if not isinstance(limiter, RateLimiter):
         raise TypeError(f"limiter must be a (sync) RateLimiter, not {type(limiter).__name__}")
+    if check_int(cost, "cost", minimum=1) > limiter.limit:
+        raise ConfigurationError(f"cost {cost} exceeds the limiter's limit {limiter.limit}")
 
     def decorate(view: F) -> F:
         @functools.wraps(view)
