@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -211,6 +212,27 @@ def test_retry_after_is_honest(client: Any, prefix: str, make: Any) -> None:
         # right after retry_after: admitted
         time.sleep(early.retry_after)
         assert limiter.hit(key).allowed
+
+
+async def test_async_retry_after_is_honest(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    for limiter in (
+        AsyncSlidingLog(client, 2, 0.6),
+        AsyncTokenBucket(client, 2, 2.5),
+        AsyncGCRA(client, 2, 0.8),
+    ):
+        key = f"{prefix}:u"
+        while (await limiter.hit(key)).allowed:
+            pass
+        refused = await limiter.hit(key)
+        assert not refused.allowed
+        assert refused.retry_after >= 0.3
+        await asyncio.sleep(refused.retry_after * 0.1)
+        early = await limiter.hit(key)
+        assert not early.allowed
+        await asyncio.sleep(early.retry_after)
+        assert (await limiter.hit(key)).allowed
+    await client.aclose()
 
 
 # --- multi-limit --------------------------------------------------------------------------
