@@ -205,7 +205,7 @@ def test_retry_after_is_honest(client: Any, prefix: str, make: Any) -> None:
         assert not refused.allowed
         assert refused.retry_after > 0
         # well before retry_after: still refused (the hit above consumed nothing)
-        time.sleep(refused.retry_after * 0.1)
+        time.sleep(refused.retry_after * 0.05)
         early = limiter.hit(key)
         if refused.retry_after >= 0.3:
             assert not early.allowed
@@ -227,7 +227,7 @@ async def test_async_retry_after_is_honest(backend: Backend, prefix: str) -> Non
         refused = await limiter.hit(key)
         assert not refused.allowed
         assert refused.retry_after >= 0.3
-        await asyncio.sleep(refused.retry_after * 0.1)
+        await asyncio.sleep(refused.retry_after * 0.05)
         early = await limiter.hit(key)
         assert not early.allowed
         await asyncio.sleep(early.retry_after)
