@@ -46,17 +46,36 @@ SHORT: dict[str, Any] = {
 }
 
 HAMMER = r"""
-import json, random, sys, redis, redis_patterns
+import asyncio, json, random, sys, redis, redis.asyncio, redis_patterns
 spec = json.loads(sys.argv[1])
-client = redis.Redis(port=spec["port"], socket_timeout=2, retry=None)
-limiters = [getattr(redis_patterns, k)(client, *a) for k, a in spec["kinds"].items()]
-print("ready", flush=True)
-while True:
-    limiter = random.choice(limiters)
-    try:
-        limiter.hit(spec["prefix"] + str(random.randrange(20)), random.randint(1, 3))
-    except redis_patterns.BackendError:
-        pass
+
+def pick():
+    return spec["prefix"] + str(random.randrange(20)), random.randint(1, 3)
+
+if spec["api"] == "sync":
+    client = redis.Redis(port=spec["port"], socket_timeout=2, retry=None)
+    limiters = [getattr(redis_patterns, k)(client, *a) for k, a in spec["kinds"].items()]
+    print("ready", flush=True)
+    while True:
+        try:
+            random.choice(limiters).hit(*pick())
+        except redis_patterns.BackendError:
+            pass
+else:
+    async def main():
+        client = redis.asyncio.Redis(port=spec["port"], socket_timeout=2, retry=None)
+        limiters = [
+            getattr(redis_patterns, "Async" + k)(client, *a) for k, a in spec["kinds"].items()
+        ]
+        print("ready", flush=True)
+        async def loop():
+            while True:
+                try:
+                    await random.choice(limiters).hit(*pick())
+                except redis_patterns.BackendError:
+                    pass
+        await asyncio.gather(*(loop() for _ in range(8)))
+    asyncio.run(main())
 """
 
 
@@ -64,15 +83,16 @@ def limiter_keys(client: Any, prefix: str) -> list[bytes]:
     return list(client.scan_iter(match=f"{{ratelimit:{prefix}*", count=1000))
 
 
+@pytest.mark.parametrize("api", ["sync", "async"])
 def test_no_immortal_keys_under_sigkill_and_resets(
-    valkey_server: EmbeddedServer, prefix: str, scale: Any
+    valkey_server: EmbeddedServer, prefix: str, scale: Any, api: str
 ) -> None:
     """Scenario 12: hitters SIGKILLed at random and connections reset mid-call leave no key
     without a TTL, and no client stays limited once its traffic stops."""
     client = valkey_server.client()
     rounds = scale(6, 60)
     with FaultProxy(valkey_server.port or 0, reset_every=7) as proxy:
-        spec = {"port": proxy.port, "kinds": SHORT, "prefix": f"{prefix}:"}
+        spec = {"port": proxy.port, "kinds": SHORT, "prefix": f"{prefix}:", "api": api}
         for _ in range(rounds):
             procs = [
                 subprocess.Popen(
@@ -87,6 +107,7 @@ def test_no_immortal_keys_under_sigkill_and_resets(
                 assert proc.stdout.readline().strip() == b"ready"
             time.sleep(random.uniform(0.05, 0.25))
             for proc in procs:
+                assert proc.poll() is None, "a hitter died by itself (an unexpected error)"
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
                 assert proc.stdout is not None
