@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -362,3 +363,54 @@ def test_primary_killed_without_replica_forgets_its_counts(own_cluster: Embedded
         except BackendError:
             time.sleep(0.2)
     assert admitted == 0  # exact across the crash: nothing more may pass today
+
+
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+@pytest.fixture
+def server_with_fake_clock(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A Valkey server under libfaketime whose clock offset is read from a file (no caching)."""
+    if not os.path.exists(FAKETIME_LIB):
+        pytest.skip("libfaketime is not installed")
+    clock = tmp_path / "offset"
+    clock.write_text("+0\n")
+    with monkeypatch.context() as patched:  # only the server process inherits these
+        patched.setenv("LD_PRELOAD", FAKETIME_LIB)
+        patched.setenv("FAKETIME_TIMESTAMP_FILE", str(clock))
+        patched.setenv("FAKETIME_NO_CACHE", "1")
+        server = EmbeddedServer().start()
+    try:
+        yield server, clock
+    finally:
+        server.stop()
+        server.cleanup()
+
+
+def test_server_clock_jumping_back_resets_no_limiter(server_with_fake_clock: Any) -> None:
+    """The server's clock steps back an hour (a bad NTP step): no limiter forgets its count.
+
+    The price, documented: clients already limited stay limited for up to the step (1 h) plus
+    the window/period, since the stored state now lies in the server's future."""
+    server, clock = server_with_fake_clock
+    client = server.client()
+    limiters: list[RateLimiter] = [
+        FixedWindow(client, 3, 60.0),
+        SlidingLog(client, 3, 60.0),
+        SlidingWindow(client, 3, 60.0),
+        TokenBucket(client, 3, 0.01),
+        GCRA(client, 3, 300.0),
+    ]
+    for limiter in limiters:
+        assert [limiter.hit("u").allowed for _ in range(4)] == [True, True, True, False]
+    before = client.time()[0]
+    clock.write_text("-1h\n")
+    deadline = time.monotonic() + 10
+    while client.time()[0] > before - 3000 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert client.time()[0] < before - 3000, "the server clock did not move"
+    for limiter in limiters:
+        decision = limiter.hit("u")
+        assert not decision.allowed, type(limiter).__name__
+        assert decision.retry_after < 3600 + 400, type(limiter).__name__
+    client.close()

@@ -40,8 +40,11 @@ end
 local function fixed_window(key, limit, window)
   local index = math.floor(now / window)
   local state = redis.call('HMGET', key, 'w', 'n')
+  local w = tonumber(state[1])
   local used = 0
-  if tonumber(state[1]) == index then
+  -- w > index: the server clock stepped back; stay in the stored window rather than reset
+  if w and w >= index then
+    index = w
     used = tonumber(state[2]) or 0
   end
   local reset = (index + 1) * window - now
@@ -95,12 +98,15 @@ local function sliding_window(key, limit, window)
   local state = redis.call('HMGET', key, 'w', 'c', 'p')
   local w = tonumber(state[1])
   local cur, prev = 0, 0
+  if w and w > index then
+    index = w -- the server clock stepped back: stay in the stored window (elapsed 0 below)
+  end
   if w == index then
     cur, prev = tonumber(state[2]) or 0, tonumber(state[3]) or 0
   elseif w == index - 1 then
     prev = tonumber(state[2]) or 0
   end
-  local elapsed = now - index * window
+  local elapsed = math.max(0, now - index * window)
   -- the previous window's count, weighted by how much of it the sliding window still covers
   local estimate = prev * (window - elapsed) / window + cur
   local r = {ok = estimate + cost <= limit + EPSILON}
