@@ -91,7 +91,7 @@ def test_no_immortal_keys_under_sigkill_and_resets(
     """Scenario 12: hitters SIGKILLed at random and connections reset mid-call leave no key
     without a TTL, and no client stays limited once its traffic stops."""
     client = valkey_server.client()
-    rounds = scale(6, 60)
+    rounds = scale(4, 60)
     with FaultProxy(valkey_server.port or 0, reset_every=7) as proxy:
         spec = {"port": proxy.port, "kinds": SHORT, "prefix": f"{prefix}:", "api": api}
         for _ in range(rounds):
@@ -168,7 +168,7 @@ def test_reply_drops_are_never_counted_twice(
     valkey_server: EmbeddedServer, prefix: str, scale: Any
 ) -> None:
     """Scenario 13: with retries off (as `connect()` makes them), each request counts once."""
-    requests = scale(500, 5000)
+    requests = scale(300, 5000)
     no_retry = Retry(NoBackoff(), 0)
     counted, ok, failed, dropped = hits_through_reply_drops(
         valkey_server, f"{prefix}:u", requests, no_retry
@@ -215,7 +215,7 @@ def test_redis_py_default_retries_count_lost_replies_twice(
     valkey_server: EmbeddedServer, prefix: str, scale: Any
 ) -> None:
     """Why `connect()` turns retries off: redis-py's default client re-sends after a lost reply."""
-    requests = scale(200, 2000)
+    requests = scale(150, 2000)
     counted, _, _, dropped = hits_through_reply_drops(
         valkey_server, f"{prefix}:u", requests, Retry(NoBackoff(), 3)
     )
@@ -245,8 +245,9 @@ def test_paused_server_raises_timeout_not_hang() -> None:
         client.close()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def own_cluster() -> Any:
+    """A cluster of this module's own: these tests move slots and kill nodes."""
     with EmbeddedCluster(3) as embedded:
         yield embedded
 
@@ -288,7 +289,7 @@ def test_live_reshard_of_the_hot_slot_keeps_admissions_exact(
     both: RateLimiter = (
         MultiLimit([per_key, FixedWindow(client, 10**6, 86400.0)]) if multi else per_key
     )
-    key = "hot"
+    key = f"hot-{multi}"
     # other keys in the same slot, so that the migration has work to do while we hit
     for i in range(200):
         client.set(f"{{ratelimit:{key}}}:filler:{i}", "x" * 100)
@@ -339,6 +340,7 @@ def test_live_reshard_of_the_hot_slot_keeps_admissions_exact(
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason="a primary SIGKILLed without a replica or persistence comes back empty: its counters "
     "are lost and the limit is granted again (docs: Failure behaviour)",
 )
