@@ -6,6 +6,15 @@ from ._async.cache_write import AsyncWriteBehind, AsyncWriteThrough
 from ._async.leaderboard import AsyncLeaderboard, AsyncTimedLeaderboard
 from ._async.lock import AsyncFencedStore, AsyncLock
 from ._async.pubsub import AsyncPublisher, AsyncSubscriber
+from ._async.ratelimit import (
+    AsyncFixedWindow,
+    AsyncGCRA,
+    AsyncMultiLimit,
+    AsyncRateLimiter,
+    AsyncSlidingLog,
+    AsyncSlidingWindow,
+    AsyncTokenBucket,
+)
 from ._async.redlock import AsyncRedlock
 from ._async.sessions import AsyncSessionStore
 from ._async.streams import AsyncStreamQueue, AsyncWorker
@@ -13,6 +22,7 @@ from ._async.transaction import async_transaction
 from ._core.cache import FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
+from ._core.ratelimit import Decision
 from ._core.sessions import Session
 from ._core.streams import (
     ConsumerInfo,
@@ -53,6 +63,15 @@ from ._sync.cache_write import WriteBehind, WriteThrough
 from ._sync.leaderboard import Leaderboard, TimedLeaderboard
 from ._sync.lock import FencedStore, Lock
 from ._sync.pubsub import Publisher, Subscriber
+from ._sync.ratelimit import (
+    GCRA,
+    FixedWindow,
+    MultiLimit,
+    RateLimiter,
+    SlidingLog,
+    SlidingWindow,
+    TokenBucket,
+)
 from ._sync.redlock import Redlock
 from ._sync.sessions import SessionStore
 from ._sync.streams import StreamQueue, Worker
@@ -64,14 +83,21 @@ __all__ = [
     "AsyncCache",
     "AsyncCachedFunction",
     "AsyncFencedStore",
+    "AsyncFixedWindow",
+    "AsyncGCRA",
     "AsyncLeaderboard",
     "AsyncLock",
+    "AsyncMultiLimit",
     "AsyncPublisher",
+    "AsyncRateLimiter",
     "AsyncRedlock",
     "AsyncSessionStore",
+    "AsyncSlidingLog",
+    "AsyncSlidingWindow",
     "AsyncStreamQueue",
     "AsyncSubscriber",
     "AsyncTimedLeaderboard",
+    "AsyncTokenBucket",
     "AsyncWorker",
     "AsyncWriteBehind",
     "AsyncWriteThrough",
@@ -85,13 +111,16 @@ __all__ = [
     "ConsumerInfo",
     "CrossSlotError",
     "DeadLetter",
+    "Decision",
     "EmbeddedCluster",
     "EmbeddedServer",
     "EmbeddedServerError",
     "Entry",
     "FencedStore",
+    "FixedWindow",
     "FlushResult",
     "FunctionLibrary",
+    "GCRA",
     "Gap",
     "Leaderboard",
     "Lock",
@@ -99,6 +128,7 @@ __all__ = [
     "LockNotOwnedError",
     "LockTimeoutError",
     "Message",
+    "MultiLimit",
     "Page",
     "PendingSummary",
     "PendingWrite",
@@ -106,6 +136,7 @@ __all__ = [
     "Publisher",
     "QueueError",
     "RateLimitedError",
+    "RateLimiter",
     "RedisPatternsError",
     "Redlock",
     "Script",
@@ -114,12 +145,15 @@ __all__ = [
     "ServerBusyError",
     "Session",
     "SessionStore",
+    "SlidingLog",
+    "SlidingWindow",
     "StaleFenceError",
     "StreamInfo",
     "StreamMessage",
     "StreamQueue",
     "Subscriber",
     "TimedLeaderboard",
+    "TokenBucket",
     "TransactionConflictError",
     "TransactionResult",
     "WarmResult",

@@ -1,1 +1,1 @@
-"""Framework integrations (ASGI, Flask); each module imports its own framework."""
+"""Web framework integrations (ASGI middleware, Flask); each module imports its own framework."""

@@ -1,0 +1,250 @@
+"""Rate limiters' logic: one core class per algorithm; one script decides each hit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from .._errors import ConfigurationError, RateLimitedError
+from .._keys import check_name, make_key
+from .._plan import Command, Plan
+from .._script import package_script
+from .._validate import check_int, duration_ms
+
+__all__ = [
+    "Decision",
+    "FixedWindowCore",
+    "GCRACore",
+    "LimiterCore",
+    "SlidingLogCore",
+    "SlidingWindowCore",
+    "TokenBucketCore",
+    "check_cores",
+    "combine",
+    "decide",
+    "enforce",
+    "hit",
+    "http_headers",
+    "peek",
+    "reset",
+]
+
+PATTERN = "ratelimit"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer to one hit (or peek): whether it passes, and what is left.
+
+    Attributes:
+        allowed: the hit was admitted (for `peek`: a hit of cost 1 would be admitted now).
+        limit: the most the limiter admits at once (limit, capacity or burst).
+        remaining: how many more units would be admitted right now.
+        retry_after: seconds to wait before this hit would be admitted (0.0 when allowed);
+            rounded up, so waiting exactly this long is enough if nothing else consumes.
+        reset_after: seconds until the limiter is back to its full allowance if no more hits
+            come (0.0 when it already is).
+    """
+
+    allowed: bool
+    limit: int
+    remaining: int
+    retry_after: float
+    reset_after: float
+
+
+class LimiterCore:
+    """Validated configuration of one limit: its algorithm code, script parameters and key."""
+
+    __slots__ = ("algorithm", "capacity", "params", "suffix")
+
+    algorithm: str
+    capacity: int
+    params: tuple[str, str]
+    suffix: str
+
+    def _set(self, algorithm: str, capacity: int, params: tuple[str, str], name: object) -> None:
+        self.algorithm = algorithm
+        self.capacity = capacity
+        self.params = params
+        if name is not None and not isinstance(name, str):
+            raise ConfigurationError(f"name must be a str, not {type(name).__name__}")
+        default = f"{algorithm}:{capacity}:{params[1]}"
+        self.suffix = default if name is None else check_name(name, "name").decode()
+
+    def key(self, key: bytes) -> bytes:
+        """The Redis key holding this limit's state for the limited ``key`` (already checked)."""
+        return make_key(PATTERN, key, self.suffix)
+
+
+def _window_us(window: object) -> int:
+    return duration_ms(window, "window") * 1000
+
+
+class FixedWindowCore(LimiterCore):
+    """At most ``limit`` units per window; windows are aligned to the epoch on server time."""
+
+    __slots__ = ()
+
+    def __init__(self, limit: int, window: object, name: object = None) -> None:
+        limit = check_int(limit, "limit", minimum=1)
+        self._set("fw", limit, (str(limit), str(_window_us(window))), name)
+
+
+class SlidingLogCore(LimiterCore):
+    """At most ``limit`` units in any interval of ``window``: one sorted-set entry per unit."""
+
+    __slots__ = ()
+
+    def __init__(self, limit: int, window: object, name: object = None) -> None:
+        limit = check_int(limit, "limit", minimum=1)
+        self._set("sl", limit, (str(limit), str(_window_us(window))), name)
+
+
+class SlidingWindowCore(LimiterCore):
+    """Two fixed-window counters, the previous one weighted by its overlap with the window."""
+
+    __slots__ = ()
+
+    def __init__(self, limit: int, window: object, name: object = None) -> None:
+        limit = check_int(limit, "limit", minimum=1)
+        self._set("sw", limit, (str(limit), str(_window_us(window))), name)
+
+
+def _positive_float(value: object, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationError(f"{what} must be a number, not {type(value).__name__}")
+    number = float(value)
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigurationError(f"{what} must be a finite number > 0, got {value!r}")
+    return number
+
+
+class TokenBucketCore(LimiterCore):
+    """``capacity`` tokens, refilled continuously at ``refill_rate`` tokens per second."""
+
+    __slots__ = ()
+
+    def __init__(self, capacity: int, refill_rate: float, name: object = None) -> None:
+        capacity = check_int(capacity, "capacity", minimum=1)
+        rate = _positive_float(refill_rate, "refill_rate")
+        per_us = rate / 1_000_000
+        if per_us * 2**53 < capacity:
+            raise ConfigurationError(f"refill_rate {refill_rate!r} is too small to ever refill")
+        self._set("tb", capacity, (str(capacity), repr(per_us)), name)
+
+
+class GCRACore(LimiterCore):
+    """Generic cell rate algorithm: ``limit`` per ``period`` evenly, bursts of up to ``burst``."""
+
+    __slots__ = ()
+
+    def __init__(
+        self, limit: int, period: object, burst: int | None = None, name: object = None
+    ) -> None:
+        limit = check_int(limit, "limit", minimum=1)
+        period_us = duration_ms(period, "period") * 1000
+        burst = limit if burst is None else check_int(burst, "burst", minimum=1)
+        interval = period_us / limit
+        self._set("gcra", burst, (str(burst), repr(interval)), name)
+
+
+def check_cores(cores: Sequence[LimiterCore]) -> tuple[LimiterCore, ...]:
+    """Refuse an empty set of limits, or two limits that would share one key."""
+    if not cores:
+        raise ConfigurationError("at least one limit is required")
+    suffixes = [c.suffix for c in cores]
+    if len(set(suffixes)) != len(suffixes):
+        raise ConfigurationError(
+            f"two limits share a key suffix ({suffixes}); give them distinct names"
+        )
+    return tuple(cores)
+
+
+def _check_cost(cores: Sequence[LimiterCore], cost: object) -> int:
+    cost = check_int(cost, "cost", minimum=1)
+    smallest = min(cores, key=lambda c: c.capacity)
+    if cost > smallest.capacity:
+        raise ConfigurationError(
+            f"cost {cost} exceeds the limit's capacity {smallest.capacity}: such a hit could "
+            "never be admitted"
+        )
+    return cost
+
+
+def http_headers(decision: Decision) -> dict[str, str]:
+    """The ``RateLimit-*`` response headers for ``decision``, plus ``Retry-After`` on a refusal.
+
+    Seconds are rounded up to whole seconds (HTTP's unit), so a client honouring them never
+    comes back too early.
+    """
+    headers = {
+        "RateLimit-Limit": str(decision.limit),
+        "RateLimit-Remaining": str(decision.remaining),
+        "RateLimit-Reset": str(math.ceil(decision.reset_after)),
+    }
+    if not decision.allowed:
+        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
+    return headers
+
+
+def _us(value: int | bytes | str) -> float:
+    return int(value) / 1_000_000
+
+
+def decide(
+    cores: Sequence[LimiterCore], key: object, cost: object, *, consume: bool = True
+) -> Plan[tuple[list[Decision], int]]:
+    """One script evaluating every limit for ``key``; returns the decisions and server time (µs)."""
+    raw = check_name(key, "key")
+    amount = _check_cost(cores, cost) if consume else 1
+    args: list[str | int] = ["hit" if consume else "peek", amount]
+    for core in cores:
+        args += [core.algorithm, *core.params]
+    reply = yield package_script("ratelimit_hit").eval(tuple(c.key(raw) for c in cores), args)
+    decisions = [
+        Decision(
+            allowed=bool(int(reply[2 + 4 * i])),
+            limit=core.capacity,
+            remaining=int(reply[3 + 4 * i]),
+            retry_after=_us(reply[4 + 4 * i]),
+            reset_after=_us(reply[5 + 4 * i]),
+        )
+        for i, core in enumerate(cores)
+    ]
+    return decisions, int(reply[0])
+
+
+def combine(decisions: Sequence[Decision]) -> Decision:
+    """The one decision that binds: the refusal with the longest wait, else the tightest limit."""
+    refused = [d for d in decisions if not d.allowed]
+    if refused:
+        return max(refused, key=lambda d: (d.retry_after, -d.remaining))
+    return min(decisions, key=lambda d: (d.remaining, -d.reset_after))
+
+
+def hit(cores: Sequence[LimiterCore], key: object, cost: object) -> Plan[Decision]:
+    decisions, _ = yield from decide(cores, key, cost)
+    return combine(decisions)
+
+
+def peek(cores: Sequence[LimiterCore], key: object) -> Plan[Decision]:
+    decisions, _ = yield from decide(cores, key, 1, consume=False)
+    return combine(decisions)
+
+
+def enforce(cores: Sequence[LimiterCore], key: object, cost: object) -> Plan[Decision]:
+    decision = yield from hit(cores, key, cost)
+    if not decision.allowed:
+        raise RateLimitedError(
+            f"rate limit exceeded ({decision.limit} allowed); retry after "
+            f"{decision.retry_after:.3f} s",
+            retry_after=decision.retry_after,
+        )
+    return decision
+
+
+def reset(cores: Sequence[LimiterCore], key: object) -> Plan[None]:
+    raw = check_name(key, "key")
+    yield Command(("DEL", *(c.key(raw) for c in cores)))

@@ -1,0 +1,145 @@
+"""The rate limiters' pure core, driven with canned replies: no server, no event loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from redis_patterns import ConfigurationError, Decision, RateLimitedError
+from redis_patterns._core import ratelimit as core
+from redis_patterns._plan import Command, Eval, run_canned
+
+
+def test_hit_is_one_eval_with_every_limit() -> None:
+    cores = [core.FixedWindowCore(10, 1.0), core.TokenBucketCore(5, 2.0, name="burst")]
+    reply = [b"1700000000000000", 1, 1, 9, 0, 500000, 1, 4, 0, 1500000]
+    (decisions, now), effects = run_canned(core.decide(cores, "user:1", 1), [reply])
+    assert now == 1_700_000_000_000_000
+    (effect,) = effects
+    assert isinstance(effect, Eval)
+    assert effect.script.name == "ratelimit_hit"
+    assert effect.keys == (b"{ratelimit:user:1}:fw:10:1000000", b"{ratelimit:user:1}:burst")
+    assert effect.args == ("hit", 1, "fw", "10", "1000000", "tb", "5", "2e-06")
+    assert decisions == [Decision(True, 10, 9, 0.0, 0.5), Decision(True, 5, 4, 0.0, 1.5)]
+
+
+def test_peek_sends_peek_mode_with_cost_one() -> None:
+    cores = [core.GCRACore(10, 60.0, burst=3)]
+    reply = [b"1", 0, 0, 0, 2_000_001, 6_000_000]
+    decision, effects = run_canned(core.peek(cores, "k"), [reply])
+    assert isinstance(effects[0], Eval)
+    assert effects[0].args[:2] == ("peek", 1)
+    assert effects[0].args[2:] == ("gcra", "3", "6000000.0")
+    assert decision == Decision(False, 3, 0, 2.000001, 6.0)
+
+
+def test_enforce_raises_with_retry_after() -> None:
+    cores = [core.SlidingLogCore(2, 1.0)]
+    with pytest.raises(RateLimitedError) as info:
+        run_canned(core.enforce(cores, "k", 1), [[b"1", 0, 0, 0, 250_000, 900_000]])
+    assert info.value.retry_after == 0.25
+
+
+def test_reset_deletes_every_key() -> None:
+    cores = [core.FixedWindowCore(1, 1.0), core.SlidingWindowCore(1, 1.0)]
+    _, effects = run_canned(core.reset(cores, "k"), [2])
+    assert effects == [
+        Command(("DEL", b"{ratelimit:k}:fw:1:1000000", b"{ratelimit:k}:sw:1:1000000"))
+    ]
+
+
+@pytest.mark.parametrize("cost", [0, -1, 1.5, True, "1", None, 6])
+def test_bad_cost_fails_before_any_effect(cost: object) -> None:
+    cores = [core.TokenBucketCore(10, 1.0), core.FixedWindowCore(5, 1.0)]
+    with pytest.raises(ConfigurationError):
+        run_canned(core.hit(cores, "k", cost), [])
+
+
+def test_combine_picks_the_binding_decision() -> None:
+    loose = Decision(True, 100, 50, 0.0, 10.0)
+    tight = Decision(True, 10, 2, 0.0, 1.0)
+    short = Decision(False, 10, 0, 0.5, 1.0)
+    long = Decision(False, 100, 0, 30.0, 60.0)
+    assert core.combine([loose, tight]) == tight
+    assert core.combine([loose, short, long]) == long
+    assert core.combine([tight, short]) == short
+
+
+def test_http_headers() -> None:
+    assert core.http_headers(Decision(True, 10, 3, 0.0, 4.2)) == {
+        "RateLimit-Limit": "10",
+        "RateLimit-Remaining": "3",
+        "RateLimit-Reset": "5",
+    }
+    refused = core.http_headers(Decision(False, 10, 0, 0.01, 0.01))
+    assert refused["Retry-After"] == "1"  # never 0 on a refusal
+    assert refused["RateLimit-Reset"] == "1"
+
+
+def test_limiter_core_imports_no_io() -> None:
+    from pathlib import Path
+
+    source = Path(core.__file__).read_text(encoding="utf-8")
+    assert "import redis" not in source
+    assert "_runner" not in source
+
+
+# --- bad input, fuzzed: anything that is not valid fails before the plan yields an effect ----
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+ANYTHING = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=20),
+    st.binary(max_size=20),
+)
+
+
+@given(cost=ANYTHING)
+def test_fuzzed_cost_is_valid_or_refused_before_io(cost: object) -> None:
+    cores = [core.SlidingLogCore(7, 1.0)]
+    valid = isinstance(cost, int) and not isinstance(cost, bool) and 1 <= cost <= 7
+    plan = core.hit(cores, "k", cost)
+    if valid:
+        assert isinstance(next(plan), Eval)
+    else:
+        with pytest.raises(ConfigurationError):
+            next(plan)
+
+
+@given(key=st.one_of(ANYTHING, st.text(min_size=1000, max_size=1100)))
+def test_fuzzed_key_is_valid_or_refused_before_io(key: object) -> None:
+    cores = [core.GCRACore(3, 1.0)]
+    raw = key.encode("utf-8", "surrogateescape") if isinstance(key, str) else key
+    valid = (
+        isinstance(raw, bytes)
+        and 0 < len(raw) <= 1024
+        and not any(c in raw for c in (b"{", b"}", b"\x00"))
+    )
+    plan = core.peek(cores, key)
+    if valid:
+        assert isinstance(next(plan), Eval)
+    else:
+        with pytest.raises(ConfigurationError):
+            next(plan)
+
+
+@given(limit=ANYTHING, window=st.one_of(ANYTHING, st.floats(0.0004, 0.0016)))
+def test_fuzzed_configuration_is_valid_or_refused(limit: object, window: object) -> None:
+    limit_ok = isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1
+    window_ok = (
+        isinstance(window, int | float)
+        and not isinstance(window, bool)
+        and math.isfinite(window)
+        and 1 <= round(window * 1000) <= 2**63 - 1
+    )
+    if limit_ok and window_ok:
+        core.FixedWindowCore(limit, window)  # type: ignore[arg-type]
+    else:
+        with pytest.raises(ConfigurationError):
+            core.FixedWindowCore(limit, window)  # type: ignore[arg-type]
