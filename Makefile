@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit soak bench install clean
+.PHONY: demo test lint unit soak bench bench-peers install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,19 @@ test: lint
 soak: $(VENV)/.dev-installed
 	$(BIN)/pytest --soak -m fault $(PYTEST_ARGS)
 
+# Built-in benchmarks (floors + ours), then each pattern's comparison script; peers it cannot
+# import are reported as "not installed". `make bench-peers` installs the peers first.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks
+	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
+
+PEERS := pottery python-redis-lock limits pyrate-limiter cashews dogpile.cache aiocache
+
+# The peers live in their own environment so they never leak into the test environment.
+bench-peers:
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/pip install -q -e '.[dev]' $(PEERS)
+	$(MAKE) bench BIN=.venv-bench/bin VENV=.venv-bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -8,6 +8,7 @@ discovered automatically; the demo exits non-zero if any of them misbehaves.
 from __future__ import annotations
 
 import importlib
+import logging
 import pkgutil
 import sys
 import time
@@ -72,6 +73,15 @@ class _Output:
             self.console.print(f"    -> [{colour}]{word}[/] ({elapsed:.2f}s)\n", highlight=False)
         else:
             print(f"    -> {word} ({elapsed:.2f}s)\n", flush=True)
+
+
+class _SectionLogHandler(logging.Handler):
+    def __init__(self, output: _Output) -> None:
+        super().__init__(logging.WARNING)
+        self.output = output
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.output.line(f"  (library log, {record.levelname.lower()}: {record.getMessage()})")
 
 
 @dataclass
@@ -175,6 +185,11 @@ def run_demo(*, url: str | None, only: Sequence[str] = (), list_only: bool = Fal
         print(f"Started an embedded {server.binary.name} at {url}\n", flush=True)
     failed: list[str] = []
     output = _Output()
+    # Sections provoke failures on purpose (a killed flusher, a dropped link); the library logs
+    # them, and the tour shows those lines in place, indented, rather than raw on stderr.
+    library_log = logging.getLogger("redis_patterns")
+    handler = _SectionLogHandler(output)
+    library_log.addHandler(handler)
     try:
         for number, sec in enumerate(chosen, 1):
             output.heading(f"[{number}/{len(chosen)}] {sec.title}")
@@ -191,6 +206,7 @@ def run_demo(*, url: str | None, only: Sequence[str] = (), list_only: bool = Fal
             if not ok:
                 failed.append(sec.name)
     finally:
+        library_log.removeHandler(handler)
         if server is not None:
             server.stop()
             server.cleanup()
