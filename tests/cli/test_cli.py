@@ -75,3 +75,20 @@ def test_bench_prints_a_table_with_commands_per_operation() -> None:
     assert result.returncode == 0, result.stderr
     assert "BoundedCounter.incr" in result.stdout
     assert "cmds/op" in result.stdout
+
+
+def test_demo_only_option_selects_sections() -> None:
+    result = run("demo", "--only", "counter")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[1/1] BoundedCounter" in result.stdout
+
+
+def test_demo_output_is_plain_text_when_piped() -> None:
+    result = run("demo", "--only", "counter")
+    assert "\x1b[" not in result.stdout
+
+
+def test_the_whole_tour_behaves() -> None:
+    result = run("demo", timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "All 8 section(s) behaved as promised." in result.stdout

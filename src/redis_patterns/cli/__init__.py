@@ -22,6 +22,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a guided, measured tour of every pattern")
     demo.add_argument("--url", help="use this server instead of an embedded one")
     demo.add_argument("sections", nargs="*", help="run only these sections (default: all)")
+    demo.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="SECTION[,SECTION]",
+        help="run only these sections (repeatable, comma-separated)",
+    )
     demo.add_argument("--list", action="store_true", help="list the sections and exit")
 
     server = commands.add_parser("server", help="run the embedded server in the foreground")
@@ -52,7 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(url=args.url, only=args.sections, list_only=args.list)
+        only = [*args.sections, *(n for group in args.only for n in group.split(",") if n)]
+        return run_demo(url=args.url, only=only, list_only=args.list)
     if args.command == "server":
         from .server import run_server
 
