@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -35,6 +34,7 @@ from redis_patterns import (
     SlidingWindow,
     TokenBucket,
 )
+from redis_patterns.testing.pytest_plugin import FAKETIME_LIB, faketime_or_skip
 
 pytestmark = pytest.mark.fault
 
@@ -367,14 +367,10 @@ def test_primary_killed_without_replica_forgets_its_counts(own_cluster: Embedded
     assert admitted == 0  # exact across the crash: nothing more may pass today
 
 
-FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
-
-
 @pytest.fixture
 def server_with_fake_clock(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     """A Valkey server under libfaketime whose clock offset is read from a file (no caching)."""
-    if not os.path.exists(FAKETIME_LIB):
-        pytest.skip("libfaketime is not installed")
+    faketime_or_skip()
     clock = tmp_path / "offset"
     clock.write_text("+0\n")
     with monkeypatch.context() as patched:  # only the server process inherits these

@@ -38,9 +38,24 @@ from .counter import CommandCounter
 from .proxy import FaultProxy
 from .sentinel import SentinelTopology
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "faketime_or_skip"]
 
 REQUIRE_REDIS7 = "REDIS_PATTERNS_REQUIRE_REDIS7"
+REQUIRE_FAKETIME = "REDIS_PATTERNS_REQUIRE_FAKETIME"
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faketime_or_skip() -> str:
+    """The path of libfaketime (Debian's ``faketime``); skip the test when it is missing, or
+    fail instead when ``REDIS_PATTERNS_REQUIRE_FAKETIME=1`` (CI installs it)."""
+    if not os.path.exists(FAKETIME_LIB):
+        reason = "libfaketime is not installed (Debian package faketime)"
+        if os.environ.get(REQUIRE_FAKETIME) == "1":
+            pytest.fail(f"{reason}, but {REQUIRE_FAKETIME}=1 requires it", pytrace=False)
+        pytest.skip(reason)
+    return FAKETIME_LIB
+
+
 _names = itertools.count()
 
 
