@@ -189,8 +189,9 @@ class AsyncWorker:
             (`AsyncWorker` also accepts coroutine functions and awaits them).
         batch: entries per read.
         block: the longest a read waits for new entries, in seconds (capped at
-            ``claim_idle / 2``). The read holds a pooled connection that long, so the client's
-            ``socket_timeout`` must be longer (or ``None``).
+            ``claim_idle / 2``, and at 80 % of the client's ``socket_timeout`` so an idle read
+            never times out; redis-py 8 defaults that timeout to 5 s). The read holds a pooled
+            connection that long.
         claim_idle: seconds an entry may stay unacknowledged before another worker reclaims it;
             longer than your slowest handler, or entries are handled twice.
         max_deliveries: deliveries before an entry is dead-lettered (>= 1).
@@ -221,6 +222,7 @@ class AsyncWorker:
             block=block,
             claim_idle=claim_idle,
             max_deliveries=max_deliveries,
+            read_timeout=queue._runner.read_timeout,
         )
         self._runner = queue._runner
         self._handler = handler

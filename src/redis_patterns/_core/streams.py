@@ -438,6 +438,7 @@ class WorkerCore:
         block: float,
         claim_idle: float,
         max_deliveries: int,
+        read_timeout: float | None = None,
     ) -> None:
         self.queue = queue
         self.consumer = check_name(consumer, "consumer")
@@ -449,6 +450,10 @@ class WorkerCore:
         # Claim at least twice per claim_idle; a blocking read must not hold the loop longer.
         self.claim_every_ms = max(self.claim_idle_ms // 2, 1)
         self.block_ms = min(block_ms, self.claim_every_ms)
+        if read_timeout is not None:
+            # The client's socket_timeout (redis-py 8 defaults to 5 s) must outlast the blocking
+            # read, or every idle read ends in a timeout, a warning and a reconnect.
+            self.block_ms = max(1, min(self.block_ms, int(read_timeout * 1000 * 0.8)))
         self.max_deliveries = check_int(max_deliveries, "max_deliveries", minimum=1)
         self.counters = _Counters()
         self._cursor = "0-0"

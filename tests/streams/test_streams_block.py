@@ -1,0 +1,53 @@
+"""An idle worker's blocking read always ends before the client's socket timeout."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import pytest
+import redis
+
+from redis_patterns import EmbeddedCluster, EmbeddedServer, StreamQueue, Worker
+
+
+def test_block_stays_under_the_clients_socket_timeout(valkey_server: EmbeddedServer) -> None:
+    assert valkey_server.port is not None
+
+    def block_ms(**options: object) -> int:
+        client = redis.Redis(host="127.0.0.1", port=valkey_server.port, **options)  # type: ignore[arg-type]
+        return Worker(StreamQueue(client, "q"), "c", print, block=5.0)._core.block_ms
+
+    assert block_ms(socket_timeout=0.5) == 400
+    assert block_ms(socket_timeout=None) == 5000  # no timeout: block as asked
+    assert block_ms(socket_timeout=60) == 5000
+    assert block_ms() == int(
+        redis.Redis().connection_pool.connection_kwargs["socket_timeout"] * 800
+    )
+    from_url = redis.Redis.from_url(valkey_server.url)  # no kwarg: the connection default (5 s)
+    assert Worker(StreamQueue(from_url, "q"), "c", print, block=5.0)._core.block_ms == 4000
+
+
+def test_idle_worker_never_times_out_its_read(
+    valkey_server: EmbeddedServer, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert valkey_server.port is not None
+    client = redis.Redis(host="127.0.0.1", port=valkey_server.port, socket_timeout=0.5)
+    queue = StreamQueue(client, f"{prefix}:q")
+    worker = Worker(queue, "c1", lambda message: None, block=5.0)
+    thread = threading.Thread(target=worker.run)
+    with caplog.at_level(logging.WARNING, logger="redis_patterns"):
+        thread.start()
+        time.sleep(2.0)  # about four idle reads
+        worker.stop()
+        thread.join(timeout=10)
+    client.close()
+    assert not thread.is_alive()
+    assert [r.getMessage() for r in caplog.records if "timed out" in r.getMessage()] == []
+
+
+def test_block_on_a_cluster_client_uses_the_connection_default(cluster: EmbeddedCluster) -> None:
+    client = cluster.client()  # RedisCluster keeps no socket_timeout: connections default to 5 s
+    assert Worker(StreamQueue(client, "q"), "c", print, block=5.0)._core.block_ms == 4000
+    client.close()
