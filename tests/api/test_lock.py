@@ -562,6 +562,22 @@ async def test_async_watchdog_loss_can_cancel_holder(backend: Backend, prefix: s
     await client.aclose()
 
 
+async def test_async_on_lost_coroutine_is_awaited(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    called = asyncio.Event()
+
+    async def on_lost(lost_lock: AsyncLock) -> None:
+        await asyncio.sleep(0)
+        called.set()
+
+    lock = AsyncLock(client, prefix, ttl=0.6, auto_renew=True, on_lost=on_lost)
+    assert await lock.acquire()
+    await client.delete(lock.key)
+    await asyncio.wait_for(called.wait(), 20)
+    assert lock.lost
+    await client.aclose()
+
+
 def test_works_with_decode_responses(backend: Backend, prefix: str) -> None:
     client = backend.client(decode_responses=True)
     lock = Lock(client, prefix, ttl=5)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from .._background import Handle
+from .._callbacks import acall_back
 from .._core.lock import FencedStoreCore, LockCore
 from .._errors import LockTimeoutError
 from .._runner import AsyncClient, AsyncRunner
@@ -179,7 +180,7 @@ class AsyncLock:
         if self._core.lost and not self._notified:
             self._notified = True
             if self._on_lost is not None:
-                self._on_lost(self)
+                await acall_back(self._on_lost, self)
         return delay
 
     def _stop_watch(self) -> None:

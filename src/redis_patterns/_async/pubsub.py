@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from .._callbacks import acall_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
 from .._errors import BackendError, BackendUnavailableError
 from .._pubsub import AsyncPubSubTransport
@@ -239,7 +240,7 @@ class AsyncSubscriber:
             self.last_gap = gap
             log.warning("pub/sub link restored after %.3fs (%s)", gap.duration, gap.error)
             if self._on_gap is not None:
-                self._on_gap(gap)
+                await acall_back(self._on_gap, gap)
 
     async def _confirm(self, expected: int) -> None:
         """Read pushes until ``expected`` subscriptions are confirmed; keep any data meanwhile."""

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 
 from .._background import Handle
+from .._callbacks import acall_back
 from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import AsyncClient, AsyncRunner, node_address
@@ -215,7 +216,7 @@ class AsyncRedlock:
         if self._core.lost and not self._notified:
             self._notified = True
             if self._on_lost is not None:
-                self._on_lost(self)
+                await acall_back(self._on_lost, self)
         return delay
 
     def _stop_watch(self) -> None:

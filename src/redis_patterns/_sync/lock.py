@@ -7,6 +7,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from .._background import Handle
+from .._callbacks import call_back
 from .._core.lock import FencedStoreCore, LockCore
 from .._errors import LockTimeoutError
 from .._runner import SyncClient, SyncRunner
@@ -180,7 +181,7 @@ class Lock:
         if self._core.lost and not self._notified:
             self._notified = True
             if self._on_lost is not None:
-                self._on_lost(self)
+                call_back(self._on_lost, self)
         return delay
 
     def _stop_watch(self) -> None:
