@@ -43,8 +43,16 @@ class CookieSettings:
             )
         if samesite == "None" and not secure:
             raise ConfigurationError("samesite='none' needs secure=True (browsers refuse it)")
+        if not isinstance(path, str) or not path.startswith("/"):
+            raise ConfigurationError(f"path must start with '/', got {path!r}")
+        if name.startswith("__Host-"):  # a prefix written into the name obeys the same rules
+            host_prefix = True
+        if name.startswith("__Secure-") and not secure:
+            raise ConfigurationError("a __Secure- cookie name needs secure=True (browsers drop it)")
         if host_prefix is None:  # on whenever the browser would accept it
-            host_prefix = secure and domain is None and path == "/"
+            host_prefix = (
+                secure and domain is None and path == "/" and not name.startswith("__Secure-")
+            )
         if host_prefix:
             if not secure or domain is not None or path != "/":
                 raise ConfigurationError(
