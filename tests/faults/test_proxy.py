@@ -163,21 +163,24 @@ def _bare_client(proxy: FaultProxy) -> redis.Redis:
     )
 
 
+def _incr_outcomes(client: redis.Redis, key: str, calls: int) -> list[str]:
+    """Per INCR: ``ok``, ``reset`` (ECONNRESET: a real RST) or ``closed`` (ended by a FIN)."""
+    outcomes = []
+    for _ in range(calls):
+        try:
+            client.incr(key)
+            outcomes.append("ok")
+        except redis.ConnectionError as exc:  # the next call reconnects
+            outcomes.append("reset" if "reset by peer" in str(exc) else "closed")
+    client.close()
+    return outcomes
+
+
 def test_reset_every_nth_request_never_reaches_the_server(
     proxy: FaultProxy, valkey_server: EmbeddedServer, prefix: str
 ) -> None:
-    client = _bare_client(proxy)
     proxy.reset(every=3)
-    outcomes = []
-    for _ in range(9):
-        try:
-            client.incr(f"{prefix}:n")
-            outcomes.append("ok")
-        except redis.ConnectionError as exc:
-            # a real RST (ECONNRESET, not a FIN), and the next call reconnects
-            outcomes.append("reset" if "reset by peer" in str(exc) else repr(exc))
-    client.close()
-    assert outcomes == ["ok", "ok", "reset"] * 3
+    assert _incr_outcomes(_bare_client(proxy), f"{prefix}:n", 9) == ["ok", "ok", "reset"] * 3
     assert proxy.stats.resets == 3
     assert proxy.mode == "reset"
     with valkey_server.client() as direct:
@@ -187,17 +190,9 @@ def test_reset_every_nth_request_never_reaches_the_server(
 def test_drop_every_nth_reply_after_execution(
     proxy: FaultProxy, valkey_server: EmbeddedServer, prefix: str
 ) -> None:
-    client = _bare_client(proxy)
     proxy.drop_replies(every=4)
-    outcomes = []
-    for _ in range(8):
-        try:
-            client.incr(f"{prefix}:n")
-            outcomes.append("ok")
-        except redis.ConnectionError:
-            outcomes.append("lost")
-    client.close()
-    assert outcomes == ["ok", "ok", "ok", "lost"] * 2
+    outcomes = _incr_outcomes(_bare_client(proxy), f"{prefix}:n", 8)
+    assert outcomes == ["ok", "ok", "ok", "closed"] * 2
     assert proxy.stats.dropped_replies == 2
     with valkey_server.client() as direct:
         assert int(direct.get(f"{prefix}:n")) == 8  # the lost replies' requests did run
