@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 import redis_patterns
 from redis_patterns import (
@@ -151,3 +153,69 @@ def test_stop_ends_the_thread_and_closes_links(valkey_server: EmbeddedServer) ->
         client.ping()
     client.close()
     proxy.stop()  # idempotent
+
+
+def _bare_client(proxy: FaultProxy) -> redis.Redis:
+    # No retries and no handshake commands (RESP2, no CLIENT SETINFO): every request chunk the
+    # proxy counts is one of the test's own commands.
+    return redis.Redis(
+        port=proxy.port, socket_timeout=5, retry=Retry(NoBackoff(), 0), driver_info=None, protocol=2
+    )
+
+
+def _incr_outcomes(client: redis.Redis, key: str, calls: int) -> list[str]:
+    """Per INCR: ``ok``, ``reset`` (ECONNRESET: a real RST) or ``closed`` (ended by a FIN)."""
+    outcomes = []
+    for _ in range(calls):
+        try:
+            client.incr(key)
+            outcomes.append("ok")
+        except redis.ConnectionError as exc:  # the next call reconnects
+            outcomes.append("reset" if "reset by peer" in str(exc) else "closed")
+    client.close()
+    return outcomes
+
+
+def test_reset_every_nth_request_never_reaches_the_server(
+    proxy: FaultProxy, valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    proxy.reset(every=3)
+    assert _incr_outcomes(_bare_client(proxy), f"{prefix}:n", 9) == ["ok", "ok", "reset"] * 3
+    assert proxy.stats.resets == 3
+    assert proxy.mode == "reset"
+    with valkey_server.client() as direct:
+        assert int(direct.get(f"{prefix}:n")) == 6  # the reset requests never ran
+
+
+def test_drop_every_nth_reply_after_execution(
+    proxy: FaultProxy, valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    proxy.drop_replies(every=4)
+    outcomes = _incr_outcomes(_bare_client(proxy), f"{prefix}:n", 8)
+    assert outcomes == ["ok", "ok", "ok", "closed"] * 2
+    assert proxy.stats.dropped_replies == 2
+    with valkey_server.client() as direct:
+        assert int(direct.get(f"{prefix}:n")) == 8  # the lost replies' requests did run
+
+
+def test_every_is_validated(proxy: FaultProxy) -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="every"):
+            proxy.reset(every=bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="every"):
+            proxy.drop_replies(every=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="either"):
+        proxy.drop_replies(0.5, every=2)
+    assert proxy.mode == "pass"  # a rejected call leaves the mode alone
+
+
+def test_reset_connections_is_a_one_off(proxy: FaultProxy, prefix: str) -> None:
+    with redis_patterns.connect(proxy.url, socket_timeout=5) as client:
+        counter = BoundedCounter(client, f"{prefix}:c", LIMIT)
+        assert counter.incr() == 1
+        proxy.reset_connections()
+        assert proxy.stats.resets == 1
+        assert proxy.mode == "pass"  # unlike reset(), new connections get through
+        with redis_patterns.connect(proxy.url, socket_timeout=5) as fresh:
+            assert BoundedCounter(fresh, f"{prefix}:c", LIMIT).incr() == 2
+        assert proxy.stats.resets == 1

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 import redis
-from pubsub_tcp_proxy import TcpProxy
 
 from redis_patterns import (
     AsyncPublisher,
@@ -25,6 +24,7 @@ from redis_patterns import (
     Subscriber,
     connect,
 )
+from redis_patterns.testing import FaultProxy
 
 pytestmark = pytest.mark.fault
 
@@ -293,15 +293,12 @@ def test_slow_subscriber_cut_by_the_output_buffer_limit_recovers(server: Embedde
 
 
 @pytest.fixture
-def proxy(server: EmbeddedServer) -> Iterator[TcpProxy]:
-    assert server.port is not None
-    made = TcpProxy(server.port)
-    yield made
-    made.close()
+def proxy(server: EmbeddedServer, fault_proxy: Callable[..., FaultProxy]) -> FaultProxy:
+    return fault_proxy(server)
 
 
 def test_half_open_link_through_a_blackholing_proxy(
-    server: EmbeddedServer, proxy: TcpProxy
+    server: EmbeddedServer, proxy: FaultProxy
 ) -> None:
     """RELIABILITY 29: the proxy swallows everything both ways (no FIN, no RST)."""
     gaps: list[Gap] = []
@@ -314,8 +311,8 @@ def test_half_open_link_through_a_blackholing_proxy(
         sub.get(timeout=0.05)
     assert not sub.connected  # the unanswered PING gave the link away
     assert sub.gaps == 1
-    proxy.blackhole(False)
-    proxy.reset()  # the old, silent links go; new ones pass through
+    proxy.pass_through()
+    proxy.reset_connections()  # the old, silent links go; new ones pass through
     publisher = Publisher(connect(server.url))
     got = None
     for _ in range(500):
@@ -330,7 +327,7 @@ def test_half_open_link_through_a_blackholing_proxy(
 
 
 def test_connection_resets_during_sequenced_publishing(
-    server: EmbeddedServer, proxy: TcpProxy, scale: Callable[[int, int], int]
+    server: EmbeddedServer, proxy: FaultProxy, scale: Callable[[int, int], int]
 ) -> None:
     """RELIABILITY 28 with RSTs: each reset is one reported gap; no duplicates."""
     resets = scale(5, 50)
@@ -357,7 +354,7 @@ def test_connection_resets_during_sequenced_publishing(
 
     delivered_from(0)
     for _ in range(resets):
-        proxy.reset()
+        proxy.reset_connections()  # RST every link once; the reconnection passes
         delivered_from(seq)
     assert sub.gaps == resets
     assert received == sorted(set(received))  # in order, no duplicates

@@ -7,10 +7,13 @@ test runs:
 - `latency` delivers every chunk late (requests and replies, each ``seconds`` + jitter);
 - `blackhole` keeps connections open but forwards nothing (a half-open link: the client only
   notices through its own timeout);
-- `reset` sends a TCP RST on every existing and every new connection (``SO_LINGER`` 0);
+- `reset` sends a TCP RST on every existing and every new connection (``SO_LINGER`` 0), or,
+  with ``every=n``, answers every n-th request with one instead of forwarding it;
+- `reset_connections` sends a TCP RST on every existing connection once and keeps the mode, so
+  clients reconnect through the proxy at once (a one-off network blip);
 - `drop_replies` forwards requests, so the server EXECUTES them, then throws the reply away and
   closes the client's connection: the "reply lost after execution" case, where the client
-  cannot know whether its command ran.
+  cannot know whether its command ran (a seeded random share, or exactly every n-th request).
 
 Why asyncio in one background thread: one thread serves any number of connections, latency is a
 timer per chunk rather than a sleeping thread, and the proxy works the same under sync tests and
@@ -55,6 +58,7 @@ class _Mode:
     replies: bool = True
     probability: float = 1.0
     match: bytes | None = None
+    every: int = 0  # reset/drop: only every n-th request (0: all, or by probability)
 
 
 @dataclass(slots=True)
@@ -105,6 +109,7 @@ class FaultProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._counted = 0  # requests counted towards the current mode's ``every``
         self.port = 0  # the listening port once started (0 before)
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -221,24 +226,62 @@ class FaultProxy:
         """Keep every connection (and accept new ones) but forward nothing: a half-open link."""
         self._mode = _Mode("blackhole")
 
-    def reset(self) -> None:
-        """Send a TCP RST on every existing connection, and on each new one until switched."""
-        self._mode = _Mode("reset")
+    def reset(self, *, every: int | None = None) -> None:
+        """Send a TCP RST on every existing connection, and on each new one until switched.
+
+        Args:
+            every: instead, keep connections and answer every n-th request chunk (counted
+                across all connections from this call on) with a TCP RST before it reaches the
+                server: a connection reset mid-call, at a steady rate, while other calls pass.
+        """
+        n = _every(every)
+        self._counted = 0
+        self._mode = _Mode("reset", every=n)
+        if self._loop is not None and not n:
+            self._call(self._reset_all())
+
+    def reset_connections(self) -> None:
+        """Send a TCP RST on every existing connection once; the mode stays as it is.
+
+        New connections are treated by the current mode (forwarded under `pass_through`), so a
+        client reconnects at once: a one-off blip, unlike `reset`, which refuses reconnections
+        until the mode is switched.
+        """
         if self._loop is not None:
             self._call(self._reset_all())
 
-    def drop_replies(self, probability: float = 1.0, *, match: bytes | str | None = None) -> None:
+    def drop_replies(
+        self,
+        probability: float = 1.0,
+        *,
+        match: bytes | str | None = None,
+        every: int | None = None,
+    ) -> None:
         """Forward requests (the server runs them) but lose the reply and close the client.
 
         Args:
             probability: the share of requests whose reply is lost (a seeded random draw).
             match: only requests containing these bytes (e.g. ``b"EVALSHA"``) can lose their
                 reply, so connection handshakes are left alone.
+            every: instead of a random draw, lose exactly the reply of every n-th (matching)
+                request chunk, counted across all connections from this call on.
+
+        Raises:
+            ValueError: ``probability`` outside [0, 1], ``every`` < 1, or both given.
         """
         if not 0.0 <= probability <= 1.0:
             raise ValueError("probability must be within [0, 1]")
+        n = _every(every)
+        if n and probability != 1.0:
+            raise ValueError("give either probability or every, not both")
         needle = match.encode() if isinstance(match, str) else match
-        self._mode = _Mode("drop", probability=probability, match=needle)
+        self._counted = 0
+        self._mode = _Mode("drop", probability=probability, match=needle, every=n)
+
+    def _nth(self, every: int) -> bool:
+        """Count one request towards ``every``; true on every n-th."""
+        self._counted += 1
+        return self._counted % every == 0
 
     async def _reset_all(self) -> None:
         for link in list(self._links):
@@ -257,7 +300,7 @@ class FaultProxy:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.stats.connections += 1
         link = _Link(writer)
-        if self._mode.kind == "reset":
+        if self._mode.kind == "reset" and not self._mode.every:
             self._rst(link)
             return
         try:
@@ -297,8 +340,10 @@ class FaultProxy:
                 if not data:
                     break
                 mode = self._mode
-                if mode.kind == "reset":
-                    self._rst(link)
+                if mode.kind == "reset" and (
+                    not mode.every or (upstream and self._nth(mode.every))
+                ):
+                    self._rst(link)  # with ``every``, this request never reaches the server
                     break
                 if mode.kind == "blackhole":
                     self.stats.blackholed += 1
@@ -312,7 +357,11 @@ class FaultProxy:
                     self.stats.forwarded_requests += 1
                     if mode.kind == "drop" and (mode.match is None or mode.match in data):
                         self.stats.matched_requests += 1
-                        if self._random.random() < mode.probability:
+                        if (
+                            self._nth(mode.every)
+                            if mode.every
+                            else self._random.random() < mode.probability
+                        ):
                             link.drop_next_reply = True
                 delay = 0.0
                 if mode.kind == "latency" and (mode.requests if upstream else mode.replies):
@@ -356,6 +405,14 @@ class FaultProxy:
     def __repr__(self) -> str:
         where = self.url if self.port else "not started"
         return f"<FaultProxy {where} -> {self._target_address()} mode={self.mode}>"
+
+
+def _every(every: int | None) -> int:
+    if every is None:
+        return 0
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError("every must be an int >= 1")
+    return every
 
 
 _live: weakref.WeakSet[FaultProxy] = weakref.WeakSet()

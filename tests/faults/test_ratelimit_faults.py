@@ -15,7 +15,6 @@ import pytest
 import redis
 import redis.asyncio
 import redis.cluster
-from ratelimit_proxy import FaultProxy
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -34,6 +33,7 @@ from redis_patterns import (
     SlidingWindow,
     TokenBucket,
 )
+from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.pytest_plugin import FAKETIME_LIB, faketime_or_skip
 
 pytestmark = pytest.mark.fault
@@ -92,7 +92,8 @@ def test_no_immortal_keys_under_sigkill_and_resets(
     without a TTL, and no client stays limited once its traffic stops."""
     client = valkey_server.client()
     rounds = scale(4, 60)
-    with FaultProxy(valkey_server.port or 0, reset_every=7) as proxy:
+    with FaultProxy(valkey_server) as proxy:
+        proxy.reset(every=7)  # every 7th request chunk is answered with an RST
         spec = {"port": proxy.port, "kinds": SHORT, "prefix": f"{prefix}:", "api": api}
         for _ in range(rounds):
             procs = [
@@ -117,7 +118,7 @@ def test_no_immortal_keys_under_sigkill_and_resets(
             assert keys, "the hitters wrote nothing"
             ttls = [client.pttl(k) for k in keys]
             assert -1 not in ttls, "a key without a TTL"
-        assert proxy.resets > 0
+        assert proxy.stats.resets > 0
     # every limiter admits again within its own retry_after of the traffic stopping ...
     limiters = [
         FixedWindow(client, *SHORT["FixedWindow"]),
@@ -144,7 +145,8 @@ def hits_through_reply_drops(
 ) -> tuple[int, int, int, int]:
     limiter_client = server.client()
     FixedWindow(limiter_client, 10**9, 86400.0).hit(key + ":warm")  # load the script
-    with FaultProxy(server.port or 0, drop_every=10) as proxy:
+    with FaultProxy(server) as proxy:
+        proxy.drop_replies(every=10)  # the server runs every request; every 10th reply is lost
         client = redis.Redis(
             port=proxy.port, socket_timeout=5, retry=retry, driver_info=None, protocol=2
         )
@@ -157,7 +159,7 @@ def hits_through_reply_drops(
             except BackendError:
                 failed += 1
         client.close()
-        dropped = proxy.dropped
+        dropped = proxy.stats.dropped_replies
     (state_key,) = limiter.keys(key)
     counted = int(limiter_client.hget(state_key, "n") or 0)
     limiter_client.close()
@@ -187,7 +189,8 @@ async def test_async_reply_drops_are_never_counted_twice(
     requests = scale(300, 5000)
     key = f"{prefix}:u"
     FixedWindow(valkey_server.client(), 10**9, 86400.0).hit(key + ":warm")  # load the script
-    with FaultProxy(valkey_server.port or 0, drop_every=10) as proxy:
+    with FaultProxy(valkey_server) as proxy:
+        proxy.drop_replies(every=10)
         client = redis.asyncio.Redis(
             port=proxy.port,
             socket_timeout=5,
@@ -204,7 +207,7 @@ async def test_async_reply_drops_are_never_counted_twice(
             except BackendError:
                 failed += 1
         await client.aclose()
-        dropped = proxy.dropped
+        dropped = proxy.stats.dropped_replies
     counted = int(valkey_server.client().hget(limiter.keys(key)[0], "n") or 0)
     assert dropped > 0
     assert failed == dropped

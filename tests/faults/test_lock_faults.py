@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 import redis
-from _latency_proxy import LatencyProxy
 from _lock_procs import Spec, contend, contend_async
 
 from redis_patterns import EmbeddedServer, FencedStore, Lock, LockError
+from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.counter import CommandCounter as Counter
 from redis_patterns.testing.pytest_plugin import Backend
 
@@ -215,8 +215,9 @@ def test_watchdog_under_latency(
     hold = scale(3, 10) * ttl  # RELIABILITY: 10 x TTL
     with (
         valkey_server.client() as observer,
-        LatencyProxy(valkey_server.port or 0, one_way) as proxy,
+        FaultProxy(valkey_server) as proxy,
     ):
+        proxy.latency(one_way)  # each direction: a round trip costs 2 x one_way
         client = redis.Redis(port=proxy.port, socket_timeout=10)
         lock = Lock(client, prefix, ttl=ttl, auto_renew=True)
         assert lock.acquire()
