@@ -345,7 +345,16 @@ class EmbeddedServer:
     def client(self, *, asyncio: Literal[True], **kwargs: Any) -> redis.asyncio.Redis: ...
 
     def client(self, *, asyncio: bool = False, **kwargs: Any) -> redis.Redis | redis.asyncio.Redis:
-        """A new redis-py client for this server (``asyncio=True`` for ``redis.asyncio``)."""
+        """A new redis-py client for this server (``asyncio=True`` for ``redis.asyncio``).
+
+        Raises:
+            EmbeddedServerError: the server was never started (use ``with`` or `start` first).
+        """
+        if self.port is None and not self.unix_socket:
+            raise EmbeddedServerError(
+                "the server has not been started: use `with EmbeddedServer() as server:` or "
+                "call server.start() first"
+            )
         options: dict[str, Any] = dict(kwargs)
         options.update(self.connection_kwargs())
         if asyncio:
@@ -457,7 +466,16 @@ class EmbeddedCluster:
     def client(
         self, *, asyncio: bool = False, **kwargs: Any
     ) -> redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster:
-        """A new cluster client (``asyncio=True`` for ``redis.asyncio.cluster``)."""
+        """A new cluster client (``asyncio=True`` for ``redis.asyncio.cluster``).
+
+        Raises:
+            EmbeddedServerError: the cluster is not running (use ``with`` or `start` first).
+        """
+        if not self.nodes or not all(node.running for node in self.nodes):
+            raise EmbeddedServerError(
+                "the cluster is not running: use `with EmbeddedCluster(...) as cluster:` or "
+                "call cluster.start() first"
+            )
         options: dict[str, Any] = dict(kwargs)
         if asyncio:
             nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.startup_nodes]

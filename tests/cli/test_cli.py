@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -92,3 +93,24 @@ def test_the_whole_tour_behaves() -> None:
     result = run("demo", timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "All 8 section(s) behaved as promised." in result.stdout
+
+
+def test_server_on_a_taken_port_fails_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run("server", "--port", str(taken.getsockname()[1]), timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("redis-patterns server: could not start the server:")
+    assert "already in use" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_check_without_a_url_says_how_to_give_one() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    result = subprocess.run(
+        [*CLI, "check"], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
+    assert result.returncode == 2
+    assert "REDIS_URL" in result.stderr

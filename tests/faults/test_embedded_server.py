@@ -181,3 +181,12 @@ def _key_on(cluster: EmbeddedCluster, index: int) -> str:
         if first <= key_slot(key.encode()) <= last:
             return key
     raise AssertionError("no key found for the slot range")
+
+
+def test_client_of_a_server_never_started_says_so() -> None:
+    from redis_patterns import EmbeddedCluster, EmbeddedServer, EmbeddedServerError
+
+    with pytest.raises(EmbeddedServerError, match="start"):
+        EmbeddedServer().client()
+    with pytest.raises(EmbeddedServerError, match="not running"):
+        EmbeddedCluster(3).client()

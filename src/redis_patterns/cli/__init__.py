@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -43,7 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         help="audit a deployment (version, eviction, persistence, latency, scripts)",
         description="Exit status: 0 if all findings are ok or info, 1 on a warning, 2 on an error.",
     )
-    check.add_argument("--url", required=True, help="the server to audit, e.g. redis://host:6379")
+    check.add_argument(
+        "--url",
+        default=os.environ.get("REDIS_URL"),
+        help="the server to audit, e.g. redis://host:6379 (default: $REDIS_URL)",
+    )
     check.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     bench = commands.add_parser("bench", help="throughput, latency and commands per operation")
@@ -67,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_server(port=args.port, binary=args.binary, appendonly=args.appendonly)
     if args.command == "check":
         from .check import run_check
+
+        if not args.url:
+            print("redis-patterns check: give --url (or set REDIS_URL)", file=sys.stderr)
+            return 2
 
         return run_check(url=args.url, as_json=args.json)
     if args.command == "bench":
