@@ -5,6 +5,7 @@ key prefix and returns the zero-argument operation to time. The harness warms it
 sequential calls, then counts the commands a few calls send (``MONITOR``, exact). Floors
 (raw ``GET``, ``EVALSHA`` of a trivial script) come first so every row can be read against them.
 
+An operation may carry a ``close`` attribute, called after its run (e.g. to stop a listener).
 Benchmarks never run as timed tests; ``make bench`` and ``redis-patterns bench`` run them.
 """
 
@@ -81,7 +82,9 @@ def run_one(
 ) -> BenchResult:
     """Time ``operations`` sequential calls of benchmark ``name`` and count its commands."""
     entry = _REGISTRY[name]
-    op = entry.setup(client, f"bench:{uuid.uuid4().hex[:8]}:{name}")
+    # Letters, digits, '-' and '.' only: valid as a key prefix and as any pattern's namespace.
+    slug = "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+    op = entry.setup(client, f"bench-{uuid.uuid4().hex[:8]}-{slug}")
     for _ in range(warmup):
         op()
     latencies: list[float] = []
@@ -99,6 +102,9 @@ def run_one(
     with CommandCounter(nodes) as seen:
         for _ in range(sampled):
             op()
+    close = getattr(op, "close", None)  # an operation may own resources (a listener thread)
+    if callable(close):
+        close()
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return BenchResult(
@@ -224,3 +230,84 @@ def _bench_evalsha(client: redis.Redis, prefix: str) -> Operation:
 def _bench_bounded_counter(client: redis.Redis, prefix: str) -> Operation:
     counter = BoundedCounter(client, f"{prefix}:counter", 2**62)
     return lambda: counter.incr()
+
+
+@benchmark("Lock acquire+release")
+def _bench_lock(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.lock import Lock
+
+    lock = Lock(client, f"{prefix}:lock", ttl=10)
+
+    def cycle() -> None:
+        lock.acquire()
+        lock.release()
+
+    return cycle
+
+
+@benchmark("TokenBucket.hit")
+def _bench_token_bucket(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.ratelimit import TokenBucket
+
+    limiter = TokenBucket(client, capacity=10**9, refill_rate=10**6)
+    key = f"{prefix}:user"
+    return lambda: limiter.hit(key)
+
+
+@benchmark("SlidingLog.hit")
+def _bench_sliding_log(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.ratelimit import SlidingLog
+
+    limiter = SlidingLog(client, limit=100, window=0.05)
+    key = f"{prefix}:user"
+    return lambda: limiter.hit(key)
+
+
+@benchmark("Cache.get (hit)")
+def _bench_cache_hit(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.cache import Cache
+
+    cache = Cache(client, prefix, ttl=600)
+    cache.set("k", {"name": "Ada", "roles": ["admin"]})
+    return lambda: cache.get("k")
+
+
+@benchmark("Cache.get (near-cache hit)")
+def _bench_near_cache_hit(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.cache import Cache
+
+    cache = Cache(client, prefix, ttl=600, local=100)
+    cache.set("k", {"name": "Ada", "roles": ["admin"]})
+    cache.get("k")
+
+    def hit() -> object:
+        return cache.get("k")
+
+    hit.close = cache.close  # type: ignore[attr-defined]  # stops the invalidation listener
+    return hit
+
+
+@benchmark("SessionStore.get")
+def _bench_session_get(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.sessions import SessionStore
+
+    store = SessionStore(client, namespace=prefix, idle_ttl=600)
+    sid = store.create({"user": "ada", "cart": [1, 2, 3]}).id
+    return lambda: store.get(sid)
+
+
+@benchmark("Leaderboard.around(5)")
+def _bench_leaderboard_around(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.leaderboard import Leaderboard
+
+    board = Leaderboard(client, prefix)
+    board.add_many({f"p{i}": float(i % 997) for i in range(10_000)})
+    return lambda: board.around("p4242", 5)
+
+
+@benchmark("StreamQueue.add")
+def _bench_stream_add(client: redis.Redis, prefix: str) -> Operation:
+    from ._sync.streams import StreamQueue
+
+    queue = StreamQueue(client, prefix, max_len=10_000)
+    return lambda: queue.add({"event": "signup", "user": 42})
