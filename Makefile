@@ -43,11 +43,12 @@ bench: $(VENV)/.dev-installed
 
 PEERS := pottery python-redis-lock limits pyrate-limiter cashews dogpile.cache aiocache
 
-# The peers live in their own environment so they never leak into the test environment.
+# The peers live in their own environment so they never leak into the test environment; the
+# results (machine, versions, every script's output) are written into docs/benchmarks.md.
 bench-peers:
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install -q -e '.[dev]' $(PEERS)
-	$(MAKE) bench BIN=.venv-bench/bin VENV=.venv-bench
+	.venv-bench/bin/python -m benchmarks.report --write
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,5 +1,7 @@
 """Uncontended acquire+release: redis-patterns Lock vs redis-py Lock, pottery, python-redis-lock.
 
+Also a correctness probe: 16 threads doing lock-protected, non-atomic increments.
+
 Run: ``.venv/bin/python benchmarks/bench_locks.py [--ops N] [--server valkey|redis-server]``
 (peers installed by hand: ``pip install pottery python-redis-lock``; they are not dependencies).
 Every library talks to the same embedded server in one run; commands per operation are
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import threading
 import time
+import uuid
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
@@ -73,6 +78,56 @@ CANDIDATES: dict[str, Callable[[redis.Redis], Cycle]] = {
 }
 
 
+def _factories() -> dict[str, Callable[[redis.Redis, str], Any]]:
+    """A new lock object per thread, for the mutual-exclusion probe."""
+
+    def pottery(client: redis.Redis, name: str) -> Any:
+        from pottery import Redlock
+
+        return Redlock(key=name, masters={client}, auto_release_time=30)
+
+    def python_redis(client: redis.Redis, name: str) -> Any:
+        import redis_lock
+
+        return redis_lock.Lock(client, name, expire=30)
+
+    return {
+        "redis-patterns Lock": lambda client, name: Lock(client, name, ttl=30),
+        "redis-py Lock": lambda client, name: client.lock(name, timeout=30),
+        "pottery Redlock (1 node)": pottery,
+        "python-redis-lock": python_redis,
+    }
+
+
+def exclusion_probe(
+    server: EmbeddedServer, make: Callable[[redis.Redis, str], Any], threads: int, each: int
+) -> str:
+    """Threads increment a counter with a racy GET then SET, each inside the lock: the final
+    value equals the number of increments only if no two holders ever overlapped."""
+    counter = f"bench:probe:{uuid.uuid4().hex}"
+    name = counter + ":lock"
+
+    def work() -> None:
+        client = server.client()
+        for _ in range(each):
+            lock = make(client, name)
+            lock.acquire(blocking=True)
+            value = int(client.get(counter) or 0)
+            client.set(counter, value + 1)
+            lock.release()
+        client.close()
+
+    pool = [threading.Thread(target=work) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=300)
+    check = server.client()
+    final = int(check.get(counter) or 0)
+    check.close()
+    return f"{final} / {threads * each}"
+
+
 def count_commands(server: EmbeddedServer, make: Callable[[redis.Redis], Cycle]) -> list[str]:
     client = server.client()
     cycle = make(client)
@@ -97,6 +152,8 @@ def main() -> None:
     parser.add_argument("--ops", type=int, default=2000, help="operations per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server", default="valkey", help="valkey (embedded) or redis-server")
+    parser.add_argument("--threads", type=int, default=16, help="threads in the exclusion probe")
+    parser.add_argument("--each", type=int, default=25, help="increments per probe thread")
     args = parser.parse_args()
     warnings.simplefilter("ignore")  # pottery warns about a single master; that is the point
     with EmbeddedServer(args.server) as server:
@@ -125,6 +182,18 @@ def main() -> None:
         for name in CANDIDATES:
             ops_s = f"{statistics.median(rates[name]):,.0f}" if rates.get(name) else "-"
             print(f"| {name} | {ops_s} | " + " | ".join(counts[name]) + " |", flush=True)
+        print(
+            f"\nmutual exclusion probe: {args.threads} threads x {args.each} lock-protected "
+            "GET-then-SET increments (final value / increments; equal means no overlap)\n"
+        )
+        print("| library | final / expected |")
+        print("|---|---:|")
+        for name, make_lock in _factories().items():
+            try:
+                result = exclusion_probe(server, make_lock, args.threads, args.each)
+            except ImportError as exc:
+                result = f"not installed: {exc}"
+            print(f"| {name} | {result} |", flush=True)
         for client, _ in cycles.values():
             client.close()
 
