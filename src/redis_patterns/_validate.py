@@ -32,6 +32,8 @@ def duration_ms(value: object, what: str, *, allow_zero: bool = False) -> int:
         raise ConfigurationError(f"{what} must be finite, got {value!r}")
     if seconds < 0 or (seconds == 0 and not allow_zero):
         raise ConfigurationError(f"{what} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
+    if seconds > _MAX_MS / 1000:  # before multiplying: a huge float times 1000 is inf
+        raise ConfigurationError(f"{what} is too large: {value!r}")
     ms = round(seconds * 1000)
     if ms == 0 and not allow_zero:
         raise ConfigurationError(f"{what} must be at least 1 ms, got {value!r} s")

@@ -50,7 +50,21 @@ def test_durations_become_milliseconds(value: Any, expected: int) -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [0, -1, 0.0001, math.nan, math.inf, -math.inf, True, "5", None, 2**64, timedelta(0)]
+    "bad",
+    [
+        0,
+        -1,
+        0.0001,
+        math.nan,
+        math.inf,
+        -math.inf,
+        True,
+        "5",
+        None,
+        2**64,
+        1.797693134862316e305,
+        timedelta(0),
+    ],
 )
 def test_bad_durations_are_refused(bad: Any) -> None:
     with pytest.raises(ConfigurationError, match="ttl"):

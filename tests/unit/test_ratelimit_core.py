@@ -136,6 +136,7 @@ def test_fuzzed_configuration_is_valid_or_refused(limit: object, window: object)
         isinstance(window, int | float)
         and not isinstance(window, bool)
         and math.isfinite(window)
+        and window <= (2**63 - 1) / 1000
         and 1 <= round(window * 1000) <= 2**63 - 1
     )
     if limit_ok and window_ok:
