@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 
-from .._background import Handle
-from .._callbacks import acall_back
 from .._core.lock import FencedStoreCore, LockCore
 from .._errors import LockTimeoutError
 from .._runner import AsyncClient, AsyncRunner
 from .._validate import Duration
+from .lease import AsyncLease
 
 __all__ = ["AsyncFencedStore", "AsyncLock"]
 
 
-class AsyncLock:
+class AsyncLock(AsyncLease):
     """A lease on ``name``: at most one holder at a time, released automatically after ``ttl``.
 
     Acquire is one script (``SET NX PX`` plus the fence increment); release and extend compare
@@ -44,6 +42,8 @@ class AsyncLock:
             or ``max_hold`` without ``auto_renew`` (before any I/O).
     """
 
+    _core: LockCore
+
     def __init__(
         self,
         client: AsyncClient,
@@ -60,9 +60,7 @@ class AsyncLock:
             client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
         )
         self._runner = AsyncRunner(client)
-        self._on_lost = on_lost
-        self._watch: Handle | None = None
-        self._notified = False
+        self._init_lease(on_lost)
 
     def __repr__(self) -> str:
         state = "lost" if self.lost else "held" if self._core.held else "free"
@@ -70,34 +68,9 @@ class AsyncLock:
         return f"<AsyncLock {name!r} {state} fence={self.fence}>"
 
     @property
-    def name(self) -> bytes:
-        """The lock's name."""
-        return self._core.name
-
-    @property
-    def key(self) -> bytes:
-        """The lock's key, ``{lock:<name>}``."""
-        return self._core.key
-
-    @property
-    def token(self) -> str | None:
-        """The random owner id of the current (or last) acquisition; ``None`` before any."""
-        return self._core.token
-
-    @property
     def fence(self) -> int | None:
         """The fencing token of the current (or last) acquisition; strictly increasing per name."""
         return self._core.fence
-
-    @property
-    def lost(self) -> bool:
-        """True once the watchdog (or `extend`) found that the lease had been lost."""
-        return self._core.lost
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` deadline before which the lease is certainly still ours."""
-        return self._core.valid_until
 
     async def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
         """Take the lock, waiting with jittered exponential backoff while someone else holds it.
@@ -121,11 +94,8 @@ class AsyncLock:
         """
         wait = self._core.check_acquire(blocking, timeout)
         acquired = await self._runner.run(self._core.acquire(blocking, wait))
-        if acquired:
-            self._notified = False
-            if self._core.auto_renew:
-                first = await self._runner.run(self._core.renewal_delay())
-                self._watch = self._runner.repeat(self._renew, first)
+        if acquired and self._core.auto_renew:
+            self._start_watch(await self._runner.run(self._core.renewal_delay()))
         return acquired
 
     async def release(self) -> None:
@@ -166,27 +136,6 @@ class AsyncLock:
         if not await self.acquire():
             raise LockTimeoutError(f"lock {self._core.name!r} not acquired within its timeout")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()
-
-    async def _renew(self) -> float | None:
-        delay = await self._runner.run(self._core.renew())
-        if self._core.lost and not self._notified:
-            self._notified = True
-            if self._on_lost is not None:
-                await acall_back(self._on_lost, self)
-        return delay
-
-    def _stop_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
 
 
 class AsyncFencedStore:

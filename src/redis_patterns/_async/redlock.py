@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
-from .._background import Handle
-from .._callbacks import acall_back
 from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import AsyncClient, AsyncRunner, node_address
 from .._validate import Duration
+from .lease import AsyncLease
 
 __all__ = ["AsyncRedlock"]
 
 
-class AsyncRedlock:
+class AsyncRedlock(AsyncLease):
     """A lease held on a majority of N independent servers (the seed's Redlock algorithm).
 
     Acquire sends ``SET key token NX PX ttl`` to every server at once (one command per server,
@@ -58,6 +56,8 @@ class AsyncRedlock:
         TypeError: a cluster client or a client of the wrong flavour (sync vs asyncio).
     """
 
+    _core: RedlockCore
+
     def __init__(
         self,
         clients: Sequence[AsyncClient],
@@ -93,9 +93,7 @@ class AsyncRedlock:
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
         self._auto_renew = auto_renew
-        self._on_lost = on_lost
-        self._watch: Handle | None = None
-        self._notified = False
+        self._init_lease(on_lost)
 
     def __repr__(self) -> str:
         state = "held" if self._core.held else "free"
@@ -103,24 +101,9 @@ class AsyncRedlock:
         return f"<AsyncRedlock {name!r} on {self._core.nodes} servers {state}>"
 
     @property
-    def name(self) -> bytes:
-        """The lock's name."""
-        return self._core.name
-
-    @property
-    def key(self) -> bytes:
-        """The key used on every server, ``{lock:<name>}``."""
-        return self._core.key
-
-    @property
     def quorum(self) -> int:
         """How many servers must grant the lock: N // 2 + 1."""
         return self._core.quorum
-
-    @property
-    def token(self) -> str | None:
-        """The random owner id of the current (or last) acquisition."""
-        return self._core.token
 
     @property
     def fence(self) -> None:
@@ -128,19 +111,9 @@ class AsyncRedlock:
         return None
 
     @property
-    def lost(self) -> bool:
-        """True once an extension failed to reach a majority in time."""
-        return self._core.lost
-
-    @property
     def validity(self) -> float | None:
         """Seconds of guaranteed ownership left when the last acquire/extend completed."""
         return self._core.validity
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` deadline of the lease (``None`` when not held)."""
-        return self._core.valid_until
 
     async def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
         """Try to take the lock on a majority of servers, up to ``retries + 1`` attempts.
@@ -160,8 +133,7 @@ class AsyncRedlock:
         wait = self._core.check_acquire(blocking, timeout)
         acquired = await self._runner.run(self._core.acquire(blocking, wait))
         if acquired and self._auto_renew:
-            self._notified = False
-            self._watch = self._runner.repeat(self._renew, self._core.ttl_ms / 3000)
+            self._start_watch(self._core.ttl_ms / 3000)
         return acquired
 
     async def release(self) -> None:
@@ -211,28 +183,7 @@ class AsyncRedlock:
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")
 
-    async def _renew(self) -> float | None:
-        delay = await self._runner.run(self._core.renew())
-        if self._core.lost and not self._notified:
-            self._notified = True
-            if self._on_lost is not None:
-                await acall_back(self._on_lost, self)
-        return delay
-
-    def _stop_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-
     async def __aenter__(self) -> AsyncRedlock:
         if not await self.acquire():
             raise LockTimeoutError(f"Redlock {self._core.name!r} not acquired")
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.release()

@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 
-from .._background import Handle
-from .._callbacks import call_back
 from .._core.lock import FencedStoreCore, LockCore
 from .._errors import LockTimeoutError
 from .._runner import SyncClient, SyncRunner
 from .._validate import Duration
+from .lease import Lease
 
 __all__ = ["FencedStore", "Lock"]
 
 
-class Lock:
+class Lock(Lease):
     """A lease on ``name``: at most one holder at a time, released automatically after ``ttl``.
 
     Acquire is one script (``SET NX PX`` plus the fence increment); release and extend compare
@@ -45,6 +43,8 @@ class Lock:
             or ``max_hold`` without ``auto_renew`` (before any I/O).
     """
 
+    _core: LockCore
+
     def __init__(
         self,
         client: SyncClient,
@@ -61,9 +61,7 @@ class Lock:
             client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
         )
         self._runner = SyncRunner(client)
-        self._on_lost = on_lost
-        self._watch: Handle | None = None
-        self._notified = False
+        self._init_lease(on_lost)
 
     def __repr__(self) -> str:
         state = "lost" if self.lost else "held" if self._core.held else "free"
@@ -71,34 +69,9 @@ class Lock:
         return f"<Lock {name!r} {state} fence={self.fence}>"
 
     @property
-    def name(self) -> bytes:
-        """The lock's name."""
-        return self._core.name
-
-    @property
-    def key(self) -> bytes:
-        """The lock's key, ``{lock:<name>}``."""
-        return self._core.key
-
-    @property
-    def token(self) -> str | None:
-        """The random owner id of the current (or last) acquisition; ``None`` before any."""
-        return self._core.token
-
-    @property
     def fence(self) -> int | None:
         """The fencing token of the current (or last) acquisition; strictly increasing per name."""
         return self._core.fence
-
-    @property
-    def lost(self) -> bool:
-        """True once the watchdog (or `extend`) found that the lease had been lost."""
-        return self._core.lost
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` deadline before which the lease is certainly still ours."""
-        return self._core.valid_until
 
     def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
         """Take the lock, waiting with jittered exponential backoff while someone else holds it.
@@ -122,11 +95,8 @@ class Lock:
         """
         wait = self._core.check_acquire(blocking, timeout)
         acquired = self._runner.run(self._core.acquire(blocking, wait))
-        if acquired:
-            self._notified = False
-            if self._core.auto_renew:
-                first = self._runner.run(self._core.renewal_delay())
-                self._watch = self._runner.repeat(self._renew, first)
+        if acquired and self._core.auto_renew:
+            self._start_watch(self._runner.run(self._core.renewal_delay()))
         return acquired
 
     def release(self) -> None:
@@ -167,27 +137,6 @@ class Lock:
         if not self.acquire():
             raise LockTimeoutError(f"lock {self._core.name!r} not acquired within its timeout")
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()
-
-    def _renew(self) -> float | None:
-        delay = self._runner.run(self._core.renew())
-        if self._core.lost and not self._notified:
-            self._notified = True
-            if self._on_lost is not None:
-                call_back(self._on_lost, self)
-        return delay
-
-    def _stop_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
 
 
 class FencedStore:

@@ -4,19 +4,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from types import TracebackType
 
-from .._background import Handle
-from .._callbacks import call_back
 from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import SyncClient, SyncRunner, node_address
 from .._validate import Duration
+from .lease import Lease
 
 __all__ = ["Redlock"]
 
 
-class Redlock:
+class Redlock(Lease):
     """A lease held on a majority of N independent servers (the seed's Redlock algorithm).
 
     Acquire sends ``SET key token NX PX ttl`` to every server at once (one command per server,
@@ -59,6 +57,8 @@ class Redlock:
         TypeError: a cluster client or a client of the wrong flavour (sync vs asyncio).
     """
 
+    _core: RedlockCore
+
     def __init__(
         self,
         clients: Sequence[SyncClient],
@@ -94,9 +94,7 @@ class Redlock:
         if on_lost is not None and not callable(on_lost):
             raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
         self._auto_renew = auto_renew
-        self._on_lost = on_lost
-        self._watch: Handle | None = None
-        self._notified = False
+        self._init_lease(on_lost)
 
     def __repr__(self) -> str:
         state = "held" if self._core.held else "free"
@@ -104,24 +102,9 @@ class Redlock:
         return f"<Redlock {name!r} on {self._core.nodes} servers {state}>"
 
     @property
-    def name(self) -> bytes:
-        """The lock's name."""
-        return self._core.name
-
-    @property
-    def key(self) -> bytes:
-        """The key used on every server, ``{lock:<name>}``."""
-        return self._core.key
-
-    @property
     def quorum(self) -> int:
         """How many servers must grant the lock: N // 2 + 1."""
         return self._core.quorum
-
-    @property
-    def token(self) -> str | None:
-        """The random owner id of the current (or last) acquisition."""
-        return self._core.token
 
     @property
     def fence(self) -> None:
@@ -129,19 +112,9 @@ class Redlock:
         return None
 
     @property
-    def lost(self) -> bool:
-        """True once an extension failed to reach a majority in time."""
-        return self._core.lost
-
-    @property
     def validity(self) -> float | None:
         """Seconds of guaranteed ownership left when the last acquire/extend completed."""
         return self._core.validity
-
-    @property
-    def valid_until(self) -> float | None:
-        """``time.monotonic()`` deadline of the lease (``None`` when not held)."""
-        return self._core.valid_until
 
     def acquire(self, blocking: bool = True, timeout: Duration | None = None) -> bool:
         """Try to take the lock on a majority of servers, up to ``retries + 1`` attempts.
@@ -161,8 +134,7 @@ class Redlock:
         wait = self._core.check_acquire(blocking, timeout)
         acquired = self._runner.run(self._core.acquire(blocking, wait))
         if acquired and self._auto_renew:
-            self._notified = False
-            self._watch = self._runner.repeat(self._renew, self._core.ttl_ms / 3000)
+            self._start_watch(self._core.ttl_ms / 3000)
         return acquired
 
     def release(self) -> None:
@@ -212,28 +184,7 @@ class Redlock:
         if len(set(ids)) != len(ids):
             raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")
 
-    def _renew(self) -> float | None:
-        delay = self._runner.run(self._core.renew())
-        if self._core.lost and not self._notified:
-            self._notified = True
-            if self._on_lost is not None:
-                call_back(self._on_lost, self)
-        return delay
-
-    def _stop_watch(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-
     def __enter__(self) -> Redlock:
         if not self.acquire():
             raise LockTimeoutError(f"Redlock {self._core.name!r} not acquired")
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.release()

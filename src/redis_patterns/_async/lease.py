@@ -1,0 +1,99 @@
+"""AsyncLease: what AsyncLock and AsyncRedlock share (identity, the watchdog, loss callback)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Protocol
+
+from .._background import Handle
+from .._callbacks import acall_back
+from .._plan import Plan
+from .._runner import AsyncRunner
+
+__all__ = ["AsyncLease", "LeaseCore"]
+
+
+class LeaseCore(Protocol):
+    """The part of a lock's core the shared facade uses (`LockCore`, `RedlockCore`)."""
+
+    name: bytes
+    key: bytes
+
+    @property
+    def token(self) -> str | None: ...
+
+    @property
+    def lost(self) -> bool: ...
+
+    @property
+    def valid_until(self) -> float | None: ...
+
+    def renew(self) -> Plan[float | None]: ...
+
+
+class AsyncLease:
+    """Base of the lock facades: subclasses set ``_core``, ``_runner`` and call `_init_lease`."""
+
+    _core: LeaseCore
+    _runner: AsyncRunner
+
+    def _init_lease(self, on_lost: Callable[[Any], object] | None) -> None:
+        self._on_lost = on_lost
+        self._watch: Handle | None = None
+        self._notified = False
+
+    @property
+    def name(self) -> bytes:
+        """The lock's name."""
+        return self._core.name
+
+    @property
+    def key(self) -> bytes:
+        """The lock's key, ``{lock:<name>}`` (the same on every server of a Redlock)."""
+        return self._core.key
+
+    @property
+    def token(self) -> str | None:
+        """The random owner id of the current (or last) acquisition; ``None`` before any."""
+        return self._core.token
+
+    @property
+    def lost(self) -> bool:
+        """True once the watchdog (or `extend`) found that the lease had been lost."""
+        return self._core.lost
+
+    @property
+    def valid_until(self) -> float | None:
+        """``time.monotonic()`` deadline before which the lease is certainly still ours
+        (``None`` when not held)."""
+        return self._core.valid_until
+
+    async def release(self) -> None:
+        raise NotImplementedError
+
+    def _start_watch(self, first_delay: float) -> None:
+        """Renew on the process's shared watchdog, first after ``first_delay`` seconds."""
+        self._notified = False
+        self._watch = self._runner.repeat(self._renew, first_delay)
+
+    async def _renew(self) -> float | None:
+        delay = await self._runner.run(self._core.renew())
+        if self._core.lost and not self._notified:
+            self._notified = True
+            if self._on_lost is not None:
+                await acall_back(self._on_lost, self)
+        return delay
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
