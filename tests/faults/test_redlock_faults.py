@@ -32,6 +32,7 @@ from redis_patterns import (
     StaleFenceError,
 )
 from redis_patterns._core.redlock import EPOCH_KEY
+from redis_patterns.testing.pytest_plugin import independent_servers
 
 pytestmark = pytest.mark.fault
 
@@ -41,15 +42,8 @@ NODE_TIMEOUT = 0.3
 @pytest.fixture(scope="module")
 def own_nodes() -> Iterator[list[EmbeddedServer]]:
     """Five servers of this module's own, so killing and pausing them harms no other test."""
-    servers = [EmbeddedServer() for _ in range(5)]
-    try:
-        for server in servers:
-            server.start()
+    with independent_servers(5) as servers:
         yield servers
-    finally:
-        for server in servers:
-            server.stop()  # SIGCONTs a paused server first
-            server.cleanup()
 
 
 def _clients(nodes: list[EmbeddedServer]) -> list[redis.Redis]:

@@ -19,6 +19,7 @@ the reason shown, unless ``REDIS_PATTERNS_REQUIRE_REDIS7=1``, which turns the sk
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
@@ -38,7 +39,7 @@ from .counter import CommandCounter
 from .proxy import FaultProxy
 from .sentinel import SentinelTopology
 
-__all__ = ["Backend", "faketime_or_skip"]
+__all__ = ["Backend", "faketime_or_skip", "independent_servers"]
 
 REQUIRE_REDIS7 = "REDIS_PATTERNS_REQUIRE_REDIS7"
 REQUIRE_FAKETIME = "REDIS_PATTERNS_REQUIRE_FAKETIME"
@@ -105,18 +106,25 @@ def cluster() -> Iterator[EmbeddedCluster]:
         yield embedded
 
 
-@pytest.fixture(scope="session")
-def redlock_nodes() -> Iterator[list[EmbeddedServer]]:
-    """Five independent Valkey servers for Redlock."""
-    servers = [EmbeddedServer() for _ in range(5)]
+@contextlib.contextmanager
+def independent_servers(count: int) -> Iterator[list[EmbeddedServer]]:
+    """``count`` started, unrelated Valkey servers, all stopped (even if paused) on exit."""
+    servers = [EmbeddedServer() for _ in range(count)]
     try:
         for server in servers:
             server.start()
         yield servers
     finally:
         for server in servers:
-            server.stop()
+            server.stop()  # SIGCONTs a paused server first
             server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redlock_nodes() -> Iterator[list[EmbeddedServer]]:
+    """Five independent Valkey servers for Redlock."""
+    with independent_servers(5) as servers:
+        yield servers
 
 
 @dataclass
