@@ -67,6 +67,7 @@ __all__ = [
     "TransactionFunction",
     "map_backend_error",
     "node_address",
+    "require_bytes_replies",
     "runner_for",
 ]
 
@@ -195,6 +196,16 @@ def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
 def _decodes(client: object) -> bool:
     encoder = getattr(client, "get_encoder", None)
     return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
+
+
+def require_bytes_replies(runner: SyncRunner | AsyncRunner, why: str) -> None:
+    """Refuse, before any I/O, clients made with ``decode_responses=True`` for a pattern whose
+    replies must stay bytes; ``why`` says what the pattern stores."""
+    if runner.decodes_responses:
+        raise ConfigurationError(
+            f"the client was created with decode_responses=True; {why}: use a client with "
+            "decode_responses=False"
+        )
 
 
 def _read_timeout(client: object) -> float | None:

@@ -152,3 +152,10 @@ def test_clients_of_the_wrong_flavour_are_refused(backend: Backend) -> None:
         AsyncSessionStore(backend.client())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         SessionStore(backend.async_client())  # type: ignore[arg-type]
+
+
+async def test_async_decode_responses_client_is_refused(backend: Backend, prefix: str) -> None:
+    client = backend.async_client(decode_responses=True)
+    with pytest.raises(ConfigurationError, match="decode_responses=True"):
+        AsyncSessionStore(client, namespace=prefix)
+    await client.aclose()

@@ -569,3 +569,10 @@ def test_round_trips_per_operation(backend: Backend, prefix: str) -> None:
     with backend.counter() as seen:
         assert store.destroy(other_user or "") is True
     assert seen.names == ["EVALSHA", "EVALSHA"]  # the second declares the user's index
+
+
+def test_decode_responses_client_is_refused(backend: Backend, prefix: str) -> None:
+    """Issue 13 (8a): such a client answered every read with str, and get() raised a bare
+    TypeError once sessions existed; it is refused up front, as Cache refuses it."""
+    with pytest.raises(ConfigurationError, match="decode_responses=True"):
+        SessionStore(backend.client(decode_responses=True), namespace=prefix)

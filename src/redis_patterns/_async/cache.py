@@ -11,9 +11,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
 from .._core.cache_types import AsyncFunc, AsyncLoader
-from .._errors import ConfigurationError
 from .._flight import AsyncSingleFlight
-from .._runner import AsyncClient, AsyncListener, AsyncRunner
+from .._runner import AsyncClient, AsyncListener, AsyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration, duration_ms
 
@@ -115,12 +114,10 @@ class AsyncCache:
             rng=rng,
         )
         self._runner = AsyncRunner(client)
-        if self._runner.decodes_responses:
-            raise ConfigurationError(
-                "the client was created with decode_responses=True; the cache stores binary "
-                "payloads (msgpack, signed pickle, any serializer's bytes): use a client with "
-                "decode_responses=False"
-            )
+        require_bytes_replies(
+            self._runner,
+            "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
+        )
         self._flights = AsyncSingleFlight()
         self._listener: AsyncListener | None = None
 

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core.sessions import KEEP, Session, SessionCore
-from .._runner import AsyncClient, AsyncRunner
+from .._runner import AsyncClient, AsyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
 
@@ -35,7 +35,8 @@ class AsyncSessionStore:
             writer of the server) or a `Serializer`. Values are serialized per field.
 
     Raises:
-        ConfigurationError: a bad namespace, duration or serializer name (before any I/O).
+        ConfigurationError: a bad namespace, duration or serializer name, or a client made
+            with ``decode_responses=True`` (before any I/O).
         TypeError: ``client`` is not an asyncio client.
     """
 
@@ -49,6 +50,8 @@ class AsyncSessionStore:
     ) -> None:
         self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer)
         self._runner = AsyncRunner(client)
+        # field names, metadata and serialized values are read back as bytes
+        require_bytes_replies(self._runner, "the session store reads its fields as bytes")
         self._client = client
 
     @property

@@ -39,7 +39,8 @@ SID_LENGTH: Final = 47
 # How often a plan re-sends after the server reported keys it had not declared (another client
 # changed the user's index in between). Each retry declares everything the server reported.
 _ATTEMPTS: Final = 8
-# When a user's index reaches a multiple of this size, a create also drops its dead ids.
+# When a user's index reaches a multiple of this size, the create or login that made it so
+# also drops its dead ids.
 _PRUNE_EVERY: Final = 32
 
 
@@ -225,8 +226,8 @@ class SessionCore:
             if reply is None:
                 continue
             now_ms, ttl_ms, absolute_at, size = (int(x) for x in reply)
-            if uid is not None and size >= _PRUNE_EVERY and size % _PRUNE_EVERY == 0:
-                yield from self.sessions_of(uid)
+            if uid is not None:
+                yield from self._prune(uid, size)
             return Session(
                 id=sid,
                 user_id=uid,
@@ -382,10 +383,20 @@ class SessionCore:
             )
             reply = yield package_script("session_create").eval(keys, (*create_args, *pairs))
             if reply is not None:
+                if target:  # a login adds to the index as a create does
+                    yield from self._prune(target, int(reply[3]))
                 return new_sid
             if meta.get(b":a") is not None:
                 return None  # the absolute lifetime ran out during the rotation
         raise _collision()
+
+    def _prune(self, user_id: str, size: int) -> Plan[None]:
+        """After an id joined the index (now ``size`` long): every ``_PRUNE_EVERY`` entries,
+        drop the ids of sessions that idled out (the script drops those past their absolute
+        expiry itself). A size only grows one by one, so no multiple is skipped: an index
+        never holds more than ``_PRUNE_EVERY`` ids beyond those alive at its last prune."""
+        if size >= _PRUNE_EVERY and size % _PRUNE_EVERY == 0:
+            yield from self.sessions_of(user_id)
 
     def _index(self, user_id: str, mode: str, ids: list[str]) -> Plan[tuple[Any, list[str]]]:
         """Run ``session_user`` in ``mode`` over ``ids``; returns its result and the new ids."""

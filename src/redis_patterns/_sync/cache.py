@@ -12,9 +12,8 @@ from typing import Any, Generic, ParamSpec, TypeVar
 
 from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
 from .._core.cache_types import Func, Loader
-from .._errors import ConfigurationError
 from .._flight import SingleFlight
-from .._runner import SyncClient, SyncListener, SyncRunner
+from .._runner import SyncClient, SyncListener, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration, duration_ms
 
@@ -116,12 +115,10 @@ class Cache:
             rng=rng,
         )
         self._runner = SyncRunner(client)
-        if self._runner.decodes_responses:
-            raise ConfigurationError(
-                "the client was created with decode_responses=True; the cache stores binary "
-                "payloads (msgpack, signed pickle, any serializer's bytes): use a client with "
-                "decode_responses=False"
-            )
+        require_bytes_replies(
+            self._runner,
+            "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
+        )
         self._flights = SingleFlight()
         self._listener: SyncListener | None = None
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .._core.sessions import KEEP, Session, SessionCore
-from .._runner import SyncClient, SyncRunner
+from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
 
@@ -36,7 +36,8 @@ class SessionStore:
             writer of the server) or a `Serializer`. Values are serialized per field.
 
     Raises:
-        ConfigurationError: a bad namespace, duration or serializer name (before any I/O).
+        ConfigurationError: a bad namespace, duration or serializer name, or a client made
+            with ``decode_responses=True`` (before any I/O).
         TypeError: ``client`` is not an asyncio client.
     """
 
@@ -50,6 +51,8 @@ class SessionStore:
     ) -> None:
         self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer)
         self._runner = SyncRunner(client)
+        # field names, metadata and serialized values are read back as bytes
+        require_bytes_replies(self._runner, "the session store reads its fields as bytes")
         self._client = client
 
     @property

@@ -3,6 +3,7 @@ commit plan (which store calls a finished request needs), all free of I/O and of
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,8 @@ from .._core.sessions import KEEP, Session
 from .._errors import ConfigurationError
 
 __all__ = ["CookieSettings", "Outcome", "RequestSession", "StoreCall", "commit"]
+
+log = logging.getLogger("redis_patterns.sessions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +87,8 @@ class RequestSession(MutableMapping[str, Any]):
     (``session["cart"].append(x)``) are detected too: values are compared serialized.
 
     ``rotate(user_id=...)`` at login and ``destroy()`` (or ``clear()``) at logout take effect at
-    the end of the request.
+    the end of the request. If the loaded session ends before that (logged out or rotated
+    elsewhere, expired), nothing is written back and no new session is made from it.
     """
 
     def __init__(self, loaded: Session | None, dumps: Callable[[Any], bytes]) -> None:
@@ -194,6 +198,11 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
     """The store calls that persist ``session`` at the end of a request, and the cookie outcome.
 
     Drivers run it like a plan: ``call = next(gen)``; perform it; ``gen.send(result)``.
+
+    A request that loaded no session creates one only if it put something in it (or logged
+    in). Fields set after ``destroy()`` / ``clear()`` go into a brand-new session. A request
+    whose loaded session ended meanwhile (destroyed, rotated elsewhere, expired) writes nothing
+    more and leaves the cookie alone: it never carries anything into a new session.
     """
     loaded = session._loaded
     delete_cookie = Outcome(None, 0, touch_cookie=had_cookie)
@@ -214,14 +223,30 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
     sid, ttl = loaded.id, loaded.ttl
     if changed or deleted:
         exists = yield StoreCall("update", (sid, changed), {"delete": deleted})
-        if not exists:  # it expired or was destroyed during the request: start afresh
-            created = yield StoreCall("create", (dict(session._data),), {})
-            sid, ttl = created.id, created.ttl
+        if not exists:
+            return _gone(loaded, f"fields set {sorted(changed)}, deleted {sorted(deleted)}")
     if rotate is not None:
         new_sid = yield StoreCall("rotate", (sid,), {"user_id": rotate[0]})
-        if new_sid is None:  # logged out elsewhere meanwhile: never resurrect, start afresh
-            user = None if rotate[0] is KEEP else rotate[0]
-            created = yield StoreCall("create", (dict(session._data),), {"user_id": user})
-            new_sid, ttl = created.id, created.ttl
+        if new_sid is None:
+            return _gone(loaded, "the rotation")
         sid = new_sid
     return Outcome(sid, int(ttl), touch_cookie=True)
+
+
+def _gone(loaded: Session, dropped: str) -> Outcome:
+    """The session this request loaded ended during the request: destroyed (logout here or
+    elsewhere, ``destroy_user``), rotated by another request, or expired. Nothing is written.
+
+    A new session would hold fields of the dead one, or fields a request made under its
+    identity, and would live outside its user's index, where no later ``destroy_user`` finds
+    it: a logout would not stick, an absolute expiry would not end anything. The cookie is left
+    alone: the id it holds is dead anyway (the next request starts anonymous), and a concurrent
+    login may just have replaced it.
+    """
+    log.info(
+        "session %s... ended during the request (destroyed, rotated elsewhere or expired);"
+        " not written: %s",
+        loaded.id[:4],
+        dropped,
+    )
+    return Outcome(None, 0, touch_cookie=False)

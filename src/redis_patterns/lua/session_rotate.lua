@@ -46,7 +46,14 @@ if user_id ~= '' then
   if absolute_at then
     score = absolute_at
   end
-  redis.call('ZREM', KEYS[3], old_id)
+  -- add before removing: removing a lone member first would delete the index, and the ZADD
+  -- would then recreate it without a TTL. The new id keeps the old one's score, so the index's
+  -- expiry (session_create: the latest score) still covers every member.
+  local lost = redis.call('EXISTS', KEYS[3]) == 0
   redis.call('ZADD', KEYS[3], score, new_id)
+  redis.call('ZREM', KEYS[3], old_id)
+  if lost and absolute_at then  -- the index was deleted under us: never leave it immortal
+    redis.call('PEXPIREAT', KEYS[3], absolute_at)
+  end
 end
 return {string.format('%.0f', now), string.format('%.0f', ttl), fields}

@@ -170,6 +170,14 @@ class Backend:
         self._opened.append(made)
         return made
 
+    def scan(self, match: str) -> list[bytes]:
+        """Every key matching the glob ``match``, by SCAN on each node (a cluster's masters)."""
+        found: list[bytes] = []
+        for server in self.servers:
+            with server.client() as node:
+                found.extend(node.scan_iter(match=match, count=1000))
+        return found
+
     def counter(self) -> CommandCounter:
         """A `CommandCounter` over every node of this backend."""
         return CommandCounter(self.nodes)

@@ -1,0 +1,135 @@
+"""The integrations' commit plan without a server: which store calls end a request, and what a
+request does when the session it loaded ended during it (issue 13, item 2)."""
+
+from __future__ import annotations
+
+import logging
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import pytest
+
+from redis_patterns._core.sessions import KEEP, Session, new_session_id
+from redis_patterns.integrations._sessions_common import (
+    Outcome,
+    RequestSession,
+    StoreCall,
+    commit,
+)
+
+
+def loaded(user: str | None = "mallory", **data: Any) -> Session:
+    return Session(
+        id=new_session_id(user),
+        user_id=user,
+        created_at=1.0,
+        idle_expires_at=61.0,
+        absolute_expires_at=None,
+        ttl=60.0,
+        data=MappingProxyType(data),
+    )
+
+
+def made(sid: str | None = None) -> Session:
+    return Session(
+        id=sid or new_session_id(None),
+        user_id=None,
+        created_at=2.0,
+        idle_expires_at=62.0,
+        absolute_expires_at=None,
+        ttl=60.0,
+        data=MappingProxyType({}),
+    )
+
+
+def drive(session: RequestSession, replies: list[Any]) -> tuple[list[StoreCall], Outcome]:
+    """Run the commit plan, answering each store call with the next canned reply."""
+    plan = commit(session, had_cookie=session._loaded is not None)
+    calls: list[StoreCall] = []
+    try:
+        call = next(plan)
+        while True:
+            calls.append(call)
+            call = plan.send(replies[len(calls) - 1])
+    except StopIteration as stop:
+        return calls, stop.value
+
+
+def request_session(start: Session | None) -> RequestSession:
+    return RequestSession(start, orjson.dumps)
+
+
+@pytest.mark.parametrize("rotate", [None, KEEP, "mallory", "someone"])
+def test_a_write_to_a_session_that_ended_meanwhile_is_dropped(
+    rotate: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It used to be written into a new session holding every loaded field, anonymous and
+    outside the user's index, where no later destroy_user could reach it."""
+    start = loaded(name="mallory")
+    session = request_session(start)
+    session["cart"] = ["sku-1"]
+    if rotate is not None:
+        session.rotate(user_id=rotate)
+    with caplog.at_level(logging.INFO, "redis_patterns.sessions"):
+        calls, outcome = drive(session, [False])
+    assert [c.method for c in calls] == ["update"]
+    assert calls[0].args == (start.id, {"cart": ["sku-1"]})
+    assert outcome == Outcome(None, 0, touch_cookie=False)  # the cookie is left alone
+    assert "not written: fields set ['cart']" in caplog.text
+    assert start.id not in caplog.text  # the id is a credential: only its bucket is logged
+
+
+@pytest.mark.parametrize("rotate", [KEEP, "mallory", None])
+def test_a_rotation_of_a_session_that_ended_meanwhile_creates_nothing(rotate: Any) -> None:
+    start = loaded(name="mallory")
+    session = request_session(start)
+    session.rotate(user_id=rotate)
+    calls, outcome = drive(session, [None])
+    assert [c.method for c in calls] == ["rotate"]
+    assert outcome == Outcome(None, 0, touch_cookie=False)
+
+
+def test_an_update_that_landed_before_the_session_ended_is_not_redone() -> None:
+    start = loaded(name="mallory")
+    session = request_session(start)
+    session["cart"] = []
+    session.rotate()
+    calls, outcome = drive(session, [True, None])
+    assert [c.method for c in calls] == ["update", "rotate"]
+    assert not outcome.touch_cookie
+
+
+def test_a_live_session_is_written_and_rotated() -> None:
+    start = loaded(name="mallory")
+    session = request_session(start)
+    session["cart"] = []
+    session.rotate()
+    fresh = new_session_id("mallory")
+    calls, outcome = drive(session, [True, fresh])
+    assert [c.method for c in calls] == ["update", "rotate"]
+    assert outcome == Outcome(fresh, 60, touch_cookie=True)
+
+
+def test_a_request_that_started_without_a_session_still_creates_one() -> None:
+    session = request_session(None)
+    session["cart"] = ["sku-1"]
+    created = made()
+    calls, outcome = drive(session, [created])
+    assert calls == [StoreCall("create", ({"cart": ["sku-1"]},), {"user_id": None})]
+    assert outcome == Outcome(created.id, 60, touch_cookie=True)
+
+
+def test_fields_set_after_clear_go_into_a_new_session_without_the_old_ones() -> None:
+    start = loaded(name="mallory", role="admin")
+    created = made()
+    # the destroy may find the session already gone (logged out elsewhere): same outcome
+    for destroyed in (True, False):
+        session = request_session(start)
+        session.clear()
+        session["greeting"] = "hello"
+        session.rotate(user_id="alice")
+        calls, outcome = drive(session, [destroyed, created])
+        assert [c.method for c in calls] == ["destroy", "create"]
+        assert calls[1] == StoreCall("create", ({"greeting": "hello"},), {"user_id": "alice"})
+        assert outcome == Outcome(created.id, 60, touch_cookie=True)
