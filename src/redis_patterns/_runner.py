@@ -284,12 +284,20 @@ class SyncRunner:
         """`run`; the asyncio twin finishes the plan even when the caller is cancelled."""
         return self.run(plan)
 
-    def repeat(self, job: _background.SyncJob, delay: float) -> _background.Handle:
-        """Run ``job`` after ``delay`` s on the process's one shared background thread.
+    def repeat(
+        self,
+        job: _background.SyncJob[T],
+        owner: T,
+        delay: float,
+        *,
+        dropped: str | None = None,
+    ) -> _background.Handle:
+        """Run ``job(owner)`` after ``delay`` s on the process's one shared background thread.
 
-        ``job`` returns the delay until its next run, or ``None`` to stop.
+        ``job`` returns the delay until its next run, or ``None`` to stop. ``owner`` is held
+        weakly: once it is collected the job stops (warning ``dropped``, if given).
         """
-        return _background.thread_ticker().add(job, delay)
+        return _background.thread_ticker().add(job, owner, delay, dropped=dropped)
 
     def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""
@@ -502,12 +510,20 @@ class AsyncRunner:
             task.add_done_callback(_retrieve)
             raise
 
-    def repeat(self, job: _background.AsyncJob, delay: float) -> _background.Handle:
-        """Run ``job`` after ``delay`` s on the running loop's one shared background task.
+    def repeat(
+        self,
+        job: _background.AsyncJob[T],
+        owner: T,
+        delay: float,
+        *,
+        dropped: str | None = None,
+    ) -> _background.Handle:
+        """Run ``await job(owner)`` after ``delay`` s on the running loop's one shared task.
 
-        ``job`` returns the delay until its next run, or ``None`` to stop.
+        ``job`` returns the delay until its next run, or ``None`` to stop. ``owner`` is held
+        weakly: once it is collected the job stops (warning ``dropped``, if given).
         """
-        return _background.loop_ticker().add(job, delay)
+        return _background.loop_ticker().add(job, owner, delay, dropped=dropped)
 
     async def perform(self, effect: Effect) -> Any:
         """Perform one effect and return its result, raising the library's errors."""

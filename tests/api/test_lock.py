@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import shutil
 import threading
@@ -512,6 +513,106 @@ def test_max_hold_stops_renewal(backend: Backend, prefix: str) -> None:
     assert _wait_until(lambda: not lock.locked(), timeout=10)
     with pytest.raises(LockNotOwnedError):
         lock.release()
+
+
+def _expires_untouched(client: Any, key: bytes, ttl_ms: int) -> None:
+    """Poll ``key`` until it is gone (bounded): its PTTL starts within ``ttl_ms`` and never
+    grows, i.e. nothing renews it and it expires within its ttl of server time."""
+    last = ttl_ms
+    deadline = time.monotonic() + 10 * ttl_ms / 1000
+    while (pttl := client.pttl(key)) != -2:
+        assert 0 <= pttl <= last, f"PTTL went from {last} to {pttl}: the key was renewed"
+        last = pttl
+        assert time.monotonic() < deadline, "the key did not expire"
+        time.sleep(0.02)
+
+
+_DROPPED = (
+    "{kind} {name!r} was garbage-collected while held with auto_renew: its renewals stopped"
+    " and it expires within its ttl; release it (or use `with`) before dropping the last"
+    " reference"
+)
+
+
+def _drop(holder: list[Any]) -> None:
+    holder.clear()  # the last reference
+    gc.collect()
+
+
+def test_dropped_lock_stops_renewing_and_expires(backend: Backend, prefix: str) -> None:
+    # Regression (issue 13.7): the watchdog held the lock strongly, so a lock dropped while
+    # held was renewed forever and nobody could ever take it.
+    holder = [Lock(backend.client(), prefix, ttl=1, auto_renew=True)]
+    assert holder[0].acquire()
+    key, token = holder[0].key, holder[0].token
+    assert token is not None
+    outside = backend.client()
+    outside.ping()
+    with backend.counter() as seen:
+        # Exactly one warning: a second one would be an error (filterwarnings) in a callback.
+        with pytest.warns(ResourceWarning) as warned:
+            _drop(holder)
+        _expires_untouched(outside, key, 1000)
+        assert Lock(outside, prefix, ttl=1).acquire(blocking=False)
+    assert [str(w.message) for w in warned] == [_DROPPED.format(kind="Lock", name=prefix)]
+    assert not [c for c in seen.commands if token in c.args]  # not one renewal after the drop
+
+
+async def _expires_untouched_async(client: Any, key: bytes, ttl_ms: int) -> None:
+    """`_expires_untouched` without blocking the event loop (whose task would renew)."""
+    last = ttl_ms
+    deadline = time.monotonic() + 10 * ttl_ms / 1000
+    while (pttl := await client.pttl(key)) != -2:
+        assert 0 <= pttl <= last, f"PTTL went from {last} to {pttl}: the key was renewed"
+        last = pttl
+        assert time.monotonic() < deadline, "the key did not expire"
+        await asyncio.sleep(0.02)
+
+
+async def test_dropped_async_lock_stops_renewing_and_expires(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    holder = [AsyncLock(client, prefix, ttl=1, auto_renew=True)]
+    assert await holder[0].acquire()
+    key, token = holder[0].key, holder[0].token
+    assert token is not None
+    with backend.counter() as seen:
+        with pytest.warns(ResourceWarning) as warned:
+            _drop(holder)
+        await _expires_untouched_async(client, key, 1000)
+        assert await AsyncLock(client, prefix, ttl=1).acquire(blocking=False)
+    assert [str(w.message) for w in warned] == [_DROPPED.format(kind="AsyncLock", name=prefix)]
+    assert not [c for c in seen.commands if token in c.args]
+    await client.aclose()
+
+
+def test_held_lock_in_with_still_renews(backend: Backend, prefix: str) -> None:
+    # The weak reference must not let a lock that is only referenced by its `with` statement
+    # be collected: the statement keeps it alive until it exits.
+    rival = Lock(backend.client(), prefix, ttl=0.6)
+    with Lock(backend.client(), prefix, ttl=0.6, auto_renew=True):
+        gc.collect()
+        deadline = time.monotonic() + 1.5  # 2.5 ttls: held only by renewing
+        while time.monotonic() < deadline:
+            assert rival.acquire(blocking=False) is False
+            gc.collect()
+            time.sleep(0.05)
+    assert rival.acquire(blocking=False)
+    rival.release()
+
+
+async def test_held_async_lock_in_async_with_still_renews(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    rival = AsyncLock(client, prefix, ttl=0.6)
+    async with AsyncLock(client, prefix, ttl=0.6, auto_renew=True):
+        gc.collect()
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            assert await rival.acquire(blocking=False) is False
+            gc.collect()
+            await asyncio.sleep(0.05)
+    assert await rival.acquire(blocking=False)
+    await rival.release()
+    await client.aclose()
 
 
 def test_one_renewer_thread_for_all_locks(client: Any, prefix: str) -> None:

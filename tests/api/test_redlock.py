@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import threading
 import time
@@ -286,6 +287,40 @@ def test_redlock_watchdog_stops_on_release(
     with _counter(redlock_nodes) as seen:
         time.sleep(0.5)
     assert seen.count == 0
+
+
+def _drop_and_expire(holder: list[Redlock], clients: list[redis.Redis], key: bytes) -> None:
+    """Drop the last reference; then (bounded) no server's PTTL of ``key`` ever grows until
+    every one has expired it."""
+    holder.clear()
+    gc.collect()
+    last = [1000] * len(clients)
+    deadline = time.monotonic() + 10
+    while any(p != -2 for p in last):
+        for i, client in enumerate(clients):
+            pttl = int(client.pttl(key))
+            assert pttl == -2 or 0 <= pttl <= last[i], f"node {i} renewed: {pttl}"
+            last[i] = pttl
+        assert time.monotonic() < deadline, "the key did not expire"
+        time.sleep(0.02)
+
+
+def test_dropped_redlock_stops_renewing_and_expires(
+    redlock_nodes: list[EmbeddedServer], prefix: str
+) -> None:
+    # Regression (issue 13.7): a Redlock dropped while auto-renewing was renewed forever.
+    clients = _clients(redlock_nodes)
+    holder = [Redlock(clients, prefix, ttl=1, node_timeout=0.15, auto_renew=True)]
+    assert holder[0].acquire()
+    key, token = holder[0].key, holder[0].token
+    assert token is not None
+    with _counter(redlock_nodes) as seen:
+        with pytest.warns(ResourceWarning, match=f"^Redlock {prefix!r} was garbage-collected"):
+            _drop_and_expire(holder, clients, key)
+        rival = Redlock(clients, prefix, ttl=1, node_timeout=0.15, retries=0)
+        assert rival.acquire(blocking=False)
+        rival.release()
+    assert not [c for c in seen.commands if token in c.args]
 
 
 def test_redlock_with_decode_responses(redlock_nodes: list[EmbeddedServer], prefix: str) -> None:

@@ -3,6 +3,7 @@ mid-batch and replaced without losing a write (scenario 19)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -16,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import (
     AsyncCache,
     AsyncWriteBehind,
+    BackendError,
     Cache,
     ConfigurationError,
     EmbeddedServer,
@@ -29,6 +33,16 @@ from redis_patterns import (
 from redis_patterns.testing.pytest_plugin import Backend
 
 WORKER = Path(__file__).with_name("write_behind_worker.py")
+
+
+def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds passed (a bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_write_goes_to_cache_now_and_coalesces(backend: Backend, prefix: str) -> None:
@@ -246,6 +260,96 @@ def test_redis_killed_after_acknowledged_writes(
         assert flushed == expected
         assert Cache(client, prefix, 600).get(f"k{keys - 1}") == expected[f"k{keys - 1}"]
         client.close()
+
+
+@pytest.mark.fault
+def test_run_rides_out_a_server_restart_and_loading(
+    server_factory: Callable[..., EmbeddedServer],
+    prefix: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Regression (issue 13.8): `run()` raised out of its loop when the server restarted. It
+    must ride out the refused connections and the ``LOADING`` replies of a restart (made long
+    by ``key-load-delay`` over filler keys in the AOF base) with backoff, and flush every
+    acknowledged write afterwards: the database ends with the last value of every key."""
+    server = server_factory(
+        appendonly=True,
+        appendfsync="always",  # an acknowledged write survives SIGKILL
+        config={"key-load-delay": 50, "loading-process-events-interval-bytes": 1024},
+    )
+    admin = server.client(socket_timeout=5)
+    admin.execute_command("DEBUG", "POPULATE", 20_000, f"{prefix}:filler")
+    admin.bgrewriteaof()  # the fillers go into the AOF's RDB base: loading them is slow
+    deadline = time.monotonic() + 60
+    while (
+        admin.info("persistence")["aof_rewrite_in_progress"]
+        or admin.info("persistence")["aof_rewrite_scheduled"]
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    def client() -> Any:
+        return server.client(socket_timeout=2, retry=Retry(NoBackoff(), 0))
+
+    database: dict[str, tuple[int, int]] = {}  # key -> (version, value), newest version wins
+
+    def flush(batch: list[PendingWrite]) -> None:
+        for w in batch:
+            if w.key not in database or database[w.key][0] < w.version:
+                database[w.key] = (w.version, w.value)
+
+    flusher = WriteBehind(Cache(client(), prefix, 600), flush, interval=0.02, claim_idle=0.5)
+    writer = WriteBehind(Cache(client(), prefix, 600), lambda batch: None)
+    raised: list[BaseException] = []
+
+    def run_flusher() -> None:
+        try:
+            flusher.run("flusher")
+        except BaseException as exc:  # the bug: run() raised out of its loop
+            raised.append(exc)
+
+    acknowledged: dict[str, int] = {}
+    restarted = threading.Event()
+    after_restart = [0]
+    stop_writing = threading.Event()
+
+    def write_forever() -> None:
+        i = 0
+        while not stop_writing.is_set():
+            key = f"k{i % 20}"
+            try:
+                writer.write(key, i)  # retried with the same value until acknowledged
+            except BackendError:
+                time.sleep(0.01)
+                continue
+            acknowledged[key] = i
+            after_restart[0] += restarted.is_set()
+            i += 1
+            time.sleep(0.002)
+
+    threads = [threading.Thread(target=run_flusher), threading.Thread(target=write_forever)]
+    for thread in threads:
+        thread.start()
+    try:
+        assert _wait(lambda: len(database) == 20, 30)  # flushing before the restart
+        with caplog.at_level(logging.WARNING, logger="redis_patterns"):
+            server.restart()  # SIGKILL; returns once the server answers PING (loaded)
+            restarted.set()
+            assert _wait(lambda: after_restart[0] >= 200, 60)  # writes continue after it
+            stop_writing.set()
+            threads[1].join(30)
+            assert _wait(lambda: admin.xlen(flusher._core.stream) == 0, 60)
+    finally:
+        stop_writing.set()
+        flusher.stop()
+        for thread in threads:
+            thread.join(30)
+    assert raised == []
+    assert not threads[0].is_alive()
+    assert {k: v for k, (_, v) in database.items()} == acknowledged
+    ridden = [r.getMessage() for r in caplog.records if "write-behind flusher" in r.getMessage()]
+    assert any("loading the dataset" in m for m in ridden), ridden  # LOADING was ridden out
+    assert flusher.stats["backend_errors"] == len(ridden)
 
 
 def test_hostile_stream_entries_go_to_the_dead_letters(backend: Backend, prefix: str) -> None:

@@ -124,7 +124,8 @@ class AsyncWriteBehind:
 
     @property
     def stats(self) -> dict[str, int]:
-        """This process's counters: written, read, flushed (after coalescing), dead, failures."""
+        """This process's counters: written, read, flushed (after coalescing), dead, failures
+        (of ``flush``), backend_errors (cycles of `run` lost to an unreachable server)."""
         return dict(self._core.stats)
 
     async def write(self, key: str | bytes, value: Any, ttl: Duration | None = None) -> str:
@@ -141,7 +142,13 @@ class AsyncWriteBehind:
         return await self._runner.run(self._core.flush_once(consumer))
 
     async def run(self, consumer: str, *, max_cycles: int | None = None) -> None:
-        """Flush until `stop` is called (or ``max_cycles`` cycles ran)."""
+        """Flush until `stop` is called (or ``max_cycles`` cycles ran).
+
+        Rides out a server that is away (connection refused or broken, ``LOADING`` after a
+        restart, no reply in time) with backoff (0.05 s doubling to 2 s), logging a warning
+        each time, as `Worker.run` does; entries it had read but not acknowledged are flushed
+        again after ``claim_idle``. Other errors (a bad script, missing permissions) propagate.
+        """
         self._core.stopping = False
         await self._runner.run(self._core.run(consumer, max_cycles))
 

@@ -73,17 +73,19 @@ class AsyncLease:
         raise NotImplementedError
 
     def _start_watch(self, first_delay: float) -> None:
-        """Renew on the process's shared watchdog, first after ``first_delay`` seconds."""
-        self._notified = False
-        self._watch = self._runner.repeat(self._renew, first_delay)
+        """Renew on the process's shared watchdog, first after ``first_delay`` seconds.
 
-    async def _renew(self) -> float | None:
-        delay = await self._runner.run(self._core.renew())
-        if self._core.lost and not self._notified:
-            self._notified = True
-            if self._on_lost is not None:
-                await acall_back(self._on_lost, self)
-        return delay
+        The watchdog holds this object weakly (the job is the plain function, not a bound
+        method): a lock dropped while held stops renewing, warns, and expires within its ttl.
+        """
+        self._notified = False
+        name = self._core.name.decode(errors="replace")
+        dropped = (
+            f"{type(self).__name__} {name!r} was garbage-collected while held with auto_renew:"
+            " its renewals stopped and it expires within its ttl; release it (or use"
+            " `with`) before dropping the last reference"
+        )
+        self._watch = self._runner.repeat(_renew, self, first_delay, dropped=dropped)
 
     def _stop_watch(self) -> None:
         if self._watch is not None:
@@ -97,3 +99,13 @@ class AsyncLease:
         tb: TracebackType | None,
     ) -> None:
         await self.release()
+
+
+async def _renew(lease: AsyncLease) -> float | None:
+    """One watchdog tick of ``lease`` (a function of it, so the scheduler can hold it weakly)."""
+    delay = await lease._runner.run(lease._core.renew())
+    if lease._core.lost and not lease._notified:
+        lease._notified = True
+        if lease._on_lost is not None:
+            await acall_back(lease._on_lost, lease)
+    return delay

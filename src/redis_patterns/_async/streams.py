@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._core.reconnect import TRANSIENT, reconnect_backoff
 from .._core.streams import (
     DeadLetter,
     PendingSummary,
@@ -19,7 +20,7 @@ from .._core.streams import (
     check_replay_args,
     next_start,
 )
-from .._errors import BackendTimeoutError, BackendUnavailableError, ConfigurationError
+from .._errors import ConfigurationError
 from .._runner import AsyncClient, AsyncRunner
 
 if TYPE_CHECKING:
@@ -287,13 +288,13 @@ class AsyncWorker:
                 try:
                     await self.run_once()
                     attempt = 0
-                except (BackendUnavailableError, BackendTimeoutError) as exc:
+                except TRANSIENT as exc:
                     log.warning("worker %r: %s; retrying", self.consumer, exc)
-                    await self._runner.run(self._core.backoff(attempt))
+                    await self._runner.run(reconnect_backoff(attempt))
                     attempt += 1
             try:
                 await self._runner.run(self._core.leave())
-            except (BackendUnavailableError, BackendTimeoutError) as exc:
+            except TRANSIENT as exc:
                 # Our pending entries (if any) stay in the group and will be reclaimed.
                 log.warning("worker %r could not leave the group: %s", self.consumer, exc)
         finally:

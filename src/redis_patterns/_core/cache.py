@@ -22,6 +22,7 @@ from .._plan import Call, Command, Eval, Now, Pipeline, Plan, Sleep
 from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
+from .reconnect import TRANSIENT, reconnect_backoff
 
 __all__ = [
     "CacheCore",
@@ -771,7 +772,14 @@ class WriteBehindCore:
         self.stream = make_key("cache", cache.namespace, "writes")
         self.dead_stream = make_key("cache", cache.namespace, "writes-dead")
         self.stopping = False
-        self.stats = {"written": 0, "read": 0, "flushed": 0, "dead": 0, "failures": 0}
+        self.stats = {
+            "written": 0,
+            "read": 0,
+            "flushed": 0,
+            "dead": 0,
+            "failures": 0,
+            "backend_errors": 0,
+        }
 
     def write(self, key: Any, value: Any, ttl: Duration | None, cluster: bool) -> Plan[str]:
         entry = self.cache.entry_key(key)
@@ -879,12 +887,26 @@ class WriteBehindCore:
         return FlushResult(len(entries), len(batch), len(dead))
 
     def run(self, consumer: str, max_cycles: int | None) -> Plan[None]:
-        """Flush until `stopping` (or ``max_cycles``), pausing ``interval`` after a short batch."""
+        """Flush until `stopping` (or ``max_cycles``), pausing ``interval`` after a short batch.
+
+        A server that is away (restarting, loading its data, not answering) is ridden out with
+        backoff; a failed cycle counts towards ``max_cycles``. Entries read but not yet
+        acknowledged when it went away stay pending and are reclaimed after ``claim_idle``.
+        """
         check_name(consumer, "consumer")
         cycles = 0
+        failures = 0  # in a row
         while not self.stopping and (max_cycles is None or cycles < max_cycles):
-            result = yield from self.flush_once(consumer)
             cycles += 1
+            try:
+                result = yield from self.flush_once(consumer)
+            except TRANSIENT as exc:
+                self.stats["backend_errors"] += 1
+                log.warning("write-behind flusher %r: %s; retrying", consumer, exc)
+                yield from reconnect_backoff(failures)
+                failures += 1
+                continue
+            failures = 0
             if result.read < self.batch_size or result.failed:
                 yield Sleep(self.interval)
 

@@ -13,7 +13,7 @@ import orjson
 
 from .._errors import BackendError, BackendTimeoutError, ConfigurationError
 from .._keys import check_name, make_key
-from .._plan import Command, Now, Plan, Sleep
+from .._plan import Command, Now, Plan
 from .._script import package_script
 from .._validate import check_int, duration_ms
 
@@ -568,10 +568,6 @@ class WorkerCore:
     def leave(self) -> Plan[None]:
         """Delete this consumer from the group if it holds nothing (it never loses entries)."""
         yield from self.settle((), (), (), leave=True)
-
-    def backoff(self, attempt: int) -> Plan[None]:
-        """Wait after a connection failure: 0.05 s doubling up to 2 s."""
-        yield Sleep(min(0.05 * 2 ** min(attempt, 6), 2.0))
 
 
 def describe_error(exc: BaseException) -> str:

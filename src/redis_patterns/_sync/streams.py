@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from .._core.reconnect import TRANSIENT, reconnect_backoff
 from .._core.streams import (
     DeadLetter,
     PendingSummary,
@@ -20,7 +21,7 @@ from .._core.streams import (
     check_replay_args,
     next_start,
 )
-from .._errors import BackendTimeoutError, BackendUnavailableError, ConfigurationError
+from .._errors import ConfigurationError
 from .._runner import SyncClient, SyncRunner
 
 if TYPE_CHECKING:
@@ -288,13 +289,13 @@ class Worker:
                 try:
                     self.run_once()
                     attempt = 0
-                except (BackendUnavailableError, BackendTimeoutError) as exc:
+                except TRANSIENT as exc:
                     log.warning("worker %r: %s; retrying", self.consumer, exc)
-                    self._runner.run(self._core.backoff(attempt))
+                    self._runner.run(reconnect_backoff(attempt))
                     attempt += 1
             try:
                 self._runner.run(self._core.leave())
-            except (BackendUnavailableError, BackendTimeoutError) as exc:
+            except TRANSIENT as exc:
                 # Our pending entries (if any) stay in the group and will be reclaimed.
                 log.warning("worker %r could not leave the group: %s", self.consumer, exc)
         finally:
