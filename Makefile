@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint unit soak bench bench-peers install clean
+.PHONY: demo test test-calendar lint unit soak bench bench-peers install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,25 @@ lint: $(VENV)/.dev-installed
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+FAKETIME_LIB := /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
+# The tests whose outcome depends on the calendar date (periods, ISO weeks, month ends); -k also
+# picks docs/leaderboard.md's examples out of tests/docs.
+CALENDAR_TESTS := tests/api/test_leaderboard_timed.py tests/docs/test_docs.py -k leaderboard
+
+# The calendar tests again with the whole process, and the servers it starts (they inherit
+# LD_PRELOAD and FAKETIME), one year ahead and one year back. Only Valkey backends: Debian's
+# redis-server 7 hangs at start-up under libfaketime. REDIS_PATTERNS_CLOCK_SHIFT hands the real
+# time to test_the_clock_shift_is_real, which fails if the shift did not apply.
+test-calendar: $(VENV)/.dev-installed
+	@test -e $(FAKETIME_LIB) || { echo "test-calendar needs libfaketime (Debian package faketime)"; exit 1; }
+	for shift in +365 -365; do \
+		echo "calendar tests at $$(FAKETIME=$${shift}d LD_PRELOAD=$(FAKETIME_LIB) date -u +%F)," \
+			"really $$(date -u +%F)"; \
+		REDIS_PATTERNS_CLOCK_SHIFT="$$(date +%s) $$shift" FAKETIME="$${shift}d" \
+		LD_PRELOAD=$(FAKETIME_LIB) $(BIN)/pytest --backends valkey,cluster $(CALENDAR_TESTS) \
+		$(PYTEST_ARGS) || exit 1; \
+	done
 
 soak: $(VENV)/.dev-installed
 	$(BIN)/pytest --soak -m fault $(PYTEST_ARGS)

@@ -2,6 +2,8 @@
 
     RedisPatternsError
     ├── ConfigurationError (also ValueError)   bad arguments, raised before any I/O
+    │   └── PeriodExpiredError                 a timed board's period is past its retention
+    │                                          (the server's clock said so; nothing was written)
     ├── BackendError                           the server or the connection failed
     │   ├── BackendUnavailableError (also ConnectionError)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
@@ -24,6 +26,8 @@ original kept as ``__cause__``; this module itself imports no I/O library.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
     "BackendError",
     "BackendTimeoutError",
@@ -34,6 +38,7 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "PeriodExpiredError",
     "PermissionDeniedError",
     "QueueError",
     "RateLimitedError",
@@ -51,6 +56,24 @@ class RedisPatternsError(Exception):
 
 class ConfigurationError(RedisPatternsError, ValueError):
     """An argument is invalid; raised before anything is sent to the server."""
+
+
+class PeriodExpiredError(ConfigurationError):
+    """A `TimedLeaderboard` write named a period whose retention (``keep``) has already ended.
+
+    The exception to "before any I/O": only the server's clock (``TIME`` inside the write
+    script) decides it, and the script checks before writing, so nothing was stored. ``period``
+    is the period's label (``2026-11-26``, ``2026-W48``, ``2026-11``), ``retention_end`` the UTC
+    instant its board expired at, ``server_time`` the server's clock when it refused.
+    """
+
+    def __init__(
+        self, message: str, *, period: str, retention_end: datetime, server_time: datetime
+    ) -> None:
+        super().__init__(message)
+        self.period = period
+        self.retention_end = retention_end
+        self.server_time = server_time
 
 
 class BackendError(RedisPatternsError):

@@ -8,9 +8,11 @@ with redis-py's automatic retries **off**, so a broken link surfaces here as
 ``_core/pubsub.py``) decides: count a gap, back off, reopen, resubscribe everything. redis-py's
 own silent reconnect would hide exactly the gaps we promise to report.
 
-On a Cluster, plain channels and patterns use one link to one primary (cluster ``PUBLISH`` reaches
-every node); sharded channels use one link per primary owning them (``SSUBSCRIBE`` must be sent
-to the channel's slot owner).
+On a Cluster, plain channels and patterns use one link to one node (cluster ``PUBLISH`` reaches
+every node): the client's default node first, the node the runner sends a `Publisher`'s
+``PUBLISH`` to, so a client's own messages reach its subscriptions in order, without the
+cluster-bus hop; the other primaries in turn after a failure. Sharded channels use one link
+per primary owning them (``SSUBSCRIBE`` must be sent to the channel's slot owner).
 """
 
 from __future__ import annotations
@@ -43,6 +45,12 @@ def _error(exc: BaseException) -> BaseException:
     if isinstance(exc, RedisError):
         return map_backend_error(exc)
     return BackendUnavailableError(f"pub/sub link broken: {exc!r}")
+
+
+def _main_node(default: Any, primaries: list[Any], rotation: int) -> Any:
+    """The node for a cluster's main link: the default node, then each other primary in turn."""
+    order = [default, *(node for node in primaries if node != default)]
+    return order[rotation % len(order)]
 
 
 def _link_kwargs(kwargs: dict[str, Any], retry: Any) -> dict[str, Any]:
@@ -84,8 +92,8 @@ class PubSubTransport:
         if link is None:
             node = None
             if isinstance(self._client, redis.cluster.RedisCluster):
-                nodes = self._client.get_primaries()
-                node = nodes[self._rotation % len(nodes)]
+                client = self._client
+                node = _main_node(client.get_default_node(), client.get_primaries(), self._rotation)
                 self._rotation += 1  # the next reopen tries another node
             link = self._links[_MAIN] = self._new_link(node)
         return link
@@ -218,8 +226,9 @@ class AsyncPubSubTransport:
             node = None
             cluster = await self._cluster()
             if cluster is not None:
-                nodes = cluster.get_primaries()
-                node = nodes[self._rotation % len(nodes)]
+                node = _main_node(
+                    cluster.get_default_node(), cluster.get_primaries(), self._rotation
+                )
                 self._rotation += 1
             link = self._links[_MAIN] = self._new_link(node)
         return link

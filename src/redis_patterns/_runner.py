@@ -193,6 +193,21 @@ def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
     return {}
 
 
+def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any]:
+    """Send a plain ``PUBLISH`` on a cluster to the client's default node, every time.
+
+    redis-py would send it to the node owning the channel's slot. A message run on another node
+    than the subscriber's reaches it over the cluster bus a moment later than one run on its own
+    node, so one publisher's messages to two channels could overtake each other, and one
+    published before a subscription was confirmed could still reach it (both seen under load).
+    `Subscriber` links to the same default node first, so a client's publishes and
+    subscriptions meet there.
+    """
+    if args and args[0] == "PUBLISH" and isinstance(client, _CLUSTER_TYPES):
+        return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
+    return {}
+
+
 def _decodes(client: object) -> bool:
     encoder = getattr(client, "get_encoder", None)
     return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
@@ -329,7 +344,7 @@ class SyncRunner:
         if isinstance(effect, Command):
             try:
                 target: Any = self.clients[effect.node or 0]
-                return target.execute_command(*effect.args)
+                return target.execute_command(*effect.args, **_command_options(target, effect.args))
             except RedisError as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):
@@ -560,7 +575,9 @@ class AsyncRunner:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
             try:
-                return await self.clients[effect.node or 0].execute_command(*effect.args)
+                target = self.clients[effect.node or 0]
+                options = _command_options(target, effect.args)
+                return await target.execute_command(*effect.args, **options)
             except RedisError as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):

@@ -65,12 +65,60 @@ def test_payload_kinds_and_receiver_count(backend: Backend, prefix: str) -> None
     with Subscriber(client, channels=[channel]) as sub:
         receivers = [publisher.publish(channel, m) for m in (b"\x00raw", "tèxt", [1, {"a": None}])]
         raw, text, obj = collect(sub, 3)
-    if not backend.is_cluster:  # on a cluster PUBLISH counts the receivers of one node only
-        assert receivers == [1, 1, 1]
+    # On a cluster too: one client's publishes and subscriptions meet on its default node, so
+    # PUBLISH counts this subscriber, and the message sent before it subscribed never reaches it.
+    assert receivers == [1, 1, 1]
     assert raw.data == b"\x00raw"
     assert text.text() == "tèxt"
     assert obj.json() == [1, {"a": None}]
     assert obj.pattern is None
+
+
+@pytest.mark.backends("cluster")
+def test_a_clients_publishes_and_subscriptions_meet_on_its_default_node(
+    backend: Backend, prefix: str
+) -> None:
+    """redis-py sends PUBLISH to the channel's slot owner: a message run on another node reaches
+    the subscriber over the cluster bus later than one run on its node, so messages to two
+    channels could arrive out of order, or one from before the subscription. Both sides now
+    use the client's default node."""
+    client: Any = backend.client()
+    others = [n for n in client.get_primaries() if n != client.get_default_node()]
+    client.set_default_node(others[-1])  # not the first primary: the choice must follow it
+    home = client.get_default_node()
+    channel = f"{prefix}.ch"
+    publisher = Publisher(client)
+    with Subscriber(client, channels=[channel]) as sub:
+        subscribed = dict(client.pubsub_numsub(channel, target_nodes=home))
+        assert subscribed[channel.encode()] == 1  # the subscriber's link is on the default node
+        with backend.counter() as seen:
+            receivers = [publisher.publish(channel, i) for i in range(20)]
+        assert [(c.node, c.name) for c in seen.commands] == [(home.name, "PUBLISH")] * 20
+        assert receivers == [1] * 20
+        assert [m.json() for m in collect(sub, 20)] == list(range(20))
+
+
+@pytest.mark.backends("cluster")
+async def test_async_publishes_and_subscriptions_meet_on_the_default_node(
+    backend: Backend, prefix: str
+) -> None:
+    client: Any = backend.async_client()
+    await client.initialize()
+    others = [n for n in client.get_primaries() if n != client.get_default_node()]
+    client.set_default_node(others[-1])
+    home = client.get_default_node()
+    channel = f"{prefix}.ch"
+    publisher = AsyncPublisher(client)
+    async with AsyncSubscriber(client, channels=[channel]) as sub:
+        subscribed = dict(await client.pubsub_numsub(channel, target_nodes=home))
+        assert subscribed[channel.encode()] == 1
+        with backend.counter() as seen:
+            receivers = [await publisher.publish(channel, i) for i in range(20)]
+        assert [(c.node, c.name) for c in seen.commands] == [(home.name, "PUBLISH")] * 20
+        assert receivers == [1] * 20
+        got = [await sub.get(timeout=10) for _ in range(20)]
+    assert [m.json() for m in got if m] == list(range(20))
+    await client.aclose()
 
 
 def test_publish_is_one_command(backend: Backend, prefix: str) -> None:

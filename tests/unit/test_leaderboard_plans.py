@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
-from redis_patterns import ConfigurationError, Entry, Page
-from redis_patterns._core.leaderboard import LeaderboardCore, check_score
+from redis_patterns import ConfigurationError, Entry, Page, PeriodExpiredError
+from redis_patterns._core.leaderboard import LeaderboardCore, TimedLeaderboardCore, check_score
 from redis_patterns._plan import Command, Eval, run_canned
 
 
@@ -58,3 +60,22 @@ def test_scores_accepted(value: float) -> None:
 def test_scores_refused(value: object) -> None:
     with pytest.raises(ConfigurationError):
         check_score(value)
+
+
+def test_a_timed_write_refused_by_the_server_becomes_period_expired_error() -> None:
+    # An injected clock, not today's date: a leap day, whose month keep=1 retains until April.
+    leap_day = datetime(2024, 2, 29, 18, tzinfo=timezone.utc)
+    core = TimedLeaderboardCore("b", "month", 1, "ordinal", clock=lambda: leap_day)
+    retention_end = datetime(2024, 4, 1, tzinfo=timezone.utc)
+    server_ms = int(retention_end.timestamp() * 1000) + 5
+    with pytest.raises(PeriodExpiredError) as caught:
+        run_canned(core.incr("m", 1, None), [[server_ms]])  # the script's "wrote nothing"
+    assert caught.value.period == "2024-02"
+    assert caught.value.retention_end == retention_end
+    assert caught.value.server_time == datetime.fromtimestamp(server_ms / 1000, timezone.utc)
+    assert "month 2024-02 of 'b'" in str(caught.value)
+    score, effects = run_canned(core.incr("m", 1, None), [b"3"])
+    assert score == 3.0
+    assert isinstance(effects[0], Eval)
+    assert effects[0].keys == (b"{leaderboard:b}:month:2024-02",)
+    assert effects[0].args[0] == int(retention_end.timestamp() * 1000)

@@ -160,7 +160,9 @@ class AsyncTimedLeaderboard:
     Each period has its own sorted set, ``{leaderboard:<name>}:day:2026-11-26`` (weeks are ISO
     weeks, ``week:2026-W48``; months ``month:2026-11``; boundaries at UTC midnight, taken from
     this machine's clock or the ``at`` you pass). Every write sets the period board's expiry in
-    the same script, so it disappears ``keep`` periods after its period has ended.
+    the same script, so it disappears ``keep`` periods after its period has ended; a write to a
+    period already past that, by the server's clock, raises `PeriodExpiredError` and stores
+    nothing.
 
     Args:
         client: a redis-py client (standalone or cluster: all periods share one hash tag).
@@ -194,7 +196,14 @@ class AsyncTimedLeaderboard:
         only: Only = None,
         at: datetime | None = None,
     ) -> bool:
-        """`AsyncLeaderboard.add` on the board of the period containing ``at`` (default now)."""
+        """`AsyncLeaderboard.add` on the board of the period containing ``at`` (default now).
+
+        ``at`` may lie in the future: that board then expires ``keep`` periods after *its* end.
+
+        Raises:
+            PeriodExpiredError: ``at``'s period is past its retention by the server's clock
+                (its board already expired); nothing was written.
+        """
         return await self._runner.run(self._core.add(member, score, only, at))
 
     async def incr(
@@ -204,7 +213,11 @@ class AsyncTimedLeaderboard:
         *,
         at: datetime | None = None,
     ) -> float:
-        """`AsyncLeaderboard.incr` on the board of the period containing ``at`` (default now)."""
+        """`AsyncLeaderboard.incr` on the board of the period containing ``at`` (default now).
+
+        Raises:
+            PeriodExpiredError: as for `add`; nothing was written.
+        """
         return await self._runner.run(self._core.incr(member, amount, at))
 
     def board(self, at: datetime | None = None) -> AsyncLeaderboard:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, PeriodExpiredError
 from .._keys import check_name, make_key
 from .._plan import Command, Plan
 from .._script import package_script
@@ -350,16 +350,35 @@ class TimedLeaderboardCore:
 
     def _expire_at_ms(self, start: date) -> int:
         # The board lives until `keep` whole periods after its own has ended.
-        end = _next_start(self.period, start)
-        for _ in range(self.keep):
-            end = _next_start(self.period, end)
+        try:
+            end = _next_start(self.period, start)
+            for _ in range(self.keep):
+                end = _next_start(self.period, end)
+        except OverflowError:  # beyond date.max: no expiry can be computed for that board
+            raise ConfigurationError(
+                f"at={start.isoformat()} is too far ahead: its board would outlive year 9999"
+            ) from None
         return int(datetime(end.year, end.month, end.day, tzinfo=timezone.utc).timestamp() * 1000)
 
     def _write(self, at: object, args: tuple[Any, ...]) -> Plan[Any]:
         start = self._start(at)
         key = LeaderboardCore(self.name, self.ties, self.suffix(at)).key
+        expire_at_ms = self._expire_at_ms(start)
         script = package_script("leaderboard_period_write")
-        return (yield script.eval((key,), (self._expire_at_ms(start), *args)))
+        reply = yield script.eval((key,), (expire_at_ms, *args))
+        if isinstance(reply, list):  # the script wrote nothing: retention ended by its clock
+            label = _label(self.period, start)
+            end = datetime.fromtimestamp(expire_at_ms / 1000, timezone.utc)
+            server_time = datetime.fromtimestamp(int(reply[0]) / 1000, timezone.utc)
+            raise PeriodExpiredError(
+                f"{self.period} {label} of {_text(self.name)!r} is past its retention"
+                f" (keep={self.keep}): its board expired at {end.isoformat()}, the server's"
+                f" clock says {server_time.isoformat()}; nothing was written",
+                period=label,
+                retention_end=end,
+                server_time=server_time,
+            )
+        return reply
 
     def add(self, member: object, score: object, only: object, at: object) -> Plan[bool]:
         flags = _only_flags(only)

@@ -161,7 +161,9 @@ class TimedLeaderboard:
     Each period has its own sorted set, ``{leaderboard:<name>}:day:2026-11-26`` (weeks are ISO
     weeks, ``week:2026-W48``; months ``month:2026-11``; boundaries at UTC midnight, taken from
     this machine's clock or the ``at`` you pass). Every write sets the period board's expiry in
-    the same script, so it disappears ``keep`` periods after its period has ended.
+    the same script, so it disappears ``keep`` periods after its period has ended; a write to a
+    period already past that, by the server's clock, raises `PeriodExpiredError` and stores
+    nothing.
 
     Args:
         client: a redis-py client (standalone or cluster: all periods share one hash tag).
@@ -195,7 +197,14 @@ class TimedLeaderboard:
         only: Only = None,
         at: datetime | None = None,
     ) -> bool:
-        """`Leaderboard.add` on the board of the period containing ``at`` (default now)."""
+        """`Leaderboard.add` on the board of the period containing ``at`` (default now).
+
+        ``at`` may lie in the future: that board then expires ``keep`` periods after *its* end.
+
+        Raises:
+            PeriodExpiredError: ``at``'s period is past its retention by the server's clock
+                (its board already expired); nothing was written.
+        """
         return self._runner.run(self._core.add(member, score, only, at))
 
     def incr(
@@ -205,7 +214,11 @@ class TimedLeaderboard:
         *,
         at: datetime | None = None,
     ) -> float:
-        """`Leaderboard.incr` on the board of the period containing ``at`` (default now)."""
+        """`Leaderboard.incr` on the board of the period containing ``at`` (default now).
+
+        Raises:
+            PeriodExpiredError: as for `add`; nothing was written.
+        """
         return self._runner.run(self._core.incr(member, amount, at))
 
     def board(self, at: datetime | None = None) -> Leaderboard:

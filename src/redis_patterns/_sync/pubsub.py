@@ -47,8 +47,8 @@ class Publisher:
 
         Returns:
             How many subscribers received it (on a cluster, those of the node that ran the
-            command, or of the shard for ``sharded``). 0 means nobody was listening: the
-            message is gone.
+            command, always the client's default node, or of the shard for ``sharded``). 0
+            means nobody was listening: the message is gone.
 
         Raises:
             ConfigurationError: an empty channel, or a message that cannot be serialized.
