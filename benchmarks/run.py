@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from benchmarks import contenders, render, scans
 from benchmarks.harness import (
     Env,
@@ -40,6 +42,20 @@ def _load() -> str:
         return "{:.1f} / {:.1f} / {:.1f}".format(*os.getloadavg())
     except OSError:
         return "unknown"
+
+
+def _flush(server: EmbeddedServer) -> None:
+    """Empty the server between groups (waiting out a script still running, if any)."""
+    deadline = time.monotonic() + 120
+    with server.client(socket_timeout=None) as client:
+        while True:
+            try:
+                client.flushall()
+                return
+            except redis.ResponseError as exc:
+                if not str(exc).startswith("BUSY") or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
 
 def _select(groups: list[Group], keys: list[str], only: list[str]) -> list[Group]:
@@ -82,8 +98,7 @@ def run(
             if progress:
                 print(f"group {group.key} ...", file=sys.stderr, flush=True)
             group_results.append(run_group(group, Env(server, settings), stats))
-            with server.client() as client:
-                client.flushall()
+            _flush(server)
             collect_garbage()
         scan_results = []
         for key in wanted_scans:
@@ -92,8 +107,7 @@ def run(
             scan_env = Env(server, settings)
             scan_results.append(scans.SCANS[key](scan_env, stats))
             scan_env.close()
-            with server.client() as client:
-                client.flushall()
+            _flush(server)
             collect_garbage()
         stats_env.close()
     return {
