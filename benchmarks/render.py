@@ -155,14 +155,19 @@ def summary(data: dict[str, Any]) -> list[str]:
     if get and floor:
         lines += [
             "",
-            "| cache hit, server µs | ours (Cache.get) | plain GET | ours / GET |",
-            "|---|---:|---:|---:|",
+            "| cache hit by value size | ours: server µs | GET: server µs | ours / GET "
+            "| ours: server CPU µs | GET: server CPU µs | ours / GET |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for column in get["cells"]:
-            ours_us = get["cells"][column]["server_us"]
-            floor_us = floor["cells"].get(column, {}).get("server_us")
+        for column, cell in get["cells"].items():
+            base = floor["cells"].get(column)
+            if base is None:
+                continue
             lines.append(
-                f"| {column} | {_f(ours_us)} | {_f(floor_us)} | {_gap(ours_us, floor_us)} |"
+                f"| {column} | {_f(cell['server_us'])} | {_f(base['server_us'])} | "
+                f"{_gap(cell['server_us'], base['server_us'])} | {_f(cell['server_cpu_us'])} | "
+                f"{_f(base['server_cpu_us'])} | "
+                f"{_gap(cell['server_cpu_us'], base['server_cpu_us'])} |"
             )
     return lines
 
@@ -256,15 +261,11 @@ def markdown(data: dict[str, Any], chart: str | None) -> str:
         f"{meta['tasks']} tasks, {meta['concurrent_rounds']} rounds of "
         f"{meta['concurrent_calls']} operations.",
         "",
-        "Columns: *client CPU µs* is `time.process_time` per call (this process, every thread); "
-        "*server µs* is `INFO commandstats` usec of the commands sent at top level (a script's "
-        "or EXEC's usec includes what it runs; those nested calls, which commandstats also "
-        "lists under their own names, are not added again), execution only; *server CPU µs* "
-        "is the server process's user+sys CPU (parsing and socket I/O included, the harness's "
-        "INFO calls subtracted); *request B* is bytes the server read from clients "
-        "(`total_net_input_bytes`); *commands* per call from MONITOR, *round trips* (*writes*) "
-        "per call from redis-py's `send_packed_command` calls (a pipeline is one). "
-        "Commands and round trips are exact; every time is indicative.",
+        "Columns (see *How the harness measures* in docs/benchmarks.md): client CPU µs is "
+        "`process_time` per call; server µs is `INFO commandstats` usec of the top-level "
+        "commands (nested calls not counted twice); server CPU µs is the server process's CPU "
+        "per call; request B is bytes the server read; commands from MONITOR; round trips "
+        "(writes) from redis-py's socket writes. Counts are exact; every time is indicative.",
         "",
         "### Summary: ours against the fastest correct peer",
         "",
