@@ -54,20 +54,26 @@ test-calendar: $(VENV)/.dev-installed
 soak: $(VENV)/.dev-installed
 	$(BIN)/pytest --soak -m fault $(PYTEST_ARGS)
 
-# Built-in benchmarks (floors + ours), then each pattern's comparison script; peers it cannot
-# import are reported as "not installed". `make bench-peers` installs the peers first.
+# Built-in benchmarks (floors + ours), a quick harness run, then each pattern's comparison
+# script; peers it cannot import are reported as "not installed". `make bench-peers` installs
+# the peers first.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks.run --quick
 	for script in benchmarks/bench_*.py; do $(BIN)/python $$script || exit 1; done
 
-PEERS := pottery python-redis-lock limits pyrate-limiter cashews dogpile.cache aiocache
+# matplotlib draws the chart; it is a benchmark tool, not a dependency of the library.
+PEERS := pottery python-redis-lock limits pyrate-limiter cashews dogpile.cache aiocache \
+	Flask-Session matplotlib
+BENCH_ARGS ?=
 
 # The peers live in their own environment so they never leak into the test environment; the
-# results (machine, versions, every script's output) are written into docs/benchmarks.md.
+# harness's results (machine, versions, tables, docs/benchmarks-peers.png) and every script's
+# output are written into docs/benchmarks.md. `make bench-peers BENCH_ARGS=--quick`: smoke run.
 bench-peers:
 	$(PYTHON) -m venv .venv-bench
 	.venv-bench/bin/pip install -q -e '.[dev]' $(PEERS)
-	.venv-bench/bin/python -m benchmarks.report --write
+	.venv-bench/bin/python -m benchmarks.report --write $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

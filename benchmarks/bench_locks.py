@@ -5,7 +5,9 @@ Also a correctness probe: 16 threads doing lock-protected, non-atomic increments
 Run: ``.venv/bin/python benchmarks/bench_locks.py [--ops N] [--server valkey|redis-server]``
 (peers installed by hand: ``pip install pottery python-redis-lock``; they are not dependencies).
 Every library talks to the same embedded server in one run; commands per operation are
-counted exactly with MONITOR on a separate sample, not estimated.
+counted exactly with MONITOR on a separate sample, not estimated. The harness
+(``python -m benchmarks.run``, what ``make bench-peers`` publishes) reuses `CANDIDATES` and
+`exclusion_probe` and measures more per cycle (server µs, bytes, round trips).
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def pottery_redlock(client: redis.Redis) -> Cycle:
 def python_redis_lock(client: redis.Redis) -> Cycle:
     import redis_lock
 
+    lock = redis_lock.Lock(client, "bench:python-redis-lock", expire=30)
+
     def cycle(_: int) -> None:
-        lock = redis_lock.Lock(client, "bench:python-redis-lock", expire=30)
         lock.acquire(blocking=False)
         lock.release()
 

@@ -6,7 +6,11 @@ hand: ``pip install limits pyrate-limiter``; they are not dependencies). Prints 
 1. per limiter: hits/s (one thread, sequential, all admitted; best of 5 interleaved rounds),
    commands sent per hit (counted with MONITOR), and how many of 16 threads x 50 hits a limit
    of 100 admits (exact = 100);
-2. memory per key (``MEMORY USAGE``) after 1 and after 100 hits, with the seed's recipes.
+2. memory per key (``MEMORY USAGE``) after 1 and after 100 hits, with the seed's recipes
+   (alone with ``--memory-only``, as ``make bench-peers`` runs it).
+
+The harness (``python -m benchmarks.run``) reuses the limiters and the admission probe defined
+here and measures more per hit (server µs, bytes, round trips).
 """
 
 from __future__ import annotations
@@ -36,61 +40,83 @@ DAY = 86400
 Hit = Callable[[str], bool]
 
 
-def ours(client: redis.Redis, limit: int, window: int) -> dict[str, Hit]:
-    made: dict[str, RateLimiter] = {
-        "redis-patterns FixedWindow": FixedWindow(client, limit, window),
-        "redis-patterns SlidingLog": SlidingLog(client, limit, window),
-        "redis-patterns SlidingWindow": SlidingWindow(client, limit, window),
-        "redis-patterns TokenBucket": TokenBucket(client, limit, limit / DAY / 1000),
-        "redis-patterns GCRA": GCRA(client, 1, window * 1000, burst=limit),
-    }
+# Each limiter once, for the sync and the asyncio classes: name -> (class, arguments).
+OURS: dict[str, tuple[str, Callable[[int, int], tuple[Any, ...]]]] = {
+    "redis-patterns FixedWindow": ("FixedWindow", lambda limit, window: (limit, window)),
+    "redis-patterns SlidingLog": ("SlidingLog", lambda limit, window: (limit, window)),
+    "redis-patterns SlidingWindow": ("SlidingWindow", lambda limit, window: (limit, window)),
+    # TokenBucket and GCRA refill so slowly that nothing refills during a run: ``limit`` in all
+    "redis-patterns TokenBucket": (
+        "TokenBucket",
+        lambda limit, window: (limit, limit / window / 1000),
+    ),
+    "redis-patterns GCRA": ("GCRA", lambda limit, window: (1, window * 1000, limit)),
+}
 
+
+def make_ours(client: Any, name: str, limit: int, window: int, *, aio: bool = False) -> Any:
+    """Our limiter ``name`` (sync, or asyncio with ``aio``) at ``limit`` per ``window`` s."""
+    import redis_patterns
+
+    cls, arguments = OURS[name]
+    factory = getattr(redis_patterns, ("Async" if aio else "") + cls)
+    return factory(client, *arguments(limit, window))
+
+
+def ours(client: redis.Redis, limit: int, window: int) -> dict[str, Hit]:
     def hitter(limiter: RateLimiter) -> Hit:
         return lambda key: limiter.hit(key).allowed
 
-    return {name: hitter(lim) for name, lim in made.items()}
+    return {name: hitter(make_ours(client, name, limit, window)) for name in OURS}
+
+
+LIMITS_STRATEGIES = {
+    "limits fixed window": "FixedWindowRateLimiter",
+    "limits moving window": "MovingWindowRateLimiter",
+    "limits sliding window counter": "SlidingWindowCounterRateLimiter",
+}
+
+
+def limits_hitter(url: str, name: str, limit: int, window: int) -> Hit:
+    """A `limits` strategy's hit (ImportError when limits is not installed)."""
+    import limits
+    import limits.storage
+    import limits.strategies
+
+    strategy = getattr(limits.strategies, LIMITS_STRATEGIES[name])(limits.storage.RedisStorage(url))
+    item = limits.RateLimitItemPerSecond(limit, window)
+    return lambda key: bool(strategy.hit(item, key))
+
+
+def pyrate_hitter(client: redis.Redis, limit: int, window: int) -> Hit:
+    """pyrate-limiter's Redis bucket, one limiter per key (ImportError when not installed)."""
+    import pyrate_limiter as pyrate
+
+    rate = pyrate.Rate(limit, pyrate.Duration.SECOND * window)
+    limiters: dict[str, Any] = {}
+
+    def hit(key: str) -> bool:
+        limiter = limiters.get(key)
+        if limiter is None:
+            bucket = pyrate.RedisBucket.init([rate], client, f"pyrate:{key}")
+            limiter = limiters.setdefault(key, pyrate.Limiter(bucket))
+        return bool(limiter.try_acquire(key, blocking=True, timeout=0.05))
+
+    return hit
 
 
 def peers(url: str, client: redis.Redis, limit: int, window: int) -> dict[str, Hit]:
     found: dict[str, Hit] = {}
     try:
-        import limits
-        import limits.storage
-        import limits.strategies
+        for label in LIMITS_STRATEGIES:
+            found[label] = limits_hitter(url, label, limit, window)
     except ImportError:
         print("(limits not installed: skipped)")
-    else:
-        storage = limits.storage.RedisStorage(url)
-        item = limits.RateLimitItemPerSecond(limit, window)
-        for label, strategy in (
-            ("limits fixed window", limits.strategies.FixedWindowRateLimiter),
-            ("limits moving window", limits.strategies.MovingWindowRateLimiter),
-            ("limits sliding window counter", limits.strategies.SlidingWindowCounterRateLimiter),
-        ):
-            found[label] = _limits_hitter(strategy(storage), item)
     try:
-        import pyrate_limiter as pyrate
+        found["pyrate-limiter (Redis log)"] = pyrate_hitter(client, limit, window)
     except ImportError:
         print("(pyrate-limiter not installed: skipped)")
-    else:
-        rate = pyrate.Rate(limit, pyrate.Duration.SECOND * window)
-
-        def pyrate_hit(key: str) -> bool:
-            limiter = _pyrate_limiters.get(key)
-            if limiter is None:
-                bucket = pyrate.RedisBucket.init([rate], client, f"pyrate:{key}")
-                limiter = _pyrate_limiters.setdefault(key, pyrate.Limiter(bucket))
-            return bool(limiter.try_acquire(key, blocking=True, timeout=0.05))
-
-        found["pyrate-limiter (Redis log)"] = pyrate_hit
     return found
-
-
-_pyrate_limiters: dict[str, Any] = {}
-
-
-def _limits_hitter(strategy: Any, item: Any) -> Hit:
-    return lambda key: bool(strategy.hit(item, key))
 
 
 @contextlib.contextmanager
@@ -182,10 +208,18 @@ def memory(client: redis.Redis, port: int) -> list[tuple[str, int, int]]:
     return rows
 
 
+def _print_memory(client: redis.Redis, port: int) -> None:
+    print("| limiter (limit 100 / 60 s) | bytes after 1 hit | bytes after 100 hits |")
+    print("|---|---:|---:|")
+    for name, one, hundred in memory(client, port):
+        print(f"| {name} | {one} | {hundred} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", help="server to use (default: an embedded Valkey)")
     parser.add_argument("-n", type=int, default=2000, help="sequential hits per limiter")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory table")
     args = parser.parse_args()
     server = None
     url = args.url
@@ -196,8 +230,11 @@ def main() -> None:
     port = int(client.connection_pool.connection_kwargs["port"])
     info = client.info("server")
     version = info.get("valkey_version") or info.get("redis_version")
-    print(f"server {info.get('server_name', 'redis')} {version} at {url}\n")
     try:
+        if args.memory_only:
+            _print_memory(client, port)
+            return
+        print(f"server {info.get('server_name', 'redis')} {version} at {url}\n")
         with quiet():
             fast = {**ours(client, 10**9, DAY), **peers(url, client, 10**9, DAY)}
             exact = {**ours(client, 100, DAY), **peers(url, client, 100, DAY)}
@@ -214,10 +251,8 @@ def main() -> None:
                 commands = commands_per_hit(fast[name], port)
                 admitted = admitted_under_threads(exact[name])
                 print(f"| {name} | {rate:,.0f} | {commands} | {admitted} |")
-        print("\n| limiter (limit 100 / 60 s) | bytes after 1 hit | bytes after 100 hits |")
-        print("|---|---:|---:|")
-        for name, one, hundred in memory(client, port):
-            print(f"| {name} | {one} | {hundred} |")
+        print()
+        _print_memory(client, port)
     finally:
         client.close()
         if server is not None:

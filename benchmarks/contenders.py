@@ -1,0 +1,434 @@
+"""The contenders the harness measures: ours and each peer's, per operation, with the GET floors.
+
+Every factory builds its operation on its own client (and key) of the harness's server; a peer
+that is not installed raises ImportError, which the harness reports as "not installed". Peers
+are used as their documentation shows, with their defaults (dogpile's pickle serializer, for
+example), each through redis-py, the same driver as ours.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+import redis_patterns
+from benchmarks import bench_locks, bench_ratelimit
+from benchmarks.harness import AsyncOp, Contender, Env, Group, Kind, Op
+
+DAY = 86400
+FAST = 10**9  # a limit no run reaches: every hit is admitted, so all do the same work
+# A 100-byte JSON document (the cache hit's payload).
+VALUE: dict[str, Any] = {"id": 42, "name": "Ada Lovelace", "roles": ["admin", "author"]}
+VALUE["bio"] = "x" * (100 - len(json.dumps(VALUE | {"bio": ""}, separators=(",", ":"))))
+VALUE_JSON = orjson.dumps(VALUE)
+assert len(VALUE_JSON) == 100
+SESSION = {"user_id": 42, "email": "alice@example.com", "role": "admin", "cart_count": 3}
+
+
+# --- floors ------------------------------------------------------------------------------------
+
+
+def _get(env: Env) -> Op:
+    client = env.client()
+    key = env.name("get")
+    client.set(key, VALUE_JSON)
+    return lambda: client.get(key)
+
+
+def _get_orjson(env: Env) -> Op:
+    client = env.client()
+    key = env.name("get-orjson")
+    client.set(key, VALUE_JSON)
+    loads = orjson.loads
+    return lambda: loads(client.get(key))  # type: ignore[arg-type]
+
+
+async def _aget(env: Env) -> AsyncOp:
+    client = env.aclient()
+    key = env.name("aget")
+    await client.set(key, VALUE_JSON)
+    return lambda: client.get(key)
+
+
+async def _aget_orjson(env: Env) -> AsyncOp:
+    client = env.aclient()
+    key = env.name("aget-orjson")
+    await client.set(key, VALUE_JSON)
+    loads = orjson.loads
+
+    async def op() -> object:
+        return loads(await client.get(key))  # type: ignore[arg-type]
+
+    return op
+
+
+async def _apipeline(env: Env) -> AsyncOp:
+    client = env.aclient()
+    key = env.name("apipe")
+    await client.set(key, VALUE_JSON)
+
+    async def op() -> object:
+        pipe = client.pipeline(transaction=False)
+        for _ in range(100):
+            pipe.get(key)
+        return await pipe.execute()
+
+    return op
+
+
+GET = Contender("redis-py GET", "floor", _get, note="the baseline of every ratio")
+AGET = Contender("redis.asyncio GET", "floor", _aget, note="the baseline of every ratio")
+
+
+# --- locks -----------------------------------------------------------------------------------
+
+
+def _lock(name: str) -> Contender:
+    def make(env: Env) -> Op:
+        warnings.simplefilter("ignore")  # pottery warns about a single master: that is the point
+        cycle = bench_locks.CANDIDATES[name](env.client())
+        return lambda: cycle(0)
+
+    def probe(env: Env) -> tuple[str, bool]:
+        shown = bench_locks.exclusion_probe(env.server, bench_locks._factories()[name], 16, 25)
+        final, expected = shown.split(" / ")
+        return shown + " increments", final == expected
+
+    kind: Kind = "ours" if name.startswith("redis-patterns") else "peer"
+    return Contender(name, kind, make, probe=probe)
+
+
+def lock_group() -> Group:
+    return Group(
+        "lock",
+        "Lock: uncontended acquire + release",
+        "sync",
+        GET.name,
+        (GET, *(_lock(name) for name in bench_locks.CANDIDATES)),
+        note="correct: 16 threads x 25 lock-protected GET-then-SET increments lose none",
+    )
+
+
+# --- limiters --------------------------------------------------------------------------------
+
+
+def _limiter(name: str) -> Contender:
+    def hitter(env: Env, limit: int) -> bench_ratelimit.Hit:
+        if name in bench_ratelimit.OURS:
+            return bench_ratelimit.ours(env.client(), limit, DAY)[name]
+        if name in bench_ratelimit.LIMITS_STRATEGIES:
+            return bench_ratelimit.limits_hitter(env.url, name, limit, DAY)
+        return bench_ratelimit.pyrate_hitter(env.client(), limit, DAY)
+
+    def make(env: Env) -> Op:
+        hit, key = hitter(env, FAST), env.name(name)
+        return lambda: hit(key)
+
+    def probe(env: Env) -> tuple[str, bool]:
+        with bench_ratelimit.quiet():
+            admitted = bench_ratelimit.admitted_under_threads(hitter(env, 100))
+        return f"{admitted} of 801 admitted", admitted == 100
+
+    kind: Kind = "ours" if name in bench_ratelimit.OURS else "peer"
+    return Contender(name, kind, make, probe=probe)
+
+
+LIMITERS = [
+    *bench_ratelimit.OURS,
+    *bench_ratelimit.LIMITS_STRATEGIES,
+    "pyrate-limiter (Redis log)",
+]
+
+
+def limiter_group() -> Group:
+    return Group(
+        "limiter",
+        "Rate limiters: one hit (all admitted)",
+        "sync",
+        GET.name,
+        (GET, *(_limiter(name) for name in LIMITERS)),
+        note=(
+            f"limit {FAST:,} per day, one key per contender; correct: at limit 100, 16 threads "
+            "x 50 hits after one warm-up hit admit exactly 100"
+        ),
+    )
+
+
+# --- cache -----------------------------------------------------------------------------------
+
+
+def _cache(env: Env, **options: Any) -> redis_patterns.Cache:
+    cache = redis_patterns.Cache(env.client(), env.name("cache"), 600, **options)
+    cache.set("k", VALUE)
+    env.on_close(cache.close)
+    return cache
+
+
+def _ours_cache_get(env: Env) -> Op:
+    cache = _cache(env)
+    return lambda: cache.get("k")
+
+
+def _ours_cache_near(env: Env) -> Op:
+    import time
+
+    cache = _cache(env, local=1000)
+    cache.get("k")
+    deadline = time.monotonic() + 5
+    while not cache.local_ready and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cache.get("k")
+    return lambda: cache.get("k")
+
+
+def _ours_cache_load(env: Env) -> Op:
+    cache = _cache(env)
+    return lambda: cache.get_or_load("k", lambda: VALUE)
+
+
+def _dogpile(env: Env) -> Any:
+    from dogpile.cache import make_region
+
+    region = make_region().configure(
+        "dogpile.cache.redis", expiration_time=600, arguments={"url": env.url}
+    )
+    region.set("k", VALUE)
+    return region
+
+
+def _dogpile_get(env: Env) -> Op:
+    region = _dogpile(env)
+    return lambda: region.get("k")
+
+
+def _dogpile_create(env: Env) -> Op:
+    region = _dogpile(env)
+    return lambda: region.get_or_create("k", lambda: VALUE)
+
+
+def cache_group() -> Group:
+    return Group(
+        "cache",
+        "Cache hit, 100 B JSON value (sync)",
+        "sync",
+        GET.name,
+        (
+            GET,
+            Contender("redis-py GET + orjson.loads", "floor", _get_orjson, note="the floor"),
+            Contender("redis-patterns Cache.get", "ours", _ours_cache_get),
+            Contender("dogpile.cache get", "peer", _dogpile_get, note="default pickle serializer"),
+            Contender("redis-patterns Cache.get_or_load", "ours", _ours_cache_load),
+            Contender("dogpile.cache get_or_create", "peer", _dogpile_create),
+            Contender(
+                "redis-patterns Cache.get, near-cache hit",
+                "ours",
+                _ours_cache_near,
+                note="local=1000: served in process",
+            ),
+        ),
+    )
+
+
+async def _ours_acache(env: Env) -> AsyncOp:
+    cache = redis_patterns.AsyncCache(env.aclient(), env.name("acache"), 600)
+    await cache.set("k", VALUE)
+    env.on_aclose(cache.aclose)
+    return lambda: cache.get("k")
+
+
+async def _cashews(env: Env) -> AsyncOp:
+    import cashews
+
+    cache = cashews.Cache()
+    cache.setup(env.url)
+    key = env.name("cashews")
+    await cache.set(key, VALUE, expire=600)
+    env.on_aclose(cache.close)
+    return lambda: cache.get(key)
+
+
+async def _aiocache(env: Env) -> AsyncOp:
+    import aiocache
+    import aiocache.serializers
+
+    cache = aiocache.RedisCache(
+        endpoint=env.host,
+        port=env.port,
+        namespace=env.name("aiocache"),
+        serializer=aiocache.serializers.JsonSerializer(),
+    )
+    await cache.set("k", VALUE, ttl=600)
+    env.on_aclose(cache.close)
+    return lambda: cache.get("k")
+
+
+def _async_cache_contenders() -> tuple[Contender, ...]:
+    return (
+        Contender("redis-patterns AsyncCache.get", "ours", _ours_acache),
+        Contender("cashews get", "peer", _cashews),
+        Contender("aiocache get", "peer", _aiocache, note="JsonSerializer"),
+    )
+
+
+def async_cache_group() -> Group:
+    return Group(
+        "acache",
+        "Cache hit, 100 B JSON value (asyncio, one caller)",
+        "async",
+        AGET.name,
+        (
+            AGET,
+            Contender("redis.asyncio GET + orjson.loads", "floor", _aget_orjson, note="the floor"),
+            *_async_cache_contenders(),
+        ),
+    )
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+def _ours_session(env: Env) -> Op:
+    store = redis_patterns.SessionStore(env.client(), namespace=env.name("s"), idle_ttl=1800)
+    sid = store.create(SESSION, user_id="42").id
+    return lambda: store.get(sid)
+
+
+def _flask_session(env: Env, *, refresh: bool) -> Op:
+    """Flask-Session's Redis backend: the read it does when a request opens the session, and
+    (``refresh``) the SET with a new expiry that a permanent session gets at the end of every
+    request (SESSION_REFRESH_EACH_REQUEST, the default): our `get` slides the expiry too."""
+    from flask import Flask
+    from flask_session.redis import RedisSession, RedisSessionInterface
+
+    client = env.client()
+    interface = RedisSessionInterface(
+        app=Flask("bench"), client=client, key_prefix=env.name("flask") + ":"
+    )
+    sid = "s" * 43
+    store_id = interface._get_store_id(sid)
+    lifetime = timedelta(seconds=1800)
+    interface._upsert_session(lifetime, RedisSession(SESSION, sid=sid, permanent=True), store_id)
+    read = interface._retrieve_session_data
+    if not refresh:
+        return lambda: read(store_id)
+
+    def read_and_refresh() -> None:
+        data = read(store_id)
+        interface._upsert_session(lifetime, RedisSession(data, sid=sid), store_id)
+
+    return read_and_refresh
+
+
+def session_group() -> Group:
+    return Group(
+        "session",
+        "Session read (4 fields)",
+        "sync",
+        GET.name,
+        (
+            GET,
+            Contender(
+                "redis-patterns SessionStore.get",
+                "ours",
+                _ours_session,
+                note="slides the idle expiry, capped by the absolute one",
+            ),
+            Contender(
+                "Flask-Session read",
+                "peer",
+                lambda env: _flask_session(env, refresh=False),
+                note="RedisSessionInterface._retrieve_session_data: GET + msgpack decode",
+            ),
+            Contender(
+                "Flask-Session read + refresh",
+                "peer",
+                lambda env: _flask_session(env, refresh=True),
+                note="+ the SET EX a permanent session gets per request (slides the expiry)",
+            ),
+        ),
+        note=(
+            "Flask-Session's backend methods are called directly, outside a request: the same "
+            "commands and decoding a request does, without Flask's request machinery"
+        ),
+    )
+
+
+# --- 100 concurrent asyncio tasks -----------------------------------------------------------------
+
+
+def _ours_alimiter(name: str) -> Contender:
+    async def make(env: Env) -> AsyncOp:
+        limiter = bench_ratelimit.make_ours(env.aclient(), name, FAST, DAY, aio=True)
+        key = env.name(name)
+        return lambda: limiter.hit(key)
+
+    return Contender(name, "ours", make)
+
+
+def _limits_alimiter(name: str) -> Contender:
+    async def make(env: Env) -> AsyncOp:
+        import limits
+        import limits.aio.storage
+        import limits.aio.strategies
+
+        storage = limits.aio.storage.RedisStorage(f"async+{env.url}", implementation="redispy")
+        cls = getattr(limits.aio.strategies, bench_ratelimit.LIMITS_STRATEGIES[name])
+        strategy, item = cls(storage), limits.RateLimitItemPerSecond(FAST, DAY)
+        key = env.name(name)
+        return lambda: strategy.hit(item, key)
+
+    return Contender(name + " (async)", "peer", make, note="implementation='redispy'")
+
+
+def _concurrent_floors() -> tuple[Contender, ...]:
+    return (
+        Contender("redis.asyncio GET", "floor", _aget, note="the baseline"),
+        Contender(
+            "redis.asyncio pipeline of 100 GETs",
+            "floor",
+            _apipeline,
+            ops_per_call=100,
+            tasks=1,
+            note="one task, one connection: what batching can reach",
+        ),
+    )
+
+
+def concurrent_limiter_group() -> Group:
+    return Group(
+        "climiter",
+        "100 concurrent asyncio tasks: limiter hits",
+        "concurrent",
+        AGET.name,
+        (
+            *_concurrent_floors(),
+            *(_ours_alimiter(name) for name in bench_ratelimit.OURS),
+            *(_limits_alimiter(name) for name in bench_ratelimit.LIMITS_STRATEGIES),
+        ),
+    )
+
+
+def concurrent_cache_group() -> Group:
+    return Group(
+        "ccache",
+        "100 concurrent asyncio tasks: cache hits (100 B JSON)",
+        "concurrent",
+        AGET.name,
+        (*_concurrent_floors(), *_async_cache_contenders()),
+    )
+
+
+def groups() -> list[Group]:
+    return [
+        lock_group(),
+        limiter_group(),
+        cache_group(),
+        async_cache_group(),
+        session_group(),
+        concurrent_limiter_group(),
+        concurrent_cache_group(),
+    ]
