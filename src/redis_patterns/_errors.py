@@ -1,4 +1,4 @@
-"""The exception hierarchy: every error this library raises is one of these.
+"""The exception hierarchy: every error this library raises is one of these (and its one warning).
 
     RedisPatternsError
     ├── ConfigurationError (also ValueError)   bad arguments, raised before any I/O
@@ -19,6 +19,8 @@
     ├── TransactionConflictError               the WATCH retry budget ran out
     ├── QueueError
     └── EmbeddedServerError (also RuntimeError) an embedded server failed to start
+
+    RedisPatternsWarning (a UserWarning)       a client that can apply a call twice or hang
 
 redis-py's exceptions are converted in exactly one place, ``_runner.map_backend_error``, with the
 original kept as ``__cause__``; this module itself imports no I/O library.
@@ -43,6 +45,7 @@ __all__ = [
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
+    "RedisPatternsWarning",
     "ScriptError",
     "ServerBusyError",
     "StaleFenceError",
@@ -146,3 +149,12 @@ class QueueError(RedisPatternsError):
 
 class EmbeddedServerError(RedisPatternsError, RuntimeError):
     """An embedded server could not be started; the message carries its log tail."""
+
+
+class RedisPatternsWarning(UserWarning):
+    """A client given to a pattern is configured so that a call can be applied twice or hang.
+
+    Issued once per client: it re-sends commands after a connection error or a timeout
+    (redis-py's default ``Retry``), or it has no ``socket_timeout``. `connect` builds clients
+    that do neither.
+    """

@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _background
+from ._clients import read_timeout, warn_if_risky
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -223,43 +224,6 @@ def require_bytes_replies(runner: SyncRunner | AsyncRunner, why: str) -> None:
         )
 
 
-def _read_timeout(client: object) -> float | None:
-    """The socket timeout the client's connections will use (None: wait forever); no I/O.
-
-    redis-py keeps it in the pool's (or the cluster's) connection kwargs; when absent there, the
-    connection class's own default applies (5 s in redis-py 8).
-    """
-    pool = getattr(client, "connection_pool", None)
-    manager = getattr(client, "nodes_manager", None)
-    kwargs: dict[str, Any] = (
-        getattr(pool, "connection_kwargs", None)
-        or getattr(manager, "connection_kwargs", None)
-        or getattr(client, "connection_kwargs", None)
-        or {}
-    )
-    if "socket_timeout" in kwargs:
-        value = kwargs["socket_timeout"]
-        return None if value is None else float(value)
-    connection_class = (
-        getattr(pool, "connection_class", None)
-        or kwargs.get("connection_class")
-        or (
-            redis.asyncio.connection.Connection
-            if isinstance(client, _ASYNC_TYPES)
-            else redis.connection.Connection
-        )
-    )
-    for cls in getattr(connection_class, "__mro__", ()):
-        init = cls.__dict__.get("__init__")
-        parameter = (
-            None if init is None else inspect.signature(init).parameters.get("socket_timeout")
-        )
-        if parameter is not None:
-            default = parameter.default
-            return float(default) if isinstance(default, int | float) else None
-    return None
-
-
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
@@ -272,11 +236,12 @@ class SyncRunner:
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
+        warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.
-        self.read_timeout = _read_timeout(self.clients[0])
+        self.read_timeout = read_timeout(self.clients[0])
 
     def run(self, plan: Plan[T]) -> T:
         """Drive ``plan`` to its end and return its value."""
@@ -473,11 +438,12 @@ class AsyncRunner:
 
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
+        warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.
-        self.read_timeout = _read_timeout(self.clients[0])
+        self.read_timeout = read_timeout(self.clients[0])
         self._ready = not self.cluster
         self._ready_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()

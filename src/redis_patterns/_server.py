@@ -25,9 +25,17 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import _reaper
+from ._clients import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT, safe_options
 from ._errors import ConfigurationError, EmbeddedServerError
 
-__all__ = ["EmbeddedCluster", "EmbeddedServer", "connect", "find_binary"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "EmbeddedCluster",
+    "EmbeddedServer",
+    "connect",
+    "find_binary",
+]
 
 _LOG_TAIL_LINES = 30
 _START_TIMEOUT = 15.0
@@ -347,6 +355,9 @@ class EmbeddedServer:
     def client(self, *, asyncio: bool = False, **kwargs: Any) -> redis.Redis | redis.asyncio.Redis:
         """A new redis-py client for this server (``asyncio=True`` for ``redis.asyncio``).
 
+        Configured like `connect`'s clients unless ``kwargs`` say otherwise: no re-sending of a
+        command after an error, finite socket timeouts.
+
         Raises:
             EmbeddedServerError: the server was never started (use ``with`` or `start` first).
         """
@@ -355,7 +366,7 @@ class EmbeddedServer:
                 "the server has not been started: use `with EmbeddedServer() as server:` or "
                 "call server.start() first"
             )
-        options: dict[str, Any] = dict(kwargs)
+        options = safe_options(dict(kwargs), asyncio=asyncio, cluster=False)
         options.update(self.connection_kwargs())
         if asyncio:
             return redis.asyncio.Redis(**options)
@@ -468,6 +479,11 @@ class EmbeddedCluster:
     ) -> redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster:
         """A new cluster client (``asyncio=True`` for ``redis.asyncio.cluster``).
 
+        Configured like `connect`'s clients unless ``kwargs`` say otherwise: redis-py's cluster
+        client re-sends a command after a connection error, a timeout or ``CLUSTERDOWN`` (up to
+        10 times in redis-py 8), which would apply a lost-reply increment twice; this one does
+        not, and its socket timeouts are finite.
+
         Raises:
             EmbeddedServerError: the cluster is not running (use ``with`` or `start` first).
         """
@@ -476,7 +492,7 @@ class EmbeddedCluster:
                 "the cluster is not running: use `with EmbeddedCluster(...) as cluster:` or "
                 "call cluster.start() first"
             )
-        options: dict[str, Any] = dict(kwargs)
+        options = safe_options(dict(kwargs), asyncio=asyncio, cluster=True)
         if asyncio:
             nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.startup_nodes]
             return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
@@ -526,26 +542,20 @@ def connect(
 ) -> redis.Redis | redis.asyncio.Redis:
     """A redis-py client for ``url``, else ``$REDIS_URL``, else an embedded server.
 
-    The embedded server is started on first use and stopped at interpreter exit. The client
-    does not re-send a command after a connection error or a timeout: the outcome of such a
-    command is unknown, and re-sending a limiter hit or an increment could apply it twice (the
-    library raises `BackendUnavailableError` / `BackendTimeoutError` instead). Pass your own
-    ``retry=`` to change that.
+    The embedded server is started on first use and stopped at interpreter exit.
+
+    The client is made for a web app, and any of these can be overridden by keyword:
+
+    - ``socket_timeout=3.0`` (`DEFAULT_SOCKET_TIMEOUT`): a stalled server fails a call within
+      seconds (``BackendTimeoutError``), so a rate limiter's ``fail_open`` engages;
+    - ``socket_connect_timeout=2.0`` (`DEFAULT_CONNECT_TIMEOUT`);
+    - ``retry=Retry(NoBackoff(), 0)``: a command is not re-sent after a connection error or a
+      timeout. The outcome of such a command is unknown, and re-sending a limiter hit or an
+      increment could apply it twice (the library raises `BackendUnavailableError` /
+      `BackendTimeoutError` instead).
     """
     target = url or os.environ.get("REDIS_URL") or _default_url()
+    options = safe_options(kwargs, asyncio=asyncio, cluster=False)
     if asyncio:
-        from redis.asyncio.retry import Retry as AsyncRetry
-
-        kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
-        try:
-            from redis.maint_notifications import MaintNotificationsConfig
-        except ImportError:  # redis-py < 7: no maintenance notifications, nothing to turn off
-            pass
-        else:
-            # redis-py 8's asyncio pool skips its "is this pooled connection closed?" check
-            # while maintenance notifications are "auto" (truthy), so the first call after a
-            # server restart fails on the dead connection; with retries off that is an error.
-            kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
-        return redis.asyncio.Redis.from_url(target, **kwargs)
-    kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-    return redis.Redis.from_url(target, **kwargs)
+        return redis.asyncio.Redis.from_url(target, **options)
+    return redis.Redis.from_url(target, **options)
