@@ -5,7 +5,8 @@
     │   └── PeriodExpiredError                 a timed board's period is past its retention
     │                                          (the server's clock said so; nothing was written)
     ├── BackendError                           the server or the connection failed
-    │   ├── BackendUnavailableError (also ConnectionError)
+    │   ├── BackendUnavailableError (also ConnectionError)   unreachable, or the server cannot
+    │   │                                      run commands now (LOADING, CLUSTERDOWN, TRYAGAIN)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
     │   │   └── ServerBusyError                another client's script is running too long (BUSY)
@@ -84,7 +85,9 @@ class BackendError(RedisPatternsError):
 
 
 class BackendUnavailableError(BackendError, ConnectionError):
-    """The server could not be reached, or the connection broke before a command was sent."""
+    """The server could not be reached or the connection broke, or the server refused to run
+    the command right now: ``LOADING`` (it is loading its dataset), ``CLUSTERDOWN`` (the cluster
+    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating)."""
 
 
 class BackendTimeoutError(BackendError, TimeoutError):

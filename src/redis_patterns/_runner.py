@@ -89,25 +89,43 @@ _ASYNC_TYPES = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 
 
+# Replies meaning "the server cannot run commands now; nothing ran": LOADING (its dataset),
+# CLUSTERDOWN (the slot is not served), MASTERDOWN (a replica cut off from its primary), TRYAGAIN
+# (a slot in migration). redis-py has a class for each (BusyLoadingError, ClusterDownError,
+# MasterDownError, TryAgainError) and strips the code from the text; the prefix check catches
+# the same reply where it arrives as plain text (a pipeline, a script's error, an old client).
+_NOT_NOW = (rex.BusyLoadingError, rex.ClusterDownError, rex.TryAgainError)
+_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ")
+# The cluster client's own "no node serves this slot" and "no node answered" (it raises these
+# as RedisClusterException, which does not derive from RedisError).
+_UNSERVED = ("not covered", "cannot be connected")
+REDIS_ERRORS = (rex.RedisError, rex.RedisClusterException)
+
+
 def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
     """Return the library error for a redis-py error (the caller raises it ``from exc``).
 
     ``in_script`` says the failed command ran a script, so any error reply is the script's.
     Exceptions that are not redis-py's are returned unchanged.
     """
-    if isinstance(exc, RedisPatternsError) or not isinstance(exc, rex.RedisError):
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, REDIS_ERRORS):
         return exc
     text = str(exc)
     if isinstance(exc, rex.TimeoutError):
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
+    if isinstance(exc, _NOT_NOW) or text.startswith(_NOT_NOW_CODES):
+        return BackendUnavailableError(f"the server cannot run commands now: {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
     if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
         return PermissionDeniedError(text)
     if isinstance(exc, rex.ResponseError) and text.startswith("BUSY"):
         return ServerBusyError(text)
-    if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
+    cluster_side = isinstance(exc, rex.RedisClusterException)
+    if "CROSSSLOT" in text or (cluster_side and "same key slot" in text):
         return CrossSlotError(text)
+    if cluster_side and any(words in text for words in _UNSERVED):
+        return BackendUnavailableError(f"the cluster cannot serve this now: {text}")
     if isinstance(exc, rex.ResponseError) and (in_script or "script" in text.lower()):
         return ScriptError(text)
     return BackendError(text or type(exc).__name__)
@@ -157,7 +175,7 @@ def _no_silent_reconnect(pipe: Any) -> None:
         retry.update_retries(0)
 
 
-def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
+def _transaction_error(exc: Exception, phase: str) -> BaseException | None:
     """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
 
     redis-py also raises WatchError when the connection dies while keys are watched. Before
@@ -289,7 +307,7 @@ class SyncRunner:
                     return client.execute_command("EVALSHA", effect.script.sha, *_eval_args(effect))
                 except NoScriptError:
                     return client.execute_command("EVAL", effect.script.source, *_eval_args(effect))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, FCall):
             client = self.clients[effect.node or 0]
@@ -304,13 +322,13 @@ class SyncRunner:
                         raise
                     client.execute_command(*effect.library.load_command().args)
                     return client.execute_command(*args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
             try:
                 target: Any = self.clients[effect.node or 0]
                 return target.execute_command(*effect.args, **_command_options(target, effect.args))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
@@ -354,7 +372,7 @@ class SyncRunner:
                     return TransactionAttempt(True, value, None)
                 phase = "exec"
                 return TransactionAttempt(True, value, list(pipe.execute()))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)
@@ -476,7 +494,7 @@ class AsyncRunner:
                 for client in self.clients:
                     try:
                         await client.initialize()
-                    except RedisError as exc:
+                    except REDIS_ERRORS as exc:
                         raise map_backend_error(exc) from exc
                 self._ready = True
 
@@ -522,7 +540,7 @@ class AsyncRunner:
                     return await client.execute_command(
                         "EVAL", effect.script.source, *_eval_args(effect)
                     )
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, FCall):
             client = self.clients[effect.node or 0]
@@ -537,14 +555,14 @@ class AsyncRunner:
                         raise
                     await client.execute_command(*effect.library.load_command().args)
                     return await client.execute_command(*args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
             try:
                 target = self.clients[effect.node or 0]
                 options = _command_options(target, effect.args)
                 return await target.execute_command(*effect.args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
@@ -581,7 +599,7 @@ class AsyncRunner:
                     return TransactionAttempt(True, value, None)
                 phase = "exec"
                 return TransactionAttempt(True, value, list(await pipe.execute()))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)
@@ -655,7 +673,7 @@ def _run_sync_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any
         pipe.execute_command(*args)
     try:
         return list(pipe.execute(raise_on_error=False))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise map_backend_error(exc) from exc
 
 
@@ -665,7 +683,7 @@ async def _run_async_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> l
         pipe.execute_command(*args)
     try:
         return list(await pipe.execute(raise_on_error=False))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise map_backend_error(exc) from exc
 
 
