@@ -46,15 +46,17 @@ def test_idle_worker_never_times_out_its_read(
     valkey_server: EmbeddedServer, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert valkey_server.port is not None
+    # No re-sending, so a read that timed out cannot hide behind a retry; 1.5 s leaves the
+    # capped read (1.2 s) a 300 ms margin on a loaded machine.
     client = redis.Redis(
-        host="127.0.0.1", port=valkey_server.port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        host="127.0.0.1", port=valkey_server.port, socket_timeout=1.5, retry=Retry(NoBackoff(), 0)
     )
     queue = StreamQueue(client, f"{prefix}:q")
     worker = Worker(queue, "c1", lambda message: None, block=5.0)
     thread = threading.Thread(target=worker.run)
     with caplog.at_level(logging.WARNING, logger="redis_patterns"):
         thread.start()
-        time.sleep(2.0)  # about four idle reads
+        time.sleep(3.0)  # two or three idle reads
         worker.stop()
         thread.join(timeout=10)
     client.close()
