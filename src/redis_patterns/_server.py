@@ -594,9 +594,9 @@ def connect(
 
     The client is made for a web app, and any of these can be overridden by keyword:
 
-    - ``socket_timeout=3.0`` (`DEFAULT_SOCKET_TIMEOUT`): a stalled server fails a call within
+    - ``socket_timeout=3.0``: a stalled server fails a call within
       seconds (``BackendTimeoutError``), so a rate limiter's ``fail_open`` engages;
-    - ``socket_connect_timeout=2.0`` (`DEFAULT_CONNECT_TIMEOUT`);
+    - ``socket_connect_timeout=2.0``;
     - ``retry=Retry(NoBackoff(), 0)``: a command is not re-sent after a connection error or a
       timeout. The outcome of such a command is unknown, and re-sending a limiter hit or an
       increment could apply it twice (the library raises `BackendUnavailableError` /
