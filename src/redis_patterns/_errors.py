@@ -1,11 +1,12 @@
-"""The exception hierarchy: every error this library raises is one of these.
+"""The exception hierarchy: every error this library raises is one of these (and its one warning).
 
     RedisPatternsError
     ├── ConfigurationError (also ValueError)   bad arguments, raised before any I/O
     │   └── PeriodExpiredError                 a timed board's period is past its retention
     │                                          (the server's clock said so; nothing was written)
     ├── BackendError                           the server or the connection failed
-    │   ├── BackendUnavailableError (also ConnectionError)
+    │   ├── BackendUnavailableError (also ConnectionError)   unreachable, or the server cannot
+    │   │                                      run commands now (LOADING, CLUSTERDOWN, TRYAGAIN)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
     │   │   └── ServerBusyError                another client's script is running too long (BUSY)
@@ -19,6 +20,8 @@
     ├── TransactionConflictError               the WATCH retry budget ran out
     ├── QueueError
     └── EmbeddedServerError (also RuntimeError) an embedded server failed to start
+
+    RedisPatternsWarning (a UserWarning)       a client that can apply a call twice or hang
 
 redis-py's exceptions are converted in exactly one place, ``_runner.map_backend_error``, with the
 original kept as ``__cause__``; this module itself imports no I/O library.
@@ -43,6 +46,7 @@ __all__ = [
     "QueueError",
     "RateLimitedError",
     "RedisPatternsError",
+    "RedisPatternsWarning",
     "ScriptError",
     "ServerBusyError",
     "StaleFenceError",
@@ -81,7 +85,9 @@ class BackendError(RedisPatternsError):
 
 
 class BackendUnavailableError(BackendError, ConnectionError):
-    """The server could not be reached, or the connection broke before a command was sent."""
+    """The server could not be reached or the connection broke, or the server refused to run
+    the command right now: ``LOADING`` (it is loading its dataset), ``CLUSTERDOWN`` (the cluster
+    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating)."""
 
 
 class BackendTimeoutError(BackendError, TimeoutError):
@@ -146,3 +152,12 @@ class QueueError(RedisPatternsError):
 
 class EmbeddedServerError(RedisPatternsError, RuntimeError):
     """An embedded server could not be started; the message carries its log tail."""
+
+
+class RedisPatternsWarning(UserWarning):
+    """A client given to a pattern is configured so that a call can be applied twice or hang.
+
+    Issued once per client: it re-sends commands after a connection error or a timeout
+    (redis-py's default ``Retry``), or it has no ``socket_timeout``. `connect` builds clients
+    that do neither.
+    """

@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError, RedisError, WatchError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import _background
+from ._clients import read_timeout, warn_if_risky
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -88,25 +89,43 @@ _ASYNC_TYPES = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 
 
+# Replies meaning "the server cannot run commands now; nothing ran": LOADING (its dataset),
+# CLUSTERDOWN (the slot is not served), MASTERDOWN (a replica cut off from its primary), TRYAGAIN
+# (a slot in migration). redis-py has a class for each (BusyLoadingError, ClusterDownError,
+# MasterDownError, TryAgainError) and strips the code from the text; the prefix check catches
+# the same reply where it arrives as plain text (a pipeline, a script's error, an old client).
+_NOT_NOW = (rex.BusyLoadingError, rex.ClusterDownError, rex.TryAgainError)
+_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ")
+# The cluster client's own "no node serves this slot" and "no node answered" (it raises these
+# as RedisClusterException, which does not derive from RedisError).
+_UNSERVED = ("not covered", "cannot be connected")
+REDIS_ERRORS = (rex.RedisError, rex.RedisClusterException)
+
+
 def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
     """Return the library error for a redis-py error (the caller raises it ``from exc``).
 
     ``in_script`` says the failed command ran a script, so any error reply is the script's.
     Exceptions that are not redis-py's are returned unchanged.
     """
-    if isinstance(exc, RedisPatternsError) or not isinstance(exc, rex.RedisError):
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, REDIS_ERRORS):
         return exc
     text = str(exc)
     if isinstance(exc, rex.TimeoutError):
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
+    if isinstance(exc, _NOT_NOW) or text.startswith(_NOT_NOW_CODES):
+        return BackendUnavailableError(f"the server cannot run commands now: {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
     if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
         return PermissionDeniedError(text)
     if isinstance(exc, rex.ResponseError) and text.startswith("BUSY"):
         return ServerBusyError(text)
-    if "CROSSSLOT" in text or (isinstance(exc, rex.RedisClusterException) and "slot" in text):
+    cluster_side = isinstance(exc, rex.RedisClusterException)
+    if "CROSSSLOT" in text or (cluster_side and "same key slot" in text):
         return CrossSlotError(text)
+    if cluster_side and any(words in text for words in _UNSERVED):
+        return BackendUnavailableError(f"the cluster cannot serve this now: {text}")
     if isinstance(exc, rex.ResponseError) and (in_script or "script" in text.lower()):
         return ScriptError(text)
     return BackendError(text or type(exc).__name__)
@@ -156,7 +175,7 @@ def _no_silent_reconnect(pipe: Any) -> None:
         retry.update_retries(0)
 
 
-def _transaction_error(exc: RedisError, phase: str) -> BaseException | None:
+def _transaction_error(exc: Exception, phase: str) -> BaseException | None:
     """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
 
     redis-py also raises WatchError when the connection dies while keys are watched. Before
@@ -223,43 +242,6 @@ def require_bytes_replies(runner: SyncRunner | AsyncRunner, why: str) -> None:
         )
 
 
-def _read_timeout(client: object) -> float | None:
-    """The socket timeout the client's connections will use (None: wait forever); no I/O.
-
-    redis-py keeps it in the pool's (or the cluster's) connection kwargs; when absent there, the
-    connection class's own default applies (5 s in redis-py 8).
-    """
-    pool = getattr(client, "connection_pool", None)
-    manager = getattr(client, "nodes_manager", None)
-    kwargs: dict[str, Any] = (
-        getattr(pool, "connection_kwargs", None)
-        or getattr(manager, "connection_kwargs", None)
-        or getattr(client, "connection_kwargs", None)
-        or {}
-    )
-    if "socket_timeout" in kwargs:
-        value = kwargs["socket_timeout"]
-        return None if value is None else float(value)
-    connection_class = (
-        getattr(pool, "connection_class", None)
-        or kwargs.get("connection_class")
-        or (
-            redis.asyncio.connection.Connection
-            if isinstance(client, _ASYNC_TYPES)
-            else redis.connection.Connection
-        )
-    )
-    for cls in getattr(connection_class, "__mro__", ()):
-        init = cls.__dict__.get("__init__")
-        parameter = (
-            None if init is None else inspect.signature(init).parameters.get("socket_timeout")
-        )
-        if parameter is not None:
-            default = parameter.default
-            return float(default) if isinstance(default, int | float) else None
-    return None
-
-
 def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
@@ -272,11 +254,12 @@ class SyncRunner:
 
     def __init__(self, clients: SyncClient | Sequence[SyncClient]) -> None:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
+        warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.
-        self.read_timeout = _read_timeout(self.clients[0])
+        self.read_timeout = read_timeout(self.clients[0])
 
     def run(self, plan: Plan[T]) -> T:
         """Drive ``plan`` to its end and return its value."""
@@ -324,7 +307,7 @@ class SyncRunner:
                     return client.execute_command("EVALSHA", effect.script.sha, *_eval_args(effect))
                 except NoScriptError:
                     return client.execute_command("EVAL", effect.script.source, *_eval_args(effect))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, FCall):
             client = self.clients[effect.node or 0]
@@ -339,13 +322,13 @@ class SyncRunner:
                         raise
                     client.execute_command(*effect.library.load_command().args)
                     return client.execute_command(*args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
             try:
                 target: Any = self.clients[effect.node or 0]
                 return target.execute_command(*effect.args, **_command_options(target, effect.args))
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):
             time.sleep(effect.seconds)
@@ -389,7 +372,7 @@ class SyncRunner:
                     return TransactionAttempt(True, value, None)
                 phase = "exec"
                 return TransactionAttempt(True, value, list(pipe.execute()))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)
@@ -473,11 +456,12 @@ class AsyncRunner:
 
     def __init__(self, clients: AsyncClient | Sequence[AsyncClient]) -> None:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
+        warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.
-        self.read_timeout = _read_timeout(self.clients[0])
+        self.read_timeout = read_timeout(self.clients[0])
         self._ready = not self.cluster
         self._ready_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -510,7 +494,7 @@ class AsyncRunner:
                 for client in self.clients:
                     try:
                         await client.initialize()
-                    except RedisError as exc:
+                    except REDIS_ERRORS as exc:
                         raise map_backend_error(exc) from exc
                 self._ready = True
 
@@ -556,7 +540,7 @@ class AsyncRunner:
                     return await client.execute_command(
                         "EVAL", effect.script.source, *_eval_args(effect)
                     )
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, FCall):
             client = self.clients[effect.node or 0]
@@ -571,14 +555,14 @@ class AsyncRunner:
                         raise
                     await client.execute_command(*effect.library.load_command().args)
                     return await client.execute_command(*args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc, in_script=True) from exc
         if isinstance(effect, Command):
             try:
                 target = self.clients[effect.node or 0]
                 options = _command_options(target, effect.args)
                 return await target.execute_command(*effect.args, **options)
-            except RedisError as exc:
+            except REDIS_ERRORS as exc:
                 raise map_backend_error(exc) from exc
         if isinstance(effect, Sleep):
             await asyncio.sleep(effect.seconds)
@@ -615,7 +599,7 @@ class AsyncRunner:
                     return TransactionAttempt(True, value, None)
                 phase = "exec"
                 return TransactionAttempt(True, value, list(await pipe.execute()))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)
@@ -689,7 +673,7 @@ def _run_sync_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any
         pipe.execute_command(*args)
     try:
         return list(pipe.execute(raise_on_error=False))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise map_backend_error(exc) from exc
 
 
@@ -699,7 +683,7 @@ async def _run_async_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> l
         pipe.execute_command(*args)
     try:
         return list(await pipe.execute(raise_on_error=False))
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise map_backend_error(exc) from exc
 
 

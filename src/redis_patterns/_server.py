@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -25,9 +28,19 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from . import _reaper
+from ._clients import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT, safe_options
 from ._errors import ConfigurationError, EmbeddedServerError
 
-__all__ = ["EmbeddedCluster", "EmbeddedServer", "connect", "find_binary"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "EmbeddedCluster",
+    "EmbeddedServer",
+    "connect",
+    "find_binary",
+]
+
+log = logging.getLogger("redis_patterns")
 
 _LOG_TAIL_LINES = 30
 _START_TIMEOUT = 15.0
@@ -347,6 +360,9 @@ class EmbeddedServer:
     def client(self, *, asyncio: bool = False, **kwargs: Any) -> redis.Redis | redis.asyncio.Redis:
         """A new redis-py client for this server (``asyncio=True`` for ``redis.asyncio``).
 
+        Configured like `connect`'s clients unless ``kwargs`` say otherwise: no re-sending of a
+        command after an error, finite socket timeouts.
+
         Raises:
             EmbeddedServerError: the server was never started (use ``with`` or `start` first).
         """
@@ -355,7 +371,7 @@ class EmbeddedServer:
                 "the server has not been started: use `with EmbeddedServer() as server:` or "
                 "call server.start() first"
             )
-        options: dict[str, Any] = dict(kwargs)
+        options = safe_options(dict(kwargs), asyncio=asyncio, cluster=False)
         options.update(self.connection_kwargs())
         if asyncio:
             return redis.asyncio.Redis(**options)
@@ -468,6 +484,11 @@ class EmbeddedCluster:
     ) -> redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster:
         """A new cluster client (``asyncio=True`` for ``redis.asyncio.cluster``).
 
+        Configured like `connect`'s clients unless ``kwargs`` say otherwise: redis-py's cluster
+        client re-sends a command after a connection error, a timeout or ``CLUSTERDOWN`` (up to
+        10 times in redis-py 8), which would apply a lost-reply increment twice; this one does
+        not, and its socket timeouts are finite.
+
         Raises:
             EmbeddedServerError: the cluster is not running (use ``with`` or `start` first).
         """
@@ -476,7 +497,7 @@ class EmbeddedCluster:
                 "the cluster is not running: use `with EmbeddedCluster(...) as cluster:` or "
                 "call cluster.start() first"
             )
-        options: dict[str, Any] = dict(kwargs)
+        options = safe_options(dict(kwargs), asyncio=asyncio, cluster=True)
         if asyncio:
             nodes = [redis.asyncio.cluster.ClusterNode(h, p) for h, p in self.startup_nodes]
             return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes, **options)
@@ -499,13 +520,55 @@ def _stop_all() -> None:
 
 _default_server: EmbeddedServer | None = None
 _default_lock = threading.Lock()
+_warned_worker = False
+_forked_from: int | None = None
+
+
+def _note_fork() -> None:
+    global _forked_from
+    _forked_from = os.getppid()
+
+
+# Only a fork after this module was imported is seen here (gunicorn --preload, multiprocessing's
+# fork start method); `_worker_hint` covers the workers that import it afresh.
+os.register_at_fork(after_in_child=_note_fork)
+
+
+def _worker_hint() -> str | None:
+    """Why this process looks like one of several workers of one app (None: it does not).
+
+    The heuristics: it was forked from a process that had imported redis_patterns; it was started
+    by ``multiprocessing`` (uvicorn's and hypercorn's ``--workers``, process pools, with either
+    start method); or gunicorn's arbiter is loaded (a gunicorn worker, or its master with
+    ``--preload``).
+    """
+    if _forked_from is not None:
+        return f"it was forked from process {_forked_from}"
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        return f"multiprocessing started it from process {parent.pid}"
+    if "gunicorn.arbiter" in sys.modules:
+        return "it runs under gunicorn"
+    return None
 
 
 def _default_url() -> str:
-    global _default_server
+    global _default_server, _warned_worker
     with _default_lock:
         if _default_server is None or not _default_server.running:
             _default_server = EmbeddedServer().start()
+            hint = None if _warned_worker else _worker_hint()
+            if hint is not None:
+                _warned_worker = True
+                log.warning(
+                    "REDIS_URL is not set, so connect() started an embedded server private to "
+                    "process %d (%s), which looks like one of several workers (%s): each worker "
+                    "gets a server of its own, so rate limits, locks and sessions are not "
+                    "shared between them. Set REDIS_URL to one server for all workers.",
+                    os.getpid(),
+                    _default_server.url,
+                    hint,
+                )
         return _default_server.url
 
 
@@ -526,26 +589,21 @@ def connect(
 ) -> redis.Redis | redis.asyncio.Redis:
     """A redis-py client for ``url``, else ``$REDIS_URL``, else an embedded server.
 
-    The embedded server is started on first use and stopped at interpreter exit. The client
-    does not re-send a command after a connection error or a timeout: the outcome of such a
-    command is unknown, and re-sending a limiter hit or an increment could apply it twice (the
-    library raises `BackendUnavailableError` / `BackendTimeoutError` instead). Pass your own
-    ``retry=`` to change that.
+    The embedded server is started on first use and stopped at interpreter exit; it is private
+    to this process (a warning is logged when the process looks like one of several workers).
+
+    The client is made for a web app, and any of these can be overridden by keyword:
+
+    - ``socket_timeout=3.0``: a stalled server fails a call within
+      seconds (``BackendTimeoutError``), so a rate limiter's ``fail_open`` engages;
+    - ``socket_connect_timeout=2.0``;
+    - ``retry=Retry(NoBackoff(), 0)``: a command is not re-sent after a connection error or a
+      timeout. The outcome of such a command is unknown, and re-sending a limiter hit or an
+      increment could apply it twice (the library raises `BackendUnavailableError` /
+      `BackendTimeoutError` instead).
     """
     target = url or os.environ.get("REDIS_URL") or _default_url()
+    options = safe_options(kwargs, asyncio=asyncio, cluster=False)
     if asyncio:
-        from redis.asyncio.retry import Retry as AsyncRetry
-
-        kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
-        try:
-            from redis.maint_notifications import MaintNotificationsConfig
-        except ImportError:  # redis-py < 7: no maintenance notifications, nothing to turn off
-            pass
-        else:
-            # redis-py 8's asyncio pool skips its "is this pooled connection closed?" check
-            # while maintenance notifications are "auto" (truthy), so the first call after a
-            # server restart fails on the dead connection; with retries off that is an error.
-            kwargs.setdefault("maint_notifications_config", MaintNotificationsConfig(enabled=False))
-        return redis.asyncio.Redis.from_url(target, **kwargs)
-    kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-    return redis.Redis.from_url(target, **kwargs)
+        return redis.asyncio.Redis.from_url(target, **options)
+    return redis.Redis.from_url(target, **options)

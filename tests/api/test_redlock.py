@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import (
     AsyncRedlock,
@@ -115,7 +117,10 @@ async def test_async_redlock(redlock_nodes: list[EmbeddedServer], prefix: str) -
 
 def test_duplicate_server_by_run_id(redlock_nodes: list[EmbeddedServer], prefix: str) -> None:
     port = redlock_nodes[0].port
-    clients = [redis.Redis(host="localhost", port=port or 0), *_clients(redlock_nodes)]
+    clients = [
+        redis.Redis(host="localhost", port=port or 0, retry=Retry(NoBackoff(), 0)),
+        *_clients(redlock_nodes),
+    ]
     lock = Redlock(clients, prefix)  # different addresses: no I/O, so not caught here
     with pytest.raises(ConfigurationError, match="same server"):
         lock.verify_servers()

@@ -388,8 +388,12 @@ async def test_async_cached_and_invalidate(backend: Backend, prefix: str) -> Non
 
 def test_backend_errors_are_the_librarys(prefix: str) -> None:
     import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    dead = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.5, retry=Retry(NoBackoff(), 0)
+    )
     cache = Cache(dead, prefix, 60)
     with pytest.raises(BackendError):
         cache.get("k")

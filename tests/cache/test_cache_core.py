@@ -8,6 +8,8 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import Cache, ConfigurationError, LockTimeoutError
 from redis_patterns._core.cache import CacheCore
@@ -148,7 +150,9 @@ _BAD_KEYS = st.one_of(
 @given(key=_BAD_KEYS)
 def test_fuzzed_bad_keys_fail_before_any_io(key: object) -> None:
     """A client on a closed port: any I/O would be a BackendError, not a ConfigurationError."""
-    cache = Cache(redis.Redis(port=1, socket_connect_timeout=0.1), "ns", 60)
+    cache = Cache(
+        redis.Redis(port=1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0)), "ns", 60
+    )
     for call in (
         lambda: cache.get(key),  # type: ignore[arg-type]
         lambda: cache.set(key, 1),  # type: ignore[arg-type]
@@ -171,7 +175,7 @@ def test_fuzzed_bad_keys_fail_before_any_io(key: object) -> None:
     )
 )
 def test_fuzzed_bad_ttls_fail_before_any_io(ttl: object) -> None:
-    client = redis.Redis(port=1, socket_connect_timeout=0.1)
+    client = redis.Redis(port=1, socket_connect_timeout=0.1, retry=Retry(NoBackoff(), 0))
     with pytest.raises(ConfigurationError):
         Cache(client, "ns", ttl)  # type: ignore[arg-type]
     cache = Cache(client, "ns", 60)

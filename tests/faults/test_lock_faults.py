@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 from _lock_procs import Spec, contend, contend_async
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import BackendError, EmbeddedServer, FencedStore, Lock, LockError
 from redis_patterns.testing import FaultProxy
@@ -218,7 +220,7 @@ def test_watchdog_under_latency(
         FaultProxy(valkey_server) as proxy,
     ):
         proxy.latency(one_way)  # each direction: a round trip costs 2 x one_way
-        client = redis.Redis(port=proxy.port, socket_timeout=10)
+        client = redis.Redis(port=proxy.port, socket_timeout=10, retry=Retry(NoBackoff(), 0))
         lock = Lock(client, prefix, ttl=ttl, auto_renew=True)
         assert lock.acquire()
         samples = violations = 0

@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import (
     AsyncRedlock,
@@ -179,7 +181,9 @@ def test_validity_shrinks_by_acquisition_time(own_nodes: list[EmbeddedServer], p
 
 
 def _contend(ports: list[int], name: str, rounds: int) -> int:
-    clients = [redis.Redis(port=port, socket_timeout=5) for port in ports]
+    clients = [
+        redis.Redis(port=port, socket_timeout=5, retry=Retry(NoBackoff(), 0)) for port in ports
+    ]
     counter_key = f"{name}:n"
     done = 0
     while done < rounds:
@@ -212,8 +216,11 @@ def _contend_under_faults(
     ports: list[int], counter_port: int, name: str, rounds: int
 ) -> tuple[int, int, int]:
     """Critical sections on a counter of a separate server; returns (done, attempts, not_owned)."""
-    clients = [redis.Redis(port=p, socket_timeout=2, socket_connect_timeout=2) for p in ports]
-    counter = redis.Redis(port=counter_port, socket_timeout=5)
+    clients = [
+        redis.Redis(port=p, socket_timeout=2, socket_connect_timeout=2, retry=Retry(NoBackoff(), 0))
+        for p in ports
+    ]
+    counter = redis.Redis(port=counter_port, socket_timeout=5, retry=Retry(NoBackoff(), 0))
     done = attempts = not_owned = 0
     while done < rounds and attempts < rounds * 200:
         attempts += 1

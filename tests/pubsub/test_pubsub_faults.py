@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from redis_patterns import (
     AsyncPublisher,
@@ -302,7 +304,7 @@ def test_half_open_link_through_a_blackholing_proxy(
 ) -> None:
     """RELIABILITY 29: the proxy swallows everything both ways (no FIN, no RST)."""
     gaps: list[Gap] = []
-    client = redis.Redis(host="127.0.0.1", port=proxy.port)
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, retry=Retry(NoBackoff(), 0))
     sub = Subscriber(client, channels=["hb"], on_gap=gaps.append, health_check_interval=0.2)
     sub.start()
     proxy.blackhole()
@@ -331,7 +333,7 @@ def test_connection_resets_during_sequenced_publishing(
 ) -> None:
     """RELIABILITY 28 with RSTs: each reset is one reported gap; no duplicates."""
     resets = scale(5, 50)
-    client = redis.Redis(host="127.0.0.1", port=proxy.port)
+    client = redis.Redis(host="127.0.0.1", port=proxy.port, retry=Retry(NoBackoff(), 0))
     sub = Subscriber(client, channels=["seq"])
     sub.start()
     publisher = Publisher(connect(server.url))
