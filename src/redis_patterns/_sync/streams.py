@@ -177,7 +177,10 @@ class StreamQueue:
         return self._runner.run(self._core.replay_dead_letters(ids, count, batch))
 
     def purge_dead_letters(
-        self, ids: Iterable[str] | None = None, *, batch: int = 1000
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        batch: int = 1000,
     ) -> int:
         """Delete dead letters for good: the listed ids, or all of them (``ids=None``).
 
