@@ -34,6 +34,8 @@ class _Kind:
 
 
 def _seconds(value: float) -> str:
+    if value < 10:
+        return f"{value:.1f} s"
     if value < 90:
         return f"{value:.0f} s"
     if value < 5400:

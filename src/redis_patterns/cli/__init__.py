@@ -1,4 +1,4 @@
-"""The ``redis-patterns`` command: demo, server, check, bench."""
+"""The ``redis-patterns`` command: demo, server, check, bench, queue, locks, limits, dashboard."""
 
 from __future__ import annotations
 
@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--url", help="benchmark against this server instead of an embedded one")
     bench.add_argument("-n", "--operations", type=int, default=2000, help="calls per benchmark")
     bench.add_argument("names", nargs="*", help="run only these benchmarks (default: all)")
+
+    from .ops import add_parsers
+
+    add_parsers(commands, os.environ.get("REDIS_URL"))
     return parser
 
 
@@ -82,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import run_bench
 
         return run_bench(url=args.url, operations=args.operations, only=args.names)
+    if args.command in ("queue", "locks", "limits"):
+        from .ops import run
+
+        return run(args)
     _parser().print_help()
     return 2
 
