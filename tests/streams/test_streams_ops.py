@@ -235,10 +235,11 @@ def test_worker_reaps_idle_empty_consumers_and_spares_holders(
     queue = StreamQueue(client, prefix)
     queue.add({"n": 1})
     client.xgroup_createconsumer(queue.key, "workers", "ghost")  # a crashed worker, empty
-    time.sleep(0.4)
+    time.sleep(0.6)
     client.xreadgroup("workers", "holder", {queue.key: ">"}, count=1)  # crashed holding one
     seen: list[StreamMessage] = []
-    worker = Worker(queue, "live", seen.append, block=0.05, claim_idle=0.5, reap_idle=0.6)
+    # Reaps consumers idle 1 s (2 x claim_idle), checking every 0.5 s.
+    worker = Worker(queue, "live", seen.append, block=0.05, claim_idle=0.5, reap_idle=1.0)
     history: list[tuple[set[str], int]] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -277,12 +278,15 @@ async def test_async_worker_reaps_idle_consumers(backend: Backend, prefix: str) 
     await client.aclose()
 
 
-def test_reap_idle_must_outlast_claim_idle(backend: Backend, prefix: str) -> None:
+def test_reap_idle_is_at_least_twice_claim_idle(backend: Backend, prefix: str) -> None:
     queue = StreamQueue(backend.client(), prefix)
     with backend.counter() as seen:
         with pytest.raises(ConfigurationError, match="reap_idle"):
-            Worker(queue, "w", lambda m: None, claim_idle=30.0, reap_idle=30.0)
-        with pytest.raises(ConfigurationError, match="reap_idle"):
             Worker(queue, "w", lambda m: None, reap_idle=0)
+        with pytest.raises(ConfigurationError, match="reap_idle"):
+            Worker(queue, "w", lambda m: None, reap_idle=float("nan"))
+        slow = Worker(queue, "w", lambda m: None, claim_idle=600.0)  # the default 600 s is raised
+        assert slow._core.reap_idle_ms == 1_200_000
+        assert Worker(queue, "w", lambda m: None)._core.reap_idle_ms == 600_000
+        assert Worker(queue, "w", lambda m: None, reap_idle=None)._core.reap_idle_ms is None
     assert seen.names == []
-    Worker(queue, "w", lambda m: None, reap_idle=None)  # reaping off

@@ -624,13 +624,9 @@ class WorkerCore:
         self.max_deliveries = check_int(max_deliveries, "max_deliveries", minimum=1)
         self.reap_idle_ms: int | None = None
         if reap_idle is not None:
-            self.reap_idle_ms = duration_ms(reap_idle, "reap_idle")
-            if self.reap_idle_ms <= self.claim_idle_ms:
-                # A consumer idle that long may still be reading or handling: leave it alone
-                # until its entries could have been reclaimed.
-                raise ConfigurationError(
-                    f"reap_idle ({reap_idle!r} s) must be longer than claim_idle ({claim_idle!r} s)"
-                )
+            # Never below 2 x claim_idle: a consumer that quiet is surely not reading (reads
+            # touch it every block <= claim_idle / 2 s) and its entries could be reclaimed.
+            self.reap_idle_ms = max(duration_ms(reap_idle, "reap_idle"), 2 * self.claim_idle_ms)
         self.reap_every_ms = min((self.reap_idle_ms or 0) // 2, MAX_REAP_EVERY_MS)
         self.counters = _Counters()
         self._cursor = "0-0"

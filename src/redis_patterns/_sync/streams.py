@@ -269,10 +269,10 @@ class Worker:
         claim_idle: seconds an entry may stay unacknowledged before another worker reclaims it;
             longer than your slowest handler, or entries are handled twice.
         max_deliveries: deliveries before an entry is dead-lettered (>= 1).
-        reap_idle: delete consumers of the group idle this many seconds that hold no pending
-            entry (crashed workers' names; see `StreamQueue.reap`), checked every
-            ``min(reap_idle / 2, 60)`` s by one script that deletes at most 100 consumers;
-            ``None`` turns it off. Must be longer than ``claim_idle``. A live worker's consumer
+        reap_idle: delete consumers of the group idle this many seconds (at least
+            ``2 * claim_idle``) that hold no pending entry: crashed workers' names (see
+            `StreamQueue.reap`). Checked every ``min(reap_idle / 2, 60)`` s by one script
+            that deletes at most 100 consumers; ``None`` turns it off. A live worker's consumer
             never gets that idle: its reads touch it at least every ``block`` seconds.
 
     Raises:
