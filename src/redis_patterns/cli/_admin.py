@@ -38,12 +38,16 @@ __all__ = [
     "LimitState",
     "QueueSummary",
     "Snapshot",
+    "board_keys",
     "held_locks",
     "leaderboards",
     "limit_state",
     "list_queues",
+    "lock_keys",
     "open_client",
+    "queue_names",
     "queue_snapshot",
+    "read_locks",
     "scan",
 ]
 
@@ -127,12 +131,17 @@ def _groups(client: Client, key: bytes) -> list[str]:
         return []
 
 
-def list_queues(client: Client, pattern: str = "*") -> list[QueueSummary]:
-    """Every stream queue (``{stream:<name>}``) whose name matches ``pattern``, per group."""
+def queue_names(client: Client, pattern: str = "*") -> list[str]:
+    """The names of the stream queues (``{stream:<name>}``) matching ``pattern``."""
     match = b"{stream:" + glob_match(pattern, "pattern") + b"}"
+    return sorted({_inner(key, "stream")[0] for key in scan(client, match, "stream")})
+
+
+def list_queues(client: Client, pattern: str = "*") -> list[QueueSummary]:
+    """Every stream queue whose name matches ``pattern``, one row per consumer group."""
     rows: list[QueueSummary] = []
-    for key in sorted(set(scan(client, match, "stream"))):
-        name, _ = _inner(key, "stream")
+    for name in queue_names(client, pattern):
+        key = make_key("stream", check_name(name, "name"))
         groups: list[str | None] = [*_groups(client, key)] or [None]
         for group in groups:
             info = StreamQueue(client, name, group or "workers").info()
@@ -205,10 +214,19 @@ class HeldLock:
     fence: int | None
 
 
-def held_locks(client: Client, pattern: str = "*") -> list[HeldLock]:
-    """Locks (``{lock:<name>}``, also Redlock's keys on this server) matching ``pattern``."""
+def lock_keys(client: Client, pattern: str = "*") -> list[bytes]:
+    """The keys of locks (``{lock:<name>}``, also Redlock's on this server) matching ``pattern``."""
     match = b"{lock:" + glob_match(pattern, "pattern") + b"}"
-    keys = sorted(set(scan(client, match, "string")))
+    return sorted(set(scan(client, match, "string")))
+
+
+def held_locks(client: Client, pattern: str = "*") -> list[HeldLock]:
+    """Locks held now whose name matches ``pattern`` (``*`` wildcards)."""
+    return read_locks(client, lock_keys(client, pattern))
+
+
+def read_locks(client: Client, keys: list[bytes]) -> list[HeldLock]:
+    """The locks at ``keys`` still held now, with their TTL and fence (pipelined by 100)."""
     locks: list[HeldLock] = []
     for start in range(0, len(keys), 100):
         chunk = keys[start : start + 100]
@@ -392,10 +410,17 @@ class Board:
     top: tuple[tuple[str, float], ...]
 
 
-def leaderboards(client: Client, top: int = 10) -> list[Board]:
-    """Every leaderboard (``{leaderboard:<name>}[:<period>]``) with its ``top`` entries."""
+def board_keys(client: Client) -> list[bytes]:
+    """The keys of every leaderboard (``{leaderboard:<name>}[:<period>]``)."""
+    return sorted(set(scan(client, b"{leaderboard:*", "zset")))
+
+
+def leaderboards(client: Client, top: int = 10, keys: list[bytes] | None = None) -> list[Board]:
+    """Each leaderboard (all of them, or those at ``keys``) with its ``top`` entries."""
     boards: list[Board] = []
-    for key in sorted(set(scan(client, b"{leaderboard:*", "zset"))):
+    for key in board_keys(client) if keys is None else keys:
+        if not client.exists(key):
+            continue  # gone since it was found
         name, period = _inner(key, "leaderboard")
         # ties="earliest" stores composite scores and keeps a sequence counter beside them.
         earliest = bool(client.exists(key + b":seq"))
