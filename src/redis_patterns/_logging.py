@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_INTERVAL", "WarningCoalescer", "coalesced", "reset"]
+__all__ = ["DEFAULT_INTERVAL", "WarningCoalescer", "coalesced", "error_kind", "reset"]
 
 DEFAULT_INTERVAL = 60.0
 _MAX_KINDS = 1024  # kinds include a queue or channel name: bound the memory they can take
@@ -183,6 +183,15 @@ def coalesced(
 ) -> None:
     """Log ``msg % args`` at ``level``, coalesced per ``(logger, kind)`` (see the module doc)."""
     _shared.log(logger, kind, level, msg, *args, stacklevel=2)
+
+
+def error_kind(exc: BaseException) -> tuple[str, str]:
+    """A kind for a retried backend error: its class and the start of its text.
+
+    A refused connection and a server still loading its data are both "unavailable", but an
+    operator wants to see each once.
+    """
+    return type(exc).__name__, str(exc)[:80]
 
 
 def reset() -> None:

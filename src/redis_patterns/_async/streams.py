@@ -23,7 +23,7 @@ from .._core.streams import (
     next_start,
 )
 from .._errors import ConfigurationError
-from .._logging import coalesced
+from .._logging import coalesced, error_kind
 from .._runner import AsyncClient, AsyncRunner
 
 if TYPE_CHECKING:
@@ -369,7 +369,7 @@ class AsyncWorker:
                     await self.run_once()
                     attempt = 0
                 except TRANSIENT as exc:
-                    coalesced(log, ("retry", self._core.consumer, type(exc)),
+                    coalesced(log, ("retry", self._core.consumer, error_kind(exc)),
                               "worker %r: %s; retrying", self.consumer, exc)  # fmt: skip
                     await self._runner.run(reconnect_backoff(attempt))
                     attempt += 1
