@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-calendar lint unit soak bench bench-peers install clean
+.PHONY: demo test test-calendar lint unit soak bench bench-peers install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,11 @@ test-calendar: $(VENV)/.dev-installed
 
 soak: $(VENV)/.dev-installed
 	$(BIN)/pytest --soak -m fault $(PYTEST_ARGS)
+
+# The browser test writes docs/img/dashboard.png (the Operating page's screenshot) when asked.
+screenshots: $(VENV)/.dev-installed
+	REDIS_PATTERNS_SCREENSHOTS=1 REDIS_PATTERNS_REQUIRE_BROWSER=1 \
+		$(BIN)/pytest tests/cli/test_dashboard_browser.py -q
 
 # Built-in benchmarks (floors + ours), a quick harness run, then each pattern's comparison
 # script; peers it cannot import are reported as "not installed". `make bench-peers` installs

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from ._errors import ConfigurationError
 
-__all__ = ["MAX_NAME_BYTES", "check_name", "make_key"]
+__all__ = ["MAX_GLOB_BYTES", "MAX_NAME_BYTES", "check_name", "glob_match", "make_key"]
 
 MAX_NAME_BYTES = 1024
+# SCAN MATCH / PSUBSCRIBE patterns built from user input are capped (CVE-2024-31228: a long
+# pattern with many wildcards makes the server's matcher take very long).
+MAX_GLOB_BYTES = 256
+MAX_WILDCARDS = 8
+_GLOB_SPECIAL = frozenset(b"*?[]\\")
 _FORBIDDEN = (b"{", b"}", b"\x00")
 
 
@@ -40,3 +45,26 @@ def make_key(pattern: str, name: bytes, suffix: str | None = None) -> bytes:
     """
     key = b"{" + pattern.encode() + b":" + name + b"}"
     return key if suffix is None else key + b":" + suffix.encode()
+
+
+def glob_match(value: object, what: str = "pattern", *, wildcards: bool = True) -> bytes:
+    """User input as a glob for ``SCAN MATCH``: ``? [ ] \\`` escaped, so they match themselves.
+
+    With ``wildcards``, ``*`` stays a wildcard (at most `MAX_WILDCARDS` of them); otherwise it
+    is escaped too. The input is at most `MAX_GLOB_BYTES` bytes and may not contain braces or
+    NUL (they are not part of any name).
+
+    Raises:
+        ConfigurationError: too long, too many ``*``, braces or NUL, or not str / bytes.
+    """
+    raw = check_name(value, what)
+    if len(raw) > MAX_GLOB_BYTES:
+        raise ConfigurationError(f"{what} is {len(raw)} bytes; the maximum is {MAX_GLOB_BYTES}")
+    if wildcards and raw.count(b"*") > MAX_WILDCARDS:
+        raise ConfigurationError(f"{what} has more than {MAX_WILDCARDS} '*' wildcards")
+    out = bytearray()
+    for byte in raw:
+        if byte in _GLOB_SPECIAL and not (wildcards and byte == ord("*")):
+            out.append(ord("\\"))
+        out.append(byte)
+    return bytes(out)

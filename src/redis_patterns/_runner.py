@@ -39,6 +39,7 @@ from ._errors import (
     ScriptError,
     ServerBusyError,
 )
+from ._logging import coalesced
 from ._plan import (
     Call,
     Command,
@@ -719,6 +720,11 @@ class _ListenerBase:
         # Called on every (re)subscription too: messages may have been missed in between.
         self._on_state(healthy)
 
+    def _lost(self, exc: Exception) -> None:
+        message = "listener on %r lost its connection: %s"
+        coalesced(log, ("listener", self.channel), message, self.channel, exc)
+        self._set_state(False)
+
     def _handle(self, message: Any) -> None:
         kind = message.get("type")
         if kind == "subscribe":
@@ -780,8 +786,7 @@ class SyncListener(_ListenerBase):
             except Exception as exc:  # whatever broke, resubscribe: the thread must not die
                 if self._closed:
                     break
-                log.warning("listener on %r lost its connection: %s", self.channel, exc)
-                self._set_state(False)
+                self._lost(exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
             finally:
@@ -846,8 +851,7 @@ class AsyncListener(_ListenerBase):
                 except Exception as exc:  # whatever broke, resubscribe
                     if self._closed:
                         break
-                    log.warning("listener on %r lost its connection: %s", self.channel, exc)
-                    self._set_state(False)
+                    self._lost(exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
                 finally:

@@ -349,7 +349,8 @@ def test_run_rides_out_a_server_restart_and_loading(
     assert {k: v for k, (_, v) in database.items()} == acknowledged
     ridden = [r.getMessage() for r in caplog.records if "write-behind flusher" in r.getMessage()]
     assert any("loading the dataset" in m for m in ridden), ridden  # LOADING was ridden out
-    assert flusher.stats["backend_errors"] == len(ridden)
+    # Each kind of error is logged once, then counted (bounded logging), not once per retry.
+    assert flusher.stats["backend_errors"] >= len(ridden)
 
 
 def test_hostile_stream_entries_go_to_the_dead_letters(backend: Backend, prefix: str) -> None:

@@ -1,11 +1,12 @@
 """A stream worker process for the fault tests: handles entries until SIGTERM, then reports.
 
 Usage: python tests/streams/streams_worker_proc.py NODES NAME CONSUMER FLAVOR CLAIM_IDLE BATCH
-       SLEEP HANG
+       SLEEP HANG [REAP_IDLE]
 NODES is ``host:port`` for a standalone server or ``cluster:host:port,host:port,...``.
 Every handled id is counted in the hash ``<NAME>:handled`` (HINCRBY id 1), and the number of
 entries this consumer handled in ``<NAME>:count:<CONSUMER>``. With HANG > 0 the handler
 hangs (sleeps a minute) after handling HANG entries: a worker stuck mid-batch, to be killed.
+REAP_IDLE is the worker's ``reap_idle`` (seconds; the default when absent).
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ def make_client(nodes: str, *, is_async: bool) -> Any:
 
 
 def main(argv: list[str]) -> int:
-    nodes, name, consumer, flavor, claim_idle, batch, sleep, hang = argv
+    nodes, name, consumer, flavor, claim_idle, batch, sleep, hang = argv[:8]
     done = [0]
     options = {"batch": int(batch), "block": 0.5, "claim_idle": float(claim_idle)}
+    if len(argv) > 8:
+        options["reap_idle"] = float(argv[8])
     handled_key, count_key = f"{name}:handled", f"{name}:count:{consumer}"
     if flavor == "sync":
         client = make_client(nodes, is_async=False)

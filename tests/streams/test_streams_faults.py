@@ -44,10 +44,12 @@ class Procs:
         sleep: float,
         hang: int = 0,
         wait: bool = True,
+        reap_idle: float | None = None,
     ) -> None:
+        extra = [] if reap_idle is None else [str(reap_idle)]
         proc = subprocess.Popen(
             [sys.executable, str(WORKER), *self.args, consumer, self.flavor,
-             str(claim_idle), str(batch), str(sleep), str(hang)],
+             str(claim_idle), str(batch), str(sleep), str(hang), *extra],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
@@ -172,3 +174,39 @@ def test_sigterm_mid_batch_leaves_nothing_unreclaimable(
     else:
         assert queue.info().consumers == ()  # it left the group: nothing held
     assert len(pending) + handled <= 200
+
+
+@pytest.mark.parametrize("procs", ["sync", "async"], indirect=True)
+def test_sigkilled_consumer_is_reaped_once_its_entries_were_reclaimed(
+    backend: Backend, prefix: str, procs: Procs
+) -> None:
+    """RELIABILITY 33 with a real crash: the survivor reclaims, then reaps the dead name."""
+    client: Any = backend.client()
+    queue = StreamQueue(client, prefix)
+    for i in range(30):
+        queue.add({"n": i})
+    procs.start("victim", claim_idle=0.5, batch=10, sleep=0.001, hang=5)
+    wait_until(lambda: int(client.get(f"{prefix}:count:victim") or 0) >= 5, 60, "the victim")
+    assert queue.pending().consumers == {"victim": 10}  # killed holding its whole batch
+    os.kill(procs.started["victim"].pid, signal.SIGKILL)
+    procs.started["victim"].wait(10)
+    killed = time.monotonic()
+    procs.start("survivor", claim_idle=0.5, batch=10, sleep=0.001, reap_idle=1.0)
+
+    samples: list[dict[str, int]] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        samples.append({c.name: c.pending for c in queue.info().consumers})
+        if "victim" not in samples[-1]:
+            break
+        time.sleep(0.02)
+    gone_after = time.monotonic() - killed
+    assert "victim" not in samples[-1], samples[-5:]
+    # Never deleted while it held entries: the last time it was seen, it held none.
+    assert samples[-2]["victim"] == 0
+    wait_until(lambda: client.hlen(f"{prefix}:handled") == 30, 30, "every entry handled")
+    assert queue.pending().count == 0
+    os.kill(procs.started["survivor"].pid, signal.SIGTERM)
+    assert procs.started["survivor"].wait(30) == 0
+    assert queue.info().consumers == ()  # the survivor left on SIGTERM
+    print(f"\nthe SIGKILLed consumer left the group {gone_after:.2f} s after the kill")

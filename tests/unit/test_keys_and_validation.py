@@ -85,3 +85,16 @@ def test_check_int_minimum() -> None:
     assert check_int(0, "limit", minimum=0) == 0
     with pytest.raises(ConfigurationError, match=">= 1"):
         check_int(0, "limit", minimum=1)
+
+
+def test_glob_input_is_escaped_and_capped() -> None:
+    """RELIABILITY §4: user input in SCAN MATCH matches itself; only '*' may stay a wildcard."""
+    from redis_patterns._keys import glob_match
+
+    assert glob_match("orders:*") == b"orders:*"
+    assert glob_match("a?[b]\\c*", wildcards=False) == b"a\\?\\[b\\]\\\\c\\*"
+    assert glob_match(b"x?") == b"x\\?"
+    assert glob_match("*" * 8) == b"*" * 8
+    for bad in ("*" * 9, "x" * 257, "", "a{b}", None, 5):
+        with pytest.raises(ConfigurationError):
+            glob_match(bad)

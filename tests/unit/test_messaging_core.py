@@ -151,3 +151,43 @@ def test_fetch_recreates_a_missing_group() -> None:
     )
     assert messages == []
     assert effects[-1] == Command(("XGROUP", "CREATE", b"{stream:q}", b"g", "0", "MKSTREAM"))
+
+
+def test_reaping_is_one_bounded_script_per_interval() -> None:
+    """Every min(reap_idle / 2, 60 s): one script deleting at most 100 consumers; none at start."""
+    worker = WorkerCore(QueueCore("q", "g", None), "c", batch=5, block=1.0, claim_idle=4.0,
+                        max_deliveries=3, reap_idle=300.0)  # fmt: skip
+    worker._group_ready = True
+    claim = [b"0-0", [], [], []]
+
+    def cycle(now: float, *replies: object) -> list[Eval]:
+        _, effects = run_canned(worker.fetch(), [now, claim, *replies])
+        return [e for e in effects if isinstance(e, Eval) and e.script.name == "stream_reap"]
+
+    assert cycle(0.0, None) == []  # the first cycle only starts the clock
+    assert cycle(57.0, None) == []
+    [reap] = cycle(60.0, [b"gone"], None)
+    assert reap.keys == (b"{stream:q}",)
+    assert reap.args == (b"g", 300_000, 100)
+    assert worker.counters.reaped == 1
+    assert cycle(100.0, None) == []
+    assert len(cycle(120.0, [], None)) == 1
+    assert worker.counters.reaped == 1
+    short = WorkerCore(QueueCore("q", "g", None), "c", batch=5, block=1.0, claim_idle=4.0,
+                       max_deliveries=3, reap_idle=10.0)  # fmt: skip
+    assert short.reap_every_ms == 5_000
+    off = WorkerCore(QueueCore("q", "g", None), "c", batch=5, block=1.0, claim_idle=4.0,
+                     max_deliveries=3)  # fmt: skip
+    assert off.reap_idle_ms is None
+
+
+def test_replay_plan_stops_at_the_bound_it_was_given() -> None:
+    queue = QueueCore("q", "g", None)
+    first = [b"5-0", [b"1-0", b"9-0", b"2-0", b"9-1"], []]
+    second = [b"5-0", [b"5-0", b"9-2"], []]
+    result, effects = run_canned(queue.replay_dead_letters(None, None, 2), [first, second])
+    assert result.replayed == {"1-0": "9-0", "2-0": "9-1", "5-0": "9-2"}
+    assert [e.args[2:] for e in effects if isinstance(e, Eval)] == [
+        ("oldest", 2, "+"),
+        ("oldest", 2, "5-0"),  # the newest letter when the replay began: later ones wait
+    ]

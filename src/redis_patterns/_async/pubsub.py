@@ -11,6 +11,7 @@ from types import TracebackType
 from .._callbacks import acall_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
 from .._errors import BackendError, BackendUnavailableError
+from .._logging import coalesced
 from .._pubsub import AsyncPubSubTransport
 from .._runner import AsyncClient, AsyncRunner
 from .._validate import duration_ms
@@ -238,7 +239,8 @@ class AsyncSubscriber:
         gap = self._core.on_connected(time.monotonic())
         if gap is not None:
             self.last_gap = gap
-            log.warning("pub/sub link restored after %.3fs (%s)", gap.duration, gap.error)
+            message = "pub/sub link restored after %.3fs (%s)"
+            coalesced(log, "restored", message, gap.duration, gap.error)
             if self._on_gap is not None:
                 await acall_back(self._on_gap, gap)
 
@@ -296,7 +298,7 @@ class AsyncSubscriber:
         return None
 
     async def _drop(self, error: BaseException) -> None:
-        log.warning("pub/sub link lost: %s", error)
+        coalesced(log, ("lost", type(error)), "pub/sub link lost: %s", error)
         self._core.on_lost(time.monotonic(), error)
         await self._transport.close()
 

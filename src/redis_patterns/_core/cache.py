@@ -18,6 +18,7 @@ from typing import Any, Literal, TypeVar
 
 from .._errors import BackendError, ConfigurationError, LockTimeoutError
 from .._keys import check_name, make_key
+from .._logging import coalesced, error_kind
 from .._plan import Call, Command, Eval, Now, Pipeline, Plan, Sleep
 from .._script import package_script
 from .._serializers import Serializer, get_serializer
@@ -572,9 +573,8 @@ class CacheCore:
         try:
             yield from self._load(entry, loader, ttl, token)
         except Exception as exc:
-            log.warning(
-                "refreshing cache key %r failed (%r); the stale value stays in place", entry, exc
-            )
+            message = "refreshing cache key %r failed (%r); the stale value stays in place"
+            coalesced(log, ("refresh", type(exc)), message, entry, exc)
 
     def warm(
         self,
@@ -691,9 +691,8 @@ class WriteThroughCore:
             yield from self._invalidate(entry, key, exc)
 
     def _invalidate(self, entry: bytes, key: Any, cause: BackendError) -> Plan[None]:
-        log.warning(
-            "cache write for %r failed after the database write (%s); invalidating", entry, cause
-        )
+        message = "cache write for %r failed after the database write (%s); invalidating"
+        coalesced(log, ("write-through", type(cause)), message, entry, cause)
         try:
             yield from self.cache.delete(key)
         except BackendError as exc:
@@ -878,7 +877,8 @@ class WriteBehindCore:
             # Not acknowledged: the entries stay pending and are reclaimed after claim_idle
             # (their delivery count rises; past max_attempts they go to the dead letters).
             self.stats["failures"] += 1
-            log.warning("write-behind flush of %d writes failed: %r", len(batch), exc)
+            message = "write-behind flush of %d writes failed: %r"
+            coalesced(log, ("flush", self.stream, type(exc)), message, len(batch), exc)
             return FlushResult(len(entries), 0, len(dead), failed=True)
         yield package_script("cache_wb_ack").eval(
             (self.stream, self.dead_stream), (self.group, "", *ids)
@@ -902,7 +902,8 @@ class WriteBehindCore:
                 result = yield from self.flush_once(consumer)
             except TRANSIENT as exc:
                 self.stats["backend_errors"] += 1
-                log.warning("write-behind flusher %r: %s; retrying", consumer, exc)
+                message = "write-behind flusher %r: %s; retrying"
+                coalesced(log, ("flusher", self.stream, error_kind(exc)), message, consumer, exc)
                 yield from reconnect_backoff(failures)
                 failures += 1
                 continue

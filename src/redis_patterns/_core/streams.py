@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import orjson
 
 from .._errors import BackendError, BackendTimeoutError, ConfigurationError
 from .._keys import check_name, make_key
+from .._logging import coalesced
 from .._plan import Command, Now, Plan
 from .._script import package_script
 from .._validate import check_int, duration_ms
@@ -20,8 +22,10 @@ from .._validate import check_int, duration_ms
 __all__ = [
     "ConsumerInfo",
     "DeadLetter",
+    "PendingEntry",
     "PendingSummary",
     "QueueCore",
+    "ReplayResult",
     "StreamInfo",
     "StreamMessage",
     "WorkerCore",
@@ -39,6 +43,14 @@ MAX_BATCH = 10_000
 _DEAD_META = ("id", "group", "consumer", "deliveries", "error")
 _DATA_PREFIX = "data."
 _MAX_ERROR_CHARS = 2000
+# Fields a replay adds to the re-added entry; payloads may not use the prefix.
+_META_PREFIX = "_rp."
+_REPLAYS = "_rp.replays"
+_ORIGINAL_ID = "_rp.original_id"
+_ENTRY_ID = re.compile(r"\A[0-9]{1,20}-[0-9]{1,20}\Z")
+# A worker reaps idle consumers at most this often, and at most this many per call.
+MAX_REAP_EVERY_MS = 60_000
+REAP_LIMIT = 100
 
 
 # --- results ---------------------------------------------------------------------------------
@@ -50,16 +62,24 @@ class StreamMessage:
 
     ``data`` maps the entry's field names to their values (JSON-decoded); ``deliveries`` counts
     how many times the group has handed this entry out, this time included (0 in `replay`).
+    An entry put back from the dead letters (`replay_dead_letters`) has ``replays`` >= 1 and
+    ``original_id``, the id it was first added under; otherwise 0 and None.
     """
 
     id: str
     data: dict[str, Any]
     deliveries: int
+    replays: int = 0
+    original_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """An entry set aside after ``deliveries`` failed attempts, with the last error."""
+    """An entry set aside after ``deliveries`` failed attempts, with the last error.
+
+    ``original_id`` is the id of the entry that failed; ``replays`` how many times this payload
+    had already been replayed from the dead letters before it failed again.
+    """
 
     id: str
     original_id: str
@@ -68,6 +88,35 @@ class DeadLetter:
     deliveries: int
     consumer: str
     group: str
+    replays: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """One delivered, unacknowledged entry: who holds it, for how long, how often delivered."""
+
+    id: str
+    consumer: str
+    idle: float
+    deliveries: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    """What `replay_dead_letters` did.
+
+    ``replayed`` maps each dead letter's id to the id of the entry it became on the stream;
+    ``missing`` lists the requested ids that were not in the dead-letter stream (already
+    replayed or purged, or never there).
+    """
+
+    replayed: dict[str, str]
+    missing: tuple[str, ...] = ()
+
+    @property
+    def count(self) -> int:
+        """How many dead letters went back onto the stream."""
+        return len(self.replayed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +163,7 @@ class WorkerStats:
 
     ``deleted`` counts entries that were pending but had been trimmed or deleted from the
     stream before anyone acknowledged them: they are acknowledged and reported, never handled.
+    ``reaped`` counts idle consumers (of crashed workers) this worker deleted from the group.
     """
 
     handled: int = 0
@@ -123,6 +173,7 @@ class WorkerStats:
     released: int = 0
     deleted: int = 0
     deleted_ids: tuple[str, ...] = ()
+    reaped: int = 0
 
 
 # --- codec -----------------------------------------------------------------------------------
@@ -155,6 +206,11 @@ def encode_payload(payload: object) -> list[bytes]:
     for name, value in payload.items():
         if not isinstance(name, str) or not name:
             raise ConfigurationError(f"payload field names must be non-empty str, got {name!r}")
+        if name.startswith(_META_PREFIX):
+            raise ConfigurationError(
+                f"payload field {name!r}: names starting with {_META_PREFIX!r} are reserved "
+                "for the queue's replay records"
+            )
         try:
             flat += [name.encode(), orjson.dumps(value)]
         except TypeError as exc:
@@ -172,8 +228,25 @@ def _pairs(fields: object) -> list[tuple[str, Any]]:
     return [(_text(items[i]), items[i + 1]) for i in range(0, len(items) - 1, 2)]
 
 
-def decode_fields(fields: object) -> dict[str, Any]:
-    return {name: _decode_value(value) for name, value in _pairs(fields)}
+def decode_message(entry_id: str, fields: object, deliveries: int) -> StreamMessage:
+    """A `StreamMessage` from an entry's fields, the replay record taken out of ``data``."""
+    data: dict[str, Any] = {}
+    replays, original = 0, None
+    for name, value in _pairs(fields):
+        if name == _REPLAYS:
+            replays = _int_or_zero(value)
+        elif name == _ORIGINAL_ID:
+            original = _text(value) or None
+        else:
+            data[name] = _decode_value(value)
+    return StreamMessage(entry_id, data, deliveries, replays, original)
+
+
+def _int_or_zero(value: object) -> int:
+    try:
+        return int(_text(value))
+    except ValueError:
+        return 0
 
 
 def _entries(reply: object) -> list[tuple[str, object]]:
@@ -292,12 +365,73 @@ class QueueCore:
     def replay_page(self, start: str, end: str, count: int) -> Plan[list[StreamMessage]]:
         """One page of `replay`: entries from ``start`` (inclusive) to ``end``."""
         reply = yield Command(("XRANGE", self.key, start, end, "COUNT", count))
-        return [StreamMessage(i, decode_fields(f), 0) for i, f in _entries(reply)]
+        return [decode_message(i, f, 0) for i, f in _entries(reply)]
 
-    def reap(self, min_idle: object) -> Plan[list[str]]:
-        idle_ms = duration_ms(min_idle, "min_idle", allow_zero=True)
+    def pending_entries(self, count: int, consumer: object = None) -> Plan[list[PendingEntry]]:
+        check_int(count, "count", minimum=1)
+        args: tuple[Any, ...] = (self.group, count)
+        if consumer is not None:
+            args += (check_name(consumer, "consumer"),)
         try:
-            reply = yield package_script("stream_reap").eval((self.key,), (self.group, idle_ms))
+            reply = yield package_script("stream_pending").eval((self.key,), args)
+        except BackendError as exc:
+            if "NOGROUP" in str(exc):
+                return []
+            raise
+        return [_pending_entry(item) for item in reply or []]
+
+    def replay_dead_letters(self, ids: object, count: object, batch: object) -> Plan[ReplayResult]:
+        """Put dead letters back onto the stream: one script per ``batch`` letters."""
+        size = check_int(batch, "batch", minimum=1)
+        if size > MAX_BATCH:
+            raise ConfigurationError(f"batch must be <= {MAX_BATCH}, got {batch}")
+        script = package_script("stream_replay")
+        keys = (self.key, self.dead_key)
+        head = (self.group, self.max_len or 0)
+        replayed: dict[str, str] = {}
+        missing: list[str] = []
+        if ids is not None:
+            if count is not None:
+                raise ConfigurationError("give ids or count, not both")
+            wanted = check_entry_ids(ids, "ids")
+            for i in range(0, len(wanted), size):
+                reply = yield script.eval(keys, (*head, "ids", 0, *wanted[i : i + size]))
+                replayed.update(_id_pairs(reply[1]))
+                missing += [_text(m) for m in reply[2]]
+            return ReplayResult(replayed, tuple(missing))
+        remaining = None if count is None else check_int(count, "count", minimum=1)
+        last = "+"
+        while remaining is None or remaining > 0:
+            step = size if remaining is None else min(size, remaining)
+            reply = yield script.eval(keys, (*head, "oldest", step, last))
+            last = _text(reply[0])
+            done = _id_pairs(reply[1])
+            replayed.update(done)
+            if remaining is not None:
+                remaining -= len(done)
+            if not last or len(done) < step or last in done:
+                break  # nothing left up to the bound: no empty round trip at the end
+        return ReplayResult(replayed)
+
+    def purge_dead_letters(self, ids: object, batch: object) -> Plan[int]:
+        """Delete dead letters: all of them (one ``XTRIM``) or the listed ids (``XDEL``s)."""
+        size = check_int(batch, "batch", minimum=1)
+        if ids is None:
+            return int((yield Command(("XTRIM", self.dead_key, "MAXLEN", 0))))
+        wanted = check_entry_ids(ids, "ids")
+        deleted = 0
+        for i in range(0, len(wanted), size):
+            deleted += int((yield Command(("XDEL", self.dead_key, *wanted[i : i + size]))))
+        return deleted
+
+    def reap(self, min_idle: object, limit: int = 0) -> Plan[list[str]]:
+        idle_ms = duration_ms(min_idle, "min_idle", allow_zero=True)
+        return (yield from self.reap_ms(idle_ms, limit))
+
+    def reap_ms(self, idle_ms: int, limit: int) -> Plan[list[str]]:
+        script = package_script("stream_reap")
+        try:
+            reply = yield script.eval((self.key,), (self.group, idle_ms, limit))
         except BackendError as exc:
             if "NOGROUP" in str(exc):
                 return []
@@ -316,6 +450,30 @@ def check_replay_args(start: object, end: object, page: object) -> tuple[str, st
             raise ConfigurationError(f"{what} must be a non-empty stream id string, got {value!r}")
     check_int(page, "page", minimum=1)
     return str(start), str(end), int(page)  # type: ignore[call-overload]
+
+
+def check_entry_ids(ids: object, what: str) -> list[str]:
+    """A list of stream entry ids (``"<ms>-<seq>"``), refusing a lone string or a bad id."""
+    if isinstance(ids, str | bytes) or not isinstance(ids, Iterable):
+        raise ConfigurationError(f"{what} must be a list of entry ids, not {type(ids).__name__}")
+    out: list[str] = []
+    for entry_id in ids:
+        if not isinstance(entry_id, str) or not _ENTRY_ID.match(entry_id):
+            raise ConfigurationError(
+                f"{what}: {entry_id!r} is not a stream entry id like '1700000000000-0'"
+            )
+        out.append(entry_id)
+    return out
+
+
+def _id_pairs(flat: Any) -> dict[str, str]:
+    items = list(flat or [])
+    return {_text(items[i]): _text(items[i + 1]) for i in range(0, len(items) - 1, 2)}
+
+
+def _pending_entry(item: Any) -> PendingEntry:
+    entry_id, consumer, idle_ms, deliveries = item
+    return PendingEntry(_text(entry_id), _text(consumer), int(idle_ms) / 1000, int(deliveries))
 
 
 def next_start(last_id: str) -> str:
@@ -345,8 +503,13 @@ def _pending_summary(reply: Any) -> PendingSummary:
 def _dead_letter(entry_id: str, fields: object) -> DeadLetter:
     meta: dict[str, str] = {}
     data: dict[str, Any] = {}
+    replays = 0
     for name, value in _pairs(fields):
-        if name.startswith(_DATA_PREFIX):
+        if name == _DATA_PREFIX + _REPLAYS:
+            replays = _int_or_zero(value)
+        elif name == _DATA_PREFIX + _ORIGINAL_ID:
+            pass  # the entry's own id (``original_id`` below) is what failed
+        elif name.startswith(_DATA_PREFIX):
             data[name[len(_DATA_PREFIX) :]] = _decode_value(value)
         elif name in _DEAD_META:
             meta[name] = _text(value)
@@ -358,6 +521,7 @@ def _dead_letter(entry_id: str, fields: object) -> DeadLetter:
         deliveries=int(meta.get("deliveries", "0") or 0),
         consumer=meta.get("consumer", ""),
         group=meta.get("group", ""),
+        replays=replays,
     )
 
 
@@ -375,6 +539,7 @@ class _Counters:
     dead_lettered: int = 0
     claimed: int = 0
     released: int = 0
+    reaped: int = 0
     deleted_ids: list[str] = field(default_factory=list)
 
     def snapshot(self) -> WorkerStats:
@@ -386,6 +551,7 @@ class _Counters:
             released=self.released,
             deleted=len(self.deleted_ids),
             deleted_ids=tuple(self.deleted_ids),
+            reaped=self.reaped,
         )
 
 
@@ -439,6 +605,7 @@ class WorkerCore:
         claim_idle: float,
         max_deliveries: int,
         read_timeout: float | None = None,
+        reap_idle: object = None,
     ) -> None:
         self.queue = queue
         self.consumer = check_name(consumer, "consumer")
@@ -455,9 +622,16 @@ class WorkerCore:
             # read, or every idle read ends in a timeout, a warning and a reconnect.
             self.block_ms = max(1, min(self.block_ms, int(read_timeout * 1000 * 0.8)))
         self.max_deliveries = check_int(max_deliveries, "max_deliveries", minimum=1)
+        self.reap_idle_ms: int | None = None
+        if reap_idle is not None:
+            # Never below 2 x claim_idle: a consumer that quiet is surely not reading (reads
+            # touch it every block <= claim_idle / 2 s) and its entries could be reclaimed.
+            self.reap_idle_ms = max(duration_ms(reap_idle, "reap_idle"), 2 * self.claim_idle_ms)
+        self.reap_every_ms = min((self.reap_idle_ms or 0) // 2, MAX_REAP_EVERY_MS)
         self.counters = _Counters()
         self._cursor = "0-0"
         self._last_claim: float | None = None
+        self._last_reap: float | None = None
         self._group_ready = False
 
     @property
@@ -480,6 +654,7 @@ class WorkerCore:
             messages = yield from self._guard(self.claim())
         if messages:
             return messages
+        yield from self._reap_when_due(now)
         try:
             reply = yield Command(
                 (
@@ -491,15 +666,36 @@ class WorkerCore:
         except BackendTimeoutError:
             # The client's socket_timeout is shorter than block, or the server stalled: anything
             # delivered meanwhile is pending to us and will be reclaimed after claim_idle.
-            log.warning("XREADGROUP on %r timed out; entries it delivered will be reclaimed",
-                        self.queue.key)  # fmt: skip
+            coalesced(log, ("read-timeout", self.queue.key),
+                      "XREADGROUP on %r timed out; entries it delivered will be reclaimed",
+                      self.queue.key)  # fmt: skip
             return []
         except BackendError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             yield from self.start()
             return []
-        return [StreamMessage(i, decode_fields(f), 1) for i, f in _read_section(reply)]
+        return [decode_message(i, f, 1) for i, f in _read_section(reply)]
+
+    def _reap_when_due(self, now: float) -> Plan[None]:
+        """Every ``reap_every`` s, delete up to `REAP_LIMIT` consumers idle past ``reap_idle``.
+
+        Only consumers holding no pending entry go (checked in the script), so a SIGKILLed
+        worker's name leaves the group once its entries were reclaimed and it stayed idle.
+        The first call only starts the clock: a worker starting up costs no extra command.
+        """
+        if self.reap_idle_ms is None:
+            return
+        if self._last_reap is None:
+            self._last_reap = now
+            return
+        if (now - self._last_reap) * 1000 < self.reap_every_ms:
+            return
+        self._last_reap = now
+        reaped = yield from self.queue.reap_ms(self.reap_idle_ms, REAP_LIMIT)
+        if reaped:
+            self.counters.reaped += len(reaped)
+            log.info("reaped %d idle consumer(s) of %r: %s", len(reaped), self.queue.key, reaped)
 
     def _guard(self, plan: Plan[list[StreamMessage]]) -> Plan[list[StreamMessage]]:
         """Run ``plan``; if the group (or the stream) vanished, recreate it and read nothing."""
@@ -522,7 +718,7 @@ class WorkerCore:
         cursor, claimed, deleted, dead = reply
         self._cursor = _text(cursor)
         messages = [
-            StreamMessage(_text(entry_id), decode_fields(fields), int(deliveries))
+            decode_message(_text(entry_id), fields, int(deliveries))
             for entry_id, deliveries, fields in claimed
         ]
         self.counters.claimed += len(messages)
@@ -530,7 +726,8 @@ class WorkerCore:
         if deleted:
             ids = [_text(i) for i in deleted]
             self.counters.deleted_ids.extend(ids)
-            log.warning(
+            coalesced(
+                log, ("deleted", q.key),
                 "%d pending entries of %r were deleted from the stream before being "
                 "acknowledged (trimmed by MAXLEN?); acknowledged without handling: %s",
                 len(ids), q.key, ids[:10],

@@ -12,6 +12,7 @@ from types import TracebackType
 from .._callbacks import call_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
 from .._errors import BackendError, BackendUnavailableError
+from .._logging import coalesced
 from .._pubsub import PubSubTransport
 from .._runner import SyncClient, SyncRunner
 from .._validate import duration_ms
@@ -239,7 +240,8 @@ class Subscriber:
         gap = self._core.on_connected(time.monotonic())
         if gap is not None:
             self.last_gap = gap
-            log.warning("pub/sub link restored after %.3fs (%s)", gap.duration, gap.error)
+            message = "pub/sub link restored after %.3fs (%s)"
+            coalesced(log, "restored", message, gap.duration, gap.error)
             if self._on_gap is not None:
                 call_back(self._on_gap, gap)
 
@@ -297,7 +299,7 @@ class Subscriber:
         return None
 
     def _drop(self, error: BaseException) -> None:
-        log.warning("pub/sub link lost: %s", error)
+        coalesced(log, ("lost", type(error)), "pub/sub link lost: %s", error)
         self._core.on_lost(time.monotonic(), error)
         self._transport.close()
 

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._core.reconnect import TRANSIENT, reconnect_backoff
 from .._core.streams import (
     DeadLetter,
+    PendingEntry,
     PendingSummary,
     QueueCore,
+    ReplayResult,
     StreamInfo,
     StreamMessage,
     WorkerCore,
@@ -22,6 +24,7 @@ from .._core.streams import (
     next_start,
 )
 from .._errors import ConfigurationError
+from .._logging import coalesced, error_kind
 from .._runner import SyncClient, SyncRunner
 
 if TYPE_CHECKING:
@@ -114,6 +117,20 @@ class StreamQueue:
         """How many entries are delivered but unacknowledged, in total and per consumer."""
         return self._runner.run(self._core.pending())
 
+    def pending_entries(
+        self, count: int = 100, *, consumer: str | bytes | None = None
+    ) -> list[PendingEntry]:
+        """The oldest ``count`` pending entries: id, consumer, idle seconds, deliveries.
+
+        Args:
+            count: the most entries to list.
+            consumer: list only this consumer's entries.
+
+        Raises:
+            ConfigurationError: ``count`` < 1 or an invalid ``consumer`` (before any I/O).
+        """
+        return self._runner.run(self._core.pending_entries(count, consumer))
+
     def info(self) -> StreamInfo:
         """Length, lag, pending, consumers, oldest pending age, dead letters (one script)."""
         return self._runner.run(self._core.info())
@@ -125,6 +142,61 @@ class StreamQueue:
             ConfigurationError: ``count`` is not an int >= 1.
         """
         return self._runner.run(self._core.dead_letters(count))
+
+    def replay_dead_letters(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        count: int | None = None,
+        batch: int = 100,
+    ) -> ReplayResult:
+        """Put dead letters back onto the stream, to be handled again (e.g. after a fix).
+
+        Each letter becomes a new entry with its original fields, handed out like any other
+        (deliveries start over); its `StreamMessage` has ``replays`` (1 the first time it is
+        replayed, 2 the next...) and ``original_id`` (the id it was first added under), and so
+        does the `DeadLetter` if it fails again. Each letter is re-added and then deleted from
+        the dead letters in one script, one script per ``batch`` letters: a failure can leave
+        a letter in both streams (handled once more), never in neither, and replaying again
+        after an unknown outcome (`BackendTimeoutError`) replays nothing twice.
+
+        Args:
+            ids: the dead letters' ids (`DeadLetter.id`) to replay; ``None`` replays the oldest
+                ``count`` (all of them by default) that were dead letters when the call began,
+                so letters that fail again meanwhile wait for the next call.
+            count: with ``ids=None``, the most letters to replay.
+            batch: letters per script (one round trip each).
+
+        Returns:
+            Which dead letters became which entries, and which ``ids`` were not found.
+
+        Raises:
+            ConfigurationError: an id that is not a stream id, ``ids`` given as one string,
+                ``ids`` with ``count``, ``count`` or ``batch`` < 1 (before any I/O).
+        """
+        return self._runner.run(self._core.replay_dead_letters(ids, count, batch))
+
+    def purge_dead_letters(
+        self,
+        ids: Iterable[str] | None = None,
+        *,
+        batch: int = 1000,
+    ) -> int:
+        """Delete dead letters for good: the listed ids, or all of them (``ids=None``).
+
+        Args:
+            ids: the dead letters' ids (`DeadLetter.id`); ``None`` deletes every dead letter
+                (one ``XTRIM ... MAXLEN 0``).
+            batch: ids per ``XDEL``.
+
+        Returns:
+            How many dead letters were deleted.
+
+        Raises:
+            ConfigurationError: an id that is not a stream id, ``ids`` given as one string, or
+                ``batch`` < 1 (before any I/O).
+        """
+        return self._runner.run(self._core.purge_dead_letters(ids, batch))
 
     def replay(
         self, start: str = "-", end: str = "+", *, page: int = 1000
@@ -197,6 +269,11 @@ class Worker:
         claim_idle: seconds an entry may stay unacknowledged before another worker reclaims it;
             longer than your slowest handler, or entries are handled twice.
         max_deliveries: deliveries before an entry is dead-lettered (>= 1).
+        reap_idle: delete consumers of the group idle this many seconds (at least
+            ``2 * claim_idle``) that hold no pending entry: crashed workers' names (see
+            `StreamQueue.reap`). Checked every ``min(reap_idle / 2, 60)`` s by one script
+            that deletes at most 100 consumers; ``None`` turns it off. A live worker's consumer
+            never gets that idle: its reads touch it at least every ``block`` seconds.
 
     Raises:
         ConfigurationError: invalid names or numbers, or a non-callable handler (before I/O).
@@ -213,6 +290,7 @@ class Worker:
         block: float = 5.0,
         claim_idle: float = 30.0,
         max_deliveries: int = 5,
+        reap_idle: float | None = 600.0,
     ) -> None:
         if not isinstance(queue, StreamQueue):
             raise TypeError(f"queue must be an StreamQueue, not {type(queue).__name__}")
@@ -225,6 +303,7 @@ class Worker:
             claim_idle=claim_idle,
             max_deliveries=max_deliveries,
             read_timeout=queue._runner.read_timeout,
+            reap_idle=reap_idle,
         )
         self._runner = queue._runner
         self._handler = handler
@@ -263,8 +342,9 @@ class Worker:
             try:
                 call_handler(self._handler, message)
             except Exception as exc:
-                log.warning("handler failed on %s (delivery %d): %r", message.id,
-                            message.deliveries, exc)  # fmt: skip
+                coalesced(log, ("handler", self._core.consumer, type(exc)),
+                          "handler failed on %s (delivery %d): %r", message.id,
+                          message.deliveries, exc)  # fmt: skip
                 failed.append((message, exc))
             else:
                 handled.append(message)
@@ -290,7 +370,8 @@ class Worker:
                     self.run_once()
                     attempt = 0
                 except TRANSIENT as exc:
-                    log.warning("worker %r: %s; retrying", self.consumer, exc)
+                    coalesced(log, ("retry", self._core.consumer, error_kind(exc)),
+                              "worker %r: %s; retrying", self.consumer, exc)  # fmt: skip
                     self._runner.run(reconnect_backoff(attempt))
                     attempt += 1
             try:

@@ -1,4 +1,4 @@
-"""The ``redis-patterns`` command: demo, server, check, bench."""
+"""The ``redis-patterns`` command: demo, server, check, bench, queue, locks, limits, dashboard."""
 
 from __future__ import annotations
 
@@ -55,6 +55,33 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--url", help="benchmark against this server instead of an embedded one")
     bench.add_argument("-n", "--operations", type=int, default=2000, help="calls per benchmark")
     bench.add_argument("names", nargs="*", help="run only these benchmarks (default: all)")
+
+    from .ops import add_parsers
+
+    add_parsers(commands, os.environ.get("REDIS_URL"))
+
+    dashboard = commands.add_parser(
+        "dashboard",
+        help="a live web page of queues, locks and leaderboards",
+        description="Serves on 127.0.0.1 only, unless --allow-remote and a token are given.",
+    )
+    dashboard.add_argument(
+        "--url", default=os.environ.get("REDIS_URL"), help="the server (default: $REDIS_URL)"
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    dashboard.add_argument("--read-only", action="store_true", help="no replay / purge")
+    dashboard.add_argument(
+        "--token",
+        help="require this token on every request (or set $REDIS_PATTERNS_DASHBOARD_TOKEN)",
+    )
+    dashboard.add_argument(
+        "--allow-remote", action="store_true", help="allow a non-loopback --host (needs a token)"
+    )
+    dashboard.add_argument("--refresh", type=float, default=2.0, help="seconds between updates")
+    dashboard.add_argument(
+        "--scan-every", type=float, default=10.0, help="seconds between key discovery scans"
+    )
     return parser
 
 
@@ -82,6 +109,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .bench import run_bench
 
         return run_bench(url=args.url, operations=args.operations, only=args.names)
+    if args.command in ("queue", "locks", "limits"):
+        from .ops import run
+
+        return run(args)
+    if args.command == "dashboard":
+        from .dashboard import run_dashboard
+
+        if not args.url:
+            print("redis-patterns dashboard: give --url (or set REDIS_URL)", file=sys.stderr)
+            return 2
+        return run_dashboard(
+            url=args.url,
+            host=args.host,
+            port=args.port,
+            read_only=args.read_only,
+            token=args.token,
+            allow_remote=args.allow_remote,
+            refresh=args.refresh,
+            scan_every=args.scan_every,
+        )
     _parser().print_help()
     return 2
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._async.ratelimit import AsyncRateLimiter
 from .._core.ratelimit import http_headers
 from .._errors import BackendError, ConfigurationError
+from .._logging import coalesced
 from .._validate import check_int
 
 __all__ = ["KeyFunc", "RateLimitMiddleware", "client_ip"]
@@ -84,7 +85,9 @@ class RateLimitMiddleware:
         try:
             decision = await self.limiter.hit(key, self.cost)
         except BackendError as exc:
-            logger.warning(
+            coalesced(
+                logger,
+                ("unavailable", self.fail_open, type(exc)),
                 "rate limiter unavailable, failing %s: %s: %s",
                 "open" if self.fail_open else "closed",
                 type(exc).__name__,

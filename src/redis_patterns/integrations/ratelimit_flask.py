@@ -11,6 +11,7 @@ from flask import Response, make_response, request
 
 from .._core.ratelimit import http_headers
 from .._errors import BackendError, ConfigurationError
+from .._logging import coalesced
 from .._sync.ratelimit import RateLimiter
 from .._validate import check_int
 
@@ -65,7 +66,9 @@ def rate_limit(
             try:
                 decision = limiter.hit(who, cost)
             except BackendError as exc:
-                logger.warning(
+                coalesced(
+                    logger,
+                    ("unavailable", fail_open, type(exc)),
                     "rate limiter unavailable, failing %s: %s: %s",
                     "open" if fail_open else "closed",
                     type(exc).__name__,

@@ -34,6 +34,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 
+from .. import _logging
 from .._server import EmbeddedCluster, EmbeddedServer
 from .counter import CommandCounter
 from .proxy import FaultProxy
@@ -70,6 +71,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="valkey,redis7,cluster",
         help="comma-separated backends for the `backend` fixture (valkey, redis7, cluster)",
     )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Repeated warnings are coalesced per process; each test starts with none logged yet, so
+    # its log assertions do not depend on what an earlier test logged.
+    _logging.reset()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    # The last test's suppressed counts would otherwise be written at exit, after the report.
+    _logging.reset()
 
 
 def pytest_configure(config: pytest.Config) -> None:
