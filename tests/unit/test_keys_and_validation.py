@@ -10,7 +10,7 @@ import pytest
 
 from redis_patterns import ConfigurationError
 from redis_patterns._keys import check_name, make_key
-from redis_patterns._validate import check_int, duration_ms
+from redis_patterns._validate import MAX_DURATION_MS, check_int, duration_ms
 
 
 def test_make_key_puts_the_name_in_the_hash_tag() -> None:
@@ -68,6 +68,28 @@ def test_durations_become_milliseconds(value: Any, expected: int) -> None:
 )
 def test_bad_durations_are_refused(bad: Any) -> None:
     with pytest.raises(ConfigurationError, match="ttl"):
+        duration_ms(bad, "ttl")
+
+
+def test_durations_up_to_the_bound_are_accepted() -> None:
+    assert MAX_DURATION_MS == 10**12  # 10^9 s, about 31.7 years: the docs say so
+    assert duration_ms(MAX_DURATION_MS / 1000, "ttl") == MAX_DURATION_MS
+    assert duration_ms(MAX_DURATION_MS // 1000, "ttl") == MAX_DURATION_MS
+    assert duration_ms(timedelta(milliseconds=MAX_DURATION_MS), "ttl") == MAX_DURATION_MS
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (MAX_DURATION_MS + 1) / 1000,
+        MAX_DURATION_MS // 1000 + 1,
+        timedelta(milliseconds=MAX_DURATION_MS + 1),
+        10**400,  # float() of it would raise OverflowError
+        2**63 / 1000,
+    ],
+)
+def test_durations_beyond_the_bound_are_refused(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="ttl must be at most 1000000000 s"):
         duration_ms(bad, "ttl")
 
 
