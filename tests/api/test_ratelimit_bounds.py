@@ -156,7 +156,9 @@ def test_sliding_log_memory_grows_with_hits_not_with_cost(
         assert limiter.hit(key, cost).allowed
     (state,) = limiter.keys(key)
     assert client.zcard(state) == 3
-    assert client.memory_usage(state) < 512
+    usage = client.memory_usage(state)
+    assert usage is not None
+    assert usage < 512  # a few hits' bytes, not 9,000 entries
     assert limiter.peek(key).remaining == MAX_LOG_ENTRIES - 3 * cost
     assert not limiter.hit(key, MAX_LOG_ENTRIES - 3 * cost + 1).allowed
 
