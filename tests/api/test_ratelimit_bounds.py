@@ -7,6 +7,8 @@ sliding log's memory grows with hits, not with units.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -89,6 +91,11 @@ def test_largest_inputs_of_every_limiter_stay_out_of_the_slowlog(
             "enable-debug-command": "local",
         },
     )
+    # SLOWLOG measures wall time: on a loaded machine another process may preempt the server
+    # inside any command. A higher priority for the test's own server makes that rarer.
+    assert server.pid is not None
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, server.pid, -10)
     client = server.client()
     # the server deletes no expired key on its own: the scripts meet them, and must free them
     client.execute_command("DEBUG", "SET-ACTIVE-EXPIRE", "0")
@@ -102,7 +109,7 @@ def test_largest_inputs_of_every_limiter_stay_out_of_the_slowlog(
     multi = MultiLimit([*cheap[:14], *logs])
     assert len(multi._cores) == MAX_LIMITS
 
-    # The most prior hits each can hold: one sorted-set member per hit, 10,000 in all (the
+    # The most prior hits each can hold: one sorted-set member per hit, 5,000 in all (the
     # MultiLimit's sliding logs are filled through limiters with the same keys: quicker). The
     # "trimmed" keys get one hit less, added later to keep them alive while the rest expire.
     fill(client, log, "full", MAX_LOG_ENTRIES)
@@ -129,7 +136,7 @@ def test_largest_inputs_of_every_limiter_stay_out_of_the_slowlog(
     assert client.zcard(short_log.keys("trimmed")[0]) == MAX_LOG_ENTRIES  # none expired yet
     assert [client.zcard(k) for k in multi.keys("trimmed")[14:]] == [half, half]
     wait_until(client, filled + short + 0.2)
-    # trims the 9,999 expired members of a key, or meets an expired key holding 10,000
+    # trims the 4,999 expired members of a key, or meets an expired key holding 5,000
     assert short_log.hit("trimmed").allowed
     assert client.zcard(short_log.keys("trimmed")[0]) == 2
     assert multi.hit("trimmed").allowed
@@ -145,7 +152,7 @@ def test_largest_inputs_of_every_limiter_stay_out_of_the_slowlog(
     client.close()
 
 
-@pytest.mark.parametrize("cost", [1, 3_000])
+@pytest.mark.parametrize("cost", [1, 1_500])
 def test_sliding_log_memory_grows_with_hits_not_with_cost(
     backend: Backend, prefix: str, cost: int
 ) -> None:
@@ -158,7 +165,7 @@ def test_sliding_log_memory_grows_with_hits_not_with_cost(
     assert client.zcard(state) == 3
     usage = client.memory_usage(state)
     assert usage is not None
-    assert usage < 512  # a few hits' bytes, not 9,000 entries
+    assert usage < 512  # a few hits' bytes, not 4,500 entries
     assert limiter.peek(key).remaining == MAX_LOG_ENTRIES - 3 * cost
     assert not limiter.hit(key, MAX_LOG_ENTRIES - 3 * cost + 1).allowed
 

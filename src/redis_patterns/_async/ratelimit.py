@@ -127,12 +127,12 @@ class AsyncSlidingLog(AsyncRateLimiter):
     """Exactly at most ``limit`` units in any interval of length ``window`` (a sorted set).
 
     Memory grows with the hits: one sorted-set entry per admitted hit in the window, whatever
-    its cost, so at most ``limit`` entries; the limit is capped at 10,000 so that no call, trim
+    its cost, so at most ``limit`` entries; the limit is capped at 5,000 so that no call, trim
     or expiry of the set is ever slow for the server.
 
     Args:
         client: a redis-py client (standalone or cluster).
-        limit: units admitted per sliding window (an int from 1 to 10,000).
+        limit: units admitted per sliding window (an int from 1 to 5,000).
         window: the window length in seconds (or a timedelta), from 1 ms to 10**9 s.
         name: the key suffix for this limit (default: derived from its parameters).
 
@@ -239,10 +239,10 @@ class AsyncMultiLimit(AsyncRateLimiter):
     Args:
         limiters: the limits (1 to 16; the first one's client is used). Two limits of the
             same kind and parameters would share a key: give one a ``name``. The limits of
-            its sliding logs may add up to at most 10,000 (their entries, together).
+            its sliding logs may add up to at most 5,000 (their entries, together).
 
     Raises:
-        ConfigurationError: no limiter or more than 16, sliding logs over 10,000 entries
+        ConfigurationError: no limiter or more than 16, sliding logs over 5,000 entries
             together, or two limiters sharing a key suffix.
         TypeError: a limiter of the other flavour (sync vs asyncio).
     """

@@ -6,7 +6,7 @@
 -- ARGV[2] cost: units the hit consumes (1 <= cost <= every limit's capacity, checked by the client)
 -- ARGV[3i], ARGV[3i+1], ARGV[3i+2] limit i: algorithm, then two parameters:
 --   'fw'   fixed window             limit, window (microseconds)
---   'sl'   sliding log (sorted set) limit (<= 10,000), window (microseconds)
+--   'sl'   sliding log (sorted set) limit (<= 5,000), window (microseconds)
 --   'sw'   sliding window counter   limit, window (microseconds)
 --   'tb'   token bucket             capacity, refill rate (tokens per microsecond)
 --   'gcra' generic cell rate        burst, emission interval (microseconds per unit)
@@ -16,7 +16,7 @@
 --   Durations are whole microseconds, rounded up so that waiting them is always enough.
 -- The client bounds the inputs so that every call is exact in doubles and takes the same
 -- small work whatever the cost: counts <= 10^15, windows, periods and bucket refill times
--- <= 10^15 µs, at most 16 limits, and at most 10,000 sliding-log members in one call.
+-- <= 10^15 µs, at most 16 limits, and at most 5,000 sliding-log members in one call.
 local mode = ARGV[1]
 local cost = tonumber(ARGV[2])
 
@@ -69,7 +69,7 @@ end
 -- before the window's oldest member: a few O(log n) lookups, never a loop over members or units.
 -- Scores strictly increase (a hit in the same µs as the previous one, or after the clock
 -- stepped back, is stamped 1 µs after it), so rank order is arrival order; a later stamp only
--- keeps a hit counted longer. The set never holds more members than the limit (<= 10,000,
+-- keeps a hit counted longer. The set never holds more members than the limit (<= 5,000,
 -- checked by the client), which bounds every trim, expiry and DEL of the key.
 local TOTAL_MOD = 1e15
 
