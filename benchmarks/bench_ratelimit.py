@@ -34,6 +34,7 @@ from redis_patterns import (
     SlidingWindow,
     TokenBucket,
 )
+from redis_patterns._core.ratelimit import MAX_LOG_ENTRIES
 from redis_patterns.testing.counter import CommandCounter
 
 DAY = 86400
@@ -43,14 +44,19 @@ Hit = Callable[[str], bool]
 # Each limiter once, for the sync and the asyncio classes: name -> (class, arguments).
 OURS: dict[str, tuple[str, Callable[[int, int], tuple[Any, ...]]]] = {
     "redis-patterns FixedWindow": ("FixedWindow", lambda limit, window: (limit, window)),
-    "redis-patterns SlidingLog": ("SlidingLog", lambda limit, window: (limit, window)),
+    # a sliding log holds at most 5,000 entries (MAX_LOG_ENTRIES): enough for every hit of a run
+    "redis-patterns SlidingLog": (
+        "SlidingLog",
+        lambda limit, window: (min(limit, MAX_LOG_ENTRIES), window),
+    ),
     "redis-patterns SlidingWindow": ("SlidingWindow", lambda limit, window: (limit, window)),
     # TokenBucket and GCRA refill so slowly that nothing refills during a run: ``limit`` in all
     "redis-patterns TokenBucket": (
         "TokenBucket",
         lambda limit, window: (limit, limit / window / 1000),
     ),
-    "redis-patterns GCRA": ("GCRA", lambda limit, window: (1, window * 1000, limit)),
+    # a full burst must drain within 10^9 s: ``limit`` per ``window * 1000``, burst ``limit``
+    "redis-patterns GCRA": ("GCRA", lambda limit, window: (limit, window * 1000, limit)),
 }
 
 

@@ -243,7 +243,7 @@ def scan_table(scan: dict[str, Any]) -> list[str]:
             cells.append(
                 f"{_f(cell['server_us'])} / {_f(cell['server_cpu_us'])} / {_f(cell['client_us'])}"
                 if cell
-                else row["status"]
+                else ("n/a" if row["status"] == "ok" else row["status"])
             )
         lines.append(f"| {row['name']} | " + " | ".join(cells) + f" | {row['commands']} |")
     return [*lines, ""]

@@ -11,16 +11,18 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 import redis_patterns as rp
-from redis_patterns.integrations.ratelimit_asgi import RateLimitMiddleware
+from redis_patterns.integrations.ratelimit_asgi import EXEMPT, Exempt, RateLimitMiddleware
 
 
 async def hello(request: Request) -> JSONResponse:
     return JSONResponse({"hello": "world"})
 
 
-def api_key(conn: HTTPConnection) -> str | None:
-    """Limit per API key; requests without one are not limited here (None exempts them)."""
-    return conn.headers.get("x-api-key")
+def api_key(conn: HTTPConnection) -> str | Exempt | None:
+    """Limit per API key; without one, per client IP (None); health checks not at all."""
+    if conn.url.path == "/health":
+        return EXEMPT
+    return conn.headers.get("x-api-key")  # hostile values are hashed, never a 500
 
 
 async def main() -> None:

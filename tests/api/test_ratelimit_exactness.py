@@ -27,6 +27,7 @@ from redis_patterns import (
     AsyncSlidingLog,
     AsyncSlidingWindow,
     AsyncTokenBucket,
+    Decision,
     FixedWindow,
     RateLimiter,
     SlidingLog,
@@ -328,23 +329,36 @@ def test_sliding_log_never_exceeds_the_limit_in_any_window(
     key = f"{prefix}:{time.monotonic_ns()}"
     window_us = window_ms * 1000
     admitted: list[tuple[int, int]] = []  # (server time in µs, cost)
-    refused: list[tuple[int, int]] = []
+    refused: list[tuple[int, int, Decision]] = []
+
+    def in_window(end: int) -> int:
+        return sum(c for t, c in admitted if end - window_us < t <= end)
+
     for pause_ms, raw_cost in schedule:
         time.sleep(pause_ms / 1000)
         cost = min(raw_cost, limit)
         decisions, now = limiter._runner.run(core.decide(limiter._cores, key, cost))
-        (admitted if decisions[0].allowed else refused).append((now, cost))
-
-    def in_window(end: int) -> int:
-        return sum(c for t, c in admitted if end - window_us < t <= end)
+        if decisions[0].allowed:
+            admitted.append((now, cost))
+            assert decisions[0].remaining == limit - in_window(now)
+        else:
+            refused.append((now, cost, decisions[0]))
 
     # no window-length interval holds more than the limit: checking the ones ending at each
     # admitted hit suffices (any interval's content is contained in one of those)
     for t, _ in admitted:
         assert in_window(t) <= limit
-    # and it is exact, not just conservative: a refusal means the hit did not fit
-    for t, cost in refused:
+    # and it is exact, not just conservative: a refusal means the hit did not fit, and its
+    # retry_after is when enough of the oldest units in the window have left it
+    for t, cost, decision in refused:
         assert in_window(t) + cost > limit
+        assert decision.remaining == limit - in_window(t)
+        need, held = in_window(t) + cost - limit, 0
+        for at, units in sorted(a for a in admitted if t - window_us < a[0] <= t):
+            held += units
+            if held >= need:
+                assert decision.retry_after == max(1, at + window_us - t) / 1_000_000
+                break
 
 
 @pytest.mark.backends("valkey")

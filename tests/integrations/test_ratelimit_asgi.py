@@ -24,7 +24,12 @@ with warnings.catch_warnings():
     from starlette.testclient import TestClient
 
 from redis_patterns import AsyncFixedWindow, AsyncRateLimiter, AsyncSlidingLog, EmbeddedServer
-from redis_patterns.integrations.ratelimit_asgi import RateLimitMiddleware
+from redis_patterns.integrations.ratelimit_asgi import (
+    EXEMPT,
+    Exempt,
+    RateLimitMiddleware,
+    normalize_key,
+)
 from redis_patterns.testing.pytest_plugin import Backend
 
 
@@ -42,6 +47,13 @@ def fastapi_app(client: Any, limiter: AsyncRateLimiter, **options: Any) -> FastA
         return {"hello": "world"}
 
     return app
+
+
+def ok_app() -> Starlette:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    return Starlette(routes=[Route("/", hello), Route("/health", hello)])
 
 
 def test_fastapi_429_with_headers_then_recovers(backend: Backend, prefix: str) -> None:
@@ -66,16 +78,20 @@ def test_fastapi_429_with_headers_then_recovers(backend: Backend, prefix: str) -
 
 def test_key_function_and_exemption(backend: Backend, prefix: str) -> None:
     client = backend.async_client()
-    limiter = AsyncFixedWindow(client, 1, 60.0, name=prefix)
+    limiter = AsyncSlidingLog(client, 1, 60.0, name=prefix)
 
-    def api_key(conn: HTTPConnection) -> str | None:
-        return conn.headers.get("x-api-key")  # no key: not limited
+    def api_key(conn: HTTPConnection) -> str | Exempt | None:
+        if conn.headers.get("x-internal") == "yes":
+            return EXEMPT  # only an explicit EXEMPT skips the limit
+        return conn.headers.get("x-api-key")  # no key: limited by the client address
 
     with TestClient(fastapi_app(client, limiter, key=api_key)) as http:
         assert http.get("/hello", headers={"x-api-key": "a"}).status_code == 200
         assert http.get("/hello", headers={"x-api-key": "a"}).status_code == 429
         assert http.get("/hello", headers={"x-api-key": "b"}).status_code == 200
-        free = [http.get("/hello") for _ in range(3)]
+        anonymous = [http.get("/hello") for _ in range(2)]
+        assert [r.status_code for r in anonymous] == [200, 429]
+        free = [http.get("/hello", headers={"x-internal": "yes"}) for _ in range(3)]
         assert [r.status_code for r in free] == [200] * 3
         assert "RateLimit-Limit" not in free[0].headers
 
@@ -104,6 +120,99 @@ async def test_starlette_app_on_the_test_loop(backend: Backend, prefix: str) -> 
     assert other.status_code == 200
     assert other.headers["X-App"] == "1"
     assert other.headers["RateLimit-Remaining"] == "1"
+    await client.aclose()
+
+
+# --- hostile and missing keys (issue 13, item 4) -------------------------------------------
+
+HOSTILE: list[bytes] = [
+    b"a{b",
+    b"}",
+    b"{ratelimit:x}",
+    b"nul\x00byte",
+    b"x" * 2048,
+    b"\xff\xfe not utf-8",
+    b"#sha256:" + b"0" * 64,  # shaped like a hashed key: hashed too, so it aliases nobody
+]
+
+
+def by_api_key(conn: HTTPConnection) -> str | None:
+    return conn.headers.get("x-api-key")
+
+
+async def test_hostile_header_keys_are_limited_never_a_500(backend: Backend, prefix: str) -> None:
+    """Braces, NUL, empty, 2 KiB or non-UTF-8 keys: admitted exactly `limit` times, then 429."""
+    client = backend.async_client()
+    limiter = AsyncSlidingLog(client, 2, 60.0, name=prefix)
+    app = RateLimitMiddleware(ok_app(), limiter, key=by_api_key)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 4321))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for raw in HOSTILE:
+            headers = [(b"x-api-key", raw)]
+            codes = [(await http.get("/", headers=headers)).status_code for _ in range(3)]
+            assert codes == [200, 200, 429], raw
+        # each hostile key has its own state, under its normalized name
+        for raw in HOSTILE:
+            text = raw.decode("latin-1")  # how Starlette decodes header bytes
+            (state,) = limiter.keys(normalize_key(text))
+            assert await client.zcard(state) == 2, raw
+        # an empty key is a missing one: it falls back to the client address
+        codes = [(await http.get("/", headers={"x-api-key": ""})).status_code for _ in range(3)]
+        assert codes == [200, 200, 429]
+        assert (await http.get("/")).status_code == 429  # same caller, same bucket
+    assert await client.zcard(limiter.keys("203.0.113.7")[0]) == 2
+    await client.aclose()
+
+
+async def test_hostile_query_keys_are_limited_never_a_500(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    limiter = AsyncSlidingLog(client, 1, 60.0, name=prefix)
+
+    def by_user(conn: HTTPConnection) -> str | None:
+        return conn.query_params.get("user")
+
+    app = RateLimitMiddleware(ok_app(), limiter, key=by_user)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        for query in ("%7B", "%7D", "%00", "%FF%FE", "a" * 2048, "{x}:y"):
+            codes = [(await http.get(f"/?user={query}")).status_code for _ in range(2)]
+            assert codes == [200, 429], query
+    await client.aclose()
+
+
+async def test_missing_key_falls_back_to_the_client_address(backend: Backend, prefix: str) -> None:
+    """A key function that cannot name the caller does not exempt it."""
+    client = backend.async_client()
+    limiter = AsyncSlidingLog(client, 2, 60.0, name=prefix)
+
+    async def nobody(conn: HTTPConnection) -> None:
+        return None
+
+    app = RateLimitMiddleware(ok_app(), limiter, key=nobody)
+    transport = httpx.ASGITransport(app=app, client=("198.51.100.9", 1234))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        answers = [await http.get("/") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert answers[0].headers["RateLimit-Remaining"] == "1"
+    assert await client.zcard(limiter.keys("198.51.100.9")[0]) == 2
+    await client.aclose()
+
+
+async def test_exempt_is_the_only_exemption(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    limiter = AsyncSlidingLog(client, 1, 60.0, name=prefix)
+
+    def key(conn: HTTPConnection) -> str | Exempt:
+        return EXEMPT if conn.url.path == "/health" else "everyone"
+
+    app = RateLimitMiddleware(ok_app(), limiter, key=key)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        health = [await http.get("/health") for _ in range(3)]
+        limited = [(await http.get("/")).status_code for _ in range(2)]
+    assert [h.status_code for h in health] == [200] * 3
+    assert all("RateLimit-Limit" not in h.headers for h in health)
+    assert limited == [200, 429]
     await client.aclose()
 
 

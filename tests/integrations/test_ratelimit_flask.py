@@ -10,8 +10,15 @@ import flask
 import pytest
 import redis
 
-from redis_patterns import EmbeddedServer, FixedWindow, MultiLimit, RateLimiter, TokenBucket
-from redis_patterns.integrations.ratelimit_flask import rate_limit
+from redis_patterns import (
+    EmbeddedServer,
+    FixedWindow,
+    MultiLimit,
+    RateLimiter,
+    SlidingLog,
+    TokenBucket,
+)
+from redis_patterns.integrations.ratelimit_flask import EXEMPT, Exempt, normalize_key, rate_limit
 from redis_patterns.testing.pytest_plugin import Backend
 
 
@@ -59,9 +66,64 @@ def test_custom_key_and_multi_limit(backend: Backend, prefix: str) -> None:
     codes = [http.get("/hello", headers={"X-User": "u1"}).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
     assert http.get("/hello", headers={"X-User": "u2"}).status_code == 200
-    anonymous = http.get("/hello")  # no user: exempt
-    assert anonymous.status_code == 200
-    assert "RateLimit-Limit" not in anonymous.headers
+    anonymous = [http.get("/hello") for _ in range(3)]  # no user: limited by address
+    assert [a.status_code for a in anonymous] == [200, 200, 429]
+    assert anonymous[0].headers["RateLimit-Remaining"] == "1"
+
+
+# --- hostile and missing keys (issue 13, item 4) -------------------------------------------
+
+HOSTILE = ["a{b", "}", "{ratelimit:x}", "nul\x00byte", "x" * 2048, "\xff\xfe not utf-8"]
+
+
+def test_hostile_header_keys_are_limited_never_a_500(backend: Backend, prefix: str) -> None:
+    """Braces, NUL, 2 KiB or non-UTF-8 keys: admitted exactly `limit` times, then 429."""
+    client = backend.client()
+    limiter = SlidingLog(client, 2, 60.0, name=prefix)
+    http = flask_app(limiter, key=lambda: flask.request.headers.get("X-API-Key")).test_client()
+    for raw in HOSTILE:
+        # WSGI carries header bytes as latin-1 text: "\xff" is the byte 0xff on the wire
+        codes = [http.get("/hello", headers={"X-API-Key": raw}).status_code for _ in range(3)]
+        assert codes == [200, 200, 429], raw
+        assert client.zcard(limiter.keys(normalize_key(raw))[0]) == 2, raw
+
+
+def test_hostile_query_keys_are_limited_never_a_500(backend: Backend, prefix: str) -> None:
+    limiter = SlidingLog(backend.client(), 1, 60.0, name=prefix)
+    http = flask_app(limiter, key=lambda: flask.request.args.get("user")).test_client()
+    for query in ("%7B", "%7D", "%00", "%FF%FE", "a" * 2048, "{x}:y"):
+        codes = [http.get(f"/hello?user={query}").status_code for _ in range(2)]
+        assert codes == [200, 429], query
+
+
+def test_missing_or_empty_key_falls_back_to_the_client_address(
+    backend: Backend, prefix: str
+) -> None:
+    client = backend.client()
+    limiter = SlidingLog(client, 3, 60.0, name=prefix)
+    http = flask_app(limiter, key=lambda: flask.request.headers.get("X-API-Key")).test_client()
+    address = {"REMOTE_ADDR": "198.51.100.9"}
+    codes = [
+        http.get("/hello", environ_base=address).status_code,
+        http.get("/hello", headers={"X-API-Key": ""}, environ_base=address).status_code,
+        http.get("/hello", environ_base=address).status_code,
+        http.get("/hello", headers={"X-API-Key": ""}, environ_base=address).status_code,
+    ]
+    assert codes == [200, 200, 200, 429]
+    assert client.zcard(limiter.keys("198.51.100.9")[0]) == 3
+
+
+def test_exempt_is_the_only_exemption(backend: Backend, prefix: str) -> None:
+    limiter = SlidingLog(backend.client(), 1, 60.0, name=prefix)
+
+    def key() -> str | Exempt:
+        return EXEMPT if flask.request.args.get("internal") else "everyone"
+
+    http = flask_app(limiter, key=key).test_client()
+    free = [http.get("/hello?internal=1") for _ in range(3)]
+    assert [f.status_code for f in free] == [200] * 3
+    assert all("RateLimit-Limit" not in f.headers for f in free)
+    assert [http.get("/hello").status_code for _ in range(2)] == [200, 429]
 
 
 @pytest.mark.parametrize("fail_open", [True, False])

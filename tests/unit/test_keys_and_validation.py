@@ -10,7 +10,7 @@ import pytest
 
 from redis_patterns import ConfigurationError
 from redis_patterns._keys import check_name, make_key
-from redis_patterns._validate import check_int, duration_ms
+from redis_patterns._validate import MAX_DURATION_MS, check_int, duration_ms
 
 
 def test_make_key_puts_the_name_in_the_hash_tag() -> None:
@@ -71,6 +71,28 @@ def test_bad_durations_are_refused(bad: Any) -> None:
         duration_ms(bad, "ttl")
 
 
+def test_durations_up_to_the_bound_are_accepted() -> None:
+    assert MAX_DURATION_MS == 10**12  # 10^9 s, about 31.7 years: the docs say so
+    assert duration_ms(MAX_DURATION_MS / 1000, "ttl") == MAX_DURATION_MS
+    assert duration_ms(MAX_DURATION_MS // 1000, "ttl") == MAX_DURATION_MS
+    assert duration_ms(timedelta(milliseconds=MAX_DURATION_MS), "ttl") == MAX_DURATION_MS
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        (MAX_DURATION_MS + 1) / 1000,
+        MAX_DURATION_MS // 1000 + 1,
+        timedelta(milliseconds=MAX_DURATION_MS + 1),
+        10**400,  # float() of it would raise OverflowError
+        2**63 / 1000,
+    ],
+)
+def test_durations_beyond_the_bound_are_refused(bad: Any) -> None:
+    with pytest.raises(ConfigurationError, match="ttl must be at most 1000000000 s"):
+        duration_ms(bad, "ttl")
+
+
 def test_zero_duration_when_allowed() -> None:
     assert duration_ms(0, "delay", allow_zero=True) == 0
 
@@ -98,3 +120,75 @@ def test_glob_input_is_escaped_and_capped() -> None:
     for bad in ("*" * 9, "x" * 257, "", "a{b}", None, 5):
         with pytest.raises(ConfigurationError):
             glob_match(bad)
+
+
+# --- client-supplied rate-limit keys (the web integrations' normalization) ----------------
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from redis_patterns.integrations.ratelimit_keys import (  # noqa: E402
+    EXEMPT,
+    HASHED_PREFIX,
+    limiter_key,
+    normalize_key,
+)
+
+
+def raw_bytes(value: str | bytes) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    try:
+        return value.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogatepass")
+
+
+@pytest.mark.parametrize(
+    "value", ["user:42", "café", b"\xff\xfe", "x" * 1024, "::1", "#sha", chr(0xDCFF), chr(0xD800)]
+)
+def test_valid_keys_are_kept_verbatim(value: str | bytes) -> None:
+    assert normalize_key(value) == raw_bytes(value)
+
+
+@pytest.mark.parametrize(
+    "value", ["", b"", "a{b", "}", "a\x00b", "x" * 1025, "#sha256:abc", b"#sha256:"]
+)
+def test_other_keys_are_hashed_behind_a_marker(value: str | bytes) -> None:
+    key = normalize_key(value)
+    assert key.startswith(HASHED_PREFIX)
+    assert len(key) == len(HASHED_PREFIX) + 64
+    assert check_name(key) == key  # a valid limiter key
+
+
+def test_a_verbatim_key_never_equals_a_hashed_one() -> None:
+    hashed = normalize_key("a{b")
+    # the hashed form itself, sent by a client, is hashed again rather than aliasing "a{b"
+    assert normalize_key(hashed) != hashed
+    assert normalize_key(hashed.decode()) != hashed
+
+
+@given(
+    st.one_of(st.text(max_size=40), st.binary(max_size=40), st.text(min_size=1020, max_size=1030))
+)
+def test_normalized_keys_are_valid_and_distinct(value: str | bytes) -> None:
+    key = normalize_key(value)
+    assert check_name(key) == key
+    raw = raw_bytes(value)
+    verbatim = key == raw
+    assert verbatim != key.startswith(HASHED_PREFIX)
+    other = raw + b"!"
+    assert normalize_key(other) != key
+
+
+def test_limiter_key_fallback_and_exemption() -> None:
+    assert limiter_key(EXEMPT, lambda: "ip") is None
+    assert limiter_key(None, lambda: "10.0.0.1") == b"10.0.0.1"
+    assert limiter_key("", lambda: "10.0.0.1") == b"10.0.0.1"
+    assert limiter_key(b"", lambda: "10.0.0.1") == b"10.0.0.1"
+    assert limiter_key("k{", lambda: "ip") == normalize_key("k{")
+    with pytest.raises(TypeError, match="returned int"):
+        limiter_key(42, lambda: "ip")
+    with pytest.raises(TypeError):
+        normalize_key(None)  # type: ignore[arg-type]
+    assert repr(EXEMPT) == "EXEMPT"

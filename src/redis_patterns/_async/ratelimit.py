@@ -108,8 +108,8 @@ class AsyncFixedWindow(AsyncRateLimiter):
 
     Args:
         client: a redis-py client (standalone or cluster).
-        limit: units admitted per window (int >= 1).
-        window: the window length in seconds (or a timedelta), at least 1 ms.
+        limit: units admitted per window (an int from 1 to 10**15).
+        window: the window length in seconds (or a timedelta), from 1 ms to 10**9 s.
         name: the key suffix for this limit; by default derived from its parameters, so two
             different limits on the same key never share state.
 
@@ -126,12 +126,14 @@ class AsyncFixedWindow(AsyncRateLimiter):
 class AsyncSlidingLog(AsyncRateLimiter):
     """Exactly at most ``limit`` units in any interval of length ``window`` (a sorted set).
 
-    Memory grows with the limit: one sorted-set entry per admitted unit in the window.
+    Memory grows with the hits: one sorted-set entry per admitted hit in the window, whatever
+    its cost, so at most ``limit`` entries; the limit is capped at 5,000 so that no call, trim
+    or expiry of the set is ever slow for the server.
 
     Args:
         client: a redis-py client (standalone or cluster).
-        limit: units admitted per sliding window (int >= 1).
-        window: the window length in seconds (or a timedelta), at least 1 ms.
+        limit: units admitted per sliding window (an int from 1 to 5,000).
+        window: the window length in seconds (or a timedelta), from 1 ms to 10**9 s.
         name: the key suffix for this limit (default: derived from its parameters).
 
     Raises:
@@ -154,8 +156,8 @@ class AsyncSlidingWindow(AsyncRateLimiter):
 
     Args:
         client: a redis-py client (standalone or cluster).
-        limit: units admitted per sliding window (int >= 1).
-        window: the window length in seconds (or a timedelta), at least 1 ms.
+        limit: units admitted per sliding window (an int from 1 to 10**15).
+        window: the window length in seconds (or a timedelta), from 1 ms to 10**9 s.
         name: the key suffix for this limit (default: derived from its parameters).
 
     Raises:
@@ -175,8 +177,9 @@ class AsyncTokenBucket(AsyncRateLimiter):
 
     Args:
         client: a redis-py client (standalone or cluster).
-        capacity: the bucket size, the largest burst (int >= 1).
-        refill_rate: tokens added per second (a finite number > 0).
+        capacity: the bucket size, the largest burst (an int from 1 to 10**15).
+        refill_rate: tokens added per second (a finite number > 0); an empty bucket must
+            refill within 10**9 s (``capacity / refill_rate <= 10**9``).
         name: the key suffix for this limit (default: derived from its parameters).
 
     Raises:
@@ -201,9 +204,11 @@ class AsyncGCRA(AsyncRateLimiter):
 
     Args:
         client: a redis-py client (standalone or cluster).
-        limit: units per period (int >= 1); one unit is freed every ``period / limit``.
-        period: the period in seconds (or a timedelta), at least 1 ms.
-        burst: the most admitted at once (int >= 1; default ``limit``).
+        limit: units per period (an int from 1 to 10**15); one unit is freed every
+            ``period / limit``.
+        period: the period in seconds (or a timedelta), from 1 ms to 10**9 s.
+        burst: the most admitted at once (an int from 1 to 10**15; default ``limit``); a
+            full burst must drain within 10**9 s (``burst * period / limit <= 10**9``).
         name: the key suffix for this limit (default: derived from its parameters).
 
     Raises:
@@ -232,11 +237,13 @@ class AsyncMultiLimit(AsyncRateLimiter):
     `hit_all` gives every limit's decision.
 
     Args:
-        limiters: the limits (at least one; the first one's client is used). Two limits of
-            the same kind and parameters would share a key: give one a ``name``.
+        limiters: the limits (1 to 16; the first one's client is used). Two limits of the
+            same kind and parameters would share a key: give one a ``name``. The limits of
+            its sliding logs may add up to at most 5,000 (their entries, together).
 
     Raises:
-        ConfigurationError: no limiter, or two limiters sharing a key suffix.
+        ConfigurationError: no limiter or more than 16, sliding logs over 5,000 entries
+            together, or two limiters sharing a key suffix.
         TypeError: a limiter of the other flavour (sync vs asyncio).
     """
 

@@ -15,12 +15,14 @@ from .._core.ratelimit import http_headers
 from .._errors import BackendError, ConfigurationError
 from .._logging import coalesced
 from .._validate import check_int
+from .ratelimit_keys import EXEMPT, Exempt, limiter_key, normalize_key
 
-__all__ = ["KeyFunc", "RateLimitMiddleware", "client_ip"]
+__all__ = ["EXEMPT", "Exempt", "KeyFunc", "RateLimitMiddleware", "client_ip", "normalize_key"]
 
 logger = logging.getLogger("redis_patterns.ratelimit")
 
-KeyFunc = Callable[[HTTPConnection], "str | bytes | Awaitable[str | bytes | None] | None"]
+KeyResult = str | bytes | Exempt | None
+KeyFunc = Callable[[HTTPConnection], "KeyResult | Awaitable[KeyResult]"]
 
 
 def client_ip(conn: HTTPConnection) -> str:
@@ -33,7 +35,10 @@ class RateLimitMiddleware:
 
     Refused requests get ``429 Too Many Requests`` with ``Retry-After`` and ``RateLimit-Limit``
     / ``RateLimit-Remaining`` / ``RateLimit-Reset``; admitted ones get the ``RateLimit-*``
-    headers too. A key function returning ``None`` exempts the request.
+    headers too. The key is client input, so it is never refused: a key the limiter would not
+    accept is replaced by its SHA-256 (`normalize_key`). A key function returning ``None`` or
+    an empty value means "unknown caller": the client address is limited instead. Only
+    `EXEMPT` exempts the request.
 
     The limiter's asyncio client is used from the server's event loop; create it at start-up
     (or in the app's lifespan) and close it at shutdown. With Starlette's ``TestClient``, use
@@ -42,7 +47,8 @@ class RateLimitMiddleware:
     Args:
         app: the ASGI app to protect.
         limiter: any `AsyncRateLimiter` (including `AsyncMultiLimit`).
-        key: who is limited: the client IP by default; e.g. an API key or a user id.
+        key: who is limited: the client IP by default; e.g. an API key or a user id. May
+            be async; returns str, bytes, ``None`` (use the client IP) or `EXEMPT`.
         cost: units each request consumes.
         fail_open: when the server cannot be reached or fails, let requests through (True,
             the default) or answer ``503`` (False). Either way the failure is logged (without
@@ -76,9 +82,11 @@ class RateLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        key = self.key(HTTPConnection(scope))
-        if inspect.isawaitable(key):
-            key = await key
+        conn = HTTPConnection(scope)
+        who = self.key(conn)
+        if inspect.isawaitable(who):
+            who = await who
+        key = limiter_key(who, lambda: client_ip(conn))
         if key is None:
             await self.app(scope, receive, send)
             return

@@ -14,8 +14,9 @@ from .._errors import BackendError, ConfigurationError
 from .._logging import coalesced
 from .._sync.ratelimit import RateLimiter
 from .._validate import check_int
+from .ratelimit_keys import EXEMPT, Exempt, limiter_key, normalize_key
 
-__all__ = ["rate_limit", "remote_addr"]
+__all__ = ["EXEMPT", "Exempt", "normalize_key", "rate_limit", "remote_addr"]
 
 logger = logging.getLogger("redis_patterns.ratelimit")
 
@@ -30,7 +31,7 @@ def remote_addr() -> str:
 def rate_limit(
     limiter: RateLimiter,
     *,
-    key: Callable[[], str | bytes | None] = remote_addr,
+    key: Callable[[], str | bytes | Exempt | None] = remote_addr,
     cost: int = 1,
     fail_open: bool = True,
 ) -> Callable[[F], F]:
@@ -38,12 +39,15 @@ def rate_limit(
 
     Refused calls return ``429 Too Many Requests`` with ``Retry-After`` and ``RateLimit-Limit``
     / ``RateLimit-Remaining`` / ``RateLimit-Reset``; admitted ones carry the ``RateLimit-*``
-    headers too. ``key()`` runs inside the request (use ``flask.request`` / ``flask.g``);
-    returning ``None`` exempts the request.
+    headers too. ``key()`` runs inside the request (use ``flask.request`` / ``flask.g``). The
+    key is client input, so it is never refused: a key the limiter would not accept is
+    replaced by its SHA-256 (`normalize_key`). ``None`` or an empty value means "unknown
+    caller": the client address is limited instead. Only `EXEMPT` exempts the request.
 
     Args:
         limiter: any sync `RateLimiter` (including `MultiLimit`).
         key: who is limited: the client address by default; e.g. an API key or a user id.
+            Returns str, bytes, ``None`` (use the client address) or `EXEMPT`.
         cost: units each call consumes.
         fail_open: when the server cannot be reached or fails, run the view anyway (True,
             the default) or answer ``503`` (False); either way the failure is logged.
@@ -60,7 +64,7 @@ def rate_limit(
     def decorate(view: F) -> F:
         @functools.wraps(view)
         def wrapper(*args: Any, **kwargs: Any) -> Response:
-            who = key()
+            who = limiter_key(key(), remote_addr)
             if who is None:
                 return make_response(view(*args, **kwargs))
             try:

@@ -6,7 +6,7 @@
 -- ARGV[2] cost: units the hit consumes (1 <= cost <= every limit's capacity, checked by the client)
 -- ARGV[3i], ARGV[3i+1], ARGV[3i+2] limit i: algorithm, then two parameters:
 --   'fw'   fixed window             limit, window (microseconds)
---   'sl'   sliding log (sorted set) limit, window (microseconds)
+--   'sl'   sliding log (sorted set) limit (<= 5,000), window (microseconds)
 --   'sw'   sliding window counter   limit, window (microseconds)
 --   'tb'   token bucket             capacity, refill rate (tokens per microsecond)
 --   'gcra' generic cell rate        burst, emission interval (microseconds per unit)
@@ -14,6 +14,9 @@
 --   retry_after_us, reset_after_us}. After a consumed hit the numbers are those after it;
 --   otherwise (peek, or a refusal by any limit) they describe the state now, unchanged.
 --   Durations are whole microseconds, rounded up so that waiting them is always enough.
+-- The client bounds the inputs so that every call is exact in doubles and takes the same
+-- small work whatever the cost: counts <= 10^15, windows, periods and bucket refill times
+-- <= 10^15 µs, at most 16 limits, and at most 5,000 sliding-log members in one call.
 local mode = ARGV[1]
 local cost = tonumber(ARGV[2])
 
@@ -59,36 +62,64 @@ local function fixed_window(key, limit, window)
   return r
 end
 
+-- The sliding log keeps one member per admitted hit, whatever its cost: score = the hit's
+-- server time (µs), member = '<total>:<cost>', where total counts every unit admitted on this
+-- key so far, this hit's included (modulo TOTAL_MOD, far above the most the set can hold, so
+-- members stay unique). The units in the window are then the newest total minus the total
+-- before the window's oldest member: a few O(log n) lookups, never a loop over members or units.
+-- Scores strictly increase (a hit in the same µs as the previous one, or after the clock
+-- stepped back, is stamped 1 µs after it), so rank order is arrival order; a later stamp only
+-- keeps a hit counted longer. The set never holds more members than the limit (<= 5,000,
+-- checked by the client), which bounds every trim, expiry and DEL of the key.
+local TOTAL_MOD = 1e15
+
+local function log_total(member)
+  return tonumber(string.match(member, '^%d+'))
+end
+
 local function sliding_log(key, limit, window)
   local floor = now - window
-  -- entries with score <= now - window are outside the window (removed when we next write)
-  local used = redis.call('ZCOUNT', key, '(' .. int(floor), '+inf')
-  local r = {ok = used + cost <= limit, rem_now = limit - used, reset_now = 0, retry = 0}
-  if used > 0 then
-    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    r.reset_now = math.max(0, tonumber(newest[2]) + window - now)
+  local used, newest_total, stamp, base = 0, 0, now, 0
+  local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  local r = {rem_now = limit, reset_now = 0, retry = 0}
+  if newest[1] then
+    newest_total = log_total(newest[1])
+    local newest_at = tonumber(newest[2])
+    stamp = math.max(now, newest_at + 1)
+    if newest_at > floor then
+      -- the oldest member in the window, and the total before it
+      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. int(floor), '+inf', 'LIMIT', 0, 1)
+      local total, c = string.match(oldest[1], '^(%d+):(%d+)$')
+      base = tonumber(total) - tonumber(c)
+      used = (newest_total - base) % TOTAL_MOD
+      r.rem_now = limit - used
+      r.reset_now = newest_at + window - now
+    end
   end
+  r.ok = used + cost <= limit
   if not r.ok then
-    -- the hit passes once the (used + cost - limit)-th oldest entry in the window leaves it
-    local k = used + cost - limit
-    local entry = redis.call('ZRANGEBYSCORE', key, '(' .. int(floor), '+inf', 'WITHSCORES',
-      'LIMIT', k - 1, 1)
+    -- the hit passes once the members holding the oldest (used + cost - limit) units in the
+    -- window have left it: binary search, over ranks, for the first whose total reaches that
+    local need = used + cost - limit
+    local lo = redis.call('ZCOUNT', key, '-inf', int(floor))
+    local hi = redis.call('ZCARD', key) - 1
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if (log_total(redis.call('ZRANGE', key, mid, mid)[1]) - base) % TOTAL_MOD >= need then
+        hi = mid
+      else
+        lo = mid + 1
+      end
+    end
+    local entry = redis.call('ZRANGE', key, lo, lo, 'WITHSCORES')
     r.retry = math.max(1, tonumber(entry[2]) + window - now)
   end
   r.rem_after = limit - used - cost
-  r.reset_after = window
+  r.reset_after = stamp + window - now
   r.commit = function()
     redis.call('ZREMRANGEBYSCORE', key, '-inf', int(floor))
-    local n = 0
-    for _ = 1, cost do
-      -- members must be unique; two hits may share a microsecond
-      while redis.call('ZSCORE', key, int(now) .. '-' .. n) do
-        n = n + 1
-      end
-      redis.call('ZADD', key, int(now), int(now) .. '-' .. n)
-      n = n + 1
-    end
-    redis.call('PEXPIRE', key, ms_ceil(window))
+    redis.call('ZADD', key, int(stamp), int((newest_total + cost) % TOTAL_MOD) .. ':' .. int(cost))
+    redis.call('PEXPIRE', key, ms_ceil(r.reset_after))
   end
   return r
 end
@@ -164,21 +195,29 @@ local function token_bucket(key, capacity, rate)
 end
 
 local function gcra(key, burst, interval)
-  -- tat: theoretical arrival time; the bucket is empty when tat - now reaches burst * interval
-  local tat = math.max(now, tonumber(redis.call('GET', key)) or now)
-  local new_tat = tat + cost * interval
-  local allow_at = new_tat - burst * interval
-  local r = {ok = allow_at - now <= EPSILON}
-  r.rem_now = math.max(0, math.floor((now + burst * interval - tat) / interval + EPSILON))
-  r.rem_after = math.max(0, math.floor((now + burst * interval - new_tat) / interval + EPSILON))
-  r.reset_now = tat - now
-  r.reset_after = new_tat - now
+  -- tat: theoretical arrival time; the bucket is empty when tat - now reaches the horizon.
+  -- Everything is computed on the backlog (tat - now, at most the horizon), not on absolute
+  -- times (~2^51 µs, where a double's step is 0.25 µs), so a fresh full burst is exact.
+  local horizon = burst * interval
+  local backlog = math.max(0, (tonumber(redis.call('GET', key)) or now) - now)
+  local after = backlog + cost * interval
+  local r = {ok = after - horizon <= EPSILON}
+  r.rem_now = math.max(0, math.floor((horizon - backlog) / interval + EPSILON))
+  r.rem_after = math.max(0, math.floor((horizon - after) / interval + EPSILON))
+  r.reset_now = backlog
+  r.reset_after = after
   r.retry = 0
   if not r.ok then
-    r.retry = allow_at - now
+    r.retry = after - horizon
   end
   r.commit = function()
-    redis.call('SET', key, string.format('%.17g', new_tat), 'PX', ms_ceil(new_tat - now))
+    local tat = now + after
+    if tat - now < after then
+      -- rounded down to the double's step: round up instead, so storing never frees capacity
+      local _, exponent = math.frexp(tat)
+      tat = tat + 2 ^ (exponent - 53)
+    end
+    redis.call('SET', key, string.format('%.17g', tat), 'PX', ms_ceil(after))
   end
   return r
 end
