@@ -84,7 +84,11 @@ class SentinelTopology:
     Sentinels, so a failover can start at once.
 
     Args:
-        service: the name the Sentinels monitor the primary under.
+        service: the name the Sentinels monitor the primary under; by default a unique one,
+            so that the Sentinels of another topology on this machine, whose dead primary's
+            port one of this topology's servers happens to reuse, never take this one's
+            announcements for theirs (Sentinels adopt any newer configuration announced
+            under their service's name).
         replicas: how many replicas the primary has (>= 1).
         binary: as for `EmbeddedServer`, for every process (``"redis-server"`` for Redis 7,
             whose server binary also runs Sentinel).
@@ -95,7 +99,7 @@ class SentinelTopology:
 
     def __init__(
         self,
-        service: str = "mymaster",
+        service: str | None = None,
         *,
         replicas: int = 2,
         binary: str | None = None,
@@ -105,7 +109,7 @@ class SentinelTopology:
     ) -> None:
         if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 1:
             raise ConfigurationError(f"replicas must be an int >= 1, got {replicas!r}")
-        self.service = service
+        self.service = service or f"primary-{secrets.token_hex(4)}"
         self._binary = binary
         self._down_after = down_after
         self._failover_timeout = failover_timeout
@@ -304,13 +308,12 @@ class SentinelTopology:
     def wait_following(self, timeout: float = 30.0) -> float:
         """Wait until every running data server but the primary replicates from it (the old
         primary of a graceful failover included) and the Sentinels agree; returns seconds."""
-        primary = self.current_primary()
+        return wait_until(self._all_follow, timeout, "not every server follows the primary")
+
+    def _all_follow(self) -> bool:
+        primary = self.current_primary()  # asked anew: a failover may happen meanwhile
         others = [s for s in self.data_servers if s is not primary]
-        return wait_until(
-            lambda: self._following(primary, others) and self._sentinels_agree(primary),
-            timeout,
-            f"not every server follows the primary {primary!r}",
-        )
+        return self._following(primary, others) and self._sentinels_agree(primary)
 
     def restart_as_replica(self, server: EmbeddedServer, timeout: float = 30.0) -> float:
         """Start a killed data server again, as a replica of the current primary; returns the
@@ -318,16 +321,11 @@ class SentinelTopology:
 
         Without this it would come back as an empty primary until Sentinel demoted it.
         """
-        primary = self.current_primary()
         started = time.monotonic()
         server.restart()
         with _admin(server) as client:
-            client.execute_command("REPLICAOF", "127.0.0.1", primary.port)
-        wait_until(
-            lambda: self._following(primary, [server]) and self._sentinels_agree(primary),
-            timeout,
-            f"{server!r} did not rejoin as a replica of {primary!r}",
-        )
+            client.execute_command("REPLICAOF", "127.0.0.1", self.current_primary().port)
+        wait_until(self._all_follow, timeout, f"{server!r} did not rejoin as a replica")
         return time.monotonic() - started
 
     def client(self, **kwargs: Any) -> redis.sentinel.Sentinel:
