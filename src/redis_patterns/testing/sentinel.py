@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from .._errors import ConfigurationError, EmbeddedServerError
-from .._server import EmbeddedServer, _free_port
+from .._server import EmbeddedServer, _free_port, _stop_together
 from .._topology import Promotion, info_fields, replication_up, running, wait_until
 
 __all__ = ["SentinelServer", "SentinelTopology"]
@@ -192,9 +192,9 @@ class SentinelTopology:
                     raise
 
     def stop(self) -> None:
-        for server in [*self.sentinels, *self.replicas, self.primary]:
-            server.stop()
-            server.cleanup()
+        # The Sentinels first: none may start a failover while the data servers go down.
+        _stop_together(list(self.sentinels))
+        _stop_together([*self.replicas, self.primary])
 
     def _converged(self) -> bool:
         return self._following(self.primary, self.replicas) and self._sentinels_agree(self.primary)
