@@ -176,6 +176,37 @@ def _no_silent_reconnect(pipe: Any) -> None:
         retry.update_retries(0)
 
 
+# After these a cluster client's map may name a node that is gone or no longer owns the slot.
+_STALE_MAP = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    rex.ClusterDownError,
+    rex.SlotNotCoveredError,
+)
+
+
+def _cluster_refresh(
+    client: object, exc: BaseException, keys: Sequence[KeyT]
+) -> dict[str, Any] | None:
+    """The arguments to refresh ``client``'s cluster map with after a failed transaction, or
+    ``None`` when there is nothing to refresh.
+
+    redis-py refreshes the map itself after a plain command's connection error, but its cluster
+    transaction pipeline does so only on every 5th error *of one pipeline object* (sync 8.1)
+    or of the client (asyncio), and a transaction uses a new pipeline each time: after a master
+    was killed, every later transaction went to the dead node until some plain command
+    refreshed the map. Refreshing is a read (``CLUSTER SLOTS``; the node that just failed is
+    asked last); the failed attempt is never re-sent, so the outcome-unknown rule holds.
+    """
+    if not isinstance(client, _CLUSTER_TYPES) or not isinstance(exc, _STALE_MAP):
+        return None
+    cluster: Any = client
+    failed = None
+    with contextlib.suppress(*REDIS_ERRORS):
+        failed = cluster.get_node_from_key(keys[0]).name if keys else None
+    return {"last_failed_node_name": failed}
+
+
 def _transaction_error(exc: Exception, phase: str) -> BaseException | None:
     """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
 
@@ -374,6 +405,10 @@ class SyncRunner:
                 phase = "exec"
                 return TransactionAttempt(True, value, list(pipe.execute()))
         except REDIS_ERRORS as exc:
+            refresh = _cluster_refresh(client, exc, effect.watch)
+            if refresh is not None:
+                with contextlib.suppress(*REDIS_ERRORS, OSError):
+                    client.nodes_manager.initialize(**refresh)
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)
@@ -601,6 +636,10 @@ class AsyncRunner:
                 phase = "exec"
                 return TransactionAttempt(True, value, list(await pipe.execute()))
         except REDIS_ERRORS as exc:
+            refresh = _cluster_refresh(client, exc, effect.watch)
+            if refresh is not None:
+                with contextlib.suppress(*REDIS_ERRORS, OSError):
+                    await client.nodes_manager.initialize(**refresh)
             error = _transaction_error(exc, phase)
             if error is None:
                 return TransactionAttempt(False)

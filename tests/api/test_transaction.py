@@ -436,23 +436,6 @@ def test_reconnect_never_drops_the_watch(backend: Backend, prefix: str) -> None:
 # -- scenario 38: resharding while transactions run ------------------------------------------
 
 
-def _migrate_slot(backend: Backend, slot: int, source: Any, target: Any) -> None:
-    """Move ``slot`` from ``source`` to ``target`` the way redis-cli --cluster reshard does."""
-    source_id = source.execute_command("CLUSTER MYID")
-    target_id = target.execute_command("CLUSTER MYID")
-    target_port = target.connection_pool.connection_kwargs["port"]
-    target.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
-    source.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
-    for _ in range(1000):
-        keys = source.execute_command("CLUSTER GETKEYSINSLOT", slot, 100)
-        if not keys:
-            break
-        source.execute_command("MIGRATE", "127.0.0.1", target_port, "", 0, 5000, "KEYS", *keys)
-    for server in backend.servers:
-        with server.client() as node:
-            node.execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
-
-
 @pytest.mark.fault
 @pytest.mark.backends("cluster")
 def test_hash_tagged_transactions_survive_resharding(
@@ -464,10 +447,10 @@ def test_hash_tagged_transactions_survive_resharding(
     key = f"{{{prefix}}}:n"
     slot = key_slot(key.encode())
     client.set(key, 0)
-    owner_port = client.get_node_from_key(key).port
-    nodes = {s.port: s.client() for s in backend.servers}
-    home = nodes[owner_port]
-    away = next(c for port, c in nodes.items() if port != owner_port)
+    cluster = backend.embedded_cluster
+    assert cluster is not None
+    home = cluster.master_of(slot)
+    away = next(master for master in cluster.masters() if master is not home)
     stop = threading.Event()
     commits: list[int] = []
     failures: list[BaseException] = []
@@ -491,14 +474,13 @@ def test_hash_tagged_transactions_survive_resharding(
     moves = scale(4, 40)
     try:
         for i in range(moves):
-            source, target = (home, away) if i % 2 == 0 else (away, home)
-            _migrate_slot(backend, slot, source, target)
+            # SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE, as redis-cli --cluster reshard
+            cluster.move_slots(slot, slot, away if i % 2 == 0 else home)
             time.sleep(0.05)
     finally:
         stop.set()
         thread.join(120)
-        if client.get_node_from_key(key).port != owner_port:
-            _migrate_slot(backend, slot, away, home)
+        cluster.move_slots(slot, slot, home)  # nothing to do when it is back home already
     value = int(client.get(key) or 0)
     unknown = sum(isinstance(f, BackendTimeoutError) for f in failures)
     assert len(commits) > 0

@@ -257,28 +257,6 @@ def own_cluster() -> Any:
         yield embedded
 
 
-def migrate_slot(cluster: EmbeddedCluster, slot: int) -> None:
-    """Move ``slot`` to another master the way ``redis-cli --cluster reshard`` does, key by key."""
-    clients = [node.client() for node in cluster.nodes]
-    ids = [c.execute_command("CLUSTER", "MYID") for c in clients]
-    ids = [i.decode() if isinstance(i, bytes) else i for i in ids]
-    owner = next(
-        n for n, c in enumerate(clients) if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
-    )
-    target = (owner + 1) % len(clients)
-    src, dst = clients[owner], clients[target]
-    dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", ids[owner])
-    src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", ids[target])
-    port = cluster.nodes[target].port
-    while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 1):
-        src.execute_command("MIGRATE", "127.0.0.1", port, "", 0, 5000, "KEYS", *keys)
-        time.sleep(0.005)  # let hits interleave with the migration
-    for c in clients:
-        c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
-    for c in clients:
-        c.close()
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("multi", [False, True], ids=["single", "multi"])
 def test_live_reshard_of_the_hot_slot_keeps_admissions_exact(
@@ -320,7 +298,10 @@ def test_live_reshard_of_the_hot_slot_keeps_admissions_exact(
         thread.start()
     time.sleep(0.05)
     at_start = sum(admitted)
-    migrate_slot(own_cluster, slot)
+    masters = own_cluster.masters()
+    target = masters[(masters.index(own_cluster.master_of(slot)) + 1) % len(masters)]
+    # key by key, as redis-cli --cluster reshard does, letting hits interleave
+    own_cluster.move_slots(slot, slot, target, batch=1, pause=0.005)
     at_end = sum(admitted)
     deadline = time.monotonic() + 60
     while sum(admitted) < limit and time.monotonic() < deadline:

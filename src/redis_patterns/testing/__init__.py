@@ -1,5 +1,6 @@
 """Test support shipped with the package: fixtures, a command counter and fault tools."""
 
+from .._topology import Promotion
 from .counter import CommandCounter, MonitoredCommand
 from .history import (
     DeliveryResult,
@@ -39,6 +40,7 @@ __all__ = [
     "Model",
     "MonitoredCommand",
     "OverlapResult",
+    "Promotion",
     "ProxyStats",
     "SentinelServer",
     "SentinelTopology",

@@ -1,4 +1,4 @@
-"""pytest fixtures on real servers: Valkey, Redis 7, a 3-master cluster, 5 Redlock nodes.
+"""pytest fixtures on real servers: Valkey, Redis 7, clusters, Sentinel, 5 Redlock nodes.
 
 Installed with the package as a pytest plugin (entry point ``redis_patterns``), so your own
 tests can use the same fixtures:
@@ -10,8 +10,11 @@ tests can use the same fixtures:
 - ``scale(small, full)``: the small count normally, the full one under ``--soak``.
 - Faults (see ``docs/testing.md``): ``server_factory(binary=None, **options)`` starts a private
   `EmbeddedServer` for one test (restart it, pause it, change its config freely);
-  ``fault_proxy(target, seed=0)`` starts a `FaultProxy` in front of a server; ``sentinel`` is a
-  primary + replica + 3 Sentinels topology (`SentinelTopology`).
+  ``fault_proxy(target, seed=0)`` starts a `FaultProxy` in front of a server.
+- Failovers (see ``docs/testing.md``), a fresh topology per test, parametrized over ``valkey`` and
+  ``redis7``: ``replicated_cluster`` is 3 masters + 3 replicas (`EmbeddedCluster` with
+  ``replicas=1``), ``sentinel`` a primary + 2 replicas + 3 Sentinels (`SentinelTopology`).
+  ``cluster_factory(...)`` and ``sentinel_factory(...)`` build other shapes.
 
 Redis 7 comes from Debian's ``redis-server`` on PATH; without it those tests are skipped with
 the reason shown, unless ``REDIS_PATTERNS_REQUIRE_REDIS7=1``, which turns the skip into a failure.
@@ -25,8 +28,9 @@ import os
 import re
 import shutil
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -45,6 +49,8 @@ __all__ = ["Backend", "faketime_or_skip", "independent_servers"]
 REQUIRE_REDIS7 = "REDIS_PATTERNS_REQUIRE_REDIS7"
 REQUIRE_FAKETIME = "REDIS_PATTERNS_REQUIRE_FAKETIME"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# The servers a failover topology fixture runs on (its parameters).
+_TOPOLOGY_KINDS = ["valkey", "redis7"]
 
 
 def faketime_or_skip() -> str:
@@ -94,6 +100,17 @@ def _redis7_or_skip() -> None:
         if os.environ.get(REQUIRE_REDIS7) == "1":
             pytest.fail(f"{reason}, but {REQUIRE_REDIS7}=1 requires it", pytrace=False)
         pytest.skip(reason)
+
+
+def _binary(kind: str | None) -> str | None:
+    """The server binary for a topology kind: ``None``/``"valkey"`` is the embedded Valkey,
+    ``"redis7"`` Debian's ``redis-server`` (skipped or failed when missing); others as given."""
+    if kind in (None, "valkey"):
+        return None
+    if kind == "redis7":
+        _redis7_or_skip()
+        return "redis-server"
+    return kind
 
 
 @pytest.fixture(scope="session")
@@ -263,6 +280,23 @@ def scale(request: pytest.FixtureRequest) -> Callable[[int, int], int]:
     return pick
 
 
+_Made = TypeVar("_Made")
+
+
+@contextlib.contextmanager
+def _factory(build: Callable[..., AbstractContextManager[_Made]]) -> Iterator[Callable[..., _Made]]:
+    """``make(*args, **options)``: ``build(...)`` entered (started); on exit every object made
+    is exited (stopped, cleaned up), the last first, even one whose start failed."""
+    with contextlib.ExitStack() as stack:
+
+        def make(*args: Any, **options: Any) -> _Made:
+            made = build(*args, **options)
+            stack.push(made)
+            return made.__enter__()
+
+        yield make
+
+
 @pytest.fixture
 def server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
     """``server_factory(binary=None, **options)``: a started private `EmbeddedServer`.
@@ -270,39 +304,64 @@ def server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
     ``binary="redis7"`` means Debian's ``redis-server`` (skipped or failed like
     ``redis7_server`` when missing). Every server is stopped at the end of the test.
     """
-    made: list[EmbeddedServer] = []
 
-    def make(binary: str | None = None, **options: Any) -> EmbeddedServer:
-        if binary == "redis7":
-            _redis7_or_skip()
-            binary = "redis-server"
-        server = EmbeddedServer(binary, **options)
-        made.append(server)
-        return server.start()
+    def build(binary: str | None = None, **options: Any) -> EmbeddedServer:
+        return EmbeddedServer(_binary(binary), **options)
 
-    yield make
-    for server in made:
-        server.stop()
-        server.cleanup()
+    with _factory(build) as make:
+        yield make
 
 
 @pytest.fixture
 def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
     """``fault_proxy(target, seed=0)``: a started `FaultProxy` in front of ``target``."""
-    made: list[FaultProxy] = []
 
-    def make(target: Any, seed: int | None = 0) -> FaultProxy:
-        proxy = FaultProxy(target, seed=seed)
-        made.append(proxy)
-        return proxy.start()
+    def build(target: Any, seed: int | None = 0) -> FaultProxy:
+        return FaultProxy(target, seed=seed)
 
-    yield make
-    for proxy in made:
-        proxy.stop()
+    with _factory(build) as make:
+        yield make
 
 
 @pytest.fixture
-def sentinel() -> Iterator[SentinelTopology]:
-    """A fresh primary + replica + 3 Sentinels (Valkey), for one test (failovers change it)."""
-    with SentinelTopology() as topology:
-        yield topology
+def cluster_factory() -> Iterator[Callable[..., EmbeddedCluster]]:
+    """``cluster_factory(masters=3, replicas=1, binary=None, **options)``: a started private
+    `EmbeddedCluster` (``binary="redis7"`` for Redis 7); every one is stopped after the test."""
+
+    def build(
+        masters: int = 3, replicas: int = 1, binary: str | None = None, **options: Any
+    ) -> EmbeddedCluster:
+        return EmbeddedCluster(masters, _binary(binary), replicas=replicas, **options)
+
+    with _factory(build) as make:
+        yield make
+
+
+@pytest.fixture
+def sentinel_factory() -> Iterator[Callable[..., SentinelTopology]]:
+    """``sentinel_factory(binary=None, **options)``: a started private `SentinelTopology`
+    (``binary="redis7"`` for Redis 7); every one is stopped after the test."""
+
+    def build(binary: str | None = None, **options: Any) -> SentinelTopology:
+        return SentinelTopology(binary=_binary(binary), **options)
+
+    with _factory(build) as make:
+        yield make
+
+
+@pytest.fixture(params=_TOPOLOGY_KINDS)
+def replicated_cluster(
+    request: pytest.FixtureRequest, cluster_factory: Callable[..., EmbeddedCluster]
+) -> EmbeddedCluster:
+    """A fresh cluster of 3 masters, each with one replica in sync, for one test (failovers
+    change it); parametrized over ``valkey`` and ``redis7``."""
+    return cluster_factory(3, 1, request.param)
+
+
+@pytest.fixture(params=_TOPOLOGY_KINDS)
+def sentinel(
+    request: pytest.FixtureRequest, sentinel_factory: Callable[..., SentinelTopology]
+) -> SentinelTopology:
+    """A fresh primary + 2 replicas + 3 Sentinels, for one test (failovers change it);
+    parametrized over ``valkey`` and ``redis7``."""
+    return sentinel_factory(request.param)
