@@ -53,7 +53,7 @@ def unreachable(exc: BackendError, during: str) -> None:
     per kind of failure, with the count of the ones it stands for)."""
     _logging.coalesced(
         log,
-        ("unreachable", during, _logging.error_kind(exc)),
+        ("unreachable", _logging.error_kind(exc)),
         "session store unreachable while %s (%s: %s): the request goes on with an empty"
         " anonymous session; nothing is written and the cookie is left alone",
         during,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from django.conf import settings
+from django.contrib.auth import SESSION_KEY
 from django.contrib.auth.signals import user_logged_in, user_logged_out
 from django.contrib.sessions.backends.base import SessionBase, UpdateError
 from django.core.exceptions import ImproperlyConfigured
@@ -159,6 +160,17 @@ def async_session_store() -> AsyncSessionStore:
         if store is None:
             store = stores[key] = _make(config, asynchronous=True)
     return store
+
+
+def _forget_stores() -> None:
+    """Close and forget the sync stores' clients (tests: every test has servers of its own).
+    Async stores go with their event loop; close them with ``store.client.aclose()``."""
+    with _lock:
+        for store in _sync.values():
+            store.client.close()
+        _sync.clear()
+        _async.clear()
+        _configs.clear()
 
 
 def _user_id(user: Any) -> str:
@@ -478,7 +490,9 @@ def _on_login(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
     new id in the user's bucket, indexed for `destroy_user`)."""
     session = getattr(request, "session", None)
     if isinstance(session, SessionStore):
-        session._bind = _user_id(user)
+        # the id exactly as login() just stored it (``user._meta.pk.value_to_string(user)``)
+        uid = session.get(SESSION_KEY)
+        session._bind = _user_id(user) if uid is None else str(uid)
 
 
 def _on_logout(sender: Any, request: Any, user: Any, **kwargs: Any) -> None:
