@@ -133,3 +133,27 @@ def test_fields_set_after_clear_go_into_a_new_session_without_the_old_ones() -> 
         assert [c.method for c in calls] == ["destroy", "create"]
         assert calls[1] == StoreCall("create", ({"greeting": "hello"},), {"user_id": "alice"})
         assert outcome == Outcome(created.id, 60, touch_cookie=True)
+
+
+def test_an_unchanged_session_is_only_a_refresh() -> None:
+    start = loaded(cart=[1])
+    calls, outcome = drive(request_session(start), [])
+    assert calls == []
+    assert outcome == Outcome(start.id, 60, touch_cookie=True, refresh_only=True)
+    session = request_session(start)
+    session["cart"].append(2)
+    _, outcome = drive(session, [True])
+    assert outcome.refresh_only is False  # written: Flask's rule sends the cookie again
+    session = request_session(start)
+    session.rotate()
+    _, outcome = drive(session, ["new-id"])
+    assert outcome == Outcome("new-id", 60, touch_cookie=True)
+
+
+def test_a_degraded_session_writes_nothing_and_leaves_the_cookie() -> None:
+    session = RequestSession(None, orjson.dumps, degraded=True)
+    session["cart"] = [1]
+    session.rotate(user_id="alice")
+    calls, outcome = drive(session, [])
+    assert calls == []
+    assert outcome.touch_cookie is False

@@ -57,7 +57,7 @@ def test_malformed_id_yields_no_effect() -> None:
 
 def test_user_sessions_share_the_index_hash_tag() -> None:
     c = core()
-    _, effects = run_canned(c.create({"a": 1}, "alice"), [[b"1000", b"1800000", -1, 1]])
+    _, effects = run_canned(c.create({"a": 1}, "alice"), [[b"1000", b"1800000", -1, 1, -1]])
     (effect,) = effects
     assert isinstance(effect, Eval)
     session_key, index_key = (bytes(k) for k in effect.keys)  # type: ignore[arg-type]
@@ -72,7 +72,7 @@ def test_rotation_to_another_user_takes_then_puts() -> None:
     flat = [b":c", b"1000", b"cart", b"1"]
     new, effects = run_canned(
         c.rotate(sid, "bob"),
-        [[b"1000", None], [b"2000", 5000, flat], [b"2000", b"1800000", -1, 1]],
+        [[b"1000", None], [b"2000", 5000, flat], [b"2000", b"1800000", -1, 1, -1]],
     )
     assert isinstance(effects[0], Command)
     assert [e.script.name for e in effects[1:] if isinstance(e, Eval)] == [

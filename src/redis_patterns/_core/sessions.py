@@ -4,7 +4,8 @@ Key layout (``ns`` is the store's namespace, ``b`` a 3-hex-digit bucket):
 
 - ``{ns:b}:s:<token>``: the session hash. User fields are stored under their own names with
   serialized values; metadata fields start with ``:`` (``:c`` created at, ``:a`` absolute
-  expiry, both epoch ms on the server's clock; ``:u`` user id). User field names may not
+  expiry, both epoch ms on the server's clock; ``:u`` user id; optionally the session's own
+  idle lifetime ``:i`` in ms and its own deadline ``:d`` in epoch ms). User field names may not
   start with ``:``.
 - ``{ns:b}:u:<user id>``: the user's index, a sorted set of session ids scored by absolute
   expiry (``+inf`` without one).
@@ -70,6 +71,12 @@ def _bucket(user_id: str) -> str:
     return hashlib.sha256(user_id.encode()).hexdigest()[:3]
 
 
+def _earliest(*epoch_ms: bytes | int | None) -> float | None:
+    """The earliest of some epoch-ms deadlines in seconds (``None`` and negatives: no deadline)."""
+    given = [int(x) for x in epoch_ms if x is not None and int(x) >= 0]
+    return min(given) / 1000 if given else None
+
+
 def _collision() -> BackendError:
     # 256 random bits do not collide; an occupied key means something else writes there
     return BackendError("3 fresh session ids in a row were taken: is another writer using them?")
@@ -110,7 +117,8 @@ class Session(Mapping[str, Any]):
         user_id: the user the session belongs to, or ``None`` for an anonymous session.
         created_at: when the session was first created (kept across rotations).
         idle_expires_at: when it expires unless used again (capped by ``absolute_expires_at``).
-        absolute_expires_at: when it expires whatever happens, or ``None`` without a limit.
+        absolute_expires_at: when it expires whatever happens (the store's absolute lifetime
+            or the session's own ``expires_in``, whichever comes first), or ``None``.
         ttl: seconds left before ``idle_expires_at``, as of this read; use it for cookie Max-Age.
     """
 
@@ -196,22 +204,33 @@ class SessionCore:
                 raise BackendError(
                     f"session field {name!r} does not hold valid {self.serializer.name}: {exc}"
                 ) from exc
-        absolute = meta.get(b":a")
         user = meta.get(b":u")
         return Session(
             id=sid,
             user_id=None if user is None else user.decode(),
             created_at=int(meta.get(b":c", now_ms)) / 1000,
             idle_expires_at=(now_ms + ttl_ms) / 1000,
-            absolute_expires_at=None if absolute is None else int(absolute) / 1000,
+            absolute_expires_at=_earliest(meta.get(b":a"), meta.get(b":d")),
             ttl=ttl_ms / 1000,
             data=MappingProxyType(data),
         )
 
+    def _own_expiry(self, idle_ttl: object, expires_in: object) -> tuple[int, int]:
+        """A session's own idle lifetime and deadline as script arguments (ms; -1 keeps, 0
+        removes, from ``KEEP`` and ``None``)."""
+        idle = -1 if idle_ttl is KEEP else optional_duration_ms(idle_ttl, "idle_ttl") or 0
+        deadline = -1 if expires_in is KEEP else optional_duration_ms(expires_in, "expires_in")
+        return idle, deadline or 0
+
     # -- plans --------------------------------------------------------------------------------
 
-    def create(self, data: object, user_id: object) -> Plan[Session]:
+    def create(
+        self, data: object, user_id: object, idle_ttl: object = None, expires_in: object = None
+    ) -> Plan[Session]:
         uid = None if user_id is None else check_user_id(user_id)
+        if idle_ttl is KEEP or expires_in is KEEP:
+            raise ConfigurationError("a new session has no expiry to keep: pass None")
+        own_idle, deadline_in = self._own_expiry(idle_ttl, expires_in)
         encoded = self.encode({} if data is None else data)
         # what a later get() returns (JSON turns tuples into lists, ...), not what was passed
         normalized = {name: self.serializer.loads(raw) for name, raw in encoded}
@@ -221,11 +240,14 @@ class SessionCore:
             keys: tuple[bytes, ...] = (self._key_of(sid),)
             if uid is not None:
                 keys += (self.index_key(uid),)
-            args: tuple[ArgT, ...] = (self.idle_ms, self.absolute_ms or 0, 0, 0, uid or "", sid)
+            args: tuple[ArgT, ...] = (
+                *(self.idle_ms, self.absolute_ms or 0, 0, 0, uid or "", sid),
+                *(own_idle, 0, deadline_in),
+            )
             reply = yield package_script("session_create").eval(keys, (*args, *pairs))
             if reply is None:
                 continue
-            now_ms, ttl_ms, absolute_at, size = (int(x) for x in reply)
+            now_ms, ttl_ms, absolute_at, size, deadline = (int(x) for x in reply)
             if uid is not None:
                 yield from self._prune(uid, size)
             return Session(
@@ -233,7 +255,7 @@ class SessionCore:
                 user_id=uid,
                 created_at=now_ms / 1000,
                 idle_expires_at=(now_ms + ttl_ms) / 1000,
-                absolute_expires_at=None if absolute_at < 0 else absolute_at / 1000,
+                absolute_expires_at=_earliest(absolute_at, deadline),
                 ttl=ttl_ms / 1000,
                 data=MappingProxyType(normalized),
             )
@@ -248,19 +270,27 @@ class SessionCore:
             return None
         return self._session(sid, int(reply[0]), int(reply[1]), reply[2])
 
-    def write(self, sid: object, mapping: object, delete: object) -> Plan[bool]:
+    def write(
+        self,
+        sid: object,
+        mapping: object,
+        delete: object,
+        idle_ttl: object = KEEP,
+        expires_in: object = KEEP,
+    ) -> Plan[bool]:
         pairs = [x for pair in self.encode(mapping, "mapping") for x in pair]
         if isinstance(delete, str | bytes) or not isinstance(delete, Iterable):
             raise ConfigurationError("delete must be an iterable of field names, not a string")
         doomed = [check_field(name) for name in delete]
+        own_idle, deadline_in = self._own_expiry(idle_ttl, expires_in)
         if parse_session_id(sid) is None:
             return False
         assert isinstance(sid, str)
-        if not pairs and not doomed:  # nothing to change: still say whether the session exists
-            exists = yield package_script("session_write").eval((self._key_of(sid),), (0,))
-            return bool(exists)
-        args: tuple[ArgT, ...] = (len(pairs) // 2, *pairs, *doomed)
-        reply = yield package_script("session_write").eval((self._key_of(sid),), args)
+        # with nothing to change the script still says whether the session exists
+        args: tuple[ArgT, ...] = (len(pairs) // 2, own_idle, deadline_in, self.idle_ms)
+        reply = yield package_script("session_write").eval(
+            (self._key_of(sid),), (*args, *pairs, *doomed)
+        )
         return bool(reply)
 
     def incr(self, sid: object, name: object, amount: object) -> Plan[int | None]:
@@ -380,14 +410,17 @@ class SessionCore:
                 int(meta.get(b":c", b"0")),
                 target,
                 new_sid,
+                int(meta.get(b":i", b"0")),
+                int(meta.get(b":d", b"0")),
+                0,
             )
             reply = yield package_script("session_create").eval(keys, (*create_args, *pairs))
             if reply is not None:
                 if target:  # a login adds to the index as a create does
                     yield from self._prune(target, int(reply[3]))
                 return new_sid
-            if meta.get(b":a") is not None:
-                return None  # the absolute lifetime ran out during the rotation
+            if meta.get(b":a") is not None or meta.get(b":d") is not None:
+                return None  # the absolute lifetime or deadline ran out during the rotation
         raise _collision()
 
     def _prune(self, user_id: str, size: int) -> Plan[None]:

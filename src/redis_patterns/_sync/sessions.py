@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .._core.sessions import KEEP, Session, SessionCore
+from .._core.sessions import KEEP, Session, SessionCore, _Keep
 from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
@@ -20,7 +20,10 @@ class SessionStore:
     Every session has an idle lifetime that each `get` slides forward, capped by an optional
     absolute lifetime counted from creation (OWASP's idle and absolute timeouts). Both are
     enforced by the server: the key's own TTL never outlives either, and the decision uses the
-    server's clock (``TIME`` inside the script), so app servers with skewed clocks agree.
+    server's clock (``TIME`` inside the script), so app servers with skewed clocks agree. A
+    session may carry its own idle lifetime and a deadline of its own (``idle_ttl`` and
+    ``expires_in`` of `create` and `update`, e.g. "remember me"); the store's absolute
+    lifetime still caps both.
 
     Session ids are ``<bucket>.<43 chars of secrets.token_urlsafe(32)>`` (256 random bits). Any
     malformed id (wrong type, length or alphabet) is treated as an unknown session without a
@@ -80,21 +83,29 @@ class SessionStore:
         self,
         data: Mapping[str, Any] | None = None,
         user_id: str | int | None = None,
+        *,
+        idle_ttl: Duration | None = None,
+        expires_in: Duration | None = None,
     ) -> Session:
         """Create a session holding ``data``, optionally bound to ``user_id``. One round trip.
 
         Args:
             data: the initial fields (str names not starting with ``:``; serializable values).
             user_id: the owner (a str, or an int stored as str); indexed for `destroy_user`.
+            idle_ttl: this session's own idle lifetime in seconds; ``None``: the store's.
+            expires_in: end this session that many seconds from now whatever its activity;
+                ``None``: no deadline of its own. The store's ``absolute_ttl`` caps both.
 
         Returns:
             The new `Session` (its ``id`` goes in the cookie).
 
         Raises:
-            ConfigurationError: a bad field name, an unserializable value or a bad ``user_id``
-                (before any I/O).
+            ConfigurationError: a bad field name, an unserializable value, a bad ``user_id``
+                or duration (before any I/O).
         """
-        return self._runner.run(self._core.create(data, user_id))
+        return self._runner.run(
+            self._core.create(data, user_id, idle_ttl=idle_ttl, expires_in=expires_in)
+        )
 
     def get(self, sid: str) -> Session | None:
         """Read a session and slide its idle expiry, capped by its absolute expiry.
@@ -118,20 +129,35 @@ class SessionStore:
         mapping: Mapping[str, Any],
         *,
         delete: Iterable[str] = (),
+        idle_ttl: Duration | _Keep | None = KEEP,
+        expires_in: Duration | _Keep | None = KEEP,
     ) -> bool:
         """Set the fields of ``mapping`` (and delete those in ``delete``) in one script.
 
         Only the given fields are written, so concurrent updates of different fields never
-        undo each other. An update does not slide the expiry (`get` does).
+        undo each other. An update does not slide the expiry (`get` does), unless it changes it.
+
+        Args:
+            sid: the session id.
+            mapping: the fields to set.
+            delete: the fields to delete.
+            idle_ttl: give the session its own idle lifetime (seconds), or ``None`` to go back
+                to the store's; omitted leaves it.
+            expires_in: give the session a deadline that many seconds from now, whatever its
+                activity, or ``None`` to remove it; omitted leaves it. Changing either sets the
+                session's TTL again from now (capped by the store's absolute lifetime).
 
         Returns:
             ``True`` when the session exists and was changed; ``False`` when it does not
             (nothing is written, the session is never resurrected) or ``sid`` is malformed.
 
         Raises:
-            ConfigurationError: a bad field name or unserializable value (before any I/O).
+            ConfigurationError: a bad field name, unserializable value or duration (before any
+                I/O).
         """
-        return self._runner.run(self._core.write(sid, mapping, delete))
+        return self._runner.run(
+            self._core.write(sid, mapping, delete, idle_ttl=idle_ttl, expires_in=expires_in)
+        )
 
     def incr(self, sid: str, field: str, amount: int = 1) -> int | None:
         """Add ``amount`` to an integer field atomically (``HINCRBY``; missing counts as 0).
@@ -156,8 +182,9 @@ class SessionStore:
     def rotate(self, sid: str, *, user_id: Any = KEEP) -> str | None:
         """Move the session to a new id (on login or privilege change); the old id dies at once.
 
-        Fields, creation time and absolute expiry are kept; the idle expiry restarts. Of several
-        concurrent rotations of one id exactly one succeeds; the others return ``None``.
+        Fields, creation time and expiries (absolute, own idle, own deadline) are kept; the idle
+        expiry restarts. Of several concurrent rotations of one id exactly one succeeds; the
+        others return ``None``.
 
         Args:
             sid: the current id.

@@ -1,19 +1,81 @@
-"""What the ASGI and Flask session integrations share: cookie rules, the per-request session, the
-commit plan (which store calls a finished request needs), all free of I/O and of any framework."""
+"""What the ASGI, Flask and Django session integrations share: cookie rules, the per-request
+session, the change diff, the commit plan (which store calls a finished request needs), the
+drivers that perform such calls, and what to do when the server is unreachable."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Iterator, MutableMapping
+from collections.abc import Callable, Generator, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal, TypeVar
 
+from .. import _logging
+from .._async.sessions import AsyncSessionStore
 from .._core.sessions import KEEP, Session
-from .._errors import ConfigurationError
+from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, ConfigurationError
+from .._sync.sessions import SessionStore
 
-__all__ = ["CookieSettings", "Outcome", "RequestSession", "StoreCall", "commit"]
+__all__ = [
+    "UNREACHABLE",
+    "UNTOUCHED",
+    "CookieSettings",
+    "OnBackendError",
+    "Outcome",
+    "RequestSession",
+    "StoreCall",
+    "adrive",
+    "check_on_backend_error",
+    "commit",
+    "diff",
+    "drive",
+    "snapshot",
+    "unreachable",
+]
 
 log = logging.getLogger("redis_patterns.sessions")
+
+T = TypeVar("T")
+OnBackendError = Literal["raise", "anonymous"]
+# The failures "anonymous" covers: the server cannot be reached or did not answer in time.
+# Anything else (a corrupt field, an ACL refusal, a script error) is a bug to see, never hidden.
+UNREACHABLE: Final = (BackendUnavailableError, BackendTimeoutError)
+
+
+def check_on_backend_error(value: object) -> bool:
+    """Validate ``on_backend_error``; ``True`` means "anonymous"."""
+    if value not in ("raise", "anonymous"):
+        raise ConfigurationError(f"on_backend_error must be 'raise' or 'anonymous', not {value!r}")
+    return value == "anonymous"
+
+
+def unreachable(exc: BackendError, during: str) -> None:
+    """Log that a request went on with an empty anonymous session (coalesced: one line a minute
+    per kind of failure, with the count of the ones it stands for)."""
+    _logging.coalesced(
+        log,
+        ("unreachable", _logging.error_kind(exc)),
+        "session store unreachable while %s (%s: %s): the request goes on with an empty"
+        " anonymous session; nothing is written and the cookie is left alone",
+        during,
+        type(exc).__name__,
+        exc,
+    )
+
+
+def snapshot(data: Mapping[str, Any], dumps: Callable[[Any], bytes]) -> dict[str, bytes]:
+    """Each value serialized: what `diff` compares against later."""
+    return {k: dumps(v) for k, v in data.items()}
+
+
+def diff(
+    data: Mapping[str, Any], original: Mapping[str, bytes], dumps: Callable[[Any], bytes]
+) -> tuple[dict[str, Any], list[str]]:
+    """The fields to write and the fields to delete to turn ``original`` into ``data``.
+
+    Values are compared serialized, so nested mutations (``session["cart"].append(x)``) count.
+    """
+    changed = {k: v for k, v in data.items() if k not in original or dumps(v) != original[k]}
+    return changed, [k for k in original if k not in data]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +127,14 @@ class CookieSettings:
                 name = "__Host-" + name
         return cls(name, bool(secure), samesite, path, domain)
 
-    def header(self, value: str, max_age: int) -> str:
-        """A ``Set-Cookie`` value; ``max_age`` 0 deletes the cookie."""
-        parts = [f"{self.name}={value}", f"Path={self.path}", f"Max-Age={max(0, max_age)}"]
-        if max_age <= 0:
-            parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
+    def header(self, value: str, max_age: int | None) -> str:
+        """A ``Set-Cookie`` value; ``max_age`` 0 deletes the cookie, ``None`` makes it a browser
+        session cookie (no ``Max-Age``: the browser forgets it when it closes)."""
+        parts = [f"{self.name}={value}", f"Path={self.path}"]
+        if max_age is not None:
+            parts.append(f"Max-Age={max(0, max_age)}")
+            if max_age <= 0:
+                parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
         if self.domain is not None:
             parts.append(f"Domain={self.domain}")
         parts.append("HttpOnly")
@@ -91,16 +156,22 @@ class RequestSession(MutableMapping[str, Any]):
     elsewhere, expired), nothing is written back and no new session is made from it.
     """
 
-    def __init__(self, loaded: Session | None, dumps: Callable[[Any], bytes]) -> None:
-        self._set_loaded(loaded, dumps)
+    def __init__(
+        self, loaded: Session | None, dumps: Callable[[Any], bytes], *, degraded: bool = False
+    ) -> None:
+        self._set_loaded(loaded, dumps, degraded=degraded)
 
-    def _set_loaded(self, loaded: Session | None, dumps: Callable[[Any], bytes]) -> None:
+    def _set_loaded(
+        self, loaded: Session | None, dumps: Callable[[Any], bytes], *, degraded: bool = False
+    ) -> None:
         self._loaded = loaded
         self._dumps = dumps
         self._data: dict[str, Any] = dict(loaded) if loaded is not None else {}
-        self._original = {k: dumps(v) for k, v in self._data.items()}
+        self._original = snapshot(self._data, dumps)
         self._rotate_to: Any = None  # None: no rotation; KEEP or a user id / None in a tuple
         self._destroy = False
+        # the store was unreachable when loading ("anonymous"): write nothing back
+        self.degraded = degraded
 
     def _ensure(self) -> None:
         """Hook for lazy loading (Flask); the ASGI session is loaded up front."""
@@ -165,12 +236,7 @@ class RequestSession(MutableMapping[str, Any]):
 
     def changes(self) -> tuple[dict[str, Any], list[str]]:
         """The fields to write and the fields to delete, compared with what was loaded."""
-        changed = {
-            k: v
-            for k, v in self._data.items()
-            if k not in self._original or self._dumps(v) != self._original[k]
-        }
-        return changed, [k for k in self._original if k not in self._data]
+        return diff(self._data, self._original, self._dumps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,14 +250,52 @@ class StoreCall:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the response must do with the cookie: set it to ``sid`` or delete it, or nothing."""
+    """What the response must do with the cookie: set it to ``sid`` or delete it, or nothing.
+
+    ``refresh_only``: the cookie would be sent again unchanged (same id, nothing written), only
+    to renew its ``Max-Age``; an app may choose not to.
+    """
 
     sid: str | None
     max_age: int
     touch_cookie: bool
+    refresh_only: bool = False
 
 
+UNTOUCHED: Final = Outcome(None, 0, touch_cookie=False)
 Commit = Generator[StoreCall, Any, Outcome]
+
+
+def drive(store: SessionStore, calls: Generator[StoreCall, Any, T]) -> T:
+    """Perform ``calls`` on a sync store; a store error is thrown into the generator."""
+    try:
+        call = next(calls)
+        while True:
+            try:
+                result = getattr(store, call.method)(*call.args, **call.kwargs)
+            except BackendError as exc:
+                call = calls.throw(exc)
+            else:
+                call = calls.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+
+
+async def adrive(store: AsyncSessionStore, calls: Generator[StoreCall, Any, T]) -> T:
+    """Perform ``calls`` on an asyncio store; a store error is thrown into the generator."""
+    try:
+        call = next(calls)
+        while True:
+            try:
+                result = await getattr(store, call.method)(*call.args, **call.kwargs)
+            except BackendError as exc:
+                call = calls.throw(exc)
+            else:
+                call = calls.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
 
 
 def commit(session: RequestSession, had_cookie: bool) -> Commit:
@@ -204,6 +308,8 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
     whose loaded session ended meanwhile (destroyed, rotated elsewhere, expired) writes nothing
     more and leaves the cookie alone: it never carries anything into a new session.
     """
+    if session.degraded:
+        return UNTOUCHED  # the store was unreachable: nothing was loaded, nothing is written
     loaded = session._loaded
     delete_cookie = Outcome(None, 0, touch_cookie=had_cookie)
     rotate = session._rotate_to
@@ -221,7 +327,8 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
         created: Session = yield StoreCall("create", (dict(session._data),), {"user_id": user})
         return Outcome(created.id, int(created.ttl), touch_cookie=True)
     sid, ttl = loaded.id, loaded.ttl
-    if changed or deleted:
+    wrote = bool(changed or deleted)
+    if wrote:
         exists = yield StoreCall("update", (sid, changed), {"delete": deleted})
         if not exists:
             return _gone(loaded, f"fields set {sorted(changed)}, deleted {sorted(deleted)}")
@@ -230,7 +337,7 @@ def commit(session: RequestSession, had_cookie: bool) -> Commit:
         if new_sid is None:
             return _gone(loaded, "the rotation")
         sid = new_sid
-    return Outcome(sid, int(ttl), touch_cookie=True)
+    return Outcome(sid, int(ttl), touch_cookie=True, refresh_only=sid == loaded.id and not wrote)
 
 
 def _gone(loaded: Session, dropped: str) -> Outcome:
@@ -249,4 +356,4 @@ def _gone(loaded: Session, dropped: str) -> Outcome:
         loaded.id[:4],
         dropped,
     )
-    return Outcome(None, 0, touch_cookie=False)
+    return UNTOUCHED

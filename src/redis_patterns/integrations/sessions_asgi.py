@@ -4,6 +4,8 @@
 
 ``request.session`` is a `RequestSession`: a mutable mapping with ``id``, ``user_id``,
 ``rotate(user_id=...)`` (call it at login) and ``destroy()`` (logout; ``clear()`` does the same).
+``get_session(request)`` returns it typed, for ``mypy --strict`` apps (and as a FastAPI
+dependency: ``Annotated[RequestSession, Depends(get_session)]``).
 """
 
 from __future__ import annotations
@@ -17,11 +19,38 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._async.sessions import AsyncSessionStore
-from ._sessions_common import CookieSettings, Outcome, RequestSession, commit
+from .._errors import ConfigurationError
+from ._sessions_common import (
+    UNREACHABLE,
+    UNTOUCHED,
+    CookieSettings,
+    OnBackendError,
+    Outcome,
+    RequestSession,
+    adrive,
+    check_on_backend_error,
+    commit,
+    unreachable,
+)
 
-__all__ = ["RequestSession", "SessionMiddleware"]
+__all__ = ["RequestSession", "SessionMiddleware", "get_session"]
 
 StoreFactory = Callable[[], AsyncSessionStore]
+
+
+def get_session(request: HTTPConnection) -> RequestSession:
+    """The request's session, typed (``request.session`` is typed ``dict[str, Any]``).
+
+    Raises:
+        ConfigurationError: the app is not wrapped in this module's `SessionMiddleware`.
+    """
+    session = request.scope.get("session")
+    if not isinstance(session, RequestSession):
+        raise ConfigurationError(
+            "no redis-patterns session on this request: add"
+            " redis_patterns.integrations.sessions_asgi.SessionMiddleware to the app"
+        )
+    return session
 
 
 class SessionMiddleware:
@@ -39,9 +68,14 @@ class SessionMiddleware:
         path, domain: the cookie's scope; the defaults keep it to this exact host.
         host_prefix: use the ``__Host-`` prefix; ``None`` turns it on when ``secure``, ``path``
             is ``/`` and there is no ``domain`` (what the prefix requires).
+        on_backend_error: when the server is unreachable or times out, ``"raise"`` (default:
+            the request fails with `BackendUnavailableError` / `BackendTimeoutError`) or
+            ``"anonymous"``: the request goes on with an empty anonymous session, nothing is
+            written, the cookie is left alone, and one coalesced warning is logged.
 
     Raises:
-        ConfigurationError: an invalid cookie setting (e.g. SameSite=None without Secure).
+        ConfigurationError: an invalid cookie setting (e.g. SameSite=None without Secure) or
+            ``on_backend_error``.
 
     A request with a cookie costs one round trip before the app runs (read + sliding refresh);
     a request without one costs nothing until the app writes to the session. A forged,
@@ -59,8 +93,10 @@ class SessionMiddleware:
         path: str = "/",
         domain: str | None = None,
         host_prefix: bool | None = None,
+        on_backend_error: OnBackendError = "raise",
     ) -> None:
         self.app = app
+        self.anonymous_when_unreachable = check_on_backend_error(on_backend_error)
         self.cookie = CookieSettings.build(
             cookie_name,
             secure=secure,
@@ -92,8 +128,16 @@ class SessionMiddleware:
             return
         store = self.store()
         cookie = HTTPConnection(scope).cookies.get(self.cookie.name)
-        loaded = await store.get(cookie) if cookie else None  # malformed: None, no I/O
-        session = RequestSession(loaded, store._core.serializer.dumps)
+        dumps = store._core.serializer.dumps
+        try:
+            loaded = await store.get(cookie) if cookie else None  # malformed: None, no I/O
+        except UNREACHABLE as exc:
+            if not self.anonymous_when_unreachable:
+                raise
+            unreachable(exc, "loading a session")
+            session = RequestSession(None, dumps, degraded=True)
+        else:
+            session = RequestSession(loaded, dumps)
         scope["session"] = session
 
         async def send_wrapper(message: Message) -> None:
@@ -112,15 +156,13 @@ class SessionMiddleware:
     async def _commit(
         self, store: AsyncSessionStore, session: RequestSession, had_cookie: bool
     ) -> Outcome:
-        plan = commit(session, had_cookie)
         try:
-            call = next(plan)
-            while True:
-                result = await getattr(store, call.method)(*call.args, **call.kwargs)
-                call = plan.send(result)
-        except StopIteration as stop:
-            outcome: Outcome = stop.value
-            return outcome
+            return await adrive(store, commit(session, had_cookie))
+        except UNREACHABLE as exc:
+            if not self.anonymous_when_unreachable:
+                raise
+            unreachable(exc, "saving a session")
+            return UNTOUCHED
 
     def _closing_on_shutdown(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:

@@ -7,15 +7,21 @@
 -- ARGV[4] created_at: a creation time (epoch ms) carried over by a rotation, 0 for now
 -- ARGV[5] user id, '' for an anonymous session (then KEYS[2] is absent)
 -- ARGV[6] session id (the index member)
--- ARGV[7..] field, value pairs: the user fields, already serialized
--- returns nil when KEYS[1] exists (an id collision) or a carried absolute expiry has passed;
---   else {now_ms, ttl_ms, absolute_at_ms or -1, index size or -1}
+-- ARGV[7] the session's own idle lifetime (ms, stored in ':i'), 0 to use ARGV[1]
+-- ARGV[8] the session's own deadline (epoch ms, stored in ':d') carried by a rotation, 0 for none
+-- ARGV[9] the session's own deadline as ms from now (when ARGV[8] is 0), 0 for none
+-- ARGV[10..] field, value pairs: the user fields, already serialized
+-- returns nil when KEYS[1] exists (an id collision) or a carried absolute expiry or deadline has
+--   passed; else {now_ms, ttl_ms, absolute_at_ms or -1, index size or -1, deadline_ms or -1}
 local idle_ms = tonumber(ARGV[1])
 local absolute_ms = tonumber(ARGV[2])
 local absolute_at = tonumber(ARGV[3])
 local created_at = tonumber(ARGV[4])
 local user_id = ARGV[5]
 local session_id = ARGV[6]
+local own_idle = tonumber(ARGV[7])
+local deadline = tonumber(ARGV[8])
+local deadline_in = tonumber(ARGV[9])
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return nil
@@ -28,12 +34,20 @@ end
 if absolute_at == 0 and absolute_ms > 0 then
   absolute_at = now + absolute_ms
 end
+if deadline == 0 and deadline_in > 0 then
+  deadline = now + deadline_in
+end
 local ttl = idle_ms
-if absolute_at > 0 then
-  if absolute_at - now <= 0 then
-    return nil
+if own_idle > 0 then
+  ttl = own_idle
+end
+for _, at in ipairs({absolute_at, deadline}) do
+  if at > 0 then
+    if at - now <= 0 then
+      return nil
+    end
+    ttl = math.min(ttl, at - now)
   end
-  ttl = math.min(ttl, absolute_at - now)
 end
 
 local function fmt(n)
@@ -49,10 +63,18 @@ if user_id ~= '' then
   table.insert(meta, ':u')
   table.insert(meta, user_id)
 end
+if own_idle > 0 then
+  table.insert(meta, ':i')
+  table.insert(meta, fmt(own_idle))
+end
+if deadline > 0 then
+  table.insert(meta, ':d')
+  table.insert(meta, fmt(deadline))
+end
 redis.call('HSET', KEYS[1], unpack(meta))
 -- unpack has a stack limit, so big sessions are written in chunks
 local chunk = {}
-for i = 7, #ARGV do
+for i = 10, #ARGV do
   table.insert(chunk, ARGV[i])
   if #chunk == 1000 then
     redis.call('HSET', KEYS[1], unpack(chunk))
@@ -86,4 +108,8 @@ local absolute_reply = -1
 if absolute_at > 0 then
   absolute_reply = fmt(absolute_at)
 end
-return {fmt(now), fmt(ttl), absolute_reply, size}
+local deadline_reply = -1
+if deadline > 0 then
+  deadline_reply = fmt(deadline)
+end
+return {fmt(now), fmt(ttl), absolute_reply, size, deadline_reply}

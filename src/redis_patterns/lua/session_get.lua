@@ -1,9 +1,10 @@
 -- KEYS[1] the session hash
--- ARGV[1] idle_ms: the sliding idle lifetime to grant from now
+-- ARGV[1] idle_ms: the store's sliding idle lifetime to grant from now (unless the session has
+--         its own in field ':i')
 -- returns nil when the session does not exist (expired, destroyed or never created); else
 --   {now_ms, ttl_ms, {field, value, ...}}: server time, the lifetime just set (the idle
---   lifetime, capped by what is left of the absolute lifetime stored in field ':a') and the
---   whole hash, metadata fields (':'-prefixed) included
+--   lifetime, capped by what is left before the absolute expiry ':a' and the session's own
+--   deadline ':d') and the whole hash, metadata fields (':'-prefixed) included
 local idle_ms = tonumber(ARGV[1])
 local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then
@@ -11,17 +12,20 @@ if #fields == 0 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = idle_ms
-local absolute_at = redis.call('HGET', KEYS[1], ':a')
-if absolute_at then
-  local left = tonumber(absolute_at) - now
-  if left <= 0 then
-    -- the key's own TTL never outlives ':a', so this is only reached within the same ms
-    redis.call('DEL', KEYS[1])
-    return nil
-  end
-  if left < ttl then
-    ttl = left
+local meta = redis.call('HMGET', KEYS[1], ':i', ':a', ':d')
+local ttl = tonumber(meta[1]) or idle_ms
+for i = 2, 3 do
+  if meta[i] then
+    local left = tonumber(meta[i]) - now
+    if left <= 0 then
+      -- the key's own TTL never outlives ':a' or ':d', so this is only reached within the
+      -- same ms
+      redis.call('DEL', KEYS[1])
+      return nil
+    end
+    if left < ttl then
+      ttl = left
+    end
   end
 end
 redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))

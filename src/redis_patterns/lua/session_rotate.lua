@@ -3,11 +3,12 @@
 -- KEYS[3] optional: the index of the session's user (present iff ARGV[1] is not '')
 -- ARGV[1] the user id the caller believes owns the session, '' for none
 -- ARGV[2] current session id, ARGV[3] new session id (index members)
--- ARGV[4] idle_ms: the idle lifetime granted to the new id (a rotation counts as activity)
--- returns nil when the session does not exist (or its absolute lifetime is over); {-1, user id}
---   when its user is not ARGV[1] (nothing changed); {-2} when the new id exists (collision);
---   else moves fields, absolute expiry and index entry to the new id, deletes the old one and
---   returns {now_ms, ttl_ms, {field, value, ...}}
+-- ARGV[4] idle_ms: the store's idle lifetime granted to the new id (a rotation counts as
+--         activity), unless the session has its own in field ':i'
+-- returns nil when the session does not exist (or its absolute lifetime or own deadline is
+--   over); {-1, user id} when its user is not ARGV[1] (nothing changed); {-2} when the new id
+--   exists (collision); else moves fields, expiries and index entry to the new id, deletes the
+--   old one and returns {now_ms, ttl_ms, {field, value, ...}}
 local expected_user = ARGV[1]
 local old_id = ARGV[2]
 local new_id = ARGV[3]
@@ -25,18 +26,21 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = idle_ms
-local absolute_at = redis.call('HGET', KEYS[1], ':a')
-if absolute_at then
-  local left = tonumber(absolute_at) - now
-  if left <= 0 then
-    redis.call('DEL', KEYS[1])
-    if user_id ~= '' then
-      redis.call('ZREM', KEYS[3], old_id)
+local meta = redis.call('HMGET', KEYS[1], ':i', ':a', ':d')
+local ttl = tonumber(meta[1]) or idle_ms
+local absolute_at = meta[2]
+for i = 2, 3 do
+  if meta[i] then
+    local left = tonumber(meta[i]) - now
+    if left <= 0 then
+      redis.call('DEL', KEYS[1])
+      if user_id ~= '' then
+        redis.call('ZREM', KEYS[3], old_id)
+      end
+      return nil
     end
-    return nil
+    ttl = math.min(ttl, left)
   end
-  ttl = math.min(ttl, left)
 end
 -- RENAME keeps every field in one step; the old id is gone the moment this script ends
 redis.call('RENAME', KEYS[1], KEYS[2])

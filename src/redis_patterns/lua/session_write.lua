@@ -1,15 +1,24 @@
 -- KEYS[1] the session hash
--- ARGV[1] n: how many field/value pairs follow
--- ARGV[2..2n+1] field, value pairs to set (user fields, already serialized)
--- ARGV[2n+2..] fields to delete
+-- ARGV[1] n: how many field/value pairs follow ARGV[4]
+-- ARGV[2] the session's own idle lifetime: -1 leaves it, 0 removes it (back to ARGV[4]),
+--         > 0 sets it (ms, field ':i')
+-- ARGV[3] the session's own deadline: -1 leaves it, 0 removes it, > 0 sets it to that many ms
+--         from now (field ':d', epoch ms)
+-- ARGV[4] idle_ms: the store's idle lifetime (used when the expiry changes)
+-- ARGV[5..2n+4] field, value pairs to set (user fields, already serialized)
+-- ARGV[2n+5..] fields to delete
 -- returns 1 when the session exists and the changes were applied, 0 when it does not (nothing
---   is written: a write never resurrects an expired or destroyed session)
+--   is written: a write never resurrects an expired or destroyed session). Field writes leave
+--   the TTL alone; an expiry change sets it again from now, as a read does.
 local n = tonumber(ARGV[1])
+local own_idle = tonumber(ARGV[2])
+local deadline_in = tonumber(ARGV[3])
+local idle_ms = tonumber(ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return 0
 end
 local chunk = {}
-for i = 2, 2 * n + 1 do
+for i = 5, 2 * n + 4 do
   table.insert(chunk, ARGV[i])
   if #chunk == 1000 then
     redis.call('HSET', KEYS[1], unpack(chunk))
@@ -20,7 +29,7 @@ if #chunk > 0 then
   redis.call('HSET', KEYS[1], unpack(chunk))
 end
 chunk = {}
-for i = 2 * n + 2, #ARGV do
+for i = 2 * n + 5, #ARGV do
   table.insert(chunk, ARGV[i])
   if #chunk == 1000 then
     redis.call('HDEL', KEYS[1], unpack(chunk))
@@ -29,5 +38,33 @@ for i = 2 * n + 2, #ARGV do
 end
 if #chunk > 0 then
   redis.call('HDEL', KEYS[1], unpack(chunk))
+end
+if own_idle < 0 and deadline_in < 0 then
+  return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if own_idle == 0 then
+  redis.call('HDEL', KEYS[1], ':i')
+elseif own_idle > 0 then
+  redis.call('HSET', KEYS[1], ':i', ARGV[2])
+end
+if deadline_in == 0 then
+  redis.call('HDEL', KEYS[1], ':d')
+elseif deadline_in > 0 then
+  redis.call('HSET', KEYS[1], ':d', string.format('%.0f', now + deadline_in))
+end
+local meta = redis.call('HMGET', KEYS[1], ':i', ':a', ':d')
+local ttl = tonumber(meta[1]) or idle_ms
+for i = 2, 3 do
+  if meta[i] then
+    ttl = math.min(ttl, tonumber(meta[i]) - now)
+  end
+end
+if ttl <= 0 then
+  -- the absolute expiry is this very ms: the session ends, as a read would find
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
 end
 return 1

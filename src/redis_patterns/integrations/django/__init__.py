@@ -1,0 +1,1 @@
+"""Django integrations (extra ``redis-patterns[django]``): the session engine in ``.sessions``."""
