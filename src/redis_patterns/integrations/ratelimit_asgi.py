@@ -125,7 +125,11 @@ class RateLimitMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                # the app's own (or an inner limit's) headers win, as in Flask and Django
+                headers += [(name, value) for name, value in extra if name not in present]
+                message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
