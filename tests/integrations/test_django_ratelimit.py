@@ -148,10 +148,10 @@ async def test_async_view_with_a_sync_limiter(backend: Backend, prefix: str, sit
     assert [(await http.get("/a")).status_code for _ in range(3)] == [200, 200, 429]
 
 
-def test_a_sync_view_refuses_an_async_limiter(backend: Backend) -> None:
-    decorate = rate_limit(AsyncFixedWindow(backend.async_client(), 1, 1.0))
-    with pytest.raises(TypeError, match="sync view"):
-        decorate(hello)
+def test_a_sync_view_refuses_an_async_limiter(backend: Backend, site: Any) -> None:
+    site({"a": rate_limit(AsyncFixedWindow(backend.async_client(), 1, 1.0))(hello)})
+    with pytest.raises(TypeError, match="hello is a sync view: it needs a sync RateLimiter"):
+        Client().get("/a")
 
 
 def test_bad_options_fail_at_decoration(backend: Backend) -> None:
@@ -415,3 +415,30 @@ def test_bad_settings_are_improperly_configured(
     site({"a": hello}, MIDDLEWARE=[MIDDLEWARE], **extra)
     with pytest.raises(ImproperlyConfigured, match=message):
         Client().get("/a")
+
+
+async def test_class_based_views_with_method_decorator(
+    backend: Backend, prefix: str, site: Any
+) -> None:
+    from django.utils.decorators import method_decorator
+    from django.views import View
+
+    limiter = SlidingLog(backend.client(), 1, 60.0, name=prefix)
+    client = backend.async_client()
+    async_limiter = AsyncSlidingLog(client, 1, 60.0, name=f"{prefix}-a")
+
+    @method_decorator(rate_limit(limiter), name="get")
+    class Sync(View):  # type: ignore[misc]  # Django ships no types
+        def get(self, request: HttpRequest) -> HttpResponse:
+            return HttpResponse("sync")
+
+    @method_decorator(rate_limit(async_limiter), name="get")
+    class Async(View):  # type: ignore[misc]
+        async def get(self, request: HttpRequest) -> HttpResponse:
+            return HttpResponse("async")
+
+    site({"s": Sync.as_view(), "a": Async.as_view()})
+    assert statuses(Client(), "/s", 2) == [200, 429]
+    http = AsyncClient()
+    assert [(await http.get("/a")).status_code for _ in range(2)] == [200, 429]
+    await client.aclose()

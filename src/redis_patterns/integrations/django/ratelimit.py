@@ -151,8 +151,8 @@ def rate_limit(
             `problem_json` (RFC 9457) or your own ``(Refusal) -> RefusalResponse``.
 
     Raises:
-        TypeError: ``limiter`` is not a rate limiter, or an `AsyncRateLimiter` decorates a
-            sync view.
+        TypeError: ``limiter`` is not a rate limiter; or (when called) a sync view decorated
+            with an `AsyncRateLimiter`.
         ConfigurationError: ``cost`` is not an int from 1 to the limiter's limit, or an
             unknown header style.
     """
@@ -169,15 +169,18 @@ def rate_limit(
                 return _admitted(await view(request, *args, **kwargs), verdict.headers)
 
             return async_wrapper  # type: ignore[return-value]
-        if not isinstance(guard, Guard):
-            raise TypeError(
-                f"{getattr(view, '__name__', 'this view')} is a sync view: it needs a sync "
-                "RateLimiter (an asyncio client belongs to an event loop the view does not run in)"
-            )
         sync_guard = guard
 
         @functools.wraps(view)
         def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+            # Checked here, not when decorating: method_decorator tries every decorator on a
+            # sync dummy function first, whatever the method it decorates.
+            if not isinstance(sync_guard, Guard):
+                raise TypeError(
+                    f"{getattr(view, '__name__', 'this view')} is a sync view: it needs a sync "
+                    "RateLimiter (an asyncio client belongs to an event loop, and a sync view "
+                    "runs in none)"
+                )
             verdict = _sync_verdict(sync_guard, key, request)
             if verdict.refusal is not None:
                 return _refused(verdict.refusal)
