@@ -22,7 +22,7 @@ from ._async.transaction import async_transaction
 from ._core.cache import FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
-from ._core.ratelimit import Decision
+from ._core.ratelimit import Decision, QuotaPolicy
 from ._core.sessions import Session
 from ._core.streams import (
     ConsumerInfo,
@@ -141,6 +141,7 @@ __all__ = [
     "PermissionDeniedError",
     "Publisher",
     "QueueError",
+    "QuotaPolicy",
     "RateLimitedError",
     "RateLimiter",
     "RedisPatternsError",

@@ -159,3 +159,37 @@ def test_bad_cost_is_refused_at_decoration(client: Any) -> None:
     for cost in (0, 1.5, 4):
         with pytest.raises(ConfigurationError):
             rate_limit(FixedWindow(client, 3, 1.0), cost=cost)  # type: ignore[arg-type]
+
+
+# --- both header styles and the on_refused hook (issue 17) -----------------------------------
+
+
+def test_draft_headers_and_a_problem_json_refusal(backend: Backend, prefix: str) -> None:
+    from redis_patterns.integrations.ratelimit_http import problem_json
+
+    limiter = SlidingLog(backend.client(), 2, 60.0, name=prefix)
+    http = flask_app(limiter, headers="both", on_refused=problem_json).test_client()
+    answers = [http.get("/hello") for _ in range(3)]
+    assert [a.status_code for a in answers] == [200, 200, 429]
+    assert [a.headers["RateLimit-Policy"] for a in answers] == [f'"{prefix}";q=2;w=60'] * 3
+    assert answers[0].headers["RateLimit"] == f'"{prefix}";r=1;t=60'
+    assert answers[0].headers["RateLimit-Remaining"] == "1"
+    refused = answers[2]
+    retry_after = refused.headers["Retry-After"]
+    assert refused.headers["RateLimit"] == f'"{prefix}";r=0;t={retry_after}'
+    assert refused.content_type == "application/problem+json"
+    assert refused.json == {
+        "type": "about:blank",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": f"Rate limit exceeded; retry after {retry_after} s.",
+        "violated-policies": [prefix],
+    }
+
+
+def test_the_default_refusal_is_plain_text(backend: Backend, prefix: str) -> None:
+    http = flask_app(SlidingLog(backend.client(), 1, 60.0, name=prefix)).test_client()
+    http.get("/hello")
+    refused = http.get("/hello")
+    assert (refused.status_code, refused.text) == (429, "Too Many Requests")
+    assert refused.content_type == "text/plain; charset=utf-8"

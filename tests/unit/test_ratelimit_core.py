@@ -66,15 +66,21 @@ def test_combine_picks_the_binding_decision() -> None:
     assert core.combine([tight, short]) == short
 
 
-def test_http_headers() -> None:
-    assert core.http_headers(Decision(True, 10, 3, 0.0, 4.2)) == {
-        "RateLimit-Limit": "10",
-        "RateLimit-Remaining": "3",
-        "RateLimit-Reset": "5",
-    }
-    refused = core.http_headers(Decision(False, 10, 0, 0.01, 0.01))
-    assert refused["Retry-After"] == "1"  # never 0 on a refusal
-    assert refused["RateLimit-Reset"] == "1"
+def test_policies_name_quota_and_window() -> None:
+    cores = [
+        core.FixedWindowCore(100, 60.0),
+        core.SlidingLogCore(5, 0.25, name="burst"),
+        core.SlidingWindowCore(10, 3600.0),
+        core.TokenBucketCore(10, 2.5),
+        core.GCRACore(100, 60.0, burst=20),
+    ]
+    assert [c.policy for c in cores] == [
+        core.QuotaPolicy(None, 100, 60.0),
+        core.QuotaPolicy("burst", 5, 0.25),
+        core.QuotaPolicy(None, 10, 3600.0),
+        core.QuotaPolicy(None, 10, 4.0),  # capacity / refill_rate
+        core.QuotaPolicy(None, 20, 12.0),  # burst * period / limit
+    ]
 
 
 def test_limiter_core_imports_no_io() -> None:

@@ -20,6 +20,7 @@ __all__ = [
     "FixedWindowCore",
     "GCRACore",
     "LimiterCore",
+    "QuotaPolicy",
     "SlidingLogCore",
     "SlidingWindowCore",
     "TokenBucketCore",
@@ -28,7 +29,6 @@ __all__ = [
     "decide",
     "enforce",
     "hit",
-    "http_headers",
     "peek",
     "reset",
 ]
@@ -68,24 +68,56 @@ class Decision:
     reset_after: float
 
 
+@dataclass(frozen=True, slots=True)
+class QuotaPolicy:
+    """One limit described as the IETF draft's ``RateLimit-Policy`` header describes a quota.
+
+    Attributes:
+        name: the limit's ``name`` when one was given, else ``None``.
+        limit: the quota: the most admitted at once (``Decision.limit``).
+        window: seconds in which an exhausted limit is back to ``limit``: the window (fixed
+            window, sliding log and sliding window), ``capacity / refill_rate`` (token bucket),
+            ``burst * period / limit`` (GCRA).
+    """
+
+    name: str | None
+    limit: int
+    window: float
+
+
 class LimiterCore:
     """Validated configuration of one limit: its algorithm code, script parameters and key."""
 
-    __slots__ = ("algorithm", "capacity", "params", "suffix")
+    __slots__ = ("algorithm", "capacity", "name", "params", "suffix", "window")
 
     algorithm: str
     capacity: int
+    name: str | None
     params: tuple[str, str]
     suffix: str
+    window: float  # seconds in which an exhausted limit is whole again
 
-    def _set(self, algorithm: str, capacity: int, params: tuple[str, str], name: object) -> None:
+    def _set(
+        self,
+        algorithm: str,
+        capacity: int,
+        params: tuple[str, str],
+        name: object,
+        window: float,
+    ) -> None:
         self.algorithm = algorithm
         self.capacity = capacity
         self.params = params
+        self.window = window
         if name is not None and not isinstance(name, str):
             raise ConfigurationError(f"name must be a str, not {type(name).__name__}")
         default = f"{algorithm}:{capacity}:{params[1]}"
-        self.suffix = default if name is None else check_name(name, "name").decode()
+        self.name = None if name is None else check_name(name, "name").decode()
+        self.suffix = default if self.name is None else self.name
+
+    @property
+    def policy(self) -> QuotaPolicy:
+        return QuotaPolicy(self.name, self.capacity, self.window)
 
     def key(self, key: bytes) -> bytes:
         """The Redis key holding this limit's state for the limited ``key`` (already checked)."""
@@ -110,7 +142,8 @@ class FixedWindowCore(LimiterCore):
 
     def __init__(self, limit: int, window: object, name: object = None) -> None:
         limit = _units(limit, "limit")
-        self._set("fw", limit, (str(limit), str(_window_us(window))), name)
+        window_us = _window_us(window)
+        self._set("fw", limit, (str(limit), str(window_us)), name, window_us / 1e6)
 
 
 class SlidingLogCore(LimiterCore):
@@ -126,7 +159,8 @@ class SlidingLogCore(LimiterCore):
                 "keeps one entry per hit in the window, and more would make one call slow "
                 "for the server; use SlidingWindow, TokenBucket or GCRA for larger limits"
             )
-        self._set("sl", limit, (str(limit), str(_window_us(window))), name)
+        window_us = _window_us(window)
+        self._set("sl", limit, (str(limit), str(window_us)), name, window_us / 1e6)
 
 
 class SlidingWindowCore(LimiterCore):
@@ -136,7 +170,8 @@ class SlidingWindowCore(LimiterCore):
 
     def __init__(self, limit: int, window: object, name: object = None) -> None:
         limit = _units(limit, "limit")
-        self._set("sw", limit, (str(limit), str(_window_us(window))), name)
+        window_us = _window_us(window)
+        self._set("sw", limit, (str(limit), str(window_us)), name, window_us / 1e6)
 
 
 def _positive_float(value: object, what: str) -> float:
@@ -162,7 +197,7 @@ class TokenBucketCore(LimiterCore):
                 f"refill_rate {refill_rate!r} is too small: refilling {capacity:,} tokens would "
                 f"take more than {MAX_DURATION_MS // 1000} s (about 31 years)"
             )
-        self._set("tb", capacity, (str(capacity), repr(per_us)), name)
+        self._set("tb", capacity, (str(capacity), repr(per_us)), name, capacity / rate)
 
 
 class GCRACore(LimiterCore):
@@ -182,7 +217,9 @@ class GCRACore(LimiterCore):
                 f"burst {burst:,} at {limit:,} per {period_us / 1e6!r} s takes more than "
                 f"{MAX_DURATION_MS // 1000} s (about 31 years) to drain"
             )
-        self._set("gcra", burst, (str(burst), repr(interval)), name)
+        self._set(
+            "gcra", burst, (str(burst), repr(interval)), name, burst * period_us / limit / 1e6
+        )
 
 
 def check_cores(cores: Sequence[LimiterCore]) -> tuple[LimiterCore, ...]:
@@ -216,22 +253,6 @@ def _check_cost(cores: Sequence[LimiterCore], cost: object) -> int:
             "never be admitted"
         )
     return cost
-
-
-def http_headers(decision: Decision) -> dict[str, str]:
-    """The ``RateLimit-*`` response headers for ``decision``, plus ``Retry-After`` on a refusal.
-
-    Seconds are rounded up to whole seconds (HTTP's unit), so a client honouring them never
-    comes back too early.
-    """
-    headers = {
-        "RateLimit-Limit": str(decision.limit),
-        "RateLimit-Remaining": str(decision.remaining),
-        "RateLimit-Reset": str(math.ceil(decision.reset_after)),
-    }
-    if not decision.allowed:
-        headers["Retry-After"] = str(max(1, math.ceil(decision.retry_after)))
-    return headers
 
 
 def _us(value: int | bytes | str) -> float:

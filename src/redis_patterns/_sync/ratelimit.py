@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._core import ratelimit as core
-from .._core.ratelimit import Decision
+from .._core.ratelimit import Decision, QuotaPolicy
 from .._errors import ConfigurationError
 from .._keys import check_name
 from .._runner import SyncClient, SyncRunner
@@ -21,6 +21,7 @@ __all__ = [
     "SlidingWindow",
     "TokenBucket",
     "Decision",
+    "QuotaPolicy",
 ]
 
 
@@ -40,6 +41,14 @@ class RateLimiter:
     def limit(self) -> int:
         """The most this limiter admits at once (for several limits, the smallest)."""
         return min(c.capacity for c in self._cores)
+
+    @property
+    def policies(self) -> tuple[QuotaPolicy, ...]:
+        """Each limit's name, quota and window, in order (no I/O).
+
+        The web integrations' IETF draft header style describes them in ``RateLimit-Policy``.
+        """
+        return tuple(c.policy for c in self._cores)
 
     def keys(self, key: str | bytes) -> tuple[bytes, ...]:
         """The Redis keys holding the state for the limited ``key`` (no I/O).

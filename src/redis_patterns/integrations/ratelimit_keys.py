@@ -1,7 +1,7 @@
 """Client-supplied identities as rate-limit keys: hostile or missing ones never fail a request.
 
-Shared by the ASGI middleware and the Flask decorator, free of any framework, and public for
-anyone writing their own integration. A limiter refuses a bad key with `ConfigurationError`
+Shared by every web integration (ASGI, FastAPI, Flask, Django), free of any framework, and
+public for anyone writing their own. A limiter refuses a bad key with `ConfigurationError`
 (programmer input); a header or a query parameter is the client's input, so it is normalized
 instead: kept verbatim when it is a valid key, else replaced by a digest of its bytes.
 """
@@ -14,8 +14,16 @@ from collections.abc import Callable
 
 from .._errors import ConfigurationError
 from .._keys import check_name
+from .._validate import check_int
 
-__all__ = ["EXEMPT", "HASHED_PREFIX", "Exempt", "limiter_key", "normalize_key"]
+__all__ = [
+    "EXEMPT",
+    "HASHED_PREFIX",
+    "Exempt",
+    "forwarded_client",
+    "limiter_key",
+    "normalize_key",
+]
 
 HASHED_PREFIX = b"#sha256:"
 
@@ -86,3 +94,24 @@ def limiter_key(who: object, fallback: Callable[[], str | bytes]) -> bytes | Non
             "return str, bytes, None (use the client address) or EXEMPT"
         )
     return normalize_key(who)
+
+
+def forwarded_client(header: str | None, trusted_proxies: int) -> str | None:
+    """The client address in an ``X-Forwarded-For`` value written by ``trusted_proxies`` proxies.
+
+    Each proxy appends the address it received the request from, so the client's own address
+    is the ``trusted_proxies``-th entry from the right; entries further left came from the
+    client and are never trusted. ``None`` when the header is missing or has fewer entries
+    (the request did not come through all the proxies): use the peer address then.
+
+    Raises:
+        ConfigurationError: ``trusted_proxies`` is not an int >= 1.
+    """
+    check_int(trusted_proxies, "trusted_proxies", minimum=1)
+    if not header:
+        return None
+    entries = [entry.strip() for entry in header.split(",")]
+    entries = [entry for entry in entries if entry]
+    if len(entries) < trusted_proxies:
+        return None
+    return entries[-trusted_proxies]

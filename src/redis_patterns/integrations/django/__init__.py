@@ -1,1 +1,2 @@
-"""Django integrations (extra ``redis-patterns[django]``): the session engine in ``.sessions``."""
+"""Django integrations (extra ``redis-patterns[django]``): the session engine in ``.sessions``,
+rate limits in ``.ratelimit``."""
