@@ -588,10 +588,11 @@ async def test_dropped_async_lock_stops_renewing_and_expires(backend: Backend, p
 def test_held_lock_in_with_still_renews(backend: Backend, prefix: str) -> None:
     # The weak reference must not let a lock that is only referenced by its `with` statement
     # be collected: the statement keeps it alive until it exits.
-    rival = Lock(backend.client(), prefix, ttl=0.6)
-    with Lock(backend.client(), prefix, ttl=0.6, auto_renew=True):
+    rival = Lock(backend.client(), prefix, ttl=1.5)
+    with Lock(backend.client(), prefix, ttl=1.5, auto_renew=True):
         gc.collect()
-        deadline = time.monotonic() + 1.5  # 2.5 ttls: held only by renewing
+        # 2.5 ttls: held only by renewing (a ttl long enough that a loaded machine renews in time)
+        deadline = time.monotonic() + 3.75
         while time.monotonic() < deadline:
             assert rival.acquire(blocking=False) is False
             gc.collect()
@@ -602,10 +603,10 @@ def test_held_lock_in_with_still_renews(backend: Backend, prefix: str) -> None:
 
 async def test_held_async_lock_in_async_with_still_renews(backend: Backend, prefix: str) -> None:
     client = backend.async_client()
-    rival = AsyncLock(client, prefix, ttl=0.6)
-    async with AsyncLock(client, prefix, ttl=0.6, auto_renew=True):
+    rival = AsyncLock(client, prefix, ttl=1.5)
+    async with AsyncLock(client, prefix, ttl=1.5, auto_renew=True):
         gc.collect()
-        deadline = time.monotonic() + 1.5
+        deadline = time.monotonic() + 3.75
         while time.monotonic() < deadline:
             assert await rival.acquire(blocking=False) is False
             gc.collect()

@@ -235,17 +235,23 @@ def test_redis_killed_after_acknowledged_writes(
     prefix: str, fsync: Any, scale: Callable[[int, int], int]
 ) -> None:
     """Scenario 19, second half: SIGKILL redis-server itself after the writes were acknowledged.
-    With the AOF on, every acknowledged write survives (the AOF is written before the reply;
-    SIGKILL does not lose the OS page cache, so `everysec` loses nothing here either — only a
-    machine crash could cost it the last second, which cannot be staged on this machine)."""
+
+    With `appendfsync always` every acknowledged write survives (the AOF is written before the
+    reply). With `everysec` the server may postpone writing the AOF for up to 2 s while a
+    background fsync is slow, and still reply: a SIGKILL then loses the writes of the last
+    ~2 s. What survives is always a prefix of what was written (the AOF is a log), and writes
+    acknowledged more than 3 s before the kill always survive."""
     writes, keys = scale(1000, 10_000), 100
+    early = writes // 2
     with EmbeddedServer(appendonly=True, appendfsync=fsync) as server:
         client = server.client()
         behind = WriteBehind(Cache(client, prefix, 600), lambda batch: None)
-        expected: dict[str, int] = {}
-        for i in range(writes):
-            behind.write(f"k{i % keys}", i)
-            expected[f"k{i % keys}"] = i
+        values = [(f"k{i % keys}", i) for i in range(writes)]
+        for key, value in values[:early]:
+            behind.write(key, value)
+        time.sleep(3.0)  # past the longest AOF write postponement (2 s) of everysec
+        for key, value in values[early:]:
+            behind.write(key, value)
         client.close()
         server.restart()  # SIGKILL, then start on the same data
         client = server.client()
@@ -255,10 +261,13 @@ def test_redis_killed_after_acknowledged_writes(
             flushed.update((w.key, w.value) for w in batch)
 
         after = WriteBehind(Cache(client, prefix, 600), flush, batch_size=1000, interval=0)
-        assert after.pending() == writes  # nothing acknowledged was lost
+        survived = after.pending()
+        if fsync == "always":
+            assert survived == writes  # nothing acknowledged was lost
+        else:
+            assert early <= survived <= writes, survived
         after.run("flusher", max_cycles=writes // 1000 + 2)
-        assert flushed == expected
-        assert Cache(client, prefix, 600).get(f"k{keys - 1}") == expected[f"k{keys - 1}"]
+        assert flushed == dict(values[:survived])  # a prefix of the writes, latest per key
         client.close()
 
 
