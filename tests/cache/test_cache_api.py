@@ -78,7 +78,9 @@ def test_get_or_load_loads_once_then_hits(client: Any, prefix: str) -> None:
     assert cache.get_or_load("k", loader) == {"n": 1}
     assert cache.get_or_load("k", loader) == {"n": 1}
     assert len(calls) == 1
-    assert not client.exists(cache._core.lock_key(cache.key_of("k")))  # the loader released its lock
+    assert not client.exists(
+        cache._core.lock_key(cache.key_of("k"))
+    )  # the loader released its lock
 
 
 def test_none_not_cached_unless_negative_ttl(client: Any, prefix: str) -> None:
@@ -242,6 +244,24 @@ def test_bad_configuration_before_any_io(backend: Backend, kwargs: dict[str, Any
         lambda c: c.cached()(_async_loader),
         lambda c: c.warm({"k": 1}, batch_size=0),
         lambda c: c.warm(["k"], loader=_async_loader),
+        lambda c: c.set_many({"a": 1, "b": {1, 2}}),
+        lambda c: c.set_many({"a": 1, "b": "x" * 2000}),
+        lambda c: c.set_many({"a": 1, "x" * 2000: 1}),
+        lambda c: c.set_many([("a", 1), "b"]),
+        lambda c: c.get_many(["a", "x" * 2000]),
+        lambda c: c.get_many("abc"),
+        lambda c: c.get_many(["a", None]),
+        lambda c: c.delete_many(["a", "{b}"]),
+        lambda c: c.add("k", object()),
+        lambda c: c.incr("k", 1.5),
+        lambda c: c.incr("k", True),
+        lambda c: c.incr("k", 2**53),
+        lambda c: c.incr("x" * 2000),
+        lambda c: c.touch("k", 0),
+        lambda c: c.touch("k", -1),
+        lambda c: c.get_or_load_many(["a"], "not callable"),
+        lambda c: c.get_or_load_many(["a"], lambda ks: {}, ttl=0),
+        lambda c: c.get_or_load_many(["a", ""], lambda ks: {}),
     ],
 )
 def test_bad_call_before_any_io(backend: Backend, prefix: str, call: Any) -> None:

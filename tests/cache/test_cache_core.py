@@ -76,7 +76,15 @@ def test_waiter_polls_then_reads_the_result() -> None:
     core = _core()
     entry = core.entry_key("k")
     plan = core.get_or_load(entry, lambda: 0, None, "tok")
-    replies = [[0, None, 0, 0, b"0"], 100.0, None, [0, None, 0, 0, b"0"], 100.02, None, [1, ENTRY, 0, 9, b"0"]]
+    replies = [
+        [0, None, 0, 0, b"0"],
+        100.0,
+        None,
+        [0, None, 0, 0, b"0"],
+        100.02,
+        None,
+        [1, ENTRY, 0, 9, b"0"],
+    ]
     (value, _), effects = run_canned(plan, replies)
     assert value == [1, 2]
     assert [type(e) for e in effects] == [Eval, Now, Sleep, Eval, Now, Sleep, Eval]

@@ -847,9 +847,7 @@ class CacheCore:
                 self.on_invalidate(entry)
         return sum(int(r) for r in replies)
 
-    def check_load(
-        self, key: object, loader: object, ttl: Ttl | None, asynchronous: bool
-    ) -> bytes:
+    def check_load(self, key: object, loader: object, ttl: Ttl | None, asynchronous: bool) -> bytes:
         """Validate `get_or_load`'s arguments before any I/O; returns the entry key."""
         entry = self.entry_key(key)
         check_callable(loader, "loader", asynchronous=asynchronous)
