@@ -374,6 +374,10 @@ async def test_async_operations_and_counts(backend: Backend, prefix: str) -> Non
         ("get_many", lambda: cache.get_many(keys)),
         ("set_many", lambda: cache.set_many(dict.fromkeys(keys, 1))),
         ("incr", lambda: cache.incr(keys[0])),
+        ("add", lambda: cache.add(keys[0], 1)),
+        ("touch", lambda: cache.touch(keys[0], 30)),
+        ("exists", lambda: cache.exists(keys[0])),
+        ("get_or_load_many hit", lambda: cache.get_or_load_many(keys, load)),
         ("delete_many", lambda: cache.delete_many(keys)),
     ]
     for name, call in calls:

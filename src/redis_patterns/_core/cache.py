@@ -1203,7 +1203,8 @@ class CacheCore:
             effects = []
             for k, v in batch:
                 entry = self.entry_key(k)
-                effects.append(self._set_eval(entry, self.encode(v), self.soft_ms(ttl), 0, token))
+                tag, payload = self.encode_entry(v)
+                effects.append(self._set_eval(entry, payload, self.soft_ms(ttl), 0, token, tag=tag))
             replies = (yield Pipeline(tuple(effects))) if effects else []
             for reply in replies:
                 if isinstance(reply, BaseException):
