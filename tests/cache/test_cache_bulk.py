@@ -318,6 +318,37 @@ def test_each_operation_is_one_command(backend: Backend, prefix: str) -> None:
     assert seen.names == ["EVALSHA", "EVALSHA"]
 
 
+def test_reads_without_a_stale_window_are_one_mget(backend: Backend, prefix: str) -> None:
+    client: Any = backend.client()
+    fast = Cache(client, prefix, 60, stampede=None)  # no stale window: present means fresh
+    assert fast._core.fast_reads
+    keys = _same_bucket(3, "f")
+    fast.set_many({k: i for i, k in enumerate(keys)})
+    fast.get(keys[0])
+    with backend.counter() as seen:
+        assert fast.get(keys[0]) == 0
+        assert fast.get("missing", "d") == "d"
+        assert fast.get_many(keys) == [0, 1, 2]
+    assert seen.names == ["MGET", "MGET", "MGET"]
+    # An entry written with a stale window needs the script (server time): one more trip.
+    slow = Cache(client, prefix, 60, stampede="lock", stale_ttl=30, jitter=0)
+    slow.set("s", "v", ttl=0.05)
+    slow.get_many(["s"])  # the scripts are cached on the node owning "s"
+    assert fast.get("s") == "v"
+    time.sleep(0.15)  # past its soft expiry, inside its stale window
+    with backend.counter() as seen:
+        assert fast.get("s") is None  # stale: not a fresh value
+        assert fast.get_many(["s"]) == [None]
+    assert seen.names == ["MGET", "EVALSHA", "MGET", "EVALSHA"]
+    fast.clear()
+    with backend.counter() as seen:
+        assert fast.get(keys[1]) is None  # the generation moved: a miss without the script
+    assert seen.names == ["MGET"]
+    assert fast.get_many(keys) == [None] * 3
+    fast.set(keys[0], "forever", ttl=FOREVER)
+    assert fast.get(keys[0]) == "forever"
+
+
 def test_clear_costs_the_same_whatever_the_number_of_keys(backend: Backend, prefix: str) -> None:
     cache = Cache(backend.client(), prefix, 60)
     cache.clear()

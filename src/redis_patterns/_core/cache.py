@@ -13,7 +13,7 @@ import threading
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -52,6 +52,7 @@ _MODES = {None: 3, "lock": 1, "xfetch": 2}  # 0 is a plain read (get)
 _MISS, _FRESH, _STALE, _EARLY, _MALFORMED = 0, 1, 2, 3, -1
 _TAG = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 _MISSING: Any = object()
+_SLOW: Any = object()  # a fast read found an entry only the read script can judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,6 +529,33 @@ class CacheCore:
             (mode, token, self.lock_ttl_ms, self.beta, r),
         )
 
+    @property
+    def fast_reads(self) -> bool:
+        """Whether plain reads may use ``MGET`` instead of the read script.
+
+        Without a stale window an entry expires (``PX``) exactly at its soft expiry, and its
+        header says so (``=<ms>``): an entry that exists is fresh, so reading it and its
+        generation counter (same slot, even on a cluster) is all a read needs, with no server
+        clock and no script. An entry written by a cache with a stale window still needs the
+        script; such a read falls back to it (two round trips). Not with a near cache, which
+        needs the remaining lifetime the script reports.
+        """
+        return self.stale_ms == 0 and self.near is None
+
+    def _fast(self, entry: bytes, raw: bytes | None, generation: bytes | None) -> Any:
+        """The value of a fast read, `_MISSING` for a miss, or `_SLOW` (ask the script)."""
+        if raw is None:
+            return _MISSING
+        parts = raw.split(b":", 5)
+        if len(parts) == 6 and parts[0] == b"rp2" and parts[4] != (generation or b"0"):
+            return _MISSING  # written before a clear (the script would delete it; no matter)
+        if len(parts) == 6 and not (parts[2] == b"0" or parts[2][:1] == b"="):
+            return _SLOW
+        value = self._read(entry, raw)
+        if value is not _MISSING:
+            self.stats["hits"] += 1
+        return value
+
     def get(self, key: object, default: Any) -> Plan[Any]:
         entry = self.entry_key(key)
         value = self.near_get(entry)
@@ -535,6 +563,11 @@ class CacheCore:
             return value
         generation = self.near.generation if self.near is not None else 0
         try:
+            if self.fast_reads:
+                raw, written = yield Command(("MGET", entry, self.gen_key(entry)))
+                value = self._fast(entry, raw, written)
+                if value is not _SLOW:
+                    return default if value is _MISSING else value
             status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
         except BackendError as exc:
             if not self.fail_open:
@@ -755,6 +788,14 @@ class CacheCore:
             if value is not _MISSING:
                 values[entry] = value
         wanted = list(dict.fromkeys(e for e in entries if e not in values))
+        if wanted and self.fast_reads:
+            try:
+                wanted = yield from self._fast_many(wanted, values)
+            except BackendError as exc:
+                if not self.fail_open:
+                    raise
+                self.failed_open("get_many", exc)
+                wanted = []
         if wanted:
             generation = self.near.generation if self.near is not None else 0
             try:
@@ -773,6 +814,21 @@ class CacheCore:
                     values[entry] = value
                     self._near_put(entry, raw, left, generation)
         return [values.get(entry, default) for entry in entries]
+
+    def _fast_many(self, wanted: list[bytes], values: dict[bytes, Any]) -> Plan[list[bytes]]:
+        """`fast_reads` for many keys: one ``MGET`` (generation first) per slot and batch.
+        Fills ``values`` with the hits; returns the entries only the script can judge."""
+        batches = self._batches(wanted)
+        replies = yield from _batch([Command(("MGET", self.gen_key(b[0]), *b)) for b in batches])
+        slow = []
+        for batch, reply in zip(batches, replies, strict=True):
+            for entry, raw in zip(batch, reply[1:], strict=True):
+                value = self._fast(entry, raw, reply[0])
+                if value is _SLOW:
+                    slow.append(entry)
+                elif value is not _MISSING:
+                    values[entry] = value
+        return slow
 
     def set_many(self, items: Mapping[Any, Any] | Iterable[Any], ttl: Ttl | None) -> Plan[None]:
         pairs = list(items.items() if isinstance(items, Mapping) else items)
@@ -1331,8 +1387,8 @@ def _raise_first(replies: list[Any]) -> list[Any]:
     return replies
 
 
-def _batch(effects: list[Eval]) -> Plan[list[Any]]:
-    """Run script calls in one round trip (per node): one call alone, several in a pipeline."""
+def _batch(effects: Sequence[Eval | Command]) -> Plan[list[Any]]:
+    """Run commands in one round trip (per node): one alone, several in a pipeline."""
     if len(effects) == 1:
         return [(yield effects[0])]
     if not effects:

@@ -12,7 +12,7 @@ local origin = ARGV[3]
 local live = 0
 local entry = redis.call('GET', KEYS[1])
 if entry then
-  local soft, written = string.match(entry, '^rp2:[^:]*:(%d+):%d+:(%d+):')
+  local soft, written = string.match(entry, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
   if written == (redis.call('GET', KEYS[3]) or '0') then
     if soft == '0' then
       live = 1

@@ -17,7 +17,7 @@ for i = 1, n do
   local key, lock = KEYS[2 * i], KEYS[2 * i + 1]
   local entry = redis.call('GET', key)
   if entry then
-    local soft, written = string.match(entry, '^rp2:[^:]*:(%d+):%d+:(%d+):')
+    local soft, written = string.match(entry, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
     if written == generation and (soft == '0' or tonumber(soft) > now) then
       live = live + 1
     end

@@ -1,8 +1,8 @@
--- KEYS[1] the entry: "rp2:<format>:<soft expiry, server ms; 0 = none>:<loader ms>:<generation>:
---         <payload>", PX = hard expiry (none for an entry stored without expiry)
+-- KEYS[1] the entry: "rp2:<format>:<soft expiry, server ms; 0 none; =<ms>: equal to the hard
+--         expiry, so present means fresh>:<loader ms>:<generation>:<payload>", PX = hard expiry
 -- KEYS[2] the recompute lock (a loader's token, or "!" = a tombstone left by set/delete)
--- KEYS[3] the namespace generation (absent = "0"; `clear` increments it): an entry written
---         under another generation is gone (deleted here, so its memory is reclaimed at once)
+-- KEYS[3] the namespace generation (absent = "0"; `clear` increments it): an entry of another
+--         generation is gone (deleted here, so its memory is reclaimed at once)
 -- ARGV[1] mode: 0 read only, 1 "lock" (take the lock on a miss or a stale entry),
 --         2 "xfetch" (as 1, and also take it early with probability per Vattani et al.),
 --         3 no stampede protection (on a miss record the token, excluding nobody, so a later
@@ -42,7 +42,7 @@ local entry = redis.call('GET', KEYS[1])
 if not entry then
   return {0, false, take(), 0, generation}
 end
-local soft, delta, written = string.match(entry, '^rp2:[^:]*:(%d+):(%d+):(%d+):')
+local soft, delta, written = string.match(entry, '^rp2:[^:]*:=?(%d+):(%d+):(%d+):')
 if not soft then
   return {-1, false, take(), 0, generation}
 end

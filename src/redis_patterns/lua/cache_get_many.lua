@@ -40,7 +40,7 @@ for i = 1, n do
   if not entry then
     took = take(lock)
   else
-    local soft, delta, written = string.match(entry, '^rp2:[^:]*:(%d+):(%d+):(%d+):')
+    local soft, delta, written = string.match(entry, '^rp2:[^:]*:=?(%d+):(%d+):(%d+):')
     if not soft then
       status, took = -1, take(lock)
     elseif written ~= generation then

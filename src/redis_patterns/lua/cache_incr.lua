@@ -47,7 +47,7 @@ local entry = redis.call('GET', KEYS[1])
 local header, tag, soft, payload
 if entry then
   local _, e
-  _, e, tag, soft = string.find(entry, '^rp2:([^:]*):(%d+):%d+:' .. generation .. ':')
+  _, e, tag, soft = string.find(entry, '^rp2:([^:]*):=?(%d+):%d+:' .. generation .. ':')
   if e and (soft == '0' or tonumber(soft) > now) and (tag == 'int' or tag == own) then
     header = string.sub(entry, 1, e)
     payload = string.sub(entry, e + 1)
@@ -63,7 +63,11 @@ if not header then
   end
   local value = text(delta)
   if soft_ttl >= 0 then
-    header = 'rp2:' .. new_tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':0:'
+    local mark = ''
+    if stale == 0 then
+      mark = '=' -- soft and hard expiry coincide: present means fresh (see cache_get)
+    end
+    header = 'rp2:' .. new_tag .. ':' .. mark .. string.format('%.0f', now + soft_ttl) .. ':0:'
     redis.call('SET', KEYS[1], header .. generation .. ':' .. value, 'PX', soft_ttl + stale)
   else
     redis.call('SET', KEYS[1], 'rp2:' .. new_tag .. ':0:0:' .. generation .. ':' .. value)

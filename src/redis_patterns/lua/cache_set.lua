@@ -32,7 +32,7 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if only_absent then
   local entry = redis.call('GET', KEYS[1])
   if entry then
-    local soft, written = string.match(entry, '^rp2:[^:]*:(%d+):%d+:(%d+):')
+    local soft, written = string.match(entry, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
     if written == generation and (soft == '0' or tonumber(soft) > now) then
       return 0
     end
@@ -56,6 +56,9 @@ end
 local soft = '0'
 if soft_ttl >= 0 then
   soft = string.format('%.0f', now + soft_ttl)
+  if stale == 0 then
+    soft = '=' .. soft -- soft and hard expiry coincide: present means fresh (see cache_get)
+  end
 end
 local header = 'rp2:' .. tag .. ':' .. soft .. ':' .. delta .. ':' .. generation .. ':'
 if soft_ttl >= 0 then

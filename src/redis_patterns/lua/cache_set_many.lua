@@ -43,7 +43,12 @@ for i = 1, n do
   end
   if store == 1 then
     if soft_ttl >= 0 then
-      local header = 'rp2:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':' .. delta
+      local mark = ''
+      if stale == 0 then
+        mark = '=' -- soft and hard expiry coincide: present means fresh (see cache_get)
+      end
+      local header = 'rp2:' .. tag .. ':' .. mark .. string.format('%.0f', now + soft_ttl) .. ':'
+        .. delta
       redis.call('SET', key, header .. ':' .. generation .. ':' .. payload, 'PX', soft_ttl + stale)
     else
       redis.call('SET', key, 'rp2:' .. tag .. ':0:' .. delta .. ':' .. generation .. ':' .. payload)

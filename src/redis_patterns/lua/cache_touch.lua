@@ -15,7 +15,7 @@ if not entry then
   return 0
 end
 local generation = redis.call('GET', KEYS[2]) or '0'
-local _, e, tag, soft, delta = string.find(entry, '^rp2:([^:]*):(%d+):(%d+):' .. generation .. ':')
+local _, e, tag, soft, delta = string.find(entry, '^rp2:([^:]*):=?(%d+):(%d+):' .. generation .. ':')
 if not e then
   return 0
 end
@@ -26,7 +26,12 @@ if soft ~= '0' and tonumber(soft) <= now then
 end
 local rest = string.sub(entry, e + 1)
 if soft_ttl >= 0 then
-  local header = 'rp2:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':' .. delta
+  local mark = ''
+  if stale == 0 then
+    mark = '=' -- soft and hard expiry coincide: present means fresh (see cache_get)
+  end
+  local header = 'rp2:' .. tag .. ':' .. mark .. string.format('%.0f', now + soft_ttl) .. ':'
+    .. delta
   redis.call('SET', KEYS[1], header .. ':' .. generation .. ':' .. rest, 'PX', soft_ttl + stale)
 else
   redis.call('SET', KEYS[1], 'rp2:' .. tag .. ':0:' .. delta .. ':' .. generation .. ':' .. rest)
