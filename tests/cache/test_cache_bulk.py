@@ -21,6 +21,7 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+import redis_patterns
 from redis_patterns import (
     FOREVER,
     AsyncCache,
@@ -514,6 +515,43 @@ def test_fail_open_serves_the_loader_and_logs_once(
     for write in (lambda: cache.set("k", 1), lambda: cache.delete("k"), cache.clear):
         with pytest.raises(BackendError):
             write()  # a lost write is never silent
+
+
+@pytest.mark.parametrize("paused", [False, True], ids=["stopped", "paused"])
+def test_fail_open_when_the_server_goes_away(
+    server_factory: Any, prefix: str, caplog: pytest.LogCaptureFixture, paused: bool
+) -> None:
+    reset_coalesced()
+    server = server_factory()
+    client = redis_patterns.connect(server.url, socket_timeout=0.2, socket_connect_timeout=0.2)
+    cache = Cache(client, prefix, 60, fail_open=True, local=10)
+    loads: list[int] = []
+
+    @cache.cached()
+    def page(n: int) -> str:
+        loads.append(n)
+        return f"page {n}"
+
+    assert page(1) == "page 1"
+    assert page(1) == "page 1"  # cached
+    assert loads == [1]
+    if paused:
+        server.pause()  # a hung server: every call times out (outcome unknown)
+    else:
+        server.stop()  # a dead one: connections refused
+    try:
+        with caplog.at_level(logging.WARNING, logger="redis_patterns"):
+            for i in range(10):
+                assert page(100 + i) == f"page {100 + i}"  # answered by the loader
+                assert cache.get_many(["a"]) == [None]
+        assert loads == [1, *range(100, 110)]
+        lines = [r for r in caplog.records if "fail_open=True" in r.getMessage()]
+        assert len(lines) == 1  # bounded: one line, the count follows after the interval
+        assert cache.stats["backend_errors"] == 20
+    finally:
+        if paused:
+            server.resume()
+        cache.close()
 
 
 def test_fail_open_off_raises(prefix: str) -> None:
