@@ -10,6 +10,7 @@ import zlib
 from typing import Any
 
 import pytest
+from _django_sdist import url_of
 
 from redis_patterns._logging import reset as reset_coalesced
 from redis_patterns.testing.pytest_plugin import Backend
@@ -35,16 +36,9 @@ def _fresh_clients() -> Any:
     _reset_for_tests()  # the next test's servers are other ones
 
 
-def _location(backend: Backend) -> str:
-    if backend.is_cluster:
-        return "redis+cluster://" + ",".join(f"{h}:{p}" for h, p in backend.nodes)
-    host, port = backend.nodes[0]
-    return f"redis://{host}:{port}/0"
-
-
 def _backend(backend: Backend, prefix: str, **options: Any) -> RedisPatternsCache:
     params: dict[str, Any] = {"OPTIONS": {"NAMESPACE": prefix.replace(":", "-"), **options}}
-    return RedisPatternsCache(_location(backend), params)
+    return RedisPatternsCache(url_of(backend), params)
 
 
 def _same_bucket(count: int) -> list[str]:
@@ -127,9 +121,7 @@ def test_timeouts_follow_django(backend: Backend, prefix: str) -> None:
     assert 99_000 < raw.pttl(cache.cache.key_of(":1:t")) <= 100_000  # no jitter by default
     assert cache.touch("t", 0) is True
     assert cache.get("t") is None
-    defaulted = RedisPatternsCache(
-        _location(backend), {"TIMEOUT": 7, "OPTIONS": {"NAMESPACE": "d"}}
-    )
+    defaulted = RedisPatternsCache(url_of(backend), {"TIMEOUT": 7, "OPTIONS": {"NAMESPACE": "d"}})
     defaulted.set("k", 1)
     assert 6_000 < raw.pttl(defaulted.cache.key_of(":1:k")) <= 7_000
 
@@ -153,7 +145,7 @@ def test_default_serializer_is_signed_pickle_keyed_from_secret_key(
     raw: Any = backend.client()
     assert raw.get(cache.cache.key_of(":1:s")).startswith(b"rp2:pickle-hmac:")
     other = RedisPatternsCache(
-        _location(backend),
+        url_of(backend),
         {"OPTIONS": {"NAMESPACE": prefix.replace(":", "-"), "SECRET": b"another secret key!"}},
     )
     assert other.get("s") is None  # a different key: the signature does not match

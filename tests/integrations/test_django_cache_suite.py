@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _django_sdist import django_tests_dir
+from _django_sdist import django_tests_dir, url_of
 
 from redis_patterns.testing.pytest_plugin import Backend
 
@@ -28,18 +28,11 @@ EXPECTED_SKIPS = {
 }
 
 
-def _location(backend: Backend) -> str:
-    if backend.is_cluster:
-        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in backend.nodes)
-    host, port = backend.nodes[0]
-    return f"redis://{host}:{port}/0"
-
-
 @pytest.mark.slow
 def test_django_base_cache_tests_pass(backend: Backend) -> None:
     tests = django_tests_dir("cache")
     done = subprocess.run(
-        [sys.executable, str(SUITE), str(tests), _location(backend)],
+        [sys.executable, str(SUITE), str(tests), url_of(backend)],
         capture_output=True,
         text=True,
         timeout=600,
