@@ -528,3 +528,16 @@ async def test_async_decode_responses_client_is_refused(backend: Backend) -> Non
     with pytest.raises(ConfigurationError, match="decode_responses"):
         AsyncCache(client, "n")
     await client.aclose()
+
+
+def test_old_format_entries_are_misses_logged_once(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = Cache(client, prefix, 60, stampede=None)  # fast reads: parsed by the client
+    for i in range(50):  # entries of the header before generations (rp1), as after an upgrade
+        client.set(cache.key_of(f"k{i}"), b"rp1:json:99999999999999:0:1")
+    with caplog.at_level(logging.WARNING, logger="redis_patterns.cache"):
+        assert cache.get_many([f"k{i}" for i in range(50)]) == [None] * 50
+        assert cache.get_or_load("k0", lambda: "new") == "new"
+    assert cache.stats["malformed"] == 50  # (the read script reports them as plain misses)
+    assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 1

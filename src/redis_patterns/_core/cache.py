@@ -436,18 +436,19 @@ class CacheCore:
         parts = raw.split(b":", 5)
         if len(parts) != 6 or parts[0] != b"rp2":
             self.stats["malformed"] += 1
-            log.warning("cache entry %r is malformed; treated as a miss", entry_key)
+            # Coalesced: after an upgrade every older entry (rp1) is malformed once.
+            message = "cache entry %r is malformed; treated as a miss"
+            coalesced(log, ("malformed", self.namespace), message, entry_key)
             return None
         tag = parts[1].decode("ascii", "replace")
         if tag != self.serializer.name and tag != "int":
             self.stats["malformed"] += 1
-            log.warning(
+            message = (
                 "cache entry %r was written with serializer %r, this cache uses %r; treated as "
-                "a miss (never decoded)",
-                entry_key,
-                tag,
-                self.serializer.name,
+                "a miss (never decoded)"
             )
+            kind = ("foreign", self.namespace, tag)
+            coalesced(log, kind, message, entry_key, tag, self.serializer.name)
             return None
         return tag, parts[5]
 
@@ -459,7 +460,8 @@ class CacheCore:
             return self.serializer.loads(payload)
         except Exception as exc:  # a hostile or corrupt entry is a miss, never a crash
             self.stats["malformed"] += 1
-            log.warning("cache entry %r cannot be decoded (%s); treated as a miss", entry_key, exc)
+            message = "cache entry %r cannot be decoded (%s); treated as a miss"
+            coalesced(log, ("undecodable", self.namespace, type(exc)), message, entry_key, exc)
             return _MISSING
 
     def _read(self, entry_key: bytes, raw: bytes | None) -> Any:
