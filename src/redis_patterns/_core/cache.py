@@ -958,16 +958,23 @@ class CacheCore:
                 self.stats["misses"] += 1
                 return (yield from self._load(entry, loader, ttl, token, _text(written))), False
             # Another process is loading this key: wait briefly, then read its result.
-            now = yield Now()
-            if deadline is None:
-                deadline = now + self.wait_timeout
-            elif now >= deadline:
-                raise LockTimeoutError(
-                    f"cache key {entry!r}: another process held the recompute lock for "
-                    f"{self.wait_timeout:.3g}s and stored nothing"
-                )
-            yield Sleep(min(pause, max(0.0, deadline - now)))
-            pause = min(pause * 1.5, 0.1)
+            deadline, pause = yield from self._wait_for_loader(deadline, pause, repr(entry))
+
+    def _wait_for_loader(
+        self, deadline: float | None, pause: float, what: str
+    ) -> Plan[tuple[float, float]]:
+        """Sleep before reading again keys another process is loading (10 -> 100 ms polls);
+        `LockTimeoutError` once ``wait_timeout`` has passed. Returns (deadline, next pause)."""
+        now = yield Now()
+        if deadline is None:
+            deadline = now + self.wait_timeout
+        elif now >= deadline:
+            raise LockTimeoutError(
+                f"cache key(s) {what}: another process held the recompute lock for "
+                f"{self.wait_timeout:.3g}s and stored nothing"
+            )
+        yield Sleep(min(pause, max(0.0, deadline - now)))
+        return deadline, min(pause * 1.5, 0.1)
 
     def _load(
         self,
@@ -1136,17 +1143,8 @@ class CacheCore:
             pending = waiting
             if not pending:
                 break
-            now = yield Now()
-            if deadline is None:
-                deadline = now + self.wait_timeout
-            elif now >= deadline:
-                raise LockTimeoutError(
-                    f"cache keys {pending[:3]!r}{'...' if len(pending) > 3 else ''}: another "
-                    f"process held their recompute locks for {self.wait_timeout:.3g}s and "
-                    "stored nothing"
-                )
-            yield Sleep(min(pause, max(0.0, deadline - now)))
-            pause = min(pause * 1.5, 0.1)
+            what = f"{pending[:3]!r}{'...' if len(pending) > 3 else ''}"
+            deadline, pause = yield from self._wait_for_loader(deadline, pause, what)
         return [values.get(entry) for entry in entries], refresh
 
     def _call_many(
