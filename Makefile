@@ -69,7 +69,7 @@ bench: $(VENV)/.dev-installed
 
 # matplotlib draws the chart; it is a benchmark tool, not a dependency of the library.
 PEERS := pottery python-redis-lock limits pyrate-limiter cashews dogpile.cache aiocache \
-	Flask-Session matplotlib
+	Flask-Session matplotlib django-redis
 BENCH_ARGS ?=
 
 # The peers live in their own environment so they never leak into the test environment; the

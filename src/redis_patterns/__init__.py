@@ -19,7 +19,7 @@ from ._async.redlock import AsyncRedlock
 from ._async.sessions import AsyncSessionStore
 from ._async.streams import AsyncStreamQueue, AsyncWorker
 from ._async.transaction import async_transaction
-from ._core.cache import FlushResult, PendingWrite, WarmResult
+from ._core.cache import FOREVER, FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
 from ._core.ratelimit import Decision, QuotaPolicy
@@ -40,6 +40,7 @@ from ._errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
+    CacheValueError,
     ConfigurationError,
     CrossSlotError,
     EmbeddedServerError,
@@ -110,6 +111,7 @@ __all__ = [
     "BackendUnavailableError",
     "BoundedCounter",
     "Cache",
+    "CacheValueError",
     "CachedFunction",
     "ConfigurationError",
     "ConsumerInfo",
@@ -120,6 +122,7 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "Entry",
+    "FOREVER",
     "FencedStore",
     "FixedWindow",
     "FlushResult",

@@ -16,6 +16,7 @@
     │   ├── LockTimeoutError (also TimeoutError)
     │   ├── LockNotOwnedError
     │   └── StaleFenceError
+    ├── CacheValueError (also TypeError)       incr/decr of a cached value that is not an integer
     ├── RateLimitedError                       carries retry_after
     ├── TransactionConflictError               the WATCH retry budget ran out
     ├── QueueError
@@ -35,6 +36,7 @@ __all__ = [
     "BackendError",
     "BackendTimeoutError",
     "BackendUnavailableError",
+    "CacheValueError",
     "ConfigurationError",
     "CrossSlotError",
     "EmbeddedServerError",
@@ -128,6 +130,11 @@ class LockNotOwnedError(LockError):
 
 class StaleFenceError(LockError):
     """A write carried a fencing token lower than one the resource already accepted."""
+
+
+class CacheValueError(RedisPatternsError, TypeError):
+    """The cached value does not support the operation: `incr`/`decr` of a value that is not an
+    integer, or whose result would leave ±(2**53 - 1); the entry is left unchanged."""
 
 
 class RateLimitedError(RedisPatternsError):

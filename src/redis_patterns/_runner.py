@@ -420,12 +420,14 @@ class SyncRunner:
             if isinstance(item, Eval):
                 _check_slots(client, item.keys)
         results: list[Any] = _run_sync_pipeline(
-            client, [_pipeline_args(e, sha=True) for e in effect.effects]
+            client, [_pipeline_args(e, sha=True) for e in effect.effects], effect.effects
         )
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
             again = _run_sync_pipeline(
-                client, [_pipeline_args(effect.effects[i], sha=False) for i in retry]
+                client,
+                [_pipeline_args(effect.effects[i], sha=False) for i in retry],
+                [effect.effects[i] for i in retry],
             )
             for index, result in zip(retry, again, strict=True):
                 results[index] = result
@@ -651,12 +653,14 @@ class AsyncRunner:
             if isinstance(item, Eval):
                 _check_slots(client, item.keys)
         results: list[Any] = await _run_async_pipeline(
-            client, [_pipeline_args(e, sha=True) for e in effect.effects]
+            client, [_pipeline_args(e, sha=True) for e in effect.effects], effect.effects
         )
         retry = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
         if retry:
             again = await _run_async_pipeline(
-                client, [_pipeline_args(effect.effects[i], sha=False) for i in retry]
+                client,
+                [_pipeline_args(effect.effects[i], sha=False) for i in retry],
+                [effect.effects[i] for i in retry],
             )
             for index, result in zip(retry, again, strict=True):
                 results[index] = result
@@ -707,20 +711,34 @@ def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
     return ("EVAL", effect.script.source, *_eval_args(effect))
 
 
-def _run_sync_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
+    """Route a pipelined script call on a cluster by its first key: redis-py's cluster pipeline
+    (8.x) otherwise asks the server for the keys of each EVALSHA (``COMMAND GETKEYS``), one
+    extra round trip per item, one after the other."""
+    if isinstance(effect, Eval) and effect.keys and isinstance(client, _CLUSTER_TYPES):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(effect.keys[0])}
+    return {}
+
+
+def _run_sync_pipeline(
+    client: Any, commands: list[tuple[Any, ...]], effects: Sequence[Eval | Command]
+) -> list[Any]:
     pipe = client.pipeline(transaction=False)
-    for args in commands:
-        pipe.execute_command(*args)
+    for args, effect in zip(commands, effects, strict=True):
+        pipe.execute_command(*args, **_pipeline_options(client, effect))
     try:
         return list(pipe.execute(raise_on_error=False))
     except REDIS_ERRORS as exc:
         raise map_backend_error(exc) from exc
 
 
-async def _run_async_pipeline(client: Any, commands: list[tuple[Any, ...]]) -> list[Any]:
+async def _run_async_pipeline(
+    client: Any, commands: list[tuple[Any, ...]], effects: Sequence[Eval | Command]
+) -> list[Any]:
     pipe = client.pipeline(transaction=False)
-    for args in commands:
-        pipe.execute_command(*args)
+    for args, effect in zip(commands, effects, strict=True):
+        pipe.execute_command(*args, **_pipeline_options(client, effect))
     try:
         return list(await pipe.execute(raise_on_error=False))
     except REDIS_ERRORS as exc:

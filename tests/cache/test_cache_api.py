@@ -6,9 +6,11 @@ import asyncio
 import functools
 import logging
 import pickle
+import zlib
 from typing import Any
 
 import pytest
+import redis.cluster
 
 from redis_patterns import (
     AsyncCache,
@@ -34,9 +36,13 @@ def test_entry_layout_and_hard_expiry(client: Any, prefix: str) -> None:
     cache = Cache(client, prefix, 100, jitter=0.0, stale_ttl=50)
     cache.set("k", [1])
     raw = client.get(cache.key_of("k"))
-    assert cache.key_of("k") == f"{{cache:{prefix}:k}}".encode()
-    magic, tag, soft, delta, payload = raw.split(b":", 4)
-    assert (magic, tag, delta, payload) == (b"rp1", b"json", b"0", b"[1]")
+    if isinstance(client, redis.cluster.RedisCluster):
+        bucket = zlib.crc32(b"k") % 1024  # one of the namespace's 1024 hash-tag buckets
+        assert cache.key_of("k") == f"{{cache:{prefix}:{bucket}}}:v:k".encode()
+    else:
+        assert cache.key_of("k") == f"{{cache:{prefix}:k}}".encode()
+    magic, tag, soft, delta, generation, payload = raw.split(b":", 5)
+    assert (magic, tag, delta, generation, payload) == (b"rp2", b"json", b"0", b"0", b"[1]")
     seconds, micros = client.time()
     assert int(soft) - (seconds * 1000 + micros // 1000) == pytest.approx(100_000, abs=5_000)
     assert client.pttl(cache.key_of("k")) == pytest.approx(150_000, abs=5_000)
@@ -72,7 +78,9 @@ def test_get_or_load_loads_once_then_hits(client: Any, prefix: str) -> None:
     assert cache.get_or_load("k", loader) == {"n": 1}
     assert cache.get_or_load("k", loader) == {"n": 1}
     assert len(calls) == 1
-    assert not client.exists(cache.key_of("k") + b":lock")  # the loader released its lock
+    assert not client.exists(
+        cache._core.lock_key(cache.key_of("k"))
+    )  # the loader released its lock
 
 
 def test_none_not_cached_unless_negative_ttl(client: Any, prefix: str) -> None:
@@ -102,7 +110,7 @@ def test_loader_error_propagates_and_backs_off(client: Any, prefix: str) -> None
     with pytest.raises(RuntimeError, match="db down"):
         cache.get_or_load("k", broken)
     # The failed loader's lock is kept for the backoff: nobody hammers the failing store.
-    assert 0 < client.pttl(cache.key_of("k") + b":lock") <= 5000
+    assert 0 < client.pttl(cache._core.lock_key(cache.key_of("k"))) <= 5000
     assert cache.stats["load_errors"] == 1
 
 
@@ -236,6 +244,24 @@ def test_bad_configuration_before_any_io(backend: Backend, kwargs: dict[str, Any
         lambda c: c.cached()(_async_loader),
         lambda c: c.warm({"k": 1}, batch_size=0),
         lambda c: c.warm(["k"], loader=_async_loader),
+        lambda c: c.set_many({"a": 1, "b": {1, 2}}),
+        lambda c: c.set_many({"a": 1, "b": "x" * 2000}),
+        lambda c: c.set_many({"a": 1, "x" * 2000: 1}),
+        lambda c: c.set_many([("a", 1), "b"]),
+        lambda c: c.get_many(["a", "x" * 2000]),
+        lambda c: c.get_many("abc"),
+        lambda c: c.get_many(["a", None]),
+        lambda c: c.delete_many(["a", "{b}"]),
+        lambda c: c.add("k", object()),
+        lambda c: c.incr("k", 1.5),
+        lambda c: c.incr("k", True),
+        lambda c: c.incr("k", 2**53),
+        lambda c: c.incr("x" * 2000),
+        lambda c: c.touch("k", 0),
+        lambda c: c.touch("k", -1),
+        lambda c: c.get_or_load_many(["a"], "not callable"),
+        lambda c: c.get_or_load_many(["a"], lambda ks: {}, ttl=0),
+        lambda c: c.get_or_load_many(["a", ""], lambda ks: {}),
     ],
 )
 def test_bad_call_before_any_io(backend: Backend, prefix: str, call: Any) -> None:
@@ -278,7 +304,7 @@ def test_unserializable_value_names_the_type(client: Any, prefix: str) -> None:
 
     with pytest.raises(ConfigurationError, match="Thing"):
         cache.get_or_load("k", Thing)
-    assert not client.exists(cache.key_of("k") + b":lock")  # the lock was released
+    assert not client.exists(cache._core.lock_key(cache.key_of("k")))  # the lock was released
 
 
 def test_sync_client_refused_by_async_cache(backend: Backend) -> None:
@@ -296,7 +322,7 @@ def test_msgpack_and_pickle_round_trip(client: Any, prefix: str) -> None:
     pickled = Cache(client, prefix + "p", 60, serializer="pickle", secret=b"s" * 32)
     pickled.set("k", {1, 2, 3})
     assert pickled.get("k") == {1, 2, 3}
-    assert client.get(pickled.key_of("k")).startswith(b"rp1:pickle-hmac:")
+    assert client.get(pickled.key_of("k")).startswith(b"rp2:pickle-hmac:")
 
 
 def test_other_serializers_entries_are_detected_not_misdecoded(
@@ -446,12 +472,14 @@ def test_pickle_payload_in_json_cache_is_never_unpickled(
     cache = Cache(client, prefix, 60)
     evil = pickle.dumps(Evil())
     for raw in (
+        b"rp2:json:99999999999999:0:0:" + evil,
+        b"rp2:pickle:99999999999999:0:0:" + evil,
+        b"rp2:pickle-hmac:99999999999999:0:0:" + evil,
+        b"rp2:int:99999999999999:0:0:" + evil,
         b"rp1:json:99999999999999:0:" + evil,
-        b"rp1:pickle:99999999999999:0:" + evil,
-        b"rp1:pickle-hmac:99999999999999:0:" + evil,
         evil,
-        b"rp1:json:99999999999999:0:{not json",
-        b"rp1:json:notanumber:0:1",
+        b"rp2:json:99999999999999:0:0:{not json",
+        b"rp2:json:notanumber:0:0:1",
         b"",
     ):
         client.set(cache.key_of("k"), raw)
@@ -460,7 +488,7 @@ def test_pickle_payload_in_json_cache_is_never_unpickled(
     assert not canary.exists()
     signed = Cache(client, prefix + "s", 60, serializer="pickle", secret=b"k" * 32)
     for raw in (b"\x00" * 32 + evil, evil):
-        client.set(signed.key_of("k"), b"rp1:pickle-hmac:99999999999999:0:" + raw)
+        client.set(signed.key_of("k"), b"rp2:pickle-hmac:99999999999999:0:0:" + raw)
         assert signed.get("k") is None
     # A correctly signed entry with one byte flipped is rejected too.
     signed.set("k", "good")
@@ -500,3 +528,16 @@ async def test_async_decode_responses_client_is_refused(backend: Backend) -> Non
     with pytest.raises(ConfigurationError, match="decode_responses"):
         AsyncCache(client, "n")
     await client.aclose()
+
+
+def test_old_format_entries_are_misses_logged_once(
+    client: Any, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    cache = Cache(client, prefix, 60, stampede=None)  # fast reads: parsed by the client
+    for i in range(50):  # entries of the header before generations (rp1), as after an upgrade
+        client.set(cache.key_of(f"k{i}"), b"rp1:json:99999999999999:0:1")
+    with caplog.at_level(logging.WARNING, logger="redis_patterns.cache"):
+        assert cache.get_many([f"k{i}" for i in range(50)]) == [None] * 50
+        assert cache.get_or_load("k0", lambda: "new") == "new"
+    assert cache.stats["malformed"] == 50  # (the read script reports them as plain misses)
+    assert len([r for r in caplog.records if "malformed" in r.getMessage()]) == 1

@@ -37,24 +37,24 @@ def _core(**overrides: object) -> CacheCore:
     return CacheCore("ns", 60, **options)  # type: ignore[arg-type]
 
 
-ENTRY = b"rp1:json:99999999999999:12:[1,2]"
+ENTRY = b"rp2:json:99999999999999:12:0:[1,2]"
 
 
 def test_hit_is_one_script_call() -> None:
     core = _core()
-    value, effects = run_canned(core.get("k", None), [[1, ENTRY, 0, 5000]])
+    value, effects = run_canned(core.get("k", None), [[1, ENTRY, 0, 5000, b"0"]])
     assert value == [1, 2]
     assert len(effects) == 1
     assert isinstance(effects[0], Eval)
     assert effects[0].script.name == "cache_get"
-    assert effects[0].keys == (b"{cache:ns:k}", b"{cache:ns:k}:lock")
+    assert effects[0].keys == (b"{cache:ns:k}", b"{cache:ns:k}:lock", b"{cache:ns}:gen")
 
 
 def test_miss_with_lock_loads_measures_and_stores() -> None:
     core = _core()
     entry = core.entry_key("k")
     plan = core.get_or_load(entry, lambda: {"a": 1}, None, "tok")
-    (value, refresh), effects = run_canned(plan, [[0, None, 1, 0], 10.0, {"a": 1}, 10.25, 1])
+    (value, refresh), effects = run_canned(plan, [[0, None, 1, 0, b"0"], 10.0, {"a": 1}, 10.25, 1])
     assert (value, refresh) == ({"a": 1}, False)
     kinds = [type(e) for e in effects]
     assert kinds == [Eval, Now, Call, Now, Eval]
@@ -76,7 +76,15 @@ def test_waiter_polls_then_reads_the_result() -> None:
     core = _core()
     entry = core.entry_key("k")
     plan = core.get_or_load(entry, lambda: 0, None, "tok")
-    replies = [[0, None, 0, 0], 100.0, None, [0, None, 0, 0], 100.02, None, [1, ENTRY, 0, 9]]
+    replies = [
+        [0, None, 0, 0, b"0"],
+        100.0,
+        None,
+        [0, None, 0, 0, b"0"],
+        100.02,
+        None,
+        [1, ENTRY, 0, 9, b"0"],
+    ]
     (value, _), effects = run_canned(plan, replies)
     assert value == [1, 2]
     assert [type(e) for e in effects] == [Eval, Now, Sleep, Eval, Now, Sleep, Eval]
@@ -86,13 +94,13 @@ def test_waiter_gives_up_with_a_typed_timeout() -> None:
     core = _core()
     plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
     with pytest.raises(LockTimeoutError):
-        run_canned(plan, [[0, None, 0, 0], 100.0, None, [0, None, 0, 0], 100.6])
+        run_canned(plan, [[0, None, 0, 0, b"0"], 100.0, None, [0, None, 0, 0, b"0"], 100.6])
 
 
 def test_stale_entry_returns_at_once_and_asks_for_a_refresh() -> None:
     core = _core()
     plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
-    (value, refresh), effects = run_canned(plan, [[2, ENTRY, 1, 0]])
+    (value, refresh), effects = run_canned(plan, [[2, ENTRY, 1, 0, b"0"]])
     assert (value, refresh, len(effects)) == ([1, 2], True, 1)
 
 
@@ -104,7 +112,7 @@ def test_failed_loader_keeps_the_lock_for_the_backoff() -> None:
 
     plan = core.get_or_load(core.entry_key("k"), broken, None, "tok")
     assert isinstance(next(plan), Eval)
-    assert isinstance(plan.send([0, None, 1, 0]), Now)
+    assert isinstance(plan.send([0, None, 1, 0, b"0"]), Now)
     assert isinstance(plan.send(1.0), Call)
     unlock = plan.throw(RuntimeError("down"))
     assert isinstance(unlock, Eval)
@@ -116,9 +124,9 @@ def test_failed_loader_keeps_the_lock_for_the_backoff() -> None:
 
 def test_foreign_entry_is_reloaded_not_decoded() -> None:
     core = _core()
-    foreign = b"rp1:pickle-hmac:99999999999999:0:\x80\x04"
+    foreign = b"rp2:pickle-hmac:99999999999999:0:0:\x80\x04"
     plan = core.get_or_load(core.entry_key("k"), lambda: "fresh", None, "tok")
-    (value, _), effects = run_canned(plan, [[1, foreign, 0, 9], 0.0, "fresh", 0.1, 1])
+    (value, _), effects = run_canned(plan, [[1, foreign, 0, 9, b"0"], 0.0, "fresh", 0.1, 1])
     assert value == "fresh"
     assert [type(e) for e in effects] == [Eval, Now, Call, Now, Eval]
     assert core.stats["malformed"] == 1

@@ -243,7 +243,7 @@ def test_serve_stale_on_error_and_back_off(backend: Backend, prefix: str) -> Non
     assert len(calls) == 1
     assert client.exists(cache.key_of("hot"))  # the stale value was never deleted
     # Recovery: once the backoff lock is gone, the next caller refreshes.
-    client.delete(cache.key_of("hot") + b":lock")
+    client.delete(cache._core.lock_key(cache.key_of("hot")))
     cache.get_or_load("hot", lambda: "new")
     deadline = time.monotonic() + 30
     while cache.get("hot") != "new" and time.monotonic() < deadline:
@@ -286,7 +286,7 @@ def test_recompute_holder_killed(
         )
         client.set(go, 1)
         cache = Cache(client, namespace, 60, lock_ttl=lock_ttl)
-        lock = cache.key_of("hot") + b":lock"
+        lock = cache._core.lock_key(cache.key_of("hot"))
         deadline = time.monotonic() + 30
         while not (client.exists(lock) and client.get(counter)) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -368,7 +368,7 @@ async def test_async_serve_stale_on_error_and_back_off(backend: Backend, prefix:
     await asyncio.wait_for(failed.wait(), 30)
     results = await asyncio.gather(*(cache.get_or_load("hot", broken) for _ in range(20)))
     assert results == ["old"] * 20
-    lock = cache.key_of("hot") + b":lock"
+    lock = cache._core.lock_key(cache.key_of("hot"))
     for _ in range(1000):  # the failed refresh keeps the lock for the 30 s backoff
         if await client.pttl(lock) > 10_000:
             break
@@ -392,12 +392,12 @@ async def test_cancelled_loader_releases_the_lock(backend: Backend, prefix: str)
 
     task = asyncio.ensure_future(cache.get_or_load("k", slow))
     await asyncio.wait_for(started.wait(), 30)
-    assert await client.exists(cache.key_of("k") + b":lock") == 1
+    assert await client.exists(cache._core.lock_key(cache.key_of("k"))) == 1
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
     # Released at once (not left for its 30 s ttl): the next caller loads immediately.
-    assert await client.exists(cache.key_of("k") + b":lock") == 0
+    assert await client.exists(cache._core.lock_key(cache.key_of("k"))) == 0
 
     async def quick() -> str:
         return "loaded"

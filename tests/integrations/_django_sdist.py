@@ -1,4 +1,5 @@
-"""Django's own test packages (``tests/<package>`` of its sdist) for the installed Django.
+"""Django's own test packages (``tests/<package>`` of its sdist) for the installed Django, and
+the URL a Django setting gives for a test server (`url_of`).
 
 Django's test code is not in this repository: the sdist of the installed version (which ships
 ``tests/``) is downloaded once with pip into ``$REDIS_PATTERNS_DJANGO_SDIST_DIR`` (default
@@ -16,6 +17,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
+from redis_patterns.testing.pytest_plugin import Backend
 
 REQUIRE = "REDIS_PATTERNS_REQUIRE_DJANGO_SUITE"
 
@@ -65,3 +68,11 @@ def django_tests_dir(package: str) -> Path:
         if not (tests / package / "tests.py").exists():
             raise
     return tests
+
+
+def url_of(backend: Backend) -> str:
+    """The Django-setting URL of ``backend``: ``redis://`` or ``redis+cluster://h:p,h:p``."""
+    if backend.is_cluster:
+        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in backend.nodes)
+    host, port = backend.nodes[0]
+    return f"redis://{host}:{port}/0"

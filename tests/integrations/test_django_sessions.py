@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from _django_sdist import url_of
 
 from redis_patterns import BackendUnavailableError
 from redis_patterns._core.sessions import SessionCore
@@ -32,13 +33,6 @@ from redis_patterns.integrations.django import sessions as engine
 from redis_patterns.integrations.django.sessions import SessionStore
 
 ENGINE = "redis_patterns.integrations.django.sessions"
-
-
-def url_of(backend: Backend) -> str:
-    if backend.is_cluster:
-        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in backend.nodes)
-    host, port = backend.nodes[0]
-    return f"redis://{host}:{port}/0"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from _django_sdist import django_tests_dir
+from _django_sdist import django_tests_dir, url_of
 
 from redis_patterns.testing.pytest_plugin import Backend
 
@@ -28,13 +28,6 @@ EXPECTED_SKIPS = {
         "test_empty_session_saved": "reads the session back from Django's database table"
     },
 }
-
-
-def url_of(backend: Backend) -> str:
-    if backend.is_cluster:
-        return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in backend.nodes)
-    host, port = backend.nodes[0]
-    return f"redis://{host}:{port}/0"
 
 
 @pytest.mark.slow

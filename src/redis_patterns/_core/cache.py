@@ -11,12 +11,13 @@ import re
 import secrets
 import threading
 import time
+import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from .._errors import BackendError, ConfigurationError, LockTimeoutError
+from .._errors import BackendError, CacheValueError, ConfigurationError, LockTimeoutError
 from .._keys import check_name, make_key
 from .._logging import coalesced, error_kind
 from .._plan import Call, Command, Eval, Now, Pipeline, Plan, Sleep
@@ -26,8 +27,12 @@ from .._validate import Duration, check_int, duration_ms
 from .reconnect import TRANSIENT, reconnect_backoff
 
 __all__ = [
+    "BUCKETS",
+    "FOREVER",
     "CacheCore",
+    "Forever",
     "KeyBuilder",
+    "Ttl",
     "NearCache",
     "FlushResult",
     "PendingWrite",
@@ -47,6 +52,7 @@ _MODES = {None: 3, "lock": 1, "xfetch": 2}  # 0 is a plain read (get)
 _MISS, _FRESH, _STALE, _EARLY, _MALFORMED = 0, 1, 2, 3, -1
 _TAG = re.compile(r"^[A-Za-z0-9_.+-]{1,32}$")
 _MISSING: Any = object()
+_SLOW: Any = object()  # a fast read found an entry only the read script can judge
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +137,13 @@ class NearCache:
             self.generation += 1
             self.invalidations += 1
             self._data.pop(key, None)
+
+    def clear(self) -> None:
+        """Forget every entry (a `clear` of the namespace happened somewhere)."""
+        with self._lock:
+            self.generation += 1
+            self.invalidations += 1
+            self._data.clear()
 
     def set_healthy(self, healthy: bool) -> None:
         """The subscription came up or went down: messages may have been missed, forget all."""
@@ -230,6 +243,35 @@ class KeyBuilder:
         return f"{self.prefix}:{digest}"
 
 
+class Forever:
+    """The type of `FOREVER`: a ttl meaning "never expires" (no soft expiry, no ``PX``)."""
+
+    _instance: Forever | None = None
+
+    def __new__(cls) -> Forever:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "FOREVER"
+
+    def __reduce__(self) -> str:
+        return "FOREVER"
+
+
+FOREVER = Forever()
+"""Pass as ``ttl=`` to store an entry that never expires (it stays until deleted or cleared)."""
+
+Ttl = Duration | Forever
+
+BUCKETS = 1024  # hash tags of a namespace on a cluster: each has its own generation counter
+MAX_BATCH = 500  # keys per script call of the bulk operations: bounds the time a script runs
+MAX_EXACT = 2**53 - 1  # incr/decr work on integers a Lua number (a double) holds exactly
+
+_NOT_INTEGER, _OVERFLOW = -1, -2
+
+
 class CacheCore:
     """Validated configuration and the plans shared by `Cache` and `AsyncCache`."""
 
@@ -252,6 +294,8 @@ class CacheCore:
         error_backoff: Duration,
         max_value_bytes: int,
         invalidations: bool = True,
+        fail_open: bool = False,
+        cluster: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         ns = check_name(namespace, "namespace")
@@ -263,10 +307,10 @@ class CacheCore:
         self.namespace = ns
         self.ttl_ms = duration_ms(ttl, "ttl")
         self.serializer = get_serializer(serializer, secret=secret)
-        if not _TAG.match(self.serializer.name):
+        if not _TAG.match(self.serializer.name) or self.serializer.name == "int":
             raise ConfigurationError(
-                f"serializer name {self.serializer.name!r} must match {_TAG.pattern} "
-                "(it is stored in each entry to detect values written by another serializer)"
+                f"serializer name {self.serializer.name!r} must match {_TAG.pattern} and not be "
+                "'int' (it is stored in each entry to detect values written by another serializer)"
             )
         if isinstance(jitter, bool) or not isinstance(jitter, int | float):
             raise ConfigurationError(f"jitter must be a number, not {type(jitter).__name__}")
@@ -308,6 +352,10 @@ class CacheCore:
             self.near = NearCache(size, max_age)
         if not isinstance(invalidations, bool):
             raise ConfigurationError("invalidations must be True or False")
+        if not isinstance(fail_open, bool):
+            raise ConfigurationError("fail_open must be True or False")
+        self.fail_open = fail_open
+        self.cluster = cluster
         # Every writer publishes (not only caches with a near cache): a near cache elsewhere
         # is only as fresh as the least talkative writer.
         publish = invalidations or local is not None
@@ -317,20 +365,51 @@ class CacheCore:
         self.stats = dict.fromkeys(
             ("hits", "misses", "loads", "load_errors", "refreshes", "early_refreshes"), 0
         )
-        self.stats.update(stale_served=0, malformed=0)
+        self.stats.update(stale_served=0, malformed=0, backend_errors=0)
 
     # --- keys and entries ----------------------------------------------------------------
 
     def entry_key(self, key: object) -> bytes:
-        """``{cache:<namespace>:<key>}``; its lock is the same with ``:lock`` appended."""
-        return make_key("cache", self.namespace + b":" + check_name(key, "key"))
+        """The Redis key of ``key``'s entry.
 
-    @staticmethod
-    def lock_key(entry: bytes) -> bytes:
-        return entry + b":lock"
+        Standalone: ``{cache:<namespace>:<key>}`` (lock: ``...:lock``; the namespace's
+        generation: ``{cache:<namespace>}:gen``). On a cluster the hash tag is one of `BUCKETS`
+        buckets of the namespace, so that the bucket's generation counter shares the entry's
+        slot and every script reads it atomically: ``{cache:<namespace>:<bucket>}:v:<key>``
+        (lock ``...:l:<key>``, generation ``{cache:<namespace>:<bucket>}:gen``).
+        """
+        raw = check_name(key, "key")
+        if not self.cluster:
+            return make_key("cache", self.namespace + b":" + raw)
+        bucket = zlib.crc32(raw) % BUCKETS
+        return make_key("cache", self.namespace + b":" + str(bucket).encode()) + b":v:" + raw
 
-    def soft_ms(self, ttl: Duration | None) -> int:
-        """The fresh lifetime of a new entry: ``ttl`` shortened by up to ``jitter`` (random)."""
+    def lock_key(self, entry: bytes) -> bytes:
+        if not self.cluster:
+            return entry + b":lock"
+        tag = entry.index(b"}") + 1  # the namespace and the bucket hold no brace
+        return entry[:tag] + b":l:" + entry[tag + 3 :]
+
+    def gen_key(self, entry: bytes) -> bytes:
+        """The generation counter that `clear` increments, for ``entry``."""
+        if not self.cluster:
+            return make_key("cache", self.namespace, "gen")
+        return entry[: entry.index(b"}") + 1] + b":gen"
+
+    def _group(self, entry: bytes) -> bytes:
+        return entry[: entry.index(b"}") + 1] if self.cluster else b""
+
+    def check_ttl(self, ttl: Ttl | None) -> None:
+        if ttl is not None and not isinstance(ttl, Forever):
+            duration_ms(ttl, "ttl")
+
+    def soft_ms(self, ttl: Ttl | None, *, forever: bool = False) -> int:
+        """The fresh lifetime of a new entry: ``ttl`` shortened by up to ``jitter`` (random);
+        -1 for `FOREVER` (accepted only where the scripts support it: ``forever=True``)."""
+        if isinstance(ttl, Forever):
+            if not forever:
+                raise ConfigurationError("ttl=FOREVER is not supported here")
+            return -1
         base = self.ttl_ms if ttl is None else duration_ms(ttl, "ttl")
         return max(1, round(base * (1 - self.jitter * self._rng.random())))
 
@@ -344,40 +423,52 @@ class CacheCore:
             )
         return payload
 
-    def payload_of(self, entry_key: bytes, raw: bytes) -> bytes | None:
-        """The payload of a stored entry, or None (logged) if it is malformed or foreign."""
-        parts = raw.split(b":", 4)
-        if len(parts) != 5 or parts[0] != b"rp1":
+    def encode_entry(self, value: Any) -> tuple[str, bytes]:
+        """``(format tag, payload)``: an `int` is stored as decimal text under the tag ``int``
+        whatever the serializer (JSON's own text for it is already decimal), so `incr` can
+        change it in a script; everything else goes through the serializer."""
+        if type(value) is int and self.serializer.name != "json":
+            return "int", str(value).encode()
+        return self.serializer.name, self.encode(value)
+
+    def payload_of(self, entry_key: bytes, raw: bytes) -> tuple[str, bytes] | None:
+        """``(format tag, payload)`` of a stored entry, or None (logged) if malformed or foreign."""
+        parts = raw.split(b":", 5)
+        if len(parts) != 6 or parts[0] != b"rp2":
             self.stats["malformed"] += 1
-            log.warning("cache entry %r is malformed; treated as a miss", entry_key)
+            # Coalesced: after an upgrade every older entry (rp1) is malformed once.
+            message = "cache entry %r is malformed; treated as a miss"
+            coalesced(log, ("malformed", self.namespace), message, entry_key)
             return None
         tag = parts[1].decode("ascii", "replace")
-        if tag != self.serializer.name:
+        if tag != self.serializer.name and tag != "int":
             self.stats["malformed"] += 1
-            log.warning(
+            message = (
                 "cache entry %r was written with serializer %r, this cache uses %r; treated as "
-                "a miss (never decoded)",
-                entry_key,
-                tag,
-                self.serializer.name,
+                "a miss (never decoded)"
             )
+            kind = ("foreign", self.namespace, tag)
+            coalesced(log, kind, message, entry_key, tag, self.serializer.name)
             return None
-        return parts[4]
+        return tag, parts[5]
 
-    def decode(self, entry_key: bytes, payload: bytes) -> Any:
+    def decode(self, entry_key: bytes, payload: bytes, tag: str | None = None) -> Any:
         """The value in ``payload``, or `_MISSING` (logged) if it cannot be decoded."""
         try:
+            if tag == "int":
+                return int(payload)
             return self.serializer.loads(payload)
         except Exception as exc:  # a hostile or corrupt entry is a miss, never a crash
             self.stats["malformed"] += 1
-            log.warning("cache entry %r cannot be decoded (%s); treated as a miss", entry_key, exc)
+            message = "cache entry %r cannot be decoded (%s); treated as a miss"
+            coalesced(log, ("undecodable", self.namespace, type(exc)), message, entry_key, exc)
             return _MISSING
 
     def _read(self, entry_key: bytes, raw: bytes | None) -> Any:
         if raw is None:
             return _MISSING
-        payload = self.payload_of(entry_key, raw)
-        return _MISSING if payload is None else self.decode(entry_key, payload)
+        parsed = self.payload_of(entry_key, raw)
+        return _MISSING if parsed is None else self.decode(entry_key, parsed[1], parsed[0])
 
     # --- near cache ----------------------------------------------------------------------
 
@@ -385,36 +476,87 @@ class CacheCore:
         """The near cache's value for ``entry_key``, or `_MISSING` (zero round trips)."""
         if self.near is None:
             return _MISSING
-        payload = self.near.get(entry_key)
-        return _MISSING if payload is None else self.decode(entry_key, payload)
+        raw = self.near.get(entry_key)
+        return _MISSING if raw is None else self._read(entry_key, raw)
 
     def _near_put(self, entry_key: bytes, raw: bytes, left_ms: int, generation: int) -> None:
         if self.near is not None:
-            payload = self.payload_of(entry_key, raw)
-            if payload is not None:
-                self.near.put(entry_key, payload, left_ms / 1000, generation)
+            ttl = self.near.max_age if left_ms < 0 else left_ms / 1000  # -1: no expiry
+            self.near.put(entry_key, raw, ttl, generation)
 
     def on_invalidate(self, entry_key: bytes) -> None:
         if self.near is not None:
             self.near.invalidate(entry_key)
 
+    def on_invalidate_all(self) -> None:
+        if self.near is not None:
+            self.near.clear()
+
     def on_message(self, message: bytes) -> None:
-        """An invalidation ``<origin>:<entry key>``; our own writes were applied already."""
+        """An invalidation ``<origin>:<entry key>`` (``<origin>:*``: everything, a `clear`);
+        our own writes were applied already."""
         origin, _, entry = message.partition(b":")
-        if origin != self.origin.encode():
+        if origin == self.origin.encode():
+            return
+        if entry == b"*":
+            self.on_invalidate_all()
+        else:
             self.on_invalidate(entry)
 
     def on_listener_state(self, healthy: bool) -> None:
         if self.near is not None:
             self.near.set_healthy(healthy)
 
+    # --- fail open -----------------------------------------------------------------------
+
+    def failed_open(self, what: str, exc: BackendError) -> None:
+        """Count and log (coalesced: one line per interval) a backend error served open."""
+        self.stats["backend_errors"] += 1
+        coalesced(
+            log,
+            ("fail_open", self.namespace),
+            "cache %r: %s failed (%s: %s); answered without the cache (fail_open=True)",
+            self.namespace.decode(errors="replace"),
+            what,
+            type(exc).__name__,
+            exc,
+        )
+
     # --- plans ---------------------------------------------------------------------------
 
     def _get_eval(self, entry: bytes, mode: int, token: str) -> Eval:
         r = 1.0 - self._rng.random()  # in (0, 1]: log(r) is finite
         return package_script("cache_get").eval(
-            (entry, self.lock_key(entry)), (mode, token, self.lock_ttl_ms, self.beta, r)
+            (entry, self.lock_key(entry), self.gen_key(entry)),
+            (mode, token, self.lock_ttl_ms, self.beta, r),
         )
+
+    @property
+    def fast_reads(self) -> bool:
+        """Whether plain reads may use ``MGET`` instead of the read script.
+
+        Without a stale window an entry expires (``PX``) exactly at its soft expiry, and its
+        header says so (``=<ms>``): an entry that exists is fresh, so reading it and its
+        generation counter (same slot, even on a cluster) is all a read needs, with no server
+        clock and no script. An entry written by a cache with a stale window still needs the
+        script; such a read falls back to it (two round trips). Not with a near cache, which
+        needs the remaining lifetime the script reports.
+        """
+        return self.stale_ms == 0 and self.near is None
+
+    def _fast(self, entry: bytes, raw: bytes | None, generation: bytes | None) -> Any:
+        """The value of a fast read, `_MISSING` for a miss, or `_SLOW` (ask the script)."""
+        if raw is None:
+            return _MISSING
+        parts = raw.split(b":", 5)
+        if len(parts) == 6 and parts[0] == b"rp2" and parts[4] != (generation or b"0"):
+            return _MISSING  # written before a clear (the script would delete it; no matter)
+        if len(parts) == 6 and not (parts[2] == b"0" or parts[2][:1] == b"="):
+            return _SLOW
+        value = self._read(entry, raw)
+        if value is not _MISSING:
+            self.stats["hits"] += 1
+        return value
 
     def get(self, key: object, default: Any) -> Plan[Any]:
         entry = self.entry_key(key)
@@ -422,7 +564,18 @@ class CacheCore:
         if value is not _MISSING:
             return value
         generation = self.near.generation if self.near is not None else 0
-        status, raw, _, left = yield self._get_eval(entry, 0, "")
+        try:
+            if self.fast_reads:
+                raw, written = yield Command(("MGET", entry, self.gen_key(entry)))
+                value = self._fast(entry, raw, written)
+                if value is not _SLOW:
+                    return default if value is _MISSING else value
+            status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("get", exc)
+            return default
         if status != _FRESH:
             return default
         value = self._read(entry, raw)
@@ -432,23 +585,57 @@ class CacheCore:
         self._near_put(entry, raw, int(left), generation)
         return value
 
-    def set(self, key: object, value: Any, ttl: Duration | None) -> Plan[None]:
+    def exists(self, key: object) -> Plan[bool]:
         entry = self.entry_key(key)
-        soft = self.soft_ms(ttl)
-        payload = self.encode(value)
-        self.on_invalidate(entry)
+        if self.near is not None and self.near.get(entry) is not None:
+            return True
         try:
-            yield self._set_eval(entry, payload, soft, 0, "")
+            status, _, _, _, _ = yield self._get_eval(entry, 4, "")
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("exists", exc)
+            return False
+        return bool(status == _FRESH)
+
+    def _write(self, entries: list[bytes], effect: Eval) -> Plan[Any]:
+        """Send a write, dropping this process's near copies before it and after its reply."""
+        for entry in entries:
+            self.on_invalidate(entry)
+        try:
+            return (yield effect)
         finally:
-            self.on_invalidate(entry)  # the reply arrived: no read begun before now may store
+            for entry in entries:  # the reply arrived: no read begun before now may store
+                self.on_invalidate(entry)
+
+    def set(
+        self, key: object, value: Any, ttl: Ttl | None, *, only_absent: bool = False
+    ) -> Plan[bool]:
+        entry = self.entry_key(key)
+        soft = self.soft_ms(ttl, forever=True)
+        tag, payload = self.encode_entry(value)
+        stored = yield from self._write(
+            [entry], self._set_eval(entry, payload, soft, 0, "", tag=tag, only_absent=only_absent)
+        )
+        return bool(stored)
 
     def _set_eval(
-        self, entry: bytes, payload: bytes, soft: int, delta: int, token: str, stale: bool = True
+        self,
+        entry: bytes,
+        payload: bytes,
+        soft: int,
+        delta: int,
+        token: str,
+        stale: bool = True,
+        *,
+        tag: str | None = None,
+        generation: str = "",
+        only_absent: bool = False,
     ) -> Eval:
         return package_script("cache_set").eval(
-            (entry, self.lock_key(entry)),
+            (entry, self.lock_key(entry), self.gen_key(entry)),
             (
-                self.serializer.name,
+                self.serializer.name if tag is None else tag,
                 payload,
                 soft,
                 self.stale_ms if stale else 0,
@@ -457,28 +644,272 @@ class CacheCore:
                 self.lock_ttl_ms,
                 self.channel,
                 self.origin,
+                generation,
+                1 if only_absent else 0,
             ),
         )
 
     def delete(self, key: object) -> Plan[bool]:
         entry = self.entry_key(key)
-        self.on_invalidate(entry)
-        try:
-            deleted = yield package_script("cache_delete").eval(
-                (entry, self.lock_key(entry)), (self.lock_ttl_ms, self.channel, self.origin)
-            )
-        finally:
-            self.on_invalidate(entry)
+        deleted = yield from self._write(
+            [entry],
+            package_script("cache_delete").eval(
+                (entry, self.lock_key(entry), self.gen_key(entry)),
+                (self.lock_ttl_ms, self.channel, self.origin),
+            ),
+        )
         return bool(deleted)
 
-    def check_load(
-        self, key: object, loader: object, ttl: Duration | None, asynchronous: bool
-    ) -> bytes:
+    def touch(self, key: object, ttl: Ttl | None) -> Plan[bool]:
+        entry = self.entry_key(key)
+        soft = self.soft_ms(ttl, forever=True)
+        touched = yield from self._write(
+            [entry],
+            package_script("cache_touch").eval(
+                (entry, self.gen_key(entry)), (soft, self.stale_ms, self.channel, self.origin)
+            ),
+        )
+        return bool(touched)
+
+    def incr(self, key: object, delta: int, ttl: Ttl | None, create: bool) -> Plan[int | None]:
+        """Add ``delta`` to an integer entry in one script; None if missing and not ``create``."""
+        entry = self.entry_key(key)
+        if isinstance(delta, bool) or not isinstance(delta, int):
+            raise ConfigurationError(f"delta must be an int, not {type(delta).__name__}")
+        if abs(delta) > MAX_EXACT:
+            raise ConfigurationError(f"delta must be within ±(2**53 - 1), got {delta}")
+        soft = self.soft_ms(ttl, forever=True)
+        code, value = yield from self._write(
+            [entry],
+            package_script("cache_incr").eval(
+                (entry, self.lock_key(entry), self.gen_key(entry)),
+                (
+                    self.serializer.name,
+                    delta,
+                    1 if create else 0,
+                    soft,
+                    self.stale_ms,
+                    self.lock_ttl_ms,
+                    self.channel,
+                    self.origin,
+                ),
+            ),
+        )
+        if code == _NOT_INTEGER:
+            raise CacheValueError(
+                f"cache key {entry!r} does not hold an integer: incr/decr need a value stored "
+                "as an int (by set, add, set_many or incr)"
+            )
+        if code == _OVERFLOW:
+            raise CacheValueError(
+                f"incr/decr of cache key {entry!r} by {delta} would leave ±(2**53 - 1), the "
+                "integers the server-side script computes exactly"
+            )
+        if code == 0:
+            return None
+        return int(value)
+
+    def clear(self) -> Plan[None]:
+        """Make every entry of the namespace a miss: O(1) round trips, whatever the key count.
+
+        Standalone: one script increments the namespace's generation (and tells near caches).
+        Cluster: one pipeline increments the `BUCKETS` generation counters (one round trip per
+        node), then one PUBLISH tells near caches, only once every counter moved.
+        """
+        self.on_invalidate_all()
+        try:
+            if not self.cluster:
+                yield package_script("cache_clear").eval(
+                    (self.gen_key(b""),), (self.channel, self.origin)
+                )
+                return
+            prefix = b"{cache:" + self.namespace + b":"
+            effects = tuple(
+                Command(("INCR", prefix + str(b).encode() + b"}:gen")) for b in range(BUCKETS)
+            )
+            _raise_first((yield Pipeline(effects)))
+            if self.channel:
+                yield Command(("PUBLISH", self.channel, self.origin.encode() + b":*"))
+        finally:
+            self.on_invalidate_all()
+
+    # --- bulk operations -----------------------------------------------------------------
+
+    def _batches(self, entries: list[bytes]) -> list[list[bytes]]:
+        """Split ``entries`` into groups one script can take: same slot, at most `MAX_BATCH`."""
+        groups: dict[bytes, list[bytes]] = {}
+        for entry in entries:
+            groups.setdefault(self._group(entry), []).append(entry)
+        return [
+            group[i : i + MAX_BATCH]
+            for group in groups.values()
+            for i in range(0, len(group), MAX_BATCH)
+        ]
+
+    def _many_keys(self, batch: list[bytes]) -> tuple[bytes, ...]:
+        keys = [self.gen_key(batch[0])]
+        for entry in batch:
+            keys += (entry, self.lock_key(entry))
+        return tuple(keys)
+
+    def _entries(self, keys: Iterable[Any]) -> tuple[list[Any], list[bytes]]:
+        if isinstance(keys, str | bytes) or not isinstance(keys, Iterable):
+            raise ConfigurationError(
+                f"keys must be an iterable of keys (str or bytes), not {type(keys).__name__}"
+            )
+        listed = list(keys)
+        return listed, [self.entry_key(k) for k in listed]
+
+    def _read_many(
+        self, entries: list[bytes], mode: int, token: str
+    ) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
+        """``{entry: (status, raw, took, left, generation)}`` for distinct ``entries``."""
+        batches = self._batches(entries)
+        effects = []
+        for batch in batches:
+            rs = [1.0 - self._rng.random() for _ in batch]
+            effects.append(
+                package_script("cache_get_many").eval(
+                    self._many_keys(batch), (mode, token, self.lock_ttl_ms, self.beta, *rs)
+                )
+            )
+        replies = yield from _batch(effects)
+        out: dict[bytes, tuple[int, Any, int, int, str]] = {}
+        for batch, reply in zip(batches, replies, strict=True):
+            generation = _text(reply[0])
+            for i, entry in enumerate(batch):
+                status, raw, took, left = reply[1 + 4 * i : 5 + 4 * i]
+                out[entry] = (int(status), raw, int(took), int(left), generation)
+        return out
+
+    def get_many(self, keys: Iterable[Any], default: Any) -> Plan[list[Any]]:
+        _, entries = self._entries(keys)
+        values: dict[bytes, Any] = {}
+        for entry in entries:
+            value = self.near_get(entry)
+            if value is not _MISSING:
+                values[entry] = value
+        wanted = list(dict.fromkeys(e for e in entries if e not in values))
+        if wanted and self.fast_reads:
+            try:
+                wanted = yield from self._fast_many(wanted, values)
+            except BackendError as exc:
+                if not self.fail_open:
+                    raise
+                self.failed_open("get_many", exc)
+                wanted = []
+        if wanted:
+            generation = self.near.generation if self.near is not None else 0
+            try:
+                read = yield from self._read_many(wanted, 0, "")
+            except BackendError as exc:
+                if not self.fail_open:
+                    raise
+                self.failed_open("get_many", exc)
+                read = {}
+            for entry, (status, raw, _, left, _) in read.items():
+                if status != _FRESH:
+                    continue
+                value = self._read(entry, raw)
+                if value is not _MISSING:
+                    self.stats["hits"] += 1
+                    values[entry] = value
+                    self._near_put(entry, raw, left, generation)
+        return [values.get(entry, default) for entry in entries]
+
+    def _fast_many(self, wanted: list[bytes], values: dict[bytes, Any]) -> Plan[list[bytes]]:
+        """`fast_reads` for many keys: one ``MGET`` (generation first) per slot and batch.
+        Fills ``values`` with the hits; returns the entries only the script can judge."""
+        batches = self._batches(wanted)
+        replies = yield from _batch([Command(("MGET", self.gen_key(b[0]), *b)) for b in batches])
+        slow = []
+        for batch, reply in zip(batches, replies, strict=True):
+            for entry, raw in zip(batch, reply[1:], strict=True):
+                value = self._fast(entry, raw, reply[0])
+                if value is _SLOW:
+                    slow.append(entry)
+                elif value is not _MISSING:
+                    values[entry] = value
+        return slow
+
+    def set_many(self, items: Mapping[Any, Any] | Iterable[Any], ttl: Ttl | None) -> Plan[None]:
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        encoded: dict[bytes, tuple[str, bytes, int]] = {}
+        for pair in pairs:
+            if not (isinstance(pair, tuple) and len(pair) == 2):
+                raise ConfigurationError("set_many() needs a mapping or (key, value) pairs")
+            entry = self.entry_key(pair[0])
+            tag, payload = self.encode_entry(pair[1])  # all checked before anything is sent
+            encoded[entry] = (tag, payload, self.soft_ms(ttl, forever=True))
+        if encoded:
+            yield from self._store_many(encoded, "")
+
+    def _store_many(
+        self,
+        encoded: dict[bytes, tuple[str, bytes, int]],
+        token: str,
+        generations: Mapping[bytes, str] | None = None,
+        delta: int = 0,
+    ) -> Plan[dict[bytes, bool]]:
+        """Store entries, one script per slot and batch; with a loader's ``token``, each batch
+        only if the generation its first entry was read under (``generations``) still holds:
+        one counter per batch, since a batch lives in one slot."""
+        batches = self._batches(list(encoded))
+        effects = []
+        for batch in batches:
+            generation = "" if generations is None else generations[batch[0]]
+            args: list[Any] = [
+                self.stale_ms,
+                self.lock_ttl_ms,
+                self.channel,
+                self.origin,
+                token,
+                generation,
+            ]
+            for entry in batch:
+                tag, payload, soft = encoded[entry]
+                args += (tag, payload, soft, delta)
+            effects.append(
+                package_script("cache_set_many").eval(self._many_keys(batch), tuple(args))
+            )
+        for entry in encoded:
+            self.on_invalidate(entry)
+        try:
+            replies = yield from _batch(effects)
+        finally:
+            for entry in encoded:
+                self.on_invalidate(entry)
+        stored: dict[bytes, bool] = {}
+        for batch, reply in zip(batches, replies, strict=True):
+            for entry, flag in zip(batch, reply, strict=True):
+                stored[entry] = bool(flag)
+        return stored
+
+    def delete_many(self, keys: Iterable[Any]) -> Plan[int]:
+        _, entries = self._entries(keys)
+        distinct = list(dict.fromkeys(entries))
+        if not distinct:
+            return 0
+        effects = [
+            package_script("cache_delete_many").eval(
+                self._many_keys(batch), (self.lock_ttl_ms, self.channel, self.origin)
+            )
+            for batch in self._batches(distinct)
+        ]
+        for entry in distinct:
+            self.on_invalidate(entry)
+        try:
+            replies = yield from _batch(effects)
+        finally:
+            for entry in distinct:
+                self.on_invalidate(entry)
+        return sum(int(r) for r in replies)
+
+    def check_load(self, key: object, loader: object, ttl: Ttl | None, asynchronous: bool) -> bytes:
         """Validate `get_or_load`'s arguments before any I/O; returns the entry key."""
         entry = self.entry_key(key)
         check_callable(loader, "loader", asynchronous=asynchronous)
-        if ttl is not None:
-            duration_ms(ttl, "ttl")
+        self.check_ttl(ttl)
         return entry
 
     @staticmethod
@@ -486,13 +917,14 @@ class CacheCore:
         return secrets.token_hex(16)
 
     def get_or_load(
-        self, entry: bytes, loader: Callable[[], Any], ttl: Duration | None, token: str
+        self, entry: bytes, loader: Callable[[], Any], ttl: Ttl | None, token: str
     ) -> Plan[tuple[Any, bool]]:
         """Read; on a miss load (one loader across processes), or wait and read its result.
 
         Returns ``(value, refresh)``: ``refresh`` means this caller took the recompute lock
         for a stale or early-expiring entry it is returning at once, and must run `refresh`
-        in the background.
+        in the background. With ``fail_open``, a backend error runs the loader instead (its
+        result returned, not stored).
         """
         value = self.near_get(entry)
         if value is not _MISSING:
@@ -501,7 +933,13 @@ class CacheCore:
         deadline: float | None = None
         pause = 0.01
         while True:
-            status, raw, took, left = yield self._get_eval(entry, self.mode, token)
+            try:
+                status, raw, took, left, written = yield self._get_eval(entry, self.mode, token)
+            except BackendError as exc:
+                if not self.fail_open:
+                    raise
+                self.failed_open("get_or_load", exc)
+                return (yield Call(loader)), False
             if status in (_FRESH, _EARLY, _STALE):
                 value = self._read(entry, raw)
                 if value is not _MISSING:
@@ -515,26 +953,38 @@ class CacheCore:
                     return value, bool(took)
                 # A foreign or corrupt entry: replace it (no lock was taken: it looked like a hit).
                 self.stats["misses"] += 1
-                return (yield from self._load(entry, loader, ttl, token)), False
+                return (yield from self._load(entry, loader, ttl, token, _text(written))), False
             if took:
                 self.stats["misses"] += 1
-                return (yield from self._load(entry, loader, ttl, token)), False
+                return (yield from self._load(entry, loader, ttl, token, _text(written))), False
             # Another process is loading this key: wait briefly, then read its result.
-            now = yield Now()
-            if deadline is None:
-                deadline = now + self.wait_timeout
-            elif now >= deadline:
-                raise LockTimeoutError(
-                    f"cache key {entry!r}: another process held the recompute lock for "
-                    f"{self.wait_timeout:.3g}s and stored nothing"
-                )
-            yield Sleep(min(pause, max(0.0, deadline - now)))
-            pause = min(pause * 1.5, 0.1)
+            deadline, pause = yield from self._wait_for_loader(deadline, pause, repr(entry))
+
+    def _wait_for_loader(
+        self, deadline: float | None, pause: float, what: str
+    ) -> Plan[tuple[float, float]]:
+        """Sleep before reading again keys another process is loading (10 -> 100 ms polls);
+        `LockTimeoutError` once ``wait_timeout`` has passed. Returns (deadline, next pause)."""
+        now = yield Now()
+        if deadline is None:
+            deadline = now + self.wait_timeout
+        elif now >= deadline:
+            raise LockTimeoutError(
+                f"cache key(s) {what}: another process held the recompute lock for "
+                f"{self.wait_timeout:.3g}s and stored nothing"
+            )
+        yield Sleep(min(pause, max(0.0, deadline - now)))
+        return deadline, min(pause * 1.5, 0.1)
 
     def _load(
-        self, entry: bytes, loader: Callable[[], Any], ttl: Duration | None, token: str
+        self,
+        entry: bytes,
+        loader: Callable[[], Any],
+        ttl: Ttl | None,
+        token: str,
+        generation: str = "",
     ) -> Plan[Any]:
-        soft = self.soft_ms(ttl)
+        soft = self.soft_ms(ttl, forever=True)
         started = yield Now()
         self.stats["loads"] += 1
         negative = False
@@ -544,29 +994,69 @@ class CacheCore:
                 soft, negative = self.negative_ms, True  # and no stale window: absence is cheap
         except Exception:
             self.stats["load_errors"] += 1
-            yield from self._unlock(entry, token, self.backoff_ms)
+            yield from self._unlock_quietly(entry, token, self.backoff_ms)
             raise
         except BaseException:  # cancelled or interrupted: not the store's fault, let go now
-            yield from self._unlock(entry, token, 0)
+            yield from self._unlock_quietly(entry, token, 0)
             raise
         try:
-            payload = None if value is None and self.negative_ms is None else self.encode(value)
+            if value is None and self.negative_ms is None:
+                tagged = None
+            else:
+                tagged = self.encode_entry(value)
         except ConfigurationError:  # a bug in the caller, not a failing store: no backoff
-            yield from self._unlock(entry, token, 0)
+            yield from self._unlock_quietly(entry, token, 0)
             raise
-        if payload is None:  # None is not cached unless negative_ttl is set
-            yield from self._unlock(entry, token, 0)
+        if tagged is None:  # None is not cached unless negative_ttl is set
+            yield from self._unlock_quietly(entry, token, 0)
             return value
         finished = yield Now()
         delta = max(0, round((finished - started) * 1000))
-        yield self._set_eval(entry, payload, soft, delta, token, stale=not negative)
+        try:
+            yield self._set_eval(
+                entry,
+                tagged[1],
+                soft,
+                delta,
+                token,
+                stale=not negative,
+                tag=tagged[0],
+                generation=generation,
+            )
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("storing a loaded value", exc)
         return value
 
     def _unlock(self, entry: bytes, token: str, backoff_ms: int) -> Plan[None]:
         yield package_script("cache_unlock").eval((self.lock_key(entry),), (token, backoff_ms))
 
+    def _unlock_many(self, entries: list[bytes], token: str, backoff_ms: int) -> Plan[None]:
+        """`_unlock_quietly` of several locks in one round trip (per node)."""
+        effects = [
+            package_script("cache_unlock").eval((self.lock_key(e),), (token, backoff_ms))
+            for e in entries
+        ]
+        try:
+            yield from _batch(effects)
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("releasing recompute locks", exc)
+
+    def _unlock_quietly(self, entry: bytes, token: str, backoff_ms: int) -> Plan[None]:
+        """`_unlock`, except that with ``fail_open`` a backend error is logged, not raised
+        (the loader's own outcome is what the caller must see)."""
+        try:
+            yield from self._unlock(entry, token, backoff_ms)
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("releasing a recompute lock", exc)
+
     def refresh(
-        self, entry: bytes, loader: Callable[[], Any], ttl: Duration | None, token: str
+        self, entry: bytes, loader: Callable[[], Any], ttl: Ttl | None, token: str
     ) -> Plan[None]:
         """Reload a stale or early-expiring entry in the background; on failure keep the old."""
         self.stats["refreshes"] += 1
@@ -575,6 +1065,154 @@ class CacheCore:
         except Exception as exc:
             message = "refreshing cache key %r failed (%r); the stale value stays in place"
             coalesced(log, ("refresh", type(exc)), message, entry, exc)
+
+    def check_load_many(
+        self, keys: Iterable[Any], loader: object, ttl: Ttl | None, asynchronous: bool
+    ) -> tuple[list[Any], list[bytes]]:
+        """Validate `get_or_load_many`'s arguments before any I/O."""
+        listed, entries = self._entries(keys)
+        check_callable(loader, "loader", asynchronous=asynchronous)
+        self.check_ttl(ttl)
+        return listed, entries
+
+    def get_or_load_many(
+        self,
+        listed: list[Any],
+        entries: list[bytes],
+        loader: Callable[[list[Any]], Any],
+        ttl: Ttl | None,
+        token: str,
+    ) -> Plan[tuple[list[Any], dict[bytes, Any]]]:
+        """`get_or_load` for many keys: one read per node, one loader call for the misses.
+
+        Each miss's recompute lock is taken in the same read; the keys whose lock this caller
+        got are loaded together (``loader(keys) -> mapping``) and stored in one round trip
+        per node; keys another process is loading are read again until it stored them (or
+        ``wait_timeout``). Returns the values in the order asked and ``{entry: key}`` of the
+        stale or early-expiring entries served whose lock this caller took: the facade
+        refreshes those in the background.
+        """
+        key_of = dict(zip(entries, listed, strict=True))
+        values: dict[bytes, Any] = {}
+        for entry in key_of:
+            value = self.near_get(entry)
+            if value is not _MISSING:
+                values[entry] = value
+        pending = [e for e in key_of if e not in values]
+        refresh: dict[bytes, Any] = {}
+        near_generation = self.near.generation if self.near is not None else 0
+        deadline: float | None = None
+        pause = 0.01
+        while pending:
+            try:
+                read = yield from self._read_many(pending, self.mode, token)
+            except BackendError as exc:
+                if not self.fail_open:
+                    raise
+                self.failed_open("get_or_load_many", exc)
+                loaded = yield from self._call_many(loader, [key_of[e] for e in pending])
+                values.update((e, loaded.get(key_of[e])) for e in pending)
+                break
+            load: dict[bytes, str] = {}
+            waiting = []
+            for entry in pending:
+                status, raw, took, left, generation = read[entry]
+                if status in (_FRESH, _EARLY, _STALE):
+                    value = self._read(entry, raw)
+                    if value is not _MISSING:
+                        self.stats["hits"] += 1
+                        values[entry] = value
+                        if status == _FRESH:
+                            self._near_put(entry, raw, left, near_generation)
+                        elif status == _STALE:
+                            self.stats["stale_served"] += 1
+                        else:
+                            self.stats["early_refreshes"] += 1
+                        if took:
+                            refresh[entry] = key_of[entry]
+                        continue
+                    load[entry] = generation  # a foreign or corrupt entry: replace it
+                elif took:
+                    load[entry] = generation
+                else:
+                    waiting.append(entry)
+            if load:
+                self.stats["misses"] += len(load)
+                loaded_values = yield from self._load_many(load, key_of, loader, ttl, token)
+                values.update(loaded_values)
+            pending = waiting
+            if not pending:
+                break
+            what = f"{pending[:3]!r}{'...' if len(pending) > 3 else ''}"
+            deadline, pause = yield from self._wait_for_loader(deadline, pause, what)
+        return [values.get(entry) for entry in entries], refresh
+
+    def _call_many(
+        self, loader: Callable[[list[Any]], Any], keys: list[Any]
+    ) -> Plan[Mapping[Any, Any]]:
+        loaded = yield Call(loader, (keys,))
+        if not isinstance(loaded, Mapping):
+            raise ConfigurationError(
+                f"a get_or_load_many loader must return a mapping of key to value, not "
+                f"{type(loaded).__name__}"
+            )
+        return loaded
+
+    def _load_many(
+        self,
+        load: dict[bytes, str],
+        key_of: dict[bytes, Any],
+        loader: Callable[[list[Any]], Any],
+        ttl: Ttl | None,
+        token: str,
+    ) -> Plan[dict[bytes, Any]]:
+        """Load the entries whose lock we hold (one loader call) and store them conditionally."""
+        started = yield Now()
+        self.stats["loads"] += len(load)
+        try:
+            loaded = yield from self._call_many(loader, [key_of[e] for e in load])
+            values = {e: loaded.get(key_of[e]) for e in load}
+            encoded: dict[bytes, tuple[str, bytes, int]] = {}
+            for entry, value in values.items():
+                if value is None and self.negative_ms is None:
+                    continue
+                soft = self.negative_ms if value is None else self.soft_ms(ttl, forever=True)
+                tag, payload = self.encode_entry(value)
+                encoded[entry] = (tag, payload, soft or 0)
+        except BaseException as exc:
+            failed = isinstance(exc, Exception) and not isinstance(exc, ConfigurationError)
+            if failed:
+                self.stats["load_errors"] += len(load)
+            yield from self._unlock_many(list(load), token, self.backoff_ms if failed else 0)
+            raise
+        finished = yield Now()
+        delta = max(0, round((finished - started) * 1000))
+        # Entries the loader gave nothing for (or None, without negative_ttl) are not cached:
+        # let their locks go at once.
+        yield from self._unlock_many([e for e in load if e not in encoded], token, 0)
+        try:
+            if encoded:
+                yield from self._store_many(encoded, token, load, delta)
+        except BackendError as exc:
+            if not self.fail_open:
+                raise
+            self.failed_open("storing loaded values", exc)
+        return values
+
+    def refresh_many(
+        self,
+        refresh: dict[bytes, Any],
+        loader: Callable[[list[Any]], Any],
+        ttl: Ttl | None,
+        token: str,
+    ) -> Plan[None]:
+        """Reload stale or early-expiring entries in the background; on failure keep them."""
+        self.stats["refreshes"] += len(refresh)
+        try:
+            yield from self._load_many(dict.fromkeys(refresh, ""), refresh, loader, ttl, token)
+        except Exception as exc:
+            message = "refreshing %d cache keys failed (%r); the stale values stay in place"
+            coalesced(log, ("refresh", type(exc)), message, len(refresh), exc)
 
     def warm(
         self,
@@ -621,7 +1259,8 @@ class CacheCore:
             effects = []
             for k, v in batch:
                 entry = self.entry_key(k)
-                effects.append(self._set_eval(entry, self.encode(v), self.soft_ms(ttl), 0, token))
+                tag, payload = self.encode_entry(v)
+                effects.append(self._set_eval(entry, payload, self.soft_ms(ttl), 0, token, tag=tag))
             replies = (yield Pipeline(tuple(effects))) if effects else []
             for reply in replies:
                 if isinstance(reply, BaseException):
@@ -740,6 +1379,23 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
+def _raise_first(replies: list[Any]) -> list[Any]:
+    """The replies of a `Pipeline`, raising the first failed item's error."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
+def _batch(effects: Sequence[Eval | Command]) -> Plan[list[Any]]:
+    """Run commands in one round trip (per node): one alone, several in a pipeline."""
+    if len(effects) == 1:
+        return [(yield effects[0])]
+    if not effects:
+        return []
+    return _raise_first((yield Pipeline(tuple(effects))))
+
+
 def _version(entry_id: str) -> int:
     ms, _, seq = entry_id.partition("-")
     return int(ms) * 1_000_000 + int(seq or 0)
@@ -790,7 +1446,7 @@ class WriteBehindCore:
         try:
             if not cluster:
                 reply = yield package_script("cache_wb_write").eval(
-                    (entry, cache.lock_key(entry), self.stream),
+                    (entry, cache.lock_key(entry), self.stream, cache.gen_key(entry)),
                     (
                         cache.serializer.name,
                         payload,

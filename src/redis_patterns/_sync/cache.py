@@ -10,12 +10,12 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from .._core.cache import CacheCore, KeyBuilder, Stampede, WarmResult, check_callable
-from .._core.cache_types import Func, Loader
+from .._core.cache import CacheCore, KeyBuilder, Stampede, Ttl, WarmResult, check_callable
+from .._core.cache_types import BatchLoader, Func, Loader
 from .._flight import SingleFlight
 from .._runner import SyncClient, SyncListener, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
-from .._validate import Duration, duration_ms
+from .._validate import Duration
 
 __all__ = ["Cache", "CachedFunction"]
 
@@ -40,7 +40,9 @@ class Cache:
     - ``None``: no cross-process protection (still single-flight in the process).
 
     A hit is one ``EVALSHA``; with ``local=N`` a hit in the in-process near cache is none,
-    and writes anywhere invalidate every process's near cache over pub/sub.
+    and writes anywhere invalidate every process's near cache over pub/sub. Bulk operations
+    (`get_many`, `set_many`, `delete_many`, `get_or_load_many`) take one round trip per node;
+    `clear` empties the namespace in O(1) round trips (a generation counter, see the docs).
 
     Args:
         client: a redis-py asyncio client (standalone or cluster).
@@ -66,6 +68,11 @@ class Cache:
         max_value_bytes: the largest serialized value `set` accepts.
         invalidations: publish an invalidation on every write (default), so near caches in
             other processes drop the key; turn off only if no process uses ``local``.
+        fail_open: on a backend error (server down, timeout), reads answer without the cache:
+            `get` returns the default, `get_or_load` and cached functions run the loader (its
+            result is returned, not stored); one coalesced warning per minute says how many.
+            Writes (`set`, `delete`, `incr`, `clear`, ...) still raise: a lost write or
+            invalidation is never silent.
         rng: the random source for jitter and xfetch (for reproducible tests).
 
     Raises:
@@ -93,8 +100,10 @@ class Cache:
         local_ttl: Duration | None = None,
         max_value_bytes: int = 16 * 1024 * 1024,
         invalidations: bool = True,
+        fail_open: bool = False,
         rng: random.Random | None = None,
     ) -> None:
+        self._runner = SyncRunner(client)
         self._core = CacheCore(
             namespace,
             ttl,
@@ -112,9 +121,10 @@ class Cache:
             error_backoff=error_backoff,
             max_value_bytes=max_value_bytes,
             invalidations=invalidations,
+            fail_open=fail_open,
+            cluster=self._runner.cluster,
             rng=rng,
         )
-        self._runner = SyncRunner(client)
         require_bytes_replies(
             self._runner,
             "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
@@ -130,7 +140,8 @@ class Cache:
     @property
     def stats(self) -> dict[str, int]:
         """Counters of this process (best effort under many threads): hits, misses, loads,
-        load_errors, refreshes, early_refreshes, stale_served, malformed, near-cache hits."""
+        load_errors, refreshes, early_refreshes, stale_served, malformed, backend_errors
+        (answered open), near-cache hits."""
         near = self._core.near
         extra = (
             {"near_hits": near.hits, "near_size": len(near), "invalidations": near.invalidations}
@@ -149,7 +160,8 @@ class Cache:
         return self._core.near is not None and self._core.near.healthy
 
     def key_of(self, key: str | bytes) -> bytes:
-        """The Redis key holding ``key``'s entry (its recompute lock adds ``:lock``)."""
+        """The Redis key holding ``key``'s entry (see the docs' key layout: it differs on a
+        cluster, where the hash tag is one of the namespace's buckets)."""
         return self._core.entry_key(key)
 
     def _ensure_listener(self) -> None:
@@ -173,8 +185,10 @@ class Cache:
         self._ensure_listener()
         return self._runner.run(self._core.get(key, default))
 
-    def set(self, key: str | bytes, value: Any, ttl: Duration | None = None) -> None:
+    def set(self, key: str | bytes, value: Any, ttl: Ttl | None = None) -> None:
         """Store ``value`` (one ``EVALSHA``); loads that began earlier will not overwrite it.
+
+        ``ttl``: seconds (default: the cache's), or `FOREVER` for an entry that never expires.
 
         Raises:
             ConfigurationError: ``value`` cannot be serialized (the message names its type), or
@@ -183,20 +197,112 @@ class Cache:
         self._ensure_listener()
         self._runner.run(self._core.set(key, value, ttl))
 
+    def add(self, key: str | bytes, value: Any, ttl: Ttl | None = None) -> bool:
+        """Store ``value`` only if ``key`` holds no fresh value (one ``EVALSHA``, atomic).
+
+        Returns:
+            Whether it was stored.
+        """
+        self._ensure_listener()
+        return self._runner.run(self._core.set(key, value, ttl, only_absent=True))
+
+    def incr(
+        self, key: str | bytes, delta: int = 1, *, ttl: Ttl | None = None, create: bool = True
+    ) -> int | None:
+        """Add ``delta`` to the integer stored at ``key``, atomically (one ``EVALSHA``).
+
+        The entry keeps its expiry. A missing (or expired, or cleared) key is created holding
+        ``delta`` with ``ttl`` (default: the cache's), unless ``create=False``: then nothing is
+        stored and None is returned.
+
+        Returns:
+            The new value (None: missing and ``create=False``).
+
+        Raises:
+            CacheValueError: the stored value is not an integer, or the result would leave
+                ±(2**53 - 1); the entry is unchanged.
+            ConfigurationError: ``delta`` not an int or beyond ±(2**53 - 1) (before any I/O).
+        """
+        self._ensure_listener()
+        return self._runner.run(self._core.incr(key, delta, ttl, create))
+
+    def decr(
+        self, key: str | bytes, delta: int = 1, *, ttl: Ttl | None = None, create: bool = True
+    ) -> int | None:
+        """`incr` by ``-delta``."""
+        if isinstance(delta, int) and not isinstance(delta, bool):
+            delta = -delta
+        return self.incr(key, delta, ttl=ttl, create=create)
+
+    def touch(self, key: str | bytes, ttl: Ttl | None = None) -> bool:
+        """Give ``key`` a new ttl from now (default: the cache's; `FOREVER`: none).
+
+        Returns:
+            Whether ``key`` held a fresh value (nothing is created otherwise).
+        """
+        self._ensure_listener()
+        return self._runner.run(self._core.touch(key, ttl))
+
+    def exists(self, key: str | bytes) -> bool:
+        """Whether ``key`` holds a fresh value (one ``EVALSHA``; the value is not sent)."""
+        self._ensure_listener()
+        return self._runner.run(self._core.exists(key))
+
     def delete(self, key: str | bytes) -> bool:
         """Delete ``key`` everywhere (Redis, and every process's near cache).
 
         When it returns, this process no longer serves the old value, and a load that began
-        before it cannot store what it read. Returns whether an entry existed.
+        before it cannot store what it read. Returns whether a fresh value existed.
         """
         self._ensure_listener()
         return self._runner.run(self._core.delete(key))
+
+    def get_many(self, keys: Iterable[str | bytes], default: Any = None) -> list[Any]:
+        """The values of ``keys``, in the order asked (``default`` for each miss).
+
+        One round trip: one ``EVALSHA`` per 500 keys on a standalone server; on a cluster one
+        pipeline per node, with one ``EVALSHA`` per hash-tag bucket (see the docs' key layout).
+        """
+        self._ensure_listener()
+        return self._runner.run(self._core.get_many(keys, default))
+
+    def set_many(
+        self, items: Mapping[Any, Any] | Iterable[tuple[Any, Any]], ttl: Ttl | None = None
+    ) -> None:
+        """Store several values (like `set`, each with its own jitter) in one round trip per node.
+
+        Raises:
+            ConfigurationError: a key or value is invalid or unserializable: checked for all
+                of them before anything is sent.
+            BackendError: on a cluster, the nodes that answered have stored their part.
+        """
+        self._ensure_listener()
+        self._runner.run(self._core.set_many(items, ttl))
+
+    def delete_many(self, keys: Iterable[str | bytes]) -> int:
+        """Delete several keys (like `delete`) in one round trip per node.
+
+        Returns:
+            How many held a fresh value.
+        """
+        self._ensure_listener()
+        return self._runner.run(self._core.delete_many(keys))
+
+    def clear(self) -> None:
+        """Empty the namespace: every entry becomes a miss, in O(1) round trips.
+
+        One ``EVALSHA`` standalone; on a cluster one pipeline per node (the `BUCKETS`
+        generation counters) and one ``PUBLISH``. Old entries are not deleted one by one:
+        each is deleted when next read, or expires with its ttl (one stored with `FOREVER`
+        stays in memory until its key is read or written again).
+        """
+        self._runner.run(self._core.clear())
 
     def get_or_load(
         self,
         key: str | bytes,
         loader: Loader[T],
-        ttl: Duration | None = None,
+        ttl: Ttl | None = None,
     ) -> T:
         """The cached value of ``key``, loading and storing ``loader()`` on a miss.
 
@@ -224,7 +330,7 @@ class Cache:
         self,
         entry: bytes,
         loader: Loader[Any],
-        ttl: Duration | None,
+        ttl: Ttl | None,
     ) -> Any:
         token = self._core.new_token()
         value, refresh = self._runner.run(self._core.get_or_load(entry, loader, ttl, token))
@@ -232,8 +338,38 @@ class Cache:
             self._runner.spawn(self._core.refresh(entry, loader, ttl, token))
         return value
 
+    def get_or_load_many(
+        self,
+        keys: Iterable[str | bytes],
+        loader: BatchLoader[Any],
+        ttl: Ttl | None = None,
+    ) -> list[Any]:
+        """The cached values of ``keys`` (in the order asked), loading only the misses at once.
+
+        One read per node takes the recompute lock of every miss; ``loader(missing_keys)``
+        (one call) returns a mapping of key to value for them, stored in one round trip per
+        node. Keys another process is loading are read again until it stored them. A key the
+        mapping lacks (or maps to None) is None in the result and not cached (unless
+        ``negative_ttl``). Stale values are served at once and refreshed in the background.
+
+        Raises:
+            ConfigurationError: bad keys or ``ttl``, ``loader`` not callable or of the wrong
+                flavour (before any I/O); the loader returned no mapping.
+            LockTimeoutError: another process held a key's recompute lock past ``wait_timeout``.
+            Exception: what ``loader`` raised.
+        """
+        listed, entries = self._core.check_load_many(keys, loader, ttl, self._runner.asynchronous)
+        self._ensure_listener()
+        token = self._core.new_token()
+        values, refresh = self._runner.run(
+            self._core.get_or_load_many(listed, entries, loader, ttl, token)
+        )
+        if refresh:
+            self._runner.spawn(self._core.refresh_many(refresh, loader, ttl, token))
+        return values
+
     def cached(
-        self, ttl: Duration | None = None, key: str | Callable[..., str] | None = None
+        self, ttl: Ttl | None = None, key: str | Callable[..., str] | None = None
     ) -> Callable[[Func[P, R]], CachedFunction[P, R]]:
         """Decorator: cache a function's results by its arguments (via `get_or_load`).
 
@@ -245,10 +381,10 @@ class Cache:
                 function of the same arguments; default: the function's qualified name plus a
                 hash of its type-tagged, signature-bound arguments (``self``/``cls`` left out).
 
-        The result has ``.invalidate(*args, **kwargs)`` and ``.key(*args, **kwargs)``.
+        The result has ``.invalidate(*args, **kwargs)``, ``.set(value, *args, **kwargs)``,
+        ``.refresh(*args, **kwargs)`` and ``.key(*args, **kwargs)``.
         """
-        if ttl is not None:
-            duration_ms(ttl, "ttl")
+        self._core.check_ttl(ttl)
 
         def decorate(func: Func[P, R]) -> CachedFunction[P, R]:
             check_callable(func, "function", asynchronous=self._runner.asynchronous)
@@ -300,14 +436,15 @@ class Cache:
 
 
 class CachedFunction(Generic[P, R]):
-    """A function wrapped by `Cache.cached`: call it, or `invalidate` one argument set."""
+    """A function wrapped by `Cache.cached`: call it; `invalidate`, `set` or `refresh`
+    the entry of one argument set."""
 
     def __init__(
         self,
         cache: Cache,
         func: Func[P, R],
         builder: KeyBuilder,
-        ttl: Duration | None,
+        ttl: Ttl | None,
     ) -> None:
         self._cache = cache
         self._func = func
@@ -328,6 +465,24 @@ class CachedFunction(Generic[P, R]):
     def invalidate(self, *args: Any, **kwargs: Any) -> bool:
         """Delete the entry for these arguments; returns whether one existed."""
         return self._cache.delete(self.key(*args, **kwargs))
+
+    def set(self, value: R, *args: Any, **kwargs: Any) -> None:
+        """Store ``value`` as the result for these arguments (e.g. after a database write)."""
+        self._cache.set(self.key(*args, **kwargs), value, self._ttl)
+
+    def refresh(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Call the function now, store its result for these arguments and return it.
+
+        A None result deletes the entry instead, unless the cache has ``negative_ttl`` (as in
+        `get_or_load`, None is not cached otherwise).
+        """
+        key = self.key(*args, **kwargs)
+        value = self._func(*self._bound, *args, **kwargs)
+        if value is None and self._cache._core.negative_ms is None:
+            self._cache.delete(key)
+        else:
+            self._cache.set(key, value, self._ttl)
+        return value
 
     def __get__(self, instance: object, owner: type | None = None) -> Any:
         if instance is None:

@@ -1,15 +1,19 @@
 -- KEYS[1] the entry
 -- KEYS[2] the recompute lock
--- ARGV[1] format tag (the serializer's name)
+-- KEYS[3] the namespace generation (stamped into the entry; absent = "0")
+-- ARGV[1] format tag (the serializer's name, or "int" for an integer stored as decimal text)
 -- ARGV[2] payload (serialized value)
--- ARGV[3] soft ttl (ms): the entry is fresh until now + this
+-- ARGV[3] soft ttl (ms): the entry is fresh until now + this; -1 = no expiry at all
 -- ARGV[4] stale window (ms): the entry is kept this much longer, served while one caller refreshes
 -- ARGV[5] loader duration (ms), stored for xfetch
 -- ARGV[6] token: a loader's token (store only if its lock was not superseded), or "" for a plain set
 -- ARGV[7] lock ttl (ms): how long the tombstone of a plain set keeps a running loader from storing
 -- ARGV[8] invalidation channel ("" = no near caches to tell)
 -- ARGV[9] origin: the writer's id, published as "<origin>:<key>" so it can skip its own message
--- returns 1 when stored, 0 when dropped (a set or delete happened since the loader started)
+-- ARGV[10] generation the loader read under ("" = any): a `clear` since then drops its store
+-- ARGV[11] 1 = only if absent (add): store only when no fresh entry of this generation exists
+-- returns 1 when stored, 0 when dropped (a set, delete or clear happened since the loader
+-- started, or, for add, the key holds a value)
 local tag = ARGV[1]
 local payload = ARGV[2]
 local soft_ttl = tonumber(ARGV[3])
@@ -19,7 +23,21 @@ local token = ARGV[6]
 local lock_ttl = tonumber(ARGV[7])
 local channel = ARGV[8]
 local origin = ARGV[9]
+local expected = ARGV[10]
+local only_absent = ARGV[11] == '1'
 
+local generation = redis.call('GET', KEYS[3]) or '0'
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if only_absent then
+  local entry = redis.call('GET', KEYS[1])
+  if entry then
+    local soft, written = string.match(entry, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
+    if written == generation and (soft == '0' or tonumber(soft) > now) then
+      return 0
+    end
+  end
+end
 local holder = redis.call('GET', KEYS[2])
 if token ~= '' then
   if holder and holder ~= token then
@@ -28,14 +46,26 @@ if token ~= '' then
   if holder then
     redis.call('DEL', KEYS[2])
   end
+  if expected ~= '' and expected ~= generation then
+    return 0
+  end
 elseif holder then
   -- A loader that started before this write must not overwrite it with what it read earlier.
   redis.call('SET', KEYS[2], '!', 'PX', lock_ttl)
 end
-local time = redis.call('TIME')
-local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local header = 'rp1:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':' .. delta .. ':'
-redis.call('SET', KEYS[1], header .. payload, 'PX', soft_ttl + stale)
+local soft = '0'
+if soft_ttl >= 0 then
+  soft = string.format('%.0f', now + soft_ttl)
+  if stale == 0 then
+    soft = '=' .. soft -- soft and hard expiry coincide: present means fresh (see cache_get)
+  end
+end
+local header = 'rp2:' .. tag .. ':' .. soft .. ':' .. delta .. ':' .. generation .. ':'
+if soft_ttl >= 0 then
+  redis.call('SET', KEYS[1], header .. payload, 'PX', soft_ttl + stale)
+else
+  redis.call('SET', KEYS[1], header .. payload)
+end
 if channel ~= '' then
   redis.call('PUBLISH', channel, origin .. ':' .. KEYS[1])
 end

@@ -1,6 +1,7 @@
 -- KEYS[1] the entry
 -- KEYS[2] the recompute lock
 -- KEYS[3] the write-behind stream
+-- KEYS[4] the namespace generation (stamped into the entry; absent = "0")
 -- ARGV[1] format tag (the serializer's name)
 -- ARGV[2] payload (serialized value)
 -- ARGV[3] soft ttl (ms)
@@ -25,7 +26,8 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
 end
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local header = 'rp1:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':0:'
+local generation = redis.call('GET', KEYS[4]) or '0'
+local header = 'rp2:' .. tag .. ':' .. string.format('%.0f', now + soft_ttl) .. ':0:' .. generation .. ':'
 redis.call('SET', KEYS[1], header .. payload, 'PX', soft_ttl + stale)
 if channel ~= '' then
   redis.call('PUBLISH', channel, origin .. ':' .. KEYS[1])
