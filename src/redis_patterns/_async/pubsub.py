@@ -188,29 +188,19 @@ class AsyncSubscriber:
 
     async def subscribe(self, *channels: str | bytes) -> None:
         """Add channels (confirmed before returning, unless another thread or task is reading)."""
-        names = self._core.check_channels(channels, "channel")
-        new = names - self._core.channels
-        self._core.channels |= new
-        await self._change(True, new, set())
+        await self._change(True, self._core.add(channels, "channel"), set())
 
     async def unsubscribe(self, *channels: str | bytes) -> None:
         """Remove channels."""
-        names = self._core.check_channels(channels, "channel") & self._core.channels
-        self._core.channels -= names
-        await self._change(False, names, set())
+        await self._change(False, self._core.remove(channels, "channel"), set())
 
     async def psubscribe(self, *patterns: str | bytes) -> None:
         """Add glob patterns."""
-        names = self._core.check_channels(patterns, "pattern")
-        new = names - self._core.patterns
-        self._core.patterns |= new
-        await self._change(True, set(), new)
+        await self._change(True, set(), self._core.add(patterns, "pattern"))
 
     async def punsubscribe(self, *patterns: str | bytes) -> None:
         """Remove glob patterns."""
-        names = self._core.check_channels(patterns, "pattern") & self._core.patterns
-        self._core.patterns -= names
-        await self._change(False, set(), names)
+        await self._change(False, set(), self._core.remove(patterns, "pattern"))
 
     async def aclose(self) -> None:
         """Stop: iteration ends and the link is closed (by the reader, if one is reading)."""

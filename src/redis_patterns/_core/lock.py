@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import secrets
-import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._errors import (
     BackendError,
@@ -19,12 +17,13 @@ from .._errors import (
     StaleFenceError,
 )
 from .._keys import check_name, make_key
-from .._plan import Command, Now, Plan, Sleep
+from .._plan import Command, Features, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, duration_ms, optional_duration_ms
 
 __all__ = [
     "FENCE_RETENTION_MS",
+    "Acquired",
     "Backoff",
     "FencedStoreCore",
     "LockCore",
@@ -37,8 +36,13 @@ __all__ = [
 FENCE_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_FENCE = 2**53  # fences travel through Lua as doubles: exact below 2^53
 
-# Whether a client's server has DELIFEQ / SET IFEQ (Valkey >= 9), learnt by trying DELIFEQ once.
-_native: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+class Acquired(NamedTuple):
+    """What an acquire plan returns: all the facade needs, so acquiring is one `run`."""
+
+    acquired: bool
+    renew_in: float | None = None
+    """Seconds until the watchdog's first renewal; ``None``: no watchdog to start."""
 
 
 def as_int(reply: Any) -> int:
@@ -77,7 +81,7 @@ class LockCore:
     """State and plans shared by `Lock` and `AsyncLock`; the owner is this object, not a thread."""
 
     __slots__ = (
-        "_client_ref",
+        "_features",
         "_fence",
         "_generation",
         "_held",
@@ -97,7 +101,6 @@ class LockCore:
 
     def __init__(
         self,
-        client: object,
         name: str | bytes,
         ttl: object,
         timeout: object,
@@ -105,6 +108,8 @@ class LockCore:
         max_hold: object,
         on_lost: object,
         wait_replicas: object = 0,
+        *,
+        features: Features | None = None,
     ) -> None:
         self.name = check_name(name)
         self.ttl_ms = check_ttl_arg(ttl)
@@ -124,7 +129,9 @@ class LockCore:
             raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
         self.key = make_key("lock", self.name)
         self.fence_key = make_key("lock", self.name, "fence")
-        self._client_ref = client
+        # Whether the server has DELIFEQ / SET IFEQ: the runner's record for the client, shared
+        # with every other object on it; learnt by the first compare-and-delete that tries.
+        self._features = Features() if features is None else features
         self._token: str | None = None
         self._fence: int | None = None
         self._held = False
@@ -159,19 +166,9 @@ class LockCore:
     def renew_interval(self) -> float:
         return self.ttl_ms / 3000
 
-    def _native_known(self) -> bool | None:
-        try:
-            return _native.get(self._client_ref)
-        except TypeError:  # not weak-referenceable: always use the scripts
-            return False
-
-    def _remember_native(self, value: bool) -> None:
-        with contextlib.suppress(TypeError):
-            _native[self._client_ref] = value
-
     # --- plans ---------------------------------------------------------------------------
 
-    def check_acquire(self, blocking: object, timeout: object) -> float | None:
+    def _check_acquire(self, blocking: object, timeout: object) -> float | None:
         """Validate acquire's arguments (before any I/O); returns the wait limit in seconds."""
         if not isinstance(blocking, bool):
             raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
@@ -185,7 +182,9 @@ class LockCore:
             return duration_ms(timeout, "timeout", allow_zero=True) / 1000
         return None if self.timeout_ms is None else self.timeout_ms / 1000
 
-    def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
+    def acquire(self, blocking: object = True, timeout: object = None) -> Plan[Acquired]:
+        """Take the lock (waiting while ``blocking``); validates its arguments before any I/O."""
+        wait = self._check_acquire(blocking, timeout)
         script = package_script("lock_acquire")
         token = secrets.token_hex(16)
         keys = (self.key, self.fence_key)
@@ -210,13 +209,15 @@ class LockCore:
                 self._max_hold_until = (
                     None if self.max_hold_ms is None else sent_at + self.max_hold_ms / 1000
                 )
-                return True
+                if not self.auto_renew:
+                    return Acquired(True)
+                return Acquired(True, (yield from self.renewal_delay()))
             if not blocking:
-                return False
+                return Acquired(False)
             now = yield Now()
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
-                return False
+                return Acquired(False)
             if backoff is None:
                 backoff = Backoff(cap=min(0.2, self.ttl_ms / 4000))
             # No point sleeping past the holder's expiry (+1 ms); never past our deadline.
@@ -262,7 +263,7 @@ class LockCore:
             )
 
     def _compare_delete(self, token: str) -> Plan[bool]:
-        native = self._native_known()
+        native = self._features.delifeq
         if native is not False:
             try:
                 reply = yield Command(("DELIFEQ", self.key, token))
@@ -273,26 +274,24 @@ class LockCore:
                     raise
                 # Refused without running: the server ("unknown command") or redis-py's cluster
                 # router ("command doesn't exist") does not know DELIFEQ. Scripts from now on.
-                self._remember_native(False)
+                self._features.delifeq = False
             else:
-                self._remember_native(True)
+                self._features.delifeq = True
                 return int(reply) == 1
         reply = yield package_script("lock_release").eval((self.key,), (token,))
         return int(reply) == 1
 
     def _compare_expire(self, token: str, ttl_ms: int) -> Plan[bool]:
-        if self._native_known():
+        if self._features.delifeq:
             reply = yield Command(("SET", self.key, token, "IFEQ", token, "PX", ttl_ms))
             return reply is not None and reply is not False
         reply = yield package_script("lock_extend").eval((self.key,), (token, ttl_ms))
         return int(reply) == 1
 
-    def check_extend(self, ttl: object) -> int:
+    def extend(self, ttl: object = None) -> Plan[None]:
+        """Reset the lease to ``ttl`` seconds (default: the lock's); checks before any I/O."""
         ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
         self.check_owned()
-        return ttl_ms
-
-    def extend(self, ttl_ms: int) -> Plan[None]:
         token = self._token
         assert token is not None
         generation = self._generation

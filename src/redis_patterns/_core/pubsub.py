@@ -144,6 +144,20 @@ class SubscriberCore:
             raise ConfigurationError("sharded pub/sub has no pattern subscriptions")
         return found
 
+    def add(self, names: Iterable[str | bytes], what: str) -> set[bytes]:
+        """Want more channels (``what="channel"``) or patterns; returns the ones not had yet."""
+        wanted = self.patterns if what == "pattern" else self.channels
+        new = self.check_channels(names, what) - wanted
+        wanted |= new
+        return new
+
+    def remove(self, names: Iterable[str | bytes], what: str) -> set[bytes]:
+        """Stop wanting channels or patterns; returns those that were wanted."""
+        wanted = self.patterns if what == "pattern" else self.channels
+        gone = self.check_channels(names, what) & wanted
+        wanted -= gone
+        return gone
+
     def link_args(
         self, channels: Iterable[bytes] = (), patterns: Iterable[bytes] = ()
     ) -> tuple[list[bytes], list[bytes], list[bytes]]:

@@ -13,7 +13,7 @@ from .._keys import check_name, make_key
 from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, duration_ms
-from .lock import check_ttl_arg
+from .lock import Acquired, check_ttl_arg
 
 __all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
 
@@ -46,6 +46,7 @@ class RedlockCore:
         "_token",
         "_valid_until",
         "_validity",
+        "auto_renew",
         "drift_factor",
         "key",
         "name",
@@ -70,6 +71,8 @@ class RedlockCore:
         node_timeout: object,
         timeout: object,
         restart_guard: object = None,
+        auto_renew: object = False,
+        on_lost: object = None,
     ) -> None:
         if len(addresses) < MIN_NODES:
             raise ConfigurationError(
@@ -115,6 +118,11 @@ class RedlockCore:
             raise ConfigurationError(
                 f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
             )
+        if not isinstance(auto_renew, bool):
+            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
+        self.auto_renew = auto_renew
+        if on_lost is not None and not callable(on_lost):
+            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
         self._generation = 0
         self._token: str | None = None
         self._held = False
@@ -145,7 +153,7 @@ class RedlockCore:
     def drift(self, ttl_ms: int) -> float:
         return ttl_ms / 1000 * self.drift_factor + CLOCK_SLACK
 
-    def check_acquire(self, blocking: object, timeout: object) -> float | None:
+    def _check_acquire(self, blocking: object, timeout: object) -> float | None:
         if not isinstance(blocking, bool):
             raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
         if timeout is not None and not blocking:
@@ -159,7 +167,9 @@ class RedlockCore:
     def _fan_out(self, make: Any) -> Gather:
         return Gather(tuple(make(i) for i in range(self.nodes)), timeout=self.node_timeout)
 
-    def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
+    def acquire(self, blocking: object = True, timeout: object = None) -> Plan[Acquired]:
+        """Up to ``retries + 1`` attempts (one unless ``blocking``); checks before any I/O."""
+        wait = self._check_acquire(blocking, timeout)
         token = secrets.token_hex(16)
         ttl = self.ttl_ms / 1000
         started = yield Now()
@@ -178,7 +188,7 @@ class RedlockCore:
                 self._lost = False
                 self._validity = validity
                 self._valid_until = done_at + validity
-                return True
+                return Acquired(True, self.ttl_ms / 3000 if self.auto_renew else None)
             # Failed: undo on every node, including those that refused or did not answer.
             yield from self._unlock_all(token)
             if attempt == attempts - 1:
@@ -188,7 +198,7 @@ class RedlockCore:
                 break
             delay = random.uniform(self.retry_delay / 2, self.retry_delay)
             yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
-        return False
+        return Acquired(False)
 
     def _grant(self, token: str, node: int) -> Command | Eval:
         if self.restart_guard_ms is None:
@@ -226,12 +236,10 @@ class RedlockCore:
                 + ("; its validity had run out" if expired else "")
             )
 
-    def check_extend(self, ttl: object) -> int:
+    def extend(self, ttl: object = None) -> Plan[None]:
+        """Extend on every server holding our token; checks before any I/O."""
         ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
         self.check_owned()
-        return ttl_ms
-
-    def extend(self, ttl_ms: int) -> Plan[None]:
         extended = yield from self._extend(ttl_ms)
         if extended is not None:
             raise LockNotOwnedError(
@@ -299,7 +307,8 @@ class RedlockCore:
         value = pttls[self.quorum - 1]
         return math.inf if value == -1 else value / 1000
 
-    def server_ids(self) -> Plan[list[str]]:
+    def verify_servers(self) -> Plan[None]:
+        """Ask every server its ``run_id`` (``INFO server``); two alike are one server."""
         replies = yield self._fan_out(lambda i: Command(("INFO", "server"), node=i))
         ids: list[str] = []
         for i, reply in enumerate(replies):
@@ -307,4 +316,5 @@ class RedlockCore:
                 raise reply
             run_id = reply.get("run_id") if isinstance(reply, dict) else None
             ids.append(str(run_id) if run_id is not None else f"node {i}")
-        return ids
+        if len(set(ids)) != len(ids):
+            raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")

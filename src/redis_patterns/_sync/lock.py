@@ -57,10 +57,17 @@ class Lock(Lease):
         on_lost: Callable[[Lock], object] | None = None,
         wait_replicas: int = 0,
     ) -> None:
-        self._core = LockCore(
-            client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
-        )
         self._runner = SyncRunner(client)
+        self._core = LockCore(
+            name,
+            ttl,
+            timeout,
+            auto_renew,
+            max_hold,
+            on_lost,
+            wait_replicas,
+            features=self._runner.features,
+        )
         self._init_lease(on_lost)
 
     def __repr__(self) -> str:
@@ -93,10 +100,9 @@ class Lock(Lease):
                 replicas confirmed the acquisition (the lock was given back).
             BackendError: the server failed or did not answer.
         """
-        wait = self._core.check_acquire(blocking, timeout)
-        acquired = self._runner.run(self._core.acquire(blocking, wait))
-        if acquired and self._core.auto_renew:
-            self._start_watch(self._runner.run(self._core.renewal_delay()))
+        acquired, renew_in = self._runner.run(self._core.acquire(blocking, timeout))
+        if renew_in is not None:
+            self._start_watch(renew_in)
         return acquired
 
     def release(self) -> None:
@@ -118,8 +124,7 @@ class Lock(Lease):
             ConfigurationError: a bad ttl (before any I/O).
             LockNotOwnedError: the lock is not ours any more (nothing is created or changed).
         """
-        ttl_ms = self._core.check_extend(ttl)
-        self._runner.run(self._core.extend(ttl_ms))
+        self._runner.run(self._core.extend(ttl))
 
     def locked(self) -> bool:
         """Whether anyone holds the lock right now."""
