@@ -99,10 +99,7 @@ class AsyncLock(AsyncLease):
                 replicas confirmed the acquisition (the lock was given back).
             BackendError: the server failed or did not answer.
         """
-        acquired, renew_in = await self._runner.run(self._core.acquire(blocking, timeout))
-        if renew_in is not None:
-            self._start_watch(renew_in)
-        return acquired
+        return await self._acquire(self._core.acquire(blocking, timeout))
 
     async def release(self) -> None:
         """Release the lock if this object still holds it (one command; with asyncio it runs

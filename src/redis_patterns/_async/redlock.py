@@ -127,10 +127,7 @@ class AsyncRedlock(AsyncLease):
             ConfigurationError: a bad timeout, or a timeout with ``blocking=False``.
             LockError: this object already holds the lock.
         """
-        acquired, renew_in = await self._runner.run(self._core.acquire(blocking, timeout))
-        if renew_in is not None:
-            self._start_watch(renew_in)
-        return acquired
+        return await self._acquire(self._core.acquire(blocking, timeout))
 
     async def release(self) -> None:
         """Delete our token on every server (one command per server; with asyncio, shielded

@@ -8,12 +8,12 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ConfigurationError, LockError, LockNotOwnedError
-from .._keys import check_name, make_key
+from .._errors import ConfigurationError, LockNotOwnedError
+from .._keys import make_key
 from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, duration_ms
-from .lock import Acquired, check_ttl_arg
+from .lease import Acquired, LeaseCore, as_text
 
 __all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
 
@@ -26,39 +26,24 @@ MIN_NODES = 3
 EPOCH_KEY = make_key("redlock", b"epoch")
 
 
-def _granted(reply: Any) -> bool:
+def _grant_ok(reply: Any) -> bool:
     return reply is True or reply in (b"OK", "OK", 1)
 
 
-def _as_text(reply: Any) -> str | None:
-    if reply is None or isinstance(reply, BaseException):
-        return None
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-
-class RedlockCore:
+class RedlockCore(LeaseCore):
     """State and plans shared by `Redlock` and `AsyncRedlock`; the owner is this object."""
 
     __slots__ = (
-        "_generation",
-        "_held",
-        "_lost",
-        "_token",
-        "_valid_until",
-        "_validity",
-        "auto_renew",
         "drift_factor",
-        "key",
-        "name",
         "node_timeout",
         "nodes",
         "quorum",
         "restart_guard_ms",
         "retries",
         "retry_delay",
-        "timeout_ms",
-        "ttl_ms",
     )
+
+    _what = "Redlock"
 
     def __init__(
         self,
@@ -86,9 +71,7 @@ class RedlockCore:
             )
         self.nodes = len(addresses)
         self.quorum = self.nodes // 2 + 1
-        self.name = check_name(name)
-        self.key = make_key("lock", self.name)
-        self.ttl_ms = check_ttl_arg(ttl)
+        super().__init__(name, ttl, timeout, auto_renew, on_lost)
         if isinstance(drift_factor, bool) or not isinstance(drift_factor, int | float):
             raise ConfigurationError(
                 f"drift_factor must be a number, not {type(drift_factor).__name__}"
@@ -108,9 +91,6 @@ class RedlockCore:
                     f"node_timeout must be < ttl / N = {self.ttl_ms / 1000 / self.nodes:g} s, "
                     f"got {node_timeout!r}"
                 )
-        self.timeout_ms = (
-            None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
-        )
         self.restart_guard_ms = (
             None if restart_guard is None else duration_ms(restart_guard, "restart_guard")
         )
@@ -118,51 +98,9 @@ class RedlockCore:
             raise ConfigurationError(
                 f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
             )
-        if not isinstance(auto_renew, bool):
-            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
-        self.auto_renew = auto_renew
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
-        self._generation = 0
-        self._token: str | None = None
-        self._held = False
-        self._lost = False
-        self._valid_until: float | None = None
-        self._validity: float | None = None
-
-    @property
-    def token(self) -> str | None:
-        return self._token
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @property
-    def validity(self) -> float | None:
-        return self._validity
-
-    @property
-    def valid_until(self) -> float | None:
-        return self._valid_until if self._held else None
 
     def drift(self, ttl_ms: int) -> float:
         return ttl_ms / 1000 * self.drift_factor + CLOCK_SLACK
-
-    def _check_acquire(self, blocking: object, timeout: object) -> float | None:
-        if not isinstance(blocking, bool):
-            raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
-        if timeout is not None and not blocking:
-            raise ConfigurationError("a timeout makes no sense with blocking=False")
-        if self._held and not self._lost:
-            raise LockError(f"this Redlock object already holds {self.name!r}")
-        if timeout is not None:
-            return duration_ms(timeout, "timeout", allow_zero=True) / 1000
-        return None if self.timeout_ms is None else self.timeout_ms / 1000
 
     def _fan_out(self, make: Any) -> Gather:
         return Gather(tuple(make(i) for i in range(self.nodes)), timeout=self.node_timeout)
@@ -179,16 +117,11 @@ class RedlockCore:
             sent_at = yield Now()
             replies = yield self._fan_out(lambda i: self._grant(token, i))
             done_at = yield Now()
-            granted = sum(1 for reply in replies if _granted(reply))
+            granted = sum(1 for reply in replies if _grant_ok(reply))
             validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
             if granted >= self.quorum and validity > 0:
-                self._generation += 1
-                self._token = token
-                self._held = True
-                self._lost = False
-                self._validity = validity
-                self._valid_until = done_at + validity
-                return Acquired(True, self.ttl_ms / 3000 if self.auto_renew else None)
+                self._granted(token, done_at + validity, validity=validity)
+                return Acquired(True, self.renew_interval if self.auto_renew else None)
             # Failed: undo on every node, including those that refused or did not answer.
             yield from self._unlock_all(token)
             if attempt == attempts - 1:
@@ -212,23 +145,12 @@ class RedlockCore:
         replies = yield self._fan_out(lambda i: Eval(script, (self.key,), (token,), node=i))
         return sum(1 for reply in replies if not isinstance(reply, BaseException) and reply == 1)
 
-    def check_owned(self) -> None:
-        if not self._held:
-            raise LockNotOwnedError(f"Redlock {self.name!r} is not held by this object")
-        if self._lost:
-            self._held = False
-            raise LockNotOwnedError(f"Redlock {self.name!r} was lost")
-
     def release(self) -> Plan[None]:
-        self.check_owned()
-        token = self._token
-        assert token is not None
-        self._generation += 1
+        token = self._start_release()
         now = yield Now()
         deleted = yield from self._unlock_all(token)
         expired = self._valid_until is not None and now >= self._valid_until
-        self._held = False
-        self._valid_until = None
+        self._released()
         if deleted < self.quorum or expired:
             raise LockNotOwnedError(
                 f"Redlock {self.name!r} was no longer held at release: our token was on "
@@ -238,20 +160,17 @@ class RedlockCore:
 
     def extend(self, ttl: object = None) -> Plan[None]:
         """Extend on every server holding our token; checks before any I/O."""
-        ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
-        self.check_owned()
-        extended = yield from self._extend(ttl_ms)
+        token, ttl_ms = self._check_extend(ttl)
+        extended = yield from self._extend(token, ttl_ms)
         if extended is not None:
             raise LockNotOwnedError(
                 f"Redlock {self.name!r} extended on {extended} of {self.nodes} servers only "
                 f"(quorum {self.quorum}) or too late; it is released everywhere"
             )
 
-    def _extend(self, ttl_ms: int) -> Plan[int | None]:
+    def _extend(self, token: str, ttl_ms: int) -> Plan[int | None]:
         """Extend on every server; ``None`` on success, else how many servers extended (the
         lock is then marked lost and released everywhere)."""
-        token = self._token
-        assert token is not None
         generation = self._generation
         script = package_script("lock_extend")
         sent_at = yield Now()
@@ -267,20 +186,18 @@ class RedlockCore:
         extended = sum(1 for r in replies if not isinstance(r, BaseException) and r == 1)
         validity = ttl_ms / 1000 - (done_at - sent_at) - self.drift(ttl_ms)
         if extended < self.quorum or validity <= 0:
-            self._lost = True
-            self._held = False
+            self._lose(forget=True)
             yield from self._unlock_all(token)
             return extended
-        self._validity = validity
-        self._valid_until = done_at + validity
+        self._renewed(done_at + validity, validity)
         return None
 
     def renew(self) -> Plan[float | None]:
         """One watchdog tick; the delay to the next, or ``None`` to stop."""
         if not self._held or self._lost or self._token is None:
             return None
-        yield from self._extend(self.ttl_ms)
-        return None if self._lost or not self._held else self.ttl_ms / 3000
+        yield from self._extend(self._token, self.ttl_ms)
+        return None if self._lost or not self._held else self.renew_interval
 
     def locked(self) -> Plan[bool]:
         replies = yield self._fan_out(lambda i: Command(("EXISTS", self.key), node=i))
@@ -292,7 +209,7 @@ class RedlockCore:
             return False
         replies = yield self._fan_out(lambda i: Command(("GET", self.key), node=i))
         now = yield Now()
-        ours = sum(1 for r in replies if _as_text(r) == self._token)
+        ours = sum(1 for r in replies if as_text(r) == self._token)
         return ours >= self.quorum and self._valid_until is not None and now < self._valid_until
 
     def ttl(self) -> Plan[float | None]:

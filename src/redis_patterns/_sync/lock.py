@@ -100,10 +100,7 @@ class Lock(Lease):
                 replicas confirmed the acquisition (the lock was given back).
             BackendError: the server failed or did not answer.
         """
-        acquired, renew_in = self._runner.run(self._core.acquire(blocking, timeout))
-        if renew_in is not None:
-            self._start_watch(renew_in)
-        return acquired
+        return self._acquire(self._core.acquire(blocking, timeout))
 
     def release(self) -> None:
         """Release the lock if this object still holds it (one command; with asyncio it runs

@@ -128,10 +128,7 @@ class Redlock(Lease):
             ConfigurationError: a bad timeout, or a timeout with ``blocking=False``.
             LockError: this object already holds the lock.
         """
-        acquired, renew_in = self._runner.run(self._core.acquire(blocking, timeout))
-        if renew_in is not None:
-            self._start_watch(renew_in)
-        return acquired
+        return self._acquire(self._core.acquire(blocking, timeout))
 
     def release(self) -> None:
         """Delete our token on every server (one command per server; with asyncio, shielded
