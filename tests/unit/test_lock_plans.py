@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redis_patterns import BackendTimeoutError, ConfigurationError, LockNotOwnedError
-from redis_patterns._core.lock import Backoff, FencedStoreCore, LockCore
+from redis_patterns._core.backoff import backoff_delay
+from redis_patterns._core.lock import FencedStoreCore, LockCore
 from redis_patterns._plan import Command, Eval, Now, Sleep, run_canned
 
 
@@ -53,8 +54,8 @@ def test_waiting_never_sleeps_past_the_holder_expiry_or_deadline() -> None:
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
-    backoff = Backoff(base=0.01, cap=0.1, rng=random.Random(1))
-    delays = [backoff.next() for _ in range(12)]
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.01, 0.1, rng=rng, low=0.005) for n in range(12)]
     assert all(0.005 <= d <= 0.1 for d in delays)
     assert len(set(delays)) == len(delays)  # jittered: waiters do not move in lockstep
     assert max(delays[6:]) > max(delays[:2])  # grows

@@ -20,11 +20,11 @@ from .._keys import check_name, make_key
 from .._plan import Command, Features, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, optional_duration_ms
+from .backoff import backoff_delay
 from .lease import Acquired, LeaseCore, as_text
 
 __all__ = [
     "FENCE_RETENTION_MS",
-    "Backoff",
     "FencedStoreCore",
     "LockCore",
     "as_int",
@@ -34,28 +34,13 @@ __all__ = [
 # after it expires because a new counter starts from the server's clock (microseconds).
 FENCE_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_FENCE = 2**53  # fences travel through Lua as doubles: exact below 2^53
+# A waiter sleeps between 2.5 ms and a ceiling doubling from 5 ms to 200 ms (or ttl / 4).
+WAIT_BASE = 0.005
+WAIT_CAP = 0.2
 
 
 def as_int(reply: Any) -> int:
     return int(reply)
-
-
-class Backoff:
-    """Jittered exponential backoff ("full jitter"): waiters spread out instead of stampeding."""
-
-    __slots__ = ("attempt", "base", "cap", "rng")
-
-    def __init__(self, base: float = 0.005, cap: float = 0.2, rng: random.Random | None = None):
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-        self.rng = rng or random.Random()
-
-    def next(self, limit: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        delay = self.rng.uniform(self.base / 2, ceiling)
-        return delay if limit is None else max(0.0, min(delay, limit))
 
 
 class LockCore(LeaseCore):
@@ -99,7 +84,9 @@ class LockCore(LeaseCore):
         token = secrets.token_hex(16)
         keys = (self.key, self.fence_key)
         args = (token, self.ttl_ms, FENCE_RETENTION_MS)
-        backoff: Backoff | None = None  # only a waiter needs one
+        rng: random.Random | None = None  # only a waiter needs one
+        waits = 0
+        cap = min(WAIT_CAP, self.ttl_ms / 4000)
         deadline: float | None = None
         while True:
             sent_at = yield Now()
@@ -127,12 +114,14 @@ class LockCore(LeaseCore):
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
                 return Acquired(False)
-            if backoff is None:
-                backoff = Backoff(cap=min(0.2, self.ttl_ms / 4000))
+            if rng is None:
+                rng = random.Random()
             # No point sleeping past the holder's expiry (+1 ms); never past our deadline.
             holder_left = int(value) / 1000 + 0.001 if int(value) > 0 else None
-            limit = min(x for x in (left, holder_left, backoff.cap) if x is not None)
-            yield Sleep(backoff.next(limit))
+            limit = min(x for x in (left, holder_left, cap) if x is not None)
+            delay = backoff_delay(waits, WAIT_BASE, cap, rng=rng, low=WAIT_BASE / 2)
+            waits += 1
+            yield Sleep(max(0.0, min(delay, limit)))
 
     @property
     def replica_timeout_ms(self) -> int:

@@ -18,6 +18,7 @@ from .._errors import ConfigurationError
 from .._keys import check_name
 from .._plan import Command, Plan
 from .._validate import duration_ms
+from .backoff import backoff_delay
 
 __all__ = ["Gap", "Message", "PublisherCore", "SubscriberCore", "encode_message"]
 
@@ -197,8 +198,7 @@ class SubscriberCore:
         """Seconds to wait before the next attempt: 25 ms doubling up to ``max_backoff``."""
         if self.attempt <= 1:
             return 0.0  # the first retry is immediate: a restarted server is often back already
-        delay_ms: int = min(25 * 2 ** min(self.attempt - 2, 16), self.max_backoff_ms)
-        return delay_ms / 1000
+        return backoff_delay(self.attempt - 2, 25, self.max_backoff_ms, doublings=16) / 1000
 
     def read_slice(self) -> float:
         """How long one read may block: short, so pings, changes and close are noticed."""

@@ -13,6 +13,7 @@ from .._keys import make_key
 from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, duration_ms
+from .backoff import backoff_delay
 from .lease import Acquired, LeaseCore, as_text
 
 __all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
@@ -113,6 +114,7 @@ class RedlockCore(LeaseCore):
         started = yield Now()
         deadline = None if wait is None else started + wait
         attempts = self.retries + 1 if blocking else 1
+        rng: random.Random | None = None  # only a retry needs one
         for attempt in range(attempts):
             sent_at = yield Now()
             replies = yield self._fan_out(lambda i: self._grant(token, i))
@@ -129,7 +131,12 @@ class RedlockCore(LeaseCore):
             now = yield Now()
             if deadline is not None and now >= deadline:
                 break
-            delay = random.uniform(self.retry_delay / 2, self.retry_delay)
+            if rng is None:
+                rng = random.Random()
+            # Capped at its base, so it does not grow: random in [retry_delay / 2, retry_delay].
+            delay = backoff_delay(
+                attempt, self.retry_delay, self.retry_delay, rng=rng, low=self.retry_delay / 2
+            )
             yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
         return Acquired(False)
 

@@ -14,6 +14,7 @@ from .._errors import ConfigurationError, TransactionConflictError
 from .._keys import check_name
 from .._plan import KeyT, Plan, Sleep, Transaction, TransactionAttempt
 from .._validate import check_int
+from .backoff import backoff_delay
 
 __all__ = [
     "Backoff",
@@ -85,9 +86,8 @@ def _backoff_delays(backoff: object) -> Callable[[int, random.Random], float]:
         )
 
     def jittered(retry: int, rng: random.Random) -> float:
-        # Full jitter (AWS architecture blog): spreads retrying clients apart so they stop
-        # colliding on the same key, instead of retrying in lock-step.
-        return rng.uniform(0.0, base * 2 ** min(retry - 1, _MAX_DOUBLINGS))
+        # Full jitter: retrying clients spread apart and stop colliding on the same key.
+        return backoff_delay(retry - 1, base, base * 2**_MAX_DOUBLINGS, rng=rng)
 
     return jittered
 
