@@ -14,7 +14,7 @@ from .._errors import BackendError, BackendUnavailableError
 from .._logging import coalesced
 from .._pubsub import AsyncPubSubTransport
 from .._runner import AsyncClient, AsyncRunner
-from .._validate import duration_ms
+from .._validate import check_callable, duration_ms
 
 __all__ = ["AsyncPublisher", "AsyncSubscriber"]
 
@@ -104,8 +104,7 @@ class AsyncSubscriber:
             health_check_interval=health_check_interval,
             max_backoff=max_backoff,
         )
-        if on_gap is not None and not callable(on_gap):
-            raise TypeError(f"on_gap must be callable, got {type(on_gap).__name__}")
+        check_callable(on_gap, "on_gap", optional=True)
         self._transport = AsyncPubSubTransport(client)
         self._on_gap = on_gap
         self._backlog: collections.deque[Message] = collections.deque()

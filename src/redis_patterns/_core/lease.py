@@ -7,7 +7,7 @@ from typing import Any, ClassVar, NamedTuple
 from .._errors import ConfigurationError, LockError, LockNotOwnedError
 from .._keys import check_name, make_key
 from .._plan import Plan
-from .._validate import duration_ms
+from .._validate import check_bool, check_callable, duration_ms
 
 __all__ = ["Acquired", "LeaseCore", "as_text"]
 
@@ -65,11 +65,8 @@ class LeaseCore:
         self.timeout_ms = (
             None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
         )
-        if not isinstance(auto_renew, bool):
-            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
-        self.auto_renew = auto_renew
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
+        self.auto_renew = check_bool(auto_renew, "auto_renew")
+        check_callable(on_lost, "on_lost", optional=True)
         self._token: str | None = None
         self._fence: int | None = None
         self._held = False
@@ -117,9 +114,7 @@ class LeaseCore:
 
     def _check_acquire(self, blocking: object, timeout: object) -> float | None:
         """Validate acquire's arguments; the longest wait in seconds (``None``: no limit)."""
-        if not isinstance(blocking, bool):
-            raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
-        if timeout is not None and not blocking:
+        if not check_bool(blocking, "blocking") and timeout is not None:
             raise ConfigurationError("a timeout makes no sense with blocking=False")
         if self._held and not self._lost:
             raise LockError(

@@ -12,6 +12,7 @@ from .._errors import (
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    ConfigurationTypeError,
     LockError,
     LockNotOwnedError,
     StaleFenceError,
@@ -258,7 +259,9 @@ class FencedStoreCore:
             raise ConfigurationError(f"fence must be < 2**53, got {fence_value}")
         field_value = check_name(field, "field", raw_key=True)
         if isinstance(value, bool) or not isinstance(value, str | bytes | int | float):
-            raise TypeError(f"value must be str, bytes, int or float, not {type(value).__name__}")
+            raise ConfigurationTypeError(
+                f"value must be str, bytes, int or float, not {type(value).__name__}"
+            )
         ok, highest = yield package_script("fenced_write").eval(
             (self.key, self.fence_key), (fence_value, field_value, value)
         )

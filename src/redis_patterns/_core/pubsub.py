@@ -17,7 +17,7 @@ import orjson
 from .._errors import ConfigurationError
 from .._keys import check_name
 from .._plan import Command, Plan
-from .._validate import duration_ms
+from .._validate import check_bool, duration_ms
 from .backoff import backoff_delay
 
 __all__ = ["Gap", "Message", "PublisherCore", "SubscriberCore", "encode_message"]
@@ -91,9 +91,7 @@ class PublisherCore:
     __slots__ = ("sharded",)
 
     def __init__(self, sharded: bool) -> None:
-        if not isinstance(sharded, bool):
-            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
-        self.sharded = sharded
+        self.sharded = check_bool(sharded, "sharded")
 
     def publish(self, channel: str | bytes, message: object) -> Plan[int]:
         name = _channel(channel)
@@ -116,9 +114,7 @@ class SubscriberCore:
     ) -> None:
         if isinstance(channels, str | bytes) or isinstance(patterns, str | bytes):
             raise ConfigurationError("channels and patterns must be collections of names")
-        if not isinstance(sharded, bool):
-            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
-        self.sharded = sharded
+        self.sharded = check_bool(sharded, "sharded")
         self.channels: set[bytes] = {_channel(c) for c in channels}
         self.patterns: set[bytes] = {_channel(p, "pattern") for p in patterns}
         if sharded and self.patterns:

@@ -12,7 +12,7 @@ from .._errors import ConfigurationError, LockNotOwnedError
 from .._keys import make_key
 from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
-from .._validate import check_int, duration_ms
+from .._validate import check_int, check_number, duration_ms
 from .backoff import backoff_delay
 from .lease import Acquired, LeaseCore, as_text
 
@@ -73,13 +73,9 @@ class RedlockCore(LeaseCore):
         self.nodes = len(addresses)
         self.quorum = self.nodes // 2 + 1
         super().__init__(name, ttl, timeout, auto_renew, on_lost)
-        if isinstance(drift_factor, bool) or not isinstance(drift_factor, int | float):
-            raise ConfigurationError(
-                f"drift_factor must be a number, not {type(drift_factor).__name__}"
-            )
-        if math.isnan(drift_factor) or not 0 <= drift_factor <= 0.1:
-            raise ConfigurationError(f"drift_factor must be within [0, 0.1], got {drift_factor!r}")
-        self.drift_factor = float(drift_factor)
+        self.drift_factor = float(
+            check_number(drift_factor, "drift_factor", minimum=0, maximum=0.1)
+        )
         self.retries = check_int(retries, "retries", minimum=0)
         self.retry_delay = duration_ms(retry_delay, "retry_delay") / 1000
         if node_timeout is None:

@@ -15,7 +15,7 @@ from .._errors import BackendError, BackendUnavailableError
 from .._logging import coalesced
 from .._pubsub import PubSubTransport
 from .._runner import SyncClient, SyncRunner
-from .._validate import duration_ms
+from .._validate import check_callable, duration_ms
 
 __all__ = ["Publisher", "Subscriber"]
 
@@ -105,8 +105,7 @@ class Subscriber:
             health_check_interval=health_check_interval,
             max_backoff=max_backoff,
         )
-        if on_gap is not None and not callable(on_gap):
-            raise TypeError(f"on_gap must be callable, got {type(on_gap).__name__}")
+        check_callable(on_gap, "on_gap", optional=True)
         self._transport = PubSubTransport(client)
         self._on_gap = on_gap
         self._backlog: collections.deque[Message] = collections.deque()
