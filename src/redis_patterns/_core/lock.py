@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import random
 import secrets
-from collections.abc import Callable
-from typing import Any
 
 from .._errors import (
     BackendError,
@@ -28,7 +26,6 @@ __all__ = [
     "FENCE_RETENTION_MS",
     "FencedStoreCore",
     "LockCore",
-    "as_int",
 ]
 
 # How long a fence counter outlives the last acquisition of its lock. Fences stay monotonic
@@ -38,10 +35,6 @@ MAX_FENCE = 2**53  # fences travel through Lua as doubles: exact below 2^53
 # A waiter sleeps between 2.5 ms and a ceiling doubling from 5 ms to 200 ms (or ttl / 4).
 WAIT_BASE = 0.005
 WAIT_CAP = 0.2
-
-
-def as_int(reply: Any) -> int:
-    return int(reply)
 
 
 class LockCore(LeaseCore):
@@ -282,6 +275,3 @@ class FencedStoreCore:
 
     def clear(self) -> Plan[None]:
         yield Command(("DEL", self.key, self.fence_key))
-
-
-OnLost = Callable[[Any], object]
