@@ -2,6 +2,8 @@
 
     RedisPatternsError
     ├── ConfigurationError (also ValueError)   bad arguments, raised before any I/O
+    │   ├── ConfigurationTypeError (also TypeError)   ... of the wrong type (not exported:
+    │   │                                      catch ConfigurationError or TypeError)
     │   └── PeriodExpiredError                 a timed board's period is past its retention
     │                                          (the server's clock said so; nothing was written)
     ├── BackendError                           the server or the connection failed
@@ -38,6 +40,7 @@ __all__ = [
     "BackendUnavailableError",
     "CacheValueError",
     "ConfigurationError",
+    "ConfigurationTypeError",
     "CrossSlotError",
     "EmbeddedServerError",
     "LockError",
@@ -62,6 +65,15 @@ class RedisPatternsError(Exception):
 
 class ConfigurationError(RedisPatternsError, ValueError):
     """An argument is invalid; raised before anything is sent to the server."""
+
+
+class ConfigurationTypeError(ConfigurationError, TypeError):
+    """An argument has the wrong type (a str for a number, a non-callable callback, ...).
+
+    Still a `ConfigurationError` (so a ``ValueError``), and also a ``TypeError``, which is what
+    Python raises for a wrong type: code catching either one sees it. The validators in
+    ``_validate`` raise it for every type check.
+    """
 
 
 class PeriodExpiredError(ConfigurationError):

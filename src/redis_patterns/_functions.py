@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ConfigurationTypeError
 from ._plan import ArgT, Command, FCall, KeyT, Plan
 
 if TYPE_CHECKING:
@@ -42,7 +42,9 @@ class FunctionLibrary:
         if isinstance(source, bytes):
             source = source.decode()
         if not isinstance(source, str):
-            raise TypeError(f"source must be str or bytes, not {type(source).__name__}")
+            raise ConfigurationTypeError(
+                f"source must be str or bytes, not {type(source).__name__}"
+            )
         match = _HEADER.match(source.lstrip("\n"))
         if match is None:
             raise ConfigurationError("a function library must start with '#!lua name=<name>'")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ConfigurationTypeError
 
 __all__ = ["MAX_GLOB_BYTES", "MAX_NAME_BYTES", "check_name", "glob_match", "make_key"]
 
@@ -25,7 +25,7 @@ def check_name(value: object, what: str = "name", *, raw_key: bool = False) -> b
     allowed: a hash tag is theirs to choose).
     """
     if isinstance(value, bool) or not isinstance(value, str | bytes):
-        raise ConfigurationError(f"{what} must be str or bytes, not {type(value).__name__}")
+        raise ConfigurationTypeError(f"{what} must be str or bytes, not {type(value).__name__}")
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
         raise ConfigurationError(f"{what} must not be empty")

@@ -24,6 +24,7 @@ __all__ = [
     "Effect",
     "Eval",
     "FCall",
+    "Features",
     "Gather",
     "Now",
     "Pipeline",
@@ -157,6 +158,19 @@ class Pipeline:
     """
 
     effects: tuple[Eval | Command, ...]
+
+
+@dataclass(slots=True)
+class Features:
+    """What one client's server is known to support, learnt by the plans that probe it.
+
+    Not an effect: a plain record the runner keeps per client (`SyncRunner.features`, shared by
+    every object built on that client) and a pattern's core receives as a value, so a plan
+    reads and updates it without any I/O of its own. ``None`` means "not probed yet".
+    """
+
+    delifeq: bool | None = None
+    """``DELIFEQ`` and ``SET ... IFEQ`` (Valkey >= 9): compare-and-delete/expire, no script."""
 
 
 Effect: TypeAlias = "Eval | FCall | Command | Sleep | Now | Gather | Transaction | Call | Pipeline"

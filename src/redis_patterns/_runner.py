@@ -46,6 +46,7 @@ from ._plan import (
     Effect,
     Eval,
     FCall,
+    Features,
     Gather,
     KeyT,
     Now,
@@ -67,6 +68,7 @@ __all__ = [
     "SyncPipeline",
     "SyncRunner",
     "TransactionFunction",
+    "client_features",
     "map_backend_error",
     "node_address",
     "require_bytes_replies",
@@ -259,6 +261,24 @@ def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any]:
     return {}
 
 
+_FEATURES = "_redis_patterns_features"
+
+
+def client_features(client: object) -> Features:
+    """The `Features` record of ``client``: one per client, whichever object uses it.
+
+    It is kept on the client object itself, so it lives exactly as long as the client and needs
+    no global registry. A client that takes no attributes gets a fresh record each time: its
+    users then probe once each, which costs a refused command, never a wrong answer.
+    """
+    features = getattr(client, _FEATURES, None)
+    if not isinstance(features, Features):
+        features = Features()
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(client, _FEATURES, features)
+    return features
+
+
 def _decodes(client: object) -> bool:
     encoder = getattr(client, "get_encoder", None)
     return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
@@ -288,6 +308,8 @@ class SyncRunner:
         self.clients: tuple[SyncClient, ...] = _as_tuple(clients, _SYNC_TYPES, "a sync")
         warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        # What the (first) client's server supports, as its plans have learnt it.
+        self.features = client_features(self.clients[0])
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.
@@ -496,6 +518,7 @@ class AsyncRunner:
         self.clients: tuple[AsyncClient, ...] = _as_tuple(clients, _ASYNC_TYPES, "an asyncio")
         warn_if_risky(self.clients)
         self.cluster = isinstance(self.clients[0], _CLUSTER_TYPES)
+        self.features = client_features(self.clients[0])
         # Patterns that store binary payloads need bytes back (decode_responses=False).
         self.decodes_responses = any(_decodes(c) for c in self.clients)
         # A blocking read (XREADGROUP BLOCK) must return before the socket gives up on it.

@@ -9,7 +9,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ConfigurationTypeError
 from ._plan import ArgT, Eval, KeyT
 
 if TYPE_CHECKING:
@@ -36,7 +36,9 @@ class Script:
         if isinstance(source, bytes):
             source = source.decode()
         if not isinstance(source, str):
-            raise TypeError(f"source must be str or bytes, not {type(source).__name__}")
+            raise ConfigurationTypeError(
+                f"source must be str or bytes, not {type(source).__name__}"
+            )
         if not source.strip():
             raise ConfigurationError("source must be a non-empty Lua script")
         self.source = source

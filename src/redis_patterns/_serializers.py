@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ConfigurationTypeError
 
 __all__ = ["Serializer", "get_serializer"]
 
@@ -136,4 +136,6 @@ def get_serializer(spec: str | Serializer, *, secret: bytes | str | None = None)
         )
     if isinstance(spec, Serializer):
         return spec
-    raise TypeError(f"serializer must be a name or a Serializer, not {type(spec).__name__}")
+    raise ConfigurationTypeError(
+        f"serializer must be a name or a Serializer, not {type(spec).__name__}"
+    )

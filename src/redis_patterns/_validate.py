@@ -1,13 +1,26 @@
-"""Argument checks shared by every pattern; each raises before any I/O, naming the argument."""
+"""Argument checks shared by every pattern; each raises before any I/O, naming the argument.
+
+Every refusal is a `ConfigurationError`; one of the wrong type is a `ConfigurationTypeError`,
+which is also a ``TypeError``.
+"""
 
 from __future__ import annotations
 
 import math
 from datetime import timedelta
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, ConfigurationTypeError
 
-__all__ = ["MAX_DURATION_MS", "Duration", "check_int", "duration_ms", "optional_duration_ms"]
+__all__ = [
+    "MAX_DURATION_MS",
+    "Duration",
+    "check_bool",
+    "check_callable",
+    "check_int",
+    "check_number",
+    "duration_ms",
+    "optional_duration_ms",
+]
 
 Duration = float | int | timedelta
 
@@ -29,7 +42,7 @@ def duration_ms(value: object, what: str, *, allow_zero: bool = False) -> int:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(
+        raise ConfigurationTypeError(
             f"{what} must be a number of seconds or a timedelta, not {type(value).__name__}"
         )
     elif isinstance(value, int) and abs(value) > 10**300:
@@ -60,7 +73,53 @@ def optional_duration_ms(value: object, what: str) -> int | None:
 def check_int(value: object, what: str, *, minimum: int | None = None) -> int:
     """Require an int (not bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(f"{what} must be an int, not {type(value).__name__}")
+        raise ConfigurationTypeError(f"{what} must be an int, not {type(value).__name__}")
     if minimum is not None and value < minimum:
         raise ConfigurationError(f"{what} must be >= {minimum}, got {value}")
     return value
+
+
+def check_number(
+    value: object,
+    what: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    positive: bool = False,
+) -> float:
+    """Require a finite int or float (not bool), within ``[minimum, maximum]``, ``> 0`` when
+    ``positive``. Returns the value as given (an int stays an int)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigurationTypeError(f"{what} must be a number, not {type(value).__name__}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any double: no repr, it may be thousands of digits
+        raise ConfigurationError(f"{what} is too large (beyond a double)") from None
+    if math.isnan(number):
+        raise ConfigurationError(f"{what} must not be NaN")
+    if math.isinf(number):
+        raise ConfigurationError(f"{what} must be finite, got {value!r}")
+    if positive and number <= 0:
+        raise ConfigurationError(f"{what} must be > 0, got {value!r}")
+    low = minimum is not None and number < minimum
+    high = maximum is not None and number > maximum
+    if low or high:
+        if minimum is not None and maximum is not None:
+            wanted = f"within [{minimum:g}, {maximum:g}]"
+        else:
+            wanted = f">= {minimum:g}" if minimum is not None else f"<= {maximum:g}"
+        raise ConfigurationError(f"{what} must be {wanted}, got {value!r}")
+    return value
+
+
+def check_bool(value: object, what: str) -> bool:
+    """Require a bool (not merely something truthy: ``1`` or ``"yes"`` is refused)."""
+    if not isinstance(value, bool):
+        raise ConfigurationTypeError(f"{what} must be a bool, not {type(value).__name__}")
+    return value
+
+
+def check_callable(value: object, what: str, *, optional: bool = False) -> None:
+    """Require a callable (``None`` too when ``optional``)."""
+    if not (callable(value) or (optional and value is None)):
+        raise ConfigurationTypeError(f"{what} must be callable, not {type(value).__name__}")

@@ -287,17 +287,16 @@ def test_one_command_per_acquire_release_extend(backend: Backend, prefix: str) -
 
 @pytest.mark.backends("redis7")
 def test_native_probe_falls_back_to_lua_once(backend: Backend, prefix: str) -> None:
-    from redis_patterns._core.lock import _native
-
     client = backend.client()
     lock = Lock(client, prefix, ttl=5)
+    native = lock._runner.features  # the client's feature record, shared by its locks
     lock.acquire()
-    assert client not in _native
+    assert native.delifeq is None
     with backend.counter() as seen:
         lock.release()  # DELIFEQ is refused as unknown (MONITOR does not show it): the script
     assert seen.names == ["EVALSHA"]
     assert not lock.locked()
-    assert _native[client] is False
+    assert native.delifeq is False
     lock.acquire()
     with backend.counter() as seen:
         lock.extend()

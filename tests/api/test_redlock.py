@@ -204,7 +204,7 @@ def _core(**kwargs: Any) -> RedlockCore:
 
 def test_plan_validity_is_ttl_minus_elapsed_minus_drift() -> None:
     core = _core()
-    acquired, effects = run_canned(
+    (acquired, _), effects = run_canned(
         core.acquire(False, None), [100.0, 100.0, [True, True, True, None, None], 101.5]
     )
     assert acquired
@@ -216,7 +216,7 @@ def test_plan_validity_is_ttl_minus_elapsed_minus_drift() -> None:
 def test_plan_too_slow_majority_fails_and_unlocks_everywhere() -> None:
     # Scenario 10: the replies took longer than ttl - drift: no lock, and clean-up on all 5.
     core = _core()
-    acquired, effects = run_canned(
+    (acquired, _), effects = run_canned(
         core.acquire(False, None),
         [100.0, 100.0, [True] * 5, 109.9, [1, 1, 1, 1, 1]],
     )
@@ -230,7 +230,7 @@ def test_plan_too_slow_majority_fails_and_unlocks_everywhere() -> None:
 def test_plan_minority_fails_and_retries_with_jitter() -> None:
     core = _core(retries=1)
     minority = [True, True, None, TimeoutError(), None]
-    acquired, effects = run_canned(
+    (acquired, _), effects = run_canned(
         core.acquire(True, None),
         [0.0, 0.0, minority, 0.1, [1, 1, 0, 0, 0], 0.2, None, 0.3, minority, 0.4, [0] * 5],
     )

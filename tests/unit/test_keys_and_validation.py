@@ -10,7 +10,14 @@ import pytest
 
 from redis_patterns import ConfigurationError
 from redis_patterns._keys import check_name, make_key
-from redis_patterns._validate import MAX_DURATION_MS, check_int, duration_ms
+from redis_patterns._validate import (
+    MAX_DURATION_MS,
+    check_bool,
+    check_callable,
+    check_int,
+    check_number,
+    duration_ms,
+)
 
 
 def test_make_key_puts_the_name_in_the_hash_tag() -> None:
@@ -192,3 +199,73 @@ def test_limiter_key_fallback_and_exemption() -> None:
     with pytest.raises(TypeError):
         normalize_key(None)  # type: ignore[arg-type]
     assert repr(EXEMPT) == "EXEMPT"
+
+
+@pytest.mark.parametrize(
+    ("check", "bad"),
+    [
+        (lambda v: check_name(v), 42),
+        (lambda v: duration_ms(v, "ttl"), "5"),
+        (lambda v: check_int(v, "limit"), 1.0),
+        (lambda v: check_number(v, "rate"), "1"),
+        (lambda v: check_bool(v, "flag"), 1),
+        (lambda v: check_callable(v, "on_lost"), 42),
+    ],
+)
+def test_a_wrong_type_is_both_configuration_and_type_error(check: Any, bad: Any) -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        check(bad)
+    assert isinstance(caught.value, TypeError)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_a_wrong_value_is_not_a_type_error() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        check_number(-1, "rate", positive=True)
+    assert not isinstance(caught.value, TypeError)
+
+
+@pytest.mark.parametrize(
+    ("value", "options"),
+    [
+        (math.nan, {}),
+        (math.inf, {}),
+        (0, {"positive": True}),
+        (-0.5, {"minimum": 0}),
+        (0.2, {"minimum": 0, "maximum": 0.1}),
+        (True, {}),
+        (10**400, {}),  # beyond any double: float() would raise OverflowError
+    ],
+)
+def test_bad_numbers_are_refused(value: Any, options: Any) -> None:
+    with pytest.raises(ConfigurationError, match="rate"):
+        check_number(value, "rate", **options)
+
+
+def test_numbers_keep_their_type() -> None:
+    three = check_number(3, "n")
+    assert three == 3
+    assert isinstance(three, int)
+    assert check_number(0.1, "n", minimum=0, maximum=0.1) == 0.1
+
+
+def test_optional_callables() -> None:
+    check_callable(None, "on_gap", optional=True)
+    check_callable(print, "on_gap")
+    with pytest.raises(ConfigurationError, match="on_gap"):
+        check_callable(None, "on_gap")
+
+
+def test_huge_int_arguments_are_configuration_errors_not_overflow() -> None:
+    # These used to raise OverflowError from float() or math.isnan() on a 400-digit int.
+    from redis_patterns._core.ratelimit import TokenBucketCore
+    from redis_patterns._core.redlock import RedlockCore
+    from redis_patterns._core.transaction import transaction_plan
+
+    with pytest.raises(ConfigurationError, match="refill_rate"):
+        TokenBucketCore(10, 10**400)
+    with pytest.raises(ConfigurationError, match="drift_factor"):
+        RedlockCore(["a", "b", "c"], "x", 10, 10**400, 0, 0.1, None, None)
+    plan = transaction_plan(print, ["k"], retries=1, backoff=10**400, sync=True)
+    with pytest.raises(ConfigurationError, match="backoff"):
+        next(plan)

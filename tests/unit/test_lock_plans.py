@@ -5,18 +5,20 @@ from __future__ import annotations
 import ast
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redis_patterns import BackendTimeoutError, ConfigurationError, LockNotOwnedError
-from redis_patterns._core.lock import Backoff, FencedStoreCore, LockCore
+from redis_patterns._core.backoff import backoff_delay
+from redis_patterns._core.lock import FencedStoreCore, LockCore
 from redis_patterns._plan import Command, Eval, Now, Sleep, run_canned
 
 
 def _core(**kwargs: object) -> LockCore:
-    options: dict[str, object] = {
+    options: dict[str, Any] = {
         "ttl": 1.0,
         "timeout": None,
         "auto_renew": False,
@@ -24,12 +26,12 @@ def _core(**kwargs: object) -> LockCore:
         "on_lost": None,
     }
     options.update(kwargs)
-    return LockCore(object(), "x", **options)
+    return LockCore("x", **options)
 
 
 def test_acquire_is_one_eval_with_both_keys() -> None:
     core = _core()
-    acquired, effects = run_canned(core.acquire(False, None), [10.0, [1, 12345]])
+    (acquired, _), effects = run_canned(core.acquire(False, None), [10.0, [1, 12345]])
     assert acquired
     assert core.fence == 12345
     assert core.held
@@ -52,8 +54,8 @@ def test_waiting_never_sleeps_past_the_holder_expiry_or_deadline() -> None:
 
 
 def test_backoff_is_jittered_exponential_and_capped() -> None:
-    backoff = Backoff(base=0.01, cap=0.1, rng=random.Random(1))
-    delays = [backoff.next() for _ in range(12)]
+    rng = random.Random(1)
+    delays = [backoff_delay(n, 0.01, 0.1, rng=rng, low=0.005) for n in range(12)]
     assert all(0.005 <= d <= 0.1 for d in delays)
     assert len(set(delays)) == len(delays)  # jittered: waiters do not move in lockstep
     assert max(delays[6:]) > max(delays[:2])  # grows
@@ -69,7 +71,7 @@ def test_release_not_ours_clears_state_and_raises() -> None:
 
 def test_renew_marks_lost_once_and_stops() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7]])
+    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
     delay, effects = run_canned(core.renew(), [0.3, 1, 0.3])  # Lua extend answered 1
     assert delay == pytest.approx(1 / 3)
     # A slow round trip shortens the wait: the next renewal is due ttl/3 after this one was sent.
@@ -84,7 +86,7 @@ def test_renew_marks_lost_once_and_stops() -> None:
 
 def test_renew_backend_timeout_retries_then_gives_up_after_validity() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7]])
+    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
     delay, _ = run_canned(core.renew(), [0.3, BackendTimeoutError("slow")])
     assert delay is not None
     assert delay < 1 / 3
@@ -96,7 +98,7 @@ def test_renew_backend_timeout_retries_then_gives_up_after_validity() -> None:
 
 def test_release_racing_with_renewal_is_not_a_loss() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7]])
+    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
     renewal = core.renew()
     assert isinstance(next(renewal), Now)
     assert isinstance(renewal.send(0.3), Eval)  # the extend is in flight...
@@ -107,9 +109,8 @@ def test_release_racing_with_renewal_is_not_a_loss() -> None:
     assert not core.lost
 
 
-def test_client_without_weakref_stays_on_scripts() -> None:
-    core = _core()
-    core._remember_native(True)  # object() is not weak-referenceable: stays on the scripts
+def test_unprobed_server_stays_on_scripts_for_extend() -> None:
+    core = _core()  # a fresh feature record: DELIFEQ / SET IFEQ not known to exist
     run_canned(core.acquire(False, None), [0.0, [1, 7]])
     _, effects = run_canned(core.extend(1000), [0.0, 1, 0.1])
     assert not any(isinstance(e, Command) for e in effects)
@@ -153,7 +154,7 @@ def test_fuzzed_lock_arguments_are_refused_cleanly(
     # Constructors do no I/O; bad input must be a ConfigurationError (a ValueError), never
     # anything else, and accepted input must be sane.
     try:
-        core = LockCore(object(), name, ttl, timeout, False, None, None)  # type: ignore[arg-type]
+        core = LockCore(name, ttl, timeout, False, None, None)  # type: ignore[arg-type]
     except ConfigurationError:
         return
     assert core.ttl_ms >= 3

@@ -56,10 +56,17 @@ class AsyncLock(AsyncLease):
         on_lost: Callable[[AsyncLock], object] | None = None,
         wait_replicas: int = 0,
     ) -> None:
-        self._core = LockCore(
-            client, name, ttl, timeout, auto_renew, max_hold, on_lost, wait_replicas
-        )
         self._runner = AsyncRunner(client)
+        self._core = LockCore(
+            name,
+            ttl,
+            timeout,
+            auto_renew,
+            max_hold,
+            on_lost,
+            wait_replicas,
+            features=self._runner.features,
+        )
         self._init_lease(on_lost)
 
     def __repr__(self) -> str:
@@ -92,11 +99,7 @@ class AsyncLock(AsyncLease):
                 replicas confirmed the acquisition (the lock was given back).
             BackendError: the server failed or did not answer.
         """
-        wait = self._core.check_acquire(blocking, timeout)
-        acquired = await self._runner.run(self._core.acquire(blocking, wait))
-        if acquired and self._core.auto_renew:
-            self._start_watch(await self._runner.run(self._core.renewal_delay()))
-        return acquired
+        return await self._acquire(self._core.acquire(blocking, timeout))
 
     async def release(self) -> None:
         """Release the lock if this object still holds it (one command; with asyncio it runs
@@ -117,8 +120,7 @@ class AsyncLock(AsyncLease):
             ConfigurationError: a bad ttl (before any I/O).
             LockNotOwnedError: the lock is not ours any more (nothing is created or changed).
         """
-        ttl_ms = self._core.check_extend(ttl)
-        await self._runner.run(self._core.extend(ttl_ms))
+        await self._runner.run(self._core.extend(ttl))
 
     async def locked(self) -> bool:
         """Whether anyone holds the lock right now."""

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from .._core import ratelimit as core
 from .._core.ratelimit import Decision, QuotaPolicy
-from .._errors import ConfigurationError
+from .._errors import ConfigurationError, ConfigurationTypeError
 from .._keys import check_name
 from .._runner import AsyncClient, AsyncRunner
 from .._validate import Duration
@@ -260,7 +260,9 @@ class AsyncMultiLimit(AsyncRateLimiter):
         items = list(limiters)
         for item in items:
             if not isinstance(item, AsyncRateLimiter):
-                raise TypeError(f"expected AsyncRateLimiter instances, got {type(item).__name__}")
+                raise ConfigurationTypeError(
+                    f"expected AsyncRateLimiter instances, got {type(item).__name__}"
+                )
         if not items:
             raise ConfigurationError("at least one limiter is required")
         super().__init__(items[0]._runner, [c for item in items for c in item._cores])

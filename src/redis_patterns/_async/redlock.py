@@ -87,12 +87,9 @@ class AsyncRedlock(AsyncLease):
             node_timeout,
             timeout,
             restart_guard,
+            auto_renew,
+            on_lost,
         )
-        if not isinstance(auto_renew, bool):
-            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
-        self._auto_renew = auto_renew
         self._init_lease(on_lost)
 
     def __repr__(self) -> str:
@@ -130,11 +127,7 @@ class AsyncRedlock(AsyncLease):
             ConfigurationError: a bad timeout, or a timeout with ``blocking=False``.
             LockError: this object already holds the lock.
         """
-        wait = self._core.check_acquire(blocking, timeout)
-        acquired = await self._runner.run(self._core.acquire(blocking, wait))
-        if acquired and self._auto_renew:
-            self._start_watch(self._core.ttl_ms / 3000)
-        return acquired
+        return await self._acquire(self._core.acquire(blocking, timeout))
 
     async def release(self) -> None:
         """Delete our token on every server (one command per server; with asyncio, shielded
@@ -156,8 +149,7 @@ class AsyncRedlock(AsyncLease):
             LockNotOwnedError: fewer than a majority extended in time; the lock is then
                 released everywhere and marked `lost`.
         """
-        ttl_ms = self._core.check_extend(ttl)
-        await self._runner.run(self._core.extend(ttl_ms))
+        await self._runner.run(self._core.extend(ttl))
 
     async def locked(self) -> bool:
         """Whether a majority of servers hold the key (anyone's)."""
@@ -179,9 +171,7 @@ class AsyncRedlock(AsyncLease):
                 ``localhost`` and ``127.0.0.1`` on one port.
             BackendError: a server could not be asked.
         """
-        ids = await self._runner.run(self._core.server_ids())
-        if len(set(ids)) != len(ids):
-            raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")
+        await self._runner.run(self._core.verify_servers())
 
     async def __aenter__(self) -> AsyncRedlock:
         if not await self.acquire():

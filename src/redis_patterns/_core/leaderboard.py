@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Literal
 
-from .._errors import ConfigurationError, PeriodExpiredError
+from .._errors import ConfigurationError, ConfigurationTypeError, PeriodExpiredError
 from .._keys import check_name, make_key
 from .._plan import Command, Plan
 from .._script import package_script
-from .._validate import check_int, duration_ms
+from .._validate import check_int, check_number, duration_ms
 
 __all__ = [
     "MAX_EXACT_INT",
@@ -68,18 +68,12 @@ class Page:
 
 def check_score(value: object, what: str = "score") -> float | int:
     """A finite score; an int must be within ±2**53, where a double still holds it exactly."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{what} must be an int or a float, not {type(value).__name__}")
-    if isinstance(value, float):
-        if math.isnan(value):
-            raise ConfigurationError(f"{what} must not be NaN")
-        if math.isinf(value):
-            raise ConfigurationError(f"{what} must be finite, got {value!r}")
-    elif abs(value) > MAX_EXACT_INT:
+    score = check_number(value, what)  # as given: an int stays an int
+    if isinstance(score, int) and abs(score) > MAX_EXACT_INT:
         raise ConfigurationError(
-            f"{what} {value} is beyond ±2**53: Redis stores scores as doubles and would round it"
+            f"{what} {score} is beyond ±2**53: Redis stores scores as doubles and would round it"
         )
-    return value
+    return score
 
 
 def check_member(value: object) -> bytes:
@@ -134,7 +128,7 @@ def _ranked(
 def check_earliest_score(value: object, what: str = "score") -> int:
     """ties="earliest" packs an achievement sequence into the score: integers within ±(2**21-1)."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigurationError(
+        raise ConfigurationTypeError(
             f"{what} must be an int with ties='earliest' (got {type(value).__name__})"
         )
     if abs(value) > MAX_EARLIEST_SCORE:
@@ -186,7 +180,7 @@ class LeaderboardCore:
     def add_many(self, mapping: object, only: object) -> Plan[int]:
         flags = _only_flags(only)
         if not isinstance(mapping, Mapping):
-            raise ConfigurationError(f"mapping must be a mapping, not {type(mapping).__name__}")
+            raise ConfigurationTypeError(f"mapping must be a mapping, not {type(mapping).__name__}")
         flat: list[Any] = []
         for member, score in mapping.items():  # validate everything before the first write
             if self.earliest:
@@ -306,7 +300,7 @@ def _label(period: str, start: date) -> str:
 
 def _utc_day(at: object) -> date:
     if not isinstance(at, datetime):
-        raise ConfigurationError(f"at must be a datetime, not {type(at).__name__}")
+        raise ConfigurationTypeError(f"at must be a datetime, not {type(at).__name__}")
     # Naive datetimes are taken as UTC: period boundaries are UTC midnights.
     return (at.astimezone(timezone.utc) if at.tzinfo else at).date()
 

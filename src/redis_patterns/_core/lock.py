@@ -2,102 +2,51 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 import secrets
-import weakref
-from collections.abc import Callable
-from typing import Any
 
 from .._errors import (
     BackendError,
     BackendTimeoutError,
     BackendUnavailableError,
     ConfigurationError,
+    ConfigurationTypeError,
     LockError,
     LockNotOwnedError,
     StaleFenceError,
 )
 from .._keys import check_name, make_key
-from .._plan import Command, Now, Plan, Sleep
+from .._plan import Command, Features, Now, Plan, Sleep
 from .._script import package_script
-from .._validate import check_int, duration_ms, optional_duration_ms
+from .._validate import check_int, optional_duration_ms
+from .backoff import backoff_delay
+from .lease import Acquired, LeaseCore, as_text
 
 __all__ = [
     "FENCE_RETENTION_MS",
-    "Backoff",
     "FencedStoreCore",
     "LockCore",
-    "as_int",
-    "check_ttl_arg",
 ]
 
 # How long a fence counter outlives the last acquisition of its lock. Fences stay monotonic
 # after it expires because a new counter starts from the server's clock (microseconds).
 FENCE_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_FENCE = 2**53  # fences travel through Lua as doubles: exact below 2^53
-
-# Whether a client's server has DELIFEQ / SET IFEQ (Valkey >= 9), learnt by trying DELIFEQ once.
-_native: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
-
-
-def as_int(reply: Any) -> int:
-    return int(reply)
+# A waiter sleeps between 2.5 ms and a ceiling doubling from 5 ms to 200 ms (or ttl / 4).
+WAIT_BASE = 0.005
+WAIT_CAP = 0.2
 
 
-def _as_text(reply: Any) -> str | None:
-    if reply is None:
-        return None
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-
-def check_ttl_arg(value: object, what: str = "ttl") -> int:
-    return duration_ms(value, what)
-
-
-class Backoff:
-    """Jittered exponential backoff ("full jitter"): waiters spread out instead of stampeding."""
-
-    __slots__ = ("attempt", "base", "cap", "rng")
-
-    def __init__(self, base: float = 0.005, cap: float = 0.2, rng: random.Random | None = None):
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-        self.rng = rng or random.Random()
-
-    def next(self, limit: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * 2**self.attempt)
-        self.attempt = min(self.attempt + 1, 30)
-        delay = self.rng.uniform(self.base / 2, ceiling)
-        return delay if limit is None else max(0.0, min(delay, limit))
-
-
-class LockCore:
+class LockCore(LeaseCore):
     """State and plans shared by `Lock` and `AsyncLock`; the owner is this object, not a thread."""
 
-    __slots__ = (
-        "_client_ref",
-        "_fence",
-        "_generation",
-        "_held",
-        "_lost",
-        "_max_hold_until",
-        "_token",
-        "_valid_until",
-        "auto_renew",
-        "fence_key",
-        "key",
-        "max_hold_ms",
-        "name",
-        "timeout_ms",
-        "ttl_ms",
-        "wait_replicas",
-    )
+    __slots__ = ("_features", "fence_key", "max_hold_ms", "wait_replicas")
+
+    _held_hint = "; use one object per holder"
+    _lost_hint = " (it expired or was taken)"
 
     def __init__(
         self,
-        client: object,
         name: str | bytes,
         ttl: object,
         timeout: object,
@@ -105,92 +54,33 @@ class LockCore:
         max_hold: object,
         on_lost: object,
         wait_replicas: object = 0,
+        *,
+        features: Features | None = None,
     ) -> None:
-        self.name = check_name(name)
-        self.ttl_ms = check_ttl_arg(ttl)
+        super().__init__(name, ttl, timeout, auto_renew, on_lost)
         if self.ttl_ms < 3:
             raise ConfigurationError(f"ttl must be at least 3 ms, got {ttl!r} s")
-        self.timeout_ms = (
-            None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
-        )
-        if not isinstance(auto_renew, bool):
-            raise ConfigurationError(f"auto_renew must be a bool, not {type(auto_renew).__name__}")
-        self.auto_renew = auto_renew
         self.max_hold_ms = optional_duration_ms(max_hold, "max_hold")
         if self.max_hold_ms is not None and not auto_renew:
             raise ConfigurationError("max_hold only bounds renewal: it needs auto_renew=True")
         self.wait_replicas = check_int(wait_replicas, "wait_replicas", minimum=0)
-        if on_lost is not None and not callable(on_lost):
-            raise TypeError(f"on_lost must be callable, not {type(on_lost).__name__}")
-        self.key = make_key("lock", self.name)
         self.fence_key = make_key("lock", self.name, "fence")
-        self._client_ref = client
-        self._token: str | None = None
-        self._fence: int | None = None
-        self._held = False
-        self._lost = False
-        self._generation = 0
-        self._valid_until: float | None = None
-        self._max_hold_until: float | None = None
-
-    # --- state ---------------------------------------------------------------------------
-
-    @property
-    def token(self) -> str | None:
-        return self._token
-
-    @property
-    def fence(self) -> int | None:
-        return self._fence
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @property
-    def valid_until(self) -> float | None:
-        return self._valid_until if self._held else None
-
-    @property
-    def renew_interval(self) -> float:
-        return self.ttl_ms / 3000
-
-    def _native_known(self) -> bool | None:
-        try:
-            return _native.get(self._client_ref)
-        except TypeError:  # not weak-referenceable: always use the scripts
-            return False
-
-    def _remember_native(self, value: bool) -> None:
-        with contextlib.suppress(TypeError):
-            _native[self._client_ref] = value
+        # Whether the server has DELIFEQ / SET IFEQ: the runner's record for the client, shared
+        # with every other object on it; learnt by the first compare-and-delete that tries.
+        self._features = Features() if features is None else features
 
     # --- plans ---------------------------------------------------------------------------
 
-    def check_acquire(self, blocking: object, timeout: object) -> float | None:
-        """Validate acquire's arguments (before any I/O); returns the wait limit in seconds."""
-        if not isinstance(blocking, bool):
-            raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
-        if timeout is not None and not blocking:
-            raise ConfigurationError("a timeout makes no sense with blocking=False")
-        if self._held and not self._lost:
-            raise LockError(
-                f"this lock object already holds {self.name!r}; use one object per holder"
-            )
-        if timeout is not None:
-            return duration_ms(timeout, "timeout", allow_zero=True) / 1000
-        return None if self.timeout_ms is None else self.timeout_ms / 1000
-
-    def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
+    def acquire(self, blocking: object = True, timeout: object = None) -> Plan[Acquired]:
+        """Take the lock (waiting while ``blocking``); validates its arguments before any I/O."""
+        wait = self._check_acquire(blocking, timeout)
         script = package_script("lock_acquire")
         token = secrets.token_hex(16)
         keys = (self.key, self.fence_key)
         args = (token, self.ttl_ms, FENCE_RETENTION_MS)
-        backoff: Backoff | None = None  # only a waiter needs one
+        rng: random.Random | None = None  # only a waiter needs one
+        waits = 0
+        cap = min(WAIT_CAP, self.ttl_ms / 4000)
         deadline: float | None = None
         while True:
             sent_at = yield Now()
@@ -200,29 +90,32 @@ class LockCore:
             if int(ok) == 1:
                 if self.wait_replicas:
                     yield from self._wait_for_replicas(token)
-                self._generation += 1
-                self._token = token
-                self._fence = int(value)
-                self._held = True
-                self._lost = False
                 # Measured from before the request: the server's expiry is no earlier than this.
-                self._valid_until = sent_at + self.ttl_ms / 1000
-                self._max_hold_until = (
-                    None if self.max_hold_ms is None else sent_at + self.max_hold_ms / 1000
+                self._granted(
+                    token,
+                    sent_at + self.ttl_ms / 1000,
+                    fence=int(value),
+                    max_hold_until=(
+                        None if self.max_hold_ms is None else sent_at + self.max_hold_ms / 1000
+                    ),
                 )
-                return True
+                if not self.auto_renew:
+                    return Acquired(True)
+                return Acquired(True, (yield from self.renewal_delay()))
             if not blocking:
-                return False
+                return Acquired(False)
             now = yield Now()
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
-                return False
-            if backoff is None:
-                backoff = Backoff(cap=min(0.2, self.ttl_ms / 4000))
+                return Acquired(False)
+            if rng is None:
+                rng = random.Random()
             # No point sleeping past the holder's expiry (+1 ms); never past our deadline.
             holder_left = int(value) / 1000 + 0.001 if int(value) > 0 else None
-            limit = min(x for x in (left, holder_left, backoff.cap) if x is not None)
-            yield Sleep(backoff.next(limit))
+            limit = min(x for x in (left, holder_left, cap) if x is not None)
+            delay = backoff_delay(waits, WAIT_BASE, cap, rng=rng, low=WAIT_BASE / 2)
+            waits += 1
+            yield Sleep(max(0.0, min(delay, limit)))
 
     @property
     def replica_timeout_ms(self) -> int:
@@ -240,29 +133,17 @@ class LockCore:
             "it was released again"
         )
 
-    def check_owned(self) -> None:
-        """Raise `LockNotOwnedError` (no I/O) unless this object believes it holds the lock."""
-        if not self._held:
-            raise LockNotOwnedError(f"lock {self.name!r} is not held by this object")
-        if self._lost:
-            self._held = False
-            raise LockNotOwnedError(f"lock {self.name!r} was lost (it expired or was taken)")
-
     def release(self) -> Plan[None]:
-        self.check_owned()
-        token = self._token
-        assert token is not None
-        self._generation += 1  # a renewal in flight must not report this release as a loss
+        token = self._start_release()
         deleted = yield from self._compare_delete(token)
-        self._held = False
-        self._valid_until = None
+        self._released()
         if not deleted:
             raise LockNotOwnedError(
                 f"lock {self.name!r} was no longer ours at release (it expired or was taken)"
             )
 
     def _compare_delete(self, token: str) -> Plan[bool]:
-        native = self._native_known()
+        native = self._features.delifeq
         if native is not False:
             try:
                 reply = yield Command(("DELIFEQ", self.key, token))
@@ -273,38 +154,32 @@ class LockCore:
                     raise
                 # Refused without running: the server ("unknown command") or redis-py's cluster
                 # router ("command doesn't exist") does not know DELIFEQ. Scripts from now on.
-                self._remember_native(False)
+                self._features.delifeq = False
             else:
-                self._remember_native(True)
+                self._features.delifeq = True
                 return int(reply) == 1
         reply = yield package_script("lock_release").eval((self.key,), (token,))
         return int(reply) == 1
 
     def _compare_expire(self, token: str, ttl_ms: int) -> Plan[bool]:
-        if self._native_known():
+        if self._features.delifeq:
             reply = yield Command(("SET", self.key, token, "IFEQ", token, "PX", ttl_ms))
             return reply is not None and reply is not False
         reply = yield package_script("lock_extend").eval((self.key,), (token, ttl_ms))
         return int(reply) == 1
 
-    def check_extend(self, ttl: object) -> int:
-        ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
-        self.check_owned()
-        return ttl_ms
-
-    def extend(self, ttl_ms: int) -> Plan[None]:
-        token = self._token
-        assert token is not None
+    def extend(self, ttl: object = None) -> Plan[None]:
+        """Reset the lease to ``ttl`` seconds (default: the lock's); checks before any I/O."""
+        token, ttl_ms = self._check_extend(ttl)
         generation = self._generation
         sent_at = yield Now()
         ok = yield from self._compare_expire(token, ttl_ms)
         if generation != self._generation:
             return
         if not ok:
-            self._lost = True
-            self._held = False
+            self._lose(forget=True)
             raise LockNotOwnedError(f"lock {self.name!r} was no longer ours to extend")
-        self._valid_until = sent_at + ttl_ms / 1000
+        self._renewed(sent_at + ttl_ms / 1000)
 
     def renew(self) -> Plan[float | None]:
         """One watchdog tick: extend by ttl; returns the delay to the next tick or ``None``."""
@@ -322,15 +197,15 @@ class LockCore:
                 return None
             # Outcome unknown: retry soon; once our validity has run out, the lock is gone.
             if self._valid_until is not None and now >= self._valid_until:
-                self._lost = True
+                self._lose(forget=False)
                 return None
             return self.renew_interval / 3
         if generation != self._generation:
             return None  # released (or re-acquired) meanwhile
         if not ok:
-            self._lost = True
+            self._lose(forget=False)
             return None
-        self._valid_until = now + self.ttl_ms / 1000
+        self._renewed(now + self.ttl_ms / 1000)
         return (yield from self.renewal_delay())
 
     def renewal_delay(self) -> Plan[float]:
@@ -350,7 +225,7 @@ class LockCore:
         if self._token is None or not self._held:
             return False
         reply = yield Command(("GET", self.key))
-        return _as_text(reply) == self._token
+        return as_text(reply) == self._token
 
     def ttl(self) -> Plan[float | None]:
         reply = int((yield Command(("PTTL", self.key))))
@@ -377,7 +252,9 @@ class FencedStoreCore:
             raise ConfigurationError(f"fence must be < 2**53, got {fence_value}")
         field_value = check_name(field, "field", raw_key=True)
         if isinstance(value, bool) or not isinstance(value, str | bytes | int | float):
-            raise TypeError(f"value must be str, bytes, int or float, not {type(value).__name__}")
+            raise ConfigurationTypeError(
+                f"value must be str, bytes, int or float, not {type(value).__name__}"
+            )
         ok, highest = yield package_script("fenced_write").eval(
             (self.key, self.fence_key), (fence_value, field_value, value)
         )
@@ -398,6 +275,3 @@ class FencedStoreCore:
 
     def clear(self) -> Plan[None]:
         yield Command(("DEL", self.key, self.fence_key))
-
-
-OnLost = Callable[[Any], object]

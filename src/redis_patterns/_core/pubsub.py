@@ -17,7 +17,8 @@ import orjson
 from .._errors import ConfigurationError
 from .._keys import check_name
 from .._plan import Command, Plan
-from .._validate import duration_ms
+from .._validate import check_bool, duration_ms
+from .backoff import backoff_delay
 
 __all__ = ["Gap", "Message", "PublisherCore", "SubscriberCore", "encode_message"]
 
@@ -90,9 +91,7 @@ class PublisherCore:
     __slots__ = ("sharded",)
 
     def __init__(self, sharded: bool) -> None:
-        if not isinstance(sharded, bool):
-            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
-        self.sharded = sharded
+        self.sharded = check_bool(sharded, "sharded")
 
     def publish(self, channel: str | bytes, message: object) -> Plan[int]:
         name = _channel(channel)
@@ -115,9 +114,7 @@ class SubscriberCore:
     ) -> None:
         if isinstance(channels, str | bytes) or isinstance(patterns, str | bytes):
             raise ConfigurationError("channels and patterns must be collections of names")
-        if not isinstance(sharded, bool):
-            raise ConfigurationError(f"sharded must be a bool, got {sharded!r}")
-        self.sharded = sharded
+        self.sharded = check_bool(sharded, "sharded")
         self.channels: set[bytes] = {_channel(c) for c in channels}
         self.patterns: set[bytes] = {_channel(p, "pattern") for p in patterns}
         if sharded and self.patterns:
@@ -143,6 +140,20 @@ class SubscriberCore:
         if what == "pattern" and self.sharded:
             raise ConfigurationError("sharded pub/sub has no pattern subscriptions")
         return found
+
+    def add(self, names: Iterable[str | bytes], what: str) -> set[bytes]:
+        """Want more channels (``what="channel"``) or patterns; returns the ones not had yet."""
+        wanted = self.patterns if what == "pattern" else self.channels
+        new = self.check_channels(names, what) - wanted
+        wanted |= new
+        return new
+
+    def remove(self, names: Iterable[str | bytes], what: str) -> set[bytes]:
+        """Stop wanting channels or patterns; returns those that were wanted."""
+        wanted = self.patterns if what == "pattern" else self.channels
+        gone = self.check_channels(names, what) & wanted
+        wanted -= gone
+        return gone
 
     def link_args(
         self, channels: Iterable[bytes] = (), patterns: Iterable[bytes] = ()
@@ -183,8 +194,7 @@ class SubscriberCore:
         """Seconds to wait before the next attempt: 25 ms doubling up to ``max_backoff``."""
         if self.attempt <= 1:
             return 0.0  # the first retry is immediate: a restarted server is often back already
-        delay_ms: int = min(25 * 2 ** min(self.attempt - 2, 16), self.max_backoff_ms)
-        return delay_ms / 1000
+        return backoff_delay(self.attempt - 2, 25, self.max_backoff_ms, doublings=16) / 1000
 
     def read_slice(self) -> float:
         """How long one read may block: short, so pings, changes and close are noticed."""

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .._errors import ConfigurationError, RateLimitedError
+from .._errors import ConfigurationError, ConfigurationTypeError, RateLimitedError
 from .._keys import check_name, make_key
 from .._plan import Command, Plan
 from .._script import package_script
-from .._validate import MAX_DURATION_MS, check_int, duration_ms
+from .._validate import MAX_DURATION_MS, check_int, check_number, duration_ms
 
 __all__ = [
     "MAX_LIMITS",
@@ -110,7 +109,7 @@ class LimiterCore:
         self.params = params
         self.window = window
         if name is not None and not isinstance(name, str):
-            raise ConfigurationError(f"name must be a str, not {type(name).__name__}")
+            raise ConfigurationTypeError(f"name must be a str, not {type(name).__name__}")
         default = f"{algorithm}:{capacity}:{params[1]}"
         self.name = None if name is None else check_name(name, "name").decode()
         self.suffix = default if self.name is None else self.name
@@ -175,12 +174,7 @@ class SlidingWindowCore(LimiterCore):
 
 
 def _positive_float(value: object, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{what} must be a number, not {type(value).__name__}")
-    number = float(value)
-    if not math.isfinite(number) or number <= 0:
-        raise ConfigurationError(f"{what} must be a finite number > 0, got {value!r}")
-    return number
+    return float(check_number(value, what, positive=True))
 
 
 class TokenBucketCore(LimiterCore):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from .._errors import BackendTimeoutError, BackendUnavailableError
 from .._plan import Plan, Sleep
+from .backoff import backoff_delay
 
 __all__ = ["TRANSIENT", "reconnect_backoff"]
 
@@ -16,4 +17,4 @@ TRANSIENT = (BackendUnavailableError, BackendTimeoutError)
 
 def reconnect_backoff(attempt: int) -> Plan[None]:
     """Wait after the ``attempt``-th failure in a row: 0.05 s doubling up to 2 s."""
-    yield Sleep(min(0.05 * 2 ** min(attempt, 6), 2.0))
+    yield Sleep(backoff_delay(attempt, 0.05, 2.0))

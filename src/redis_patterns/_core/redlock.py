@@ -8,12 +8,13 @@ import secrets
 from collections.abc import Sequence
 from typing import Any
 
-from .._errors import ConfigurationError, LockError, LockNotOwnedError
-from .._keys import check_name, make_key
+from .._errors import ConfigurationError, LockNotOwnedError
+from .._keys import make_key
 from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
-from .._validate import check_int, duration_ms
-from .lock import check_ttl_arg
+from .._validate import check_int, check_number, duration_ms
+from .backoff import backoff_delay
+from .lease import Acquired, LeaseCore, as_text
 
 __all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
 
@@ -26,38 +27,24 @@ MIN_NODES = 3
 EPOCH_KEY = make_key("redlock", b"epoch")
 
 
-def _granted(reply: Any) -> bool:
+def _grant_ok(reply: Any) -> bool:
     return reply is True or reply in (b"OK", "OK", 1)
 
 
-def _as_text(reply: Any) -> str | None:
-    if reply is None or isinstance(reply, BaseException):
-        return None
-    return reply.decode() if isinstance(reply, bytes) else str(reply)
-
-
-class RedlockCore:
+class RedlockCore(LeaseCore):
     """State and plans shared by `Redlock` and `AsyncRedlock`; the owner is this object."""
 
     __slots__ = (
-        "_generation",
-        "_held",
-        "_lost",
-        "_token",
-        "_valid_until",
-        "_validity",
         "drift_factor",
-        "key",
-        "name",
         "node_timeout",
         "nodes",
         "quorum",
         "restart_guard_ms",
         "retries",
         "retry_delay",
-        "timeout_ms",
-        "ttl_ms",
     )
+
+    _what = "Redlock"
 
     def __init__(
         self,
@@ -70,6 +57,8 @@ class RedlockCore:
         node_timeout: object,
         timeout: object,
         restart_guard: object = None,
+        auto_renew: object = False,
+        on_lost: object = None,
     ) -> None:
         if len(addresses) < MIN_NODES:
             raise ConfigurationError(
@@ -83,16 +72,10 @@ class RedlockCore:
             )
         self.nodes = len(addresses)
         self.quorum = self.nodes // 2 + 1
-        self.name = check_name(name)
-        self.key = make_key("lock", self.name)
-        self.ttl_ms = check_ttl_arg(ttl)
-        if isinstance(drift_factor, bool) or not isinstance(drift_factor, int | float):
-            raise ConfigurationError(
-                f"drift_factor must be a number, not {type(drift_factor).__name__}"
-            )
-        if math.isnan(drift_factor) or not 0 <= drift_factor <= 0.1:
-            raise ConfigurationError(f"drift_factor must be within [0, 0.1], got {drift_factor!r}")
-        self.drift_factor = float(drift_factor)
+        super().__init__(name, ttl, timeout, auto_renew, on_lost)
+        self.drift_factor = float(
+            check_number(drift_factor, "drift_factor", minimum=0, maximum=0.1)
+        )
         self.retries = check_int(retries, "retries", minimum=0)
         self.retry_delay = duration_ms(retry_delay, "retry_delay") / 1000
         if node_timeout is None:
@@ -105,9 +88,6 @@ class RedlockCore:
                     f"node_timeout must be < ttl / N = {self.ttl_ms / 1000 / self.nodes:g} s, "
                     f"got {node_timeout!r}"
                 )
-        self.timeout_ms = (
-            None if timeout is None else duration_ms(timeout, "timeout", allow_zero=True)
-        )
         self.restart_guard_ms = (
             None if restart_guard is None else duration_ms(restart_guard, "restart_guard")
         )
@@ -115,70 +95,31 @@ class RedlockCore:
             raise ConfigurationError(
                 f"restart_guard must be >= ttl ({self.ttl_ms / 1000:g} s), got {restart_guard!r}"
             )
-        self._generation = 0
-        self._token: str | None = None
-        self._held = False
-        self._lost = False
-        self._valid_until: float | None = None
-        self._validity: float | None = None
-
-    @property
-    def token(self) -> str | None:
-        return self._token
-
-    @property
-    def held(self) -> bool:
-        return self._held
-
-    @property
-    def lost(self) -> bool:
-        return self._lost
-
-    @property
-    def validity(self) -> float | None:
-        return self._validity
-
-    @property
-    def valid_until(self) -> float | None:
-        return self._valid_until if self._held else None
 
     def drift(self, ttl_ms: int) -> float:
         return ttl_ms / 1000 * self.drift_factor + CLOCK_SLACK
 
-    def check_acquire(self, blocking: object, timeout: object) -> float | None:
-        if not isinstance(blocking, bool):
-            raise ConfigurationError(f"blocking must be a bool, not {type(blocking).__name__}")
-        if timeout is not None and not blocking:
-            raise ConfigurationError("a timeout makes no sense with blocking=False")
-        if self._held and not self._lost:
-            raise LockError(f"this Redlock object already holds {self.name!r}")
-        if timeout is not None:
-            return duration_ms(timeout, "timeout", allow_zero=True) / 1000
-        return None if self.timeout_ms is None else self.timeout_ms / 1000
-
     def _fan_out(self, make: Any) -> Gather:
         return Gather(tuple(make(i) for i in range(self.nodes)), timeout=self.node_timeout)
 
-    def acquire(self, blocking: bool, wait: float | None) -> Plan[bool]:
+    def acquire(self, blocking: object = True, timeout: object = None) -> Plan[Acquired]:
+        """Up to ``retries + 1`` attempts (one unless ``blocking``); checks before any I/O."""
+        wait = self._check_acquire(blocking, timeout)
         token = secrets.token_hex(16)
         ttl = self.ttl_ms / 1000
         started = yield Now()
         deadline = None if wait is None else started + wait
         attempts = self.retries + 1 if blocking else 1
+        rng: random.Random | None = None  # only a retry needs one
         for attempt in range(attempts):
             sent_at = yield Now()
             replies = yield self._fan_out(lambda i: self._grant(token, i))
             done_at = yield Now()
-            granted = sum(1 for reply in replies if _granted(reply))
+            granted = sum(1 for reply in replies if _grant_ok(reply))
             validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
             if granted >= self.quorum and validity > 0:
-                self._generation += 1
-                self._token = token
-                self._held = True
-                self._lost = False
-                self._validity = validity
-                self._valid_until = done_at + validity
-                return True
+                self._granted(token, done_at + validity, validity=validity)
+                return Acquired(True, self.renew_interval if self.auto_renew else None)
             # Failed: undo on every node, including those that refused or did not answer.
             yield from self._unlock_all(token)
             if attempt == attempts - 1:
@@ -186,9 +127,14 @@ class RedlockCore:
             now = yield Now()
             if deadline is not None and now >= deadline:
                 break
-            delay = random.uniform(self.retry_delay / 2, self.retry_delay)
+            if rng is None:
+                rng = random.Random()
+            # Capped at its base, so it does not grow: random in [retry_delay / 2, retry_delay].
+            delay = backoff_delay(
+                attempt, self.retry_delay, self.retry_delay, rng=rng, low=self.retry_delay / 2
+            )
             yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
-        return False
+        return Acquired(False)
 
     def _grant(self, token: str, node: int) -> Command | Eval:
         if self.restart_guard_ms is None:
@@ -202,23 +148,12 @@ class RedlockCore:
         replies = yield self._fan_out(lambda i: Eval(script, (self.key,), (token,), node=i))
         return sum(1 for reply in replies if not isinstance(reply, BaseException) and reply == 1)
 
-    def check_owned(self) -> None:
-        if not self._held:
-            raise LockNotOwnedError(f"Redlock {self.name!r} is not held by this object")
-        if self._lost:
-            self._held = False
-            raise LockNotOwnedError(f"Redlock {self.name!r} was lost")
-
     def release(self) -> Plan[None]:
-        self.check_owned()
-        token = self._token
-        assert token is not None
-        self._generation += 1
+        token = self._start_release()
         now = yield Now()
         deleted = yield from self._unlock_all(token)
         expired = self._valid_until is not None and now >= self._valid_until
-        self._held = False
-        self._valid_until = None
+        self._released()
         if deleted < self.quorum or expired:
             raise LockNotOwnedError(
                 f"Redlock {self.name!r} was no longer held at release: our token was on "
@@ -226,24 +161,19 @@ class RedlockCore:
                 + ("; its validity had run out" if expired else "")
             )
 
-    def check_extend(self, ttl: object) -> int:
-        ttl_ms = self.ttl_ms if ttl is None else check_ttl_arg(ttl)
-        self.check_owned()
-        return ttl_ms
-
-    def extend(self, ttl_ms: int) -> Plan[None]:
-        extended = yield from self._extend(ttl_ms)
+    def extend(self, ttl: object = None) -> Plan[None]:
+        """Extend on every server holding our token; checks before any I/O."""
+        token, ttl_ms = self._check_extend(ttl)
+        extended = yield from self._extend(token, ttl_ms)
         if extended is not None:
             raise LockNotOwnedError(
                 f"Redlock {self.name!r} extended on {extended} of {self.nodes} servers only "
                 f"(quorum {self.quorum}) or too late; it is released everywhere"
             )
 
-    def _extend(self, ttl_ms: int) -> Plan[int | None]:
+    def _extend(self, token: str, ttl_ms: int) -> Plan[int | None]:
         """Extend on every server; ``None`` on success, else how many servers extended (the
         lock is then marked lost and released everywhere)."""
-        token = self._token
-        assert token is not None
         generation = self._generation
         script = package_script("lock_extend")
         sent_at = yield Now()
@@ -259,20 +189,18 @@ class RedlockCore:
         extended = sum(1 for r in replies if not isinstance(r, BaseException) and r == 1)
         validity = ttl_ms / 1000 - (done_at - sent_at) - self.drift(ttl_ms)
         if extended < self.quorum or validity <= 0:
-            self._lost = True
-            self._held = False
+            self._lose(forget=True)
             yield from self._unlock_all(token)
             return extended
-        self._validity = validity
-        self._valid_until = done_at + validity
+        self._renewed(done_at + validity, validity)
         return None
 
     def renew(self) -> Plan[float | None]:
         """One watchdog tick; the delay to the next, or ``None`` to stop."""
         if not self._held or self._lost or self._token is None:
             return None
-        yield from self._extend(self.ttl_ms)
-        return None if self._lost or not self._held else self.ttl_ms / 3000
+        yield from self._extend(self._token, self.ttl_ms)
+        return None if self._lost or not self._held else self.renew_interval
 
     def locked(self) -> Plan[bool]:
         replies = yield self._fan_out(lambda i: Command(("EXISTS", self.key), node=i))
@@ -284,7 +212,7 @@ class RedlockCore:
             return False
         replies = yield self._fan_out(lambda i: Command(("GET", self.key), node=i))
         now = yield Now()
-        ours = sum(1 for r in replies if _as_text(r) == self._token)
+        ours = sum(1 for r in replies if as_text(r) == self._token)
         return ours >= self.quorum and self._valid_until is not None and now < self._valid_until
 
     def ttl(self) -> Plan[float | None]:
@@ -299,7 +227,8 @@ class RedlockCore:
         value = pttls[self.quorum - 1]
         return math.inf if value == -1 else value / 1000
 
-    def server_ids(self) -> Plan[list[str]]:
+    def verify_servers(self) -> Plan[None]:
+        """Ask every server its ``run_id`` (``INFO server``); two alike are one server."""
         replies = yield self._fan_out(lambda i: Command(("INFO", "server"), node=i))
         ids: list[str] = []
         for i, reply in enumerate(replies):
@@ -307,4 +236,5 @@ class RedlockCore:
                 raise reply
             run_id = reply.get("run_id") if isinstance(reply, dict) else None
             ids.append(str(run_id) if run_id is not None else f"node {i}")
-        return ids
+        if len(set(ids)) != len(ids):
+            raise ConfigurationError(f"Redlock clients reach the same server twice: {ids}")

@@ -26,7 +26,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
-from .._errors import BackendError, ConfigurationError, TransactionConflictError
+from .._errors import (
+    BackendError,
+    ConfigurationError,
+    ConfigurationTypeError,
+    TransactionConflictError,
+)
 from .._keys import MAX_NAME_BYTES, check_name, make_key
 from .._plan import ArgT, Command, Plan
 from .._script import package_script
@@ -87,7 +92,7 @@ def check_user_id(user_id: object) -> str:
     if isinstance(user_id, int) and not isinstance(user_id, bool):
         user_id = str(user_id)
     if not isinstance(user_id, str):
-        raise ConfigurationError(f"user_id must be str or int, not {type(user_id).__name__}")
+        raise ConfigurationTypeError(f"user_id must be str or int, not {type(user_id).__name__}")
     # braces are harmless here: the id follows the key's hash tag, it cannot change the slot
     check_name(user_id, "user_id", raw_key=True)
     return user_id
@@ -96,7 +101,7 @@ def check_user_id(user_id: object) -> str:
 def check_field(name: object, what: str = "field") -> str:
     """A user field name: a non-empty str, at most 1 KiB, not starting with ':' (metadata)."""
     if not isinstance(name, str):
-        raise ConfigurationError(f"{what} names must be str, not {type(name).__name__}")
+        raise ConfigurationTypeError(f"{what} names must be str, not {type(name).__name__}")
     if not name:
         raise ConfigurationError(f"{what} names must not be empty")
     if name.startswith(":"):
@@ -160,7 +165,7 @@ class SessionCore:
         serializer: str | Serializer,
     ) -> None:
         if not isinstance(namespace, str):
-            raise ConfigurationError(f"namespace must be str, not {type(namespace).__name__}")
+            raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
         check_name(namespace, "namespace")
         self.namespace = namespace
         self.idle_ms = duration_ms(idle_ttl, "idle_ttl")
@@ -187,7 +192,7 @@ class SessionCore:
     def encode(self, mapping: object, what: str = "data") -> list[tuple[str, bytes]]:
         """Check field names and serialize values; raises before any I/O."""
         if not isinstance(mapping, Mapping):
-            raise ConfigurationError(f"{what} must be a mapping, not {type(mapping).__name__}")
+            raise ConfigurationTypeError(f"{what} must be a mapping, not {type(mapping).__name__}")
         return [(check_field(k, what), self.serializer.dumps(v)) for k, v in mapping.items()]
 
     def _session(self, sid: str, now_ms: int, ttl_ms: int, flat: list[bytes]) -> Session:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import inspect
-import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
-from .._errors import ConfigurationError, TransactionConflictError
+from .._errors import ConfigurationTypeError, TransactionConflictError
 from .._keys import check_name
 from .._plan import KeyT, Plan, Sleep, Transaction, TransactionAttempt
-from .._validate import check_int
+from .._validate import check_callable, check_int, check_number
+from .backoff import backoff_delay
 
 __all__ = [
     "Backoff",
@@ -63,31 +63,21 @@ def _backoff_delays(backoff: object) -> Callable[[int, random.Random], float]:
         user: Callable[[int], float] = backoff
 
         def call(retry: int, _rng: random.Random) -> float:
-            delay = user(retry)
-            if isinstance(delay, bool) or not isinstance(delay, int | float):
-                raise ConfigurationError(f"backoff({retry}) must return seconds, got {delay!r}")
-            if math.isnan(delay) or math.isinf(delay) or delay < 0:
-                raise ConfigurationError(f"backoff({retry}) must return >= 0 s, got {delay!r}")
-            return float(delay)
+            return float(check_number(user(retry), f"backoff({retry})", minimum=0))
 
         return call
+    seconds: object = backoff
     if isinstance(backoff, timedelta):
-        base = backoff.total_seconds()
+        seconds = backoff.total_seconds()
     elif isinstance(backoff, bool) or not isinstance(backoff, int | float):
-        raise ConfigurationError(
+        raise ConfigurationTypeError(
             f"backoff must be seconds, a timedelta or a callable, not {type(backoff).__name__}"
         )
-    else:
-        base = float(backoff)
-    if math.isnan(base) or math.isinf(base) or base < 0:
-        raise ConfigurationError(
-            f"backoff must be a finite number of seconds >= 0, got {backoff!r}"
-        )
+    base = float(check_number(seconds, "backoff", minimum=0))
 
     def jittered(retry: int, rng: random.Random) -> float:
-        # Full jitter (AWS architecture blog): spreads retrying clients apart so they stop
-        # colliding on the same key, instead of retrying in lock-step.
-        return rng.uniform(0.0, base * 2 ** min(retry - 1, _MAX_DOUBLINGS))
+        # Full jitter: retrying clients spread apart and stop colliding on the same key.
+        return backoff_delay(retry - 1, base, base * 2**_MAX_DOUBLINGS, rng=rng)
 
     return jittered
 
@@ -102,10 +92,11 @@ def transaction_plan(
     rng: random.Random | None = None,
 ) -> Plan[TransactionResult[Any]]:
     """WATCH ``watch``, run ``fn(pipe)``, EXEC; retry conflicts up to ``retries`` times."""
-    if not callable(fn):
-        raise ConfigurationError(f"fn must be callable, not {type(fn).__name__}")
+    check_callable(fn, "fn")
     if sync and inspect.iscoroutinefunction(fn):
-        raise TypeError("fn is a coroutine function: use async_transaction with an asyncio client")
+        raise ConfigurationTypeError(
+            "fn is a coroutine function: use async_transaction with an asyncio client"
+        )
     check_int(retries, "retries", minimum=0)
     keys = tuple(check_name(k, "watched key", raw_key=True) for k in watch)
     delay = _backoff_delays(backoff)

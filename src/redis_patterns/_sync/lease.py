@@ -5,36 +5,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from .._background import Handle
 from .._callbacks import call_back
+from .._core.lease import Acquired, LeaseCore
 from .._plan import Plan
 from .._runner import SyncRunner
 
-__all__ = ["Lease", "LeaseCore"]
-
-
-class LeaseCore(Protocol):
-    """The part of a lock's core the shared facade uses (`LockCore`, `RedlockCore`)."""
-
-    name: bytes
-    key: bytes
-
-    @property
-    def token(self) -> str | None: ...
-
-    @property
-    def lost(self) -> bool: ...
-
-    @property
-    def valid_until(self) -> float | None: ...
-
-    def renew(self) -> Plan[float | None]: ...
+__all__ = ["Lease"]
 
 
 class Lease:
-    """Base of the lock facades: subclasses set ``_core``, ``_runner`` and call `_init_lease`."""
+    """Base of the lock facades: subclasses set ``_core`` (a `LeaseCore` whose ``acquire``
+    plan returns `Acquired`), ``_runner`` and call `_init_lease`."""
 
     _core: LeaseCore
     _runner: SyncRunner
@@ -72,6 +56,13 @@ class Lease:
 
     def release(self) -> None:
         raise NotImplementedError
+
+    def _acquire(self, plan: Plan[Acquired]) -> bool:
+        """Run an acquire plan; start the watchdog when it says when to renew."""
+        acquired, renew_in = self._runner.run(plan)
+        if renew_in is not None:
+            self._start_watch(renew_in)
+        return acquired
 
     def _start_watch(self, first_delay: float) -> None:
         """Renew on the process's shared watchdog, first after ``first_delay`` seconds.

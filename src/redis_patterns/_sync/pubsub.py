@@ -15,7 +15,7 @@ from .._errors import BackendError, BackendUnavailableError
 from .._logging import coalesced
 from .._pubsub import PubSubTransport
 from .._runner import SyncClient, SyncRunner
-from .._validate import duration_ms
+from .._validate import check_callable, duration_ms
 
 __all__ = ["Publisher", "Subscriber"]
 
@@ -105,8 +105,7 @@ class Subscriber:
             health_check_interval=health_check_interval,
             max_backoff=max_backoff,
         )
-        if on_gap is not None and not callable(on_gap):
-            raise TypeError(f"on_gap must be callable, got {type(on_gap).__name__}")
+        check_callable(on_gap, "on_gap", optional=True)
         self._transport = PubSubTransport(client)
         self._on_gap = on_gap
         self._backlog: collections.deque[Message] = collections.deque()
@@ -189,29 +188,19 @@ class Subscriber:
 
     def subscribe(self, *channels: str | bytes) -> None:
         """Add channels (confirmed before returning, unless another thread or task is reading)."""
-        names = self._core.check_channels(channels, "channel")
-        new = names - self._core.channels
-        self._core.channels |= new
-        self._change(True, new, set())
+        self._change(True, self._core.add(channels, "channel"), set())
 
     def unsubscribe(self, *channels: str | bytes) -> None:
         """Remove channels."""
-        names = self._core.check_channels(channels, "channel") & self._core.channels
-        self._core.channels -= names
-        self._change(False, names, set())
+        self._change(False, self._core.remove(channels, "channel"), set())
 
     def psubscribe(self, *patterns: str | bytes) -> None:
         """Add glob patterns."""
-        names = self._core.check_channels(patterns, "pattern")
-        new = names - self._core.patterns
-        self._core.patterns |= new
-        self._change(True, set(), new)
+        self._change(True, set(), self._core.add(patterns, "pattern"))
 
     def punsubscribe(self, *patterns: str | bytes) -> None:
         """Remove glob patterns."""
-        names = self._core.check_channels(patterns, "pattern") & self._core.patterns
-        self._core.patterns -= names
-        self._change(False, set(), names)
+        self._change(False, set(), self._core.remove(patterns, "pattern"))
 
     def close(self) -> None:
         """Stop: iteration ends and the link is closed (by the reader, if one is reading)."""

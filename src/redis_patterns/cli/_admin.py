@@ -30,6 +30,7 @@ from .._sync.ratelimit import (
     TokenBucket,
 )
 from .._sync.streams import StreamQueue
+from .._validate import check_number
 
 __all__ = [
     "MAX_LISTED",
@@ -286,9 +287,7 @@ def _number(text: str, what: str) -> float:
         value = float(text)
     except ValueError:
         raise ConfigurationError(f"{what}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigurationError(f"{what} must be a finite number > 0, got {text!r}")
-    return value
+    return float(check_number(value, what, positive=True))
 
 
 def limiter_from_spec(client: Client, spec: str, name: str) -> RateLimiter:
