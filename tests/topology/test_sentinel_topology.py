@@ -95,8 +95,11 @@ def test_killed_primary_is_replaced_and_restarts_as_a_replica(
 
     sentinel.restart_as_replica(old)
 
-    assert _follows(old, promotion.new)
-    assert sentinel.current_primary() is promotion.new
+    # On a loaded machine the Sentinels (down-after 1 s) may fail over once more while the old
+    # primary restarts; what must hold is that it rejoined as a replica of the primary they name.
+    primary = sentinel.current_primary()
+    assert primary in (promotion.new, other)
+    assert _follows(old, primary)
     with old.client() as direct:
         assert direct.get(key) == b"kept"  # synced from the new primary
 
