@@ -39,7 +39,6 @@ from ._errors import (
     ScriptError,
     ServerBusyError,
 )
-from ._logging import coalesced
 from ._plan import (
     Call,
     Command,
@@ -59,12 +58,10 @@ from ._plan import (
 
 __all__ = [
     "AsyncClient",
-    "AsyncListener",
     "AsyncPipeline",
     "AsyncRunner",
     "AsyncTransactionFunction",
     "SyncClient",
-    "SyncListener",
     "SyncPipeline",
     "SyncRunner",
     "TransactionFunction",
@@ -466,15 +463,6 @@ class SyncRunner:
 
         threading.Thread(target=target, daemon=True, name="redis-patterns-background").start()
 
-    def listen(
-        self,
-        channel: bytes,
-        on_message: Callable[[bytes], None],
-        on_state: Callable[[bool], None],
-    ) -> SyncListener:
-        """Subscribe to ``channel`` in a background thread (see `SyncListener`)."""
-        return SyncListener(self.clients[0], channel, on_message, on_state)
-
     def _gather(self, effect: Gather) -> list[Any]:
         # One short-lived daemon thread per effect rather than a fixed pool: a call stuck on a
         # hung server (until its socket timeout) must not delay the next fan-out's calls to
@@ -702,15 +690,6 @@ class AsyncRunner:
         self._tasks.add(task)  # a strong reference, so the task is not collected mid-flight
         task.add_done_callback(self._tasks.discard)
 
-    def listen(
-        self,
-        channel: bytes,
-        on_message: Callable[[bytes], None],
-        on_state: Callable[[bool], None],
-    ) -> AsyncListener:
-        """Subscribe to ``channel`` in a background task of the running loop."""
-        return AsyncListener(self.clients[0], channel, on_message, on_state)
-
     async def _gather(self, effect: Gather) -> list[Any]:
         tasks = [asyncio.ensure_future(self.perform(e)) for e in effect.effects]
         await asyncio.wait(tasks, timeout=effect.timeout)
@@ -774,182 +753,6 @@ def _map_item(effect: Eval | Command, result: Any) -> Any:
         error.__cause__ = result
         return error
     return result
-
-
-class _ListenerBase:
-    """Shared state of the pub/sub listeners: health, and the callbacks."""
-
-    def __init__(
-        self,
-        channel: bytes,
-        on_message: Callable[[bytes], None],
-        on_state: Callable[[bool], None],
-    ) -> None:
-        self.channel = channel
-        self._on_message = on_message
-        self._on_state = on_state
-        self.healthy = False
-        self.reconnects = 0
-        self._closed = False
-
-    def _set_state(self, healthy: bool) -> None:
-        if healthy != self.healthy:
-            self.healthy = healthy
-            if healthy:
-                self.reconnects += 1
-        # Called on every (re)subscription too: messages may have been missed in between.
-        self._on_state(healthy)
-
-    def _lost(self, exc: Exception) -> None:
-        message = "listener on %r lost its connection: %s"
-        coalesced(log, ("listener", self.channel), message, self.channel, exc)
-        self._set_state(False)
-
-    def _handle(self, message: Any) -> None:
-        kind = message.get("type")
-        if kind == "subscribe":
-            self._set_state(True)
-        elif kind == "message":
-            data = message.get("data")
-            self._on_message(data if isinstance(data, bytes) else str(data).encode())
-
-
-def _node_client_sync(client: Any) -> Any:
-    if isinstance(client, redis.cluster.RedisCluster):
-        # A plain PUBLISH reaches every node of a cluster, so any one node will do.
-        return client.get_default_node().redis_connection
-    return client
-
-
-async def _node_client_async(client: Any) -> Any:
-    if isinstance(client, redis.asyncio.cluster.RedisCluster):
-        await client.initialize()  # a new cluster client learns its nodes on first use
-        node = client.get_default_node()
-        pool = redis.asyncio.ConnectionPool(
-            connection_class=node.connection_class, **node.connection_kwargs
-        )
-        return redis.asyncio.Redis(connection_pool=pool)
-    return client
-
-
-class SyncListener(_ListenerBase):
-    """A pub/sub subscription served by a daemon thread, resubscribing after a failure.
-
-    ``on_state(True)`` is called after each (re)subscription and ``on_state(False)`` when the
-    connection fails: messages published in between are lost (pub/sub is at most once), so the
-    caller must treat both as "anything may have changed".
-    """
-
-    def __init__(
-        self,
-        client: Any,
-        channel: bytes,
-        on_message: Callable[[bytes], None],
-        on_state: Callable[[bool], None],
-    ) -> None:
-        super().__init__(channel, on_message, on_state)
-        self._client = _node_client_sync(client)
-        self._thread = threading.Thread(target=self._run, daemon=True, name="redis-patterns-listen")
-        self._thread.start()
-
-    def _run(self) -> None:
-        backoff = 0.05
-        while not self._closed:
-            pubsub = self._client.pubsub()
-            try:
-                pubsub.subscribe(self.channel)
-                while not self._closed:
-                    message = pubsub.get_message(timeout=0.2)
-                    if message is not None:
-                        self._handle(message)
-                        backoff = 0.05
-            except Exception as exc:  # whatever broke, resubscribe: the thread must not die
-                if self._closed:
-                    break
-                self._lost(exc)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    pubsub.close()
-        self._set_state(False)
-
-    def alive(self) -> bool:
-        """Whether the listening thread still runs."""
-        return self._thread.is_alive() and not self._closed
-
-    def close(self) -> None:
-        """Stop listening (waits up to a second for the thread)."""
-        self._closed = True
-        self._thread.join(timeout=1.0)
-
-
-class AsyncListener(_ListenerBase):
-    """A pub/sub subscription served by an asyncio task; see `SyncListener`."""
-
-    def __init__(
-        self,
-        client: Any,
-        channel: bytes,
-        on_message: Callable[[bytes], None],
-        on_state: Callable[[bool], None],
-    ) -> None:
-        super().__init__(channel, on_message, on_state)
-        self._owned = isinstance(client, redis.asyncio.cluster.RedisCluster)
-        self._source = client
-        self._client: Any = None
-        self._loop = asyncio.get_running_loop()
-        self._task = asyncio.ensure_future(self._run())
-
-    def alive(self) -> bool:
-        """Whether the listening task still runs, on the event loop running now.
-
-        A task of a loop that has been closed (``asyncio.run`` called again, a test's loop)
-        can die without running its cleanup, so this is checked on every use.
-        """
-        try:
-            current = asyncio.get_running_loop()
-        except RuntimeError:
-            return False
-        return current is self._loop and not self._task.done() and not self._closed
-
-    async def _run(self) -> None:
-        backoff = 0.05
-        try:
-            while not self._closed:
-                pubsub = None
-                try:
-                    if self._client is None:
-                        self._client = await _node_client_async(self._source)
-                    pubsub = self._client.pubsub()
-                    await pubsub.subscribe(self.channel)
-                    while not self._closed:
-                        message = await pubsub.get_message(timeout=0.2)
-                        if message is not None:
-                            self._handle(message)
-                            backoff = 0.05
-                except Exception as exc:  # whatever broke, resubscribe
-                    if self._closed:
-                        break
-                    self._lost(exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                finally:
-                    if pubsub is not None:
-                        with contextlib.suppress(Exception):
-                            await pubsub.aclose()
-        finally:
-            self._set_state(False)
-
-    async def aclose(self) -> None:
-        """Stop listening."""
-        self._closed = True
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout=1.0)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
-            self._task.cancel()
-        if self._owned and self._client is not None:
-            await self._client.aclose()
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
