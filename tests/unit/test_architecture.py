@@ -1,9 +1,10 @@
 """The architecture's rules, checked: the layers (no import cycle, no upward import), who imports
-redis, a pure core without I/O, sync facades up to date."""
+redis, a pure core without I/O, every module in docs/architecture.md, sync facades up to date."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -206,3 +207,43 @@ def test_only_the_boundary_and_the_tools_import_redis() -> None:
     # The runners and the facades drive redis-py only through the boundary.
     assert not {"_runner", "_scripting"} & set(importers)
     assert not [name for name in importers if name.startswith(("_async", "_sync", "_core"))]
+    # Facades see the boundary only through the runner (which re-exports the client types),
+    # except the Subscriber, which drives its pub/sub links.
+    reaching = {
+        f"{name} -> {other}"
+        for name, others in GRAPH.items()
+        if name.startswith(("_async.", "_sync."))
+        for other in others
+        if other in ("_redis", "_clients", "_pubsub")
+    }
+    assert reaching == {"_async.pubsub -> _pubsub", "_sync.pubsub -> _pubsub"}
+
+
+def _layer_map() -> set[str]:
+    """The modules docs/architecture.md's layer map names: ``dir/{a,b}.py`` stands for
+    ``dir/a.py`` and ``dir/b.py`` (and may span lines)."""
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    block = doc.split("## Layers", 1)[1].split("```", 2)[1]
+    block = re.sub(r",\s*\n\s*", ",", block)  # a brace group continued on the next line
+    named: set[str] = set()
+    for folder, group, single in re.findall(r"([\w/]*)\{([\w,]+)\}\.py|([\w/]+\.py)", block):
+        if single:
+            named.add(single)
+        else:
+            named |= {f"{folder}{member}.py" for member in group.split(",")}
+    return named
+
+
+def test_the_layer_map_lists_every_module() -> None:
+    files = {p.relative_to(PACKAGE).as_posix() for p in MODULES.values()}
+    files = {f for f in files if not f.startswith("_sync/")}  # generated from _async/
+    named = _layer_map()
+    assert sorted(files - named) == []  # modules the map leaves out
+    assert sorted(named - files) == []  # modules it names that do not exist
+
+
+def test_every_module_has_a_purpose_docstring() -> None:
+    missing = [
+        name for name, path in MODULES.items() if not ast.get_docstring(ast.parse(path.read_text()))
+    ]
+    assert missing == []
