@@ -160,6 +160,24 @@ async def test_async_background_reader_reports_a_restart_and_comes_back(
     await client.aclose()
 
 
+async def test_cancelling_a_get_that_is_reconnecting_cancels_it(server: EmbeddedServer) -> None:
+    """A cancellation that lands while the link is being (re)opened ends the call; it used to
+    become a broken-link error, which the reconnect loop swallowed, so the task never ended."""
+    client = connect(server.url, asyncio=True)
+    sub = AsyncSubscriber(client, channels=["news"])
+    server.pause()  # connections are accepted, nothing is answered: opening hangs
+    try:
+        task = asyncio.ensure_future(sub.get())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        assert task.cancelled()
+    finally:
+        server.resume()
+        await sub.aclose()
+        await client.aclose()
+
+
 def test_restarts_during_sequenced_publishing(
     server: EmbeddedServer, scale: Callable[[int, int], int]
 ) -> None:
