@@ -8,7 +8,7 @@ import pkgutil
 import sys
 
 import benchmarks
-from redis_patterns._bench import main
+from redis_patterns.cli.bench import main
 
 
 def run(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from typing import Any
 import redis
 
 from redis_patterns import EmbeddedServer, Leaderboard
-from redis_patterns._bench import Operation, benchmark
+from redis_patterns.cli.bench import Operation, benchmark
 
 MEMBERS = 1_000_000
 CHUNK = 10_000

@@ -29,7 +29,6 @@ RULES: list[tuple[str, str]] = [
     (r"\baclose\b", "close"),
     (r"\bAsyncClient\b", "SyncClient"),
     (r"\basync_transaction\b", "transaction"),
-    (r"\bAsyncListener\b", "SyncListener"),
     (r"\basync def\b", "def"),
     (r"\bawait ", ""),
     (r"\bAsync([A-Z]\w*)", r"\1"),

@@ -19,6 +19,7 @@ from ._async.redlock import AsyncRedlock
 from ._async.sessions import AsyncSessionStore
 from ._async.streams import AsyncStreamQueue, AsyncWorker
 from ._async.transaction import async_transaction
+from ._connect import connect
 from ._core.cache import FOREVER, FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
@@ -36,6 +37,8 @@ from ._core.streams import (
     stop_on_signals,
 )
 from ._core.transaction import TransactionResult
+from ._embedded import EmbeddedServer
+from ._embedded_cluster import EmbeddedCluster
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -58,10 +61,8 @@ from ._errors import (
     StaleFenceError,
     TransactionConflictError,
 )
-from ._functions import FunctionLibrary
-from ._script import Script
+from ._scripting import FunctionLibrary, Script
 from ._serializers import Serializer
-from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
 from ._sync.cache_write import WriteBehind, WriteThrough

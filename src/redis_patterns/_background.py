@@ -1,4 +1,5 @@
-"""Shared background schedulers: one thread per process, one task per event loop, for all jobs.
+"""Background work: shared schedulers (one thread per process, one task per event loop, for all
+jobs), and `Daemon` / `AsyncDaemon` for one long-running reader.
 
 Periodic work (a lock watchdog's renewals) must not cost a thread or a task per object. A job is
 a function of its *owner* returning the delay until its next run, or ``None`` to stop;
@@ -23,10 +24,18 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["Handle", "LoopTicker", "ThreadTicker", "loop_ticker", "thread_ticker"]
+__all__ = [
+    "AsyncDaemon",
+    "Daemon",
+    "Handle",
+    "LoopTicker",
+    "ThreadTicker",
+    "loop_ticker",
+    "thread_ticker",
+]
 
 log = logging.getLogger("redis_patterns")
 
@@ -250,3 +259,56 @@ def loop_ticker() -> LoopTicker:
     if ticker is None:
         ticker = _loop_tickers[loop] = LoopTicker()
     return ticker
+
+
+class Daemon:
+    """Runs ``target(*args)`` on a daemon thread of its own (a background reader)."""
+
+    def __init__(self, target: Callable[..., object], *args: object, name: str) -> None:
+        self._thread = threading.Thread(target=target, args=args, daemon=True, name=name)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        """Whether the thread still runs."""
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the thread to end (at once when called from it)."""
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+
+class AsyncDaemon:
+    """Runs ``await target(*args)`` as a task of the running event loop (a background reader)."""
+
+    def __init__(
+        self, target: Callable[..., Coroutine[Any, Any, object]], *args: object, name: str
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = self._loop.create_task(target(*args), name=name)
+
+    @property
+    def alive(self) -> bool:
+        """Whether the task still runs, on the event loop running now.
+
+        A task of a loop that has been closed (``asyncio.run`` called again, a test's loop) can
+        die without running its cleanup, so this is checked on every use.
+        """
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return current is self._loop and not self._task.done()
+
+    async def join(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for the task to end, then cancel it (not from itself)."""
+        if asyncio.current_task() is self._task or not self.alive:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout=timeout)
+        except asyncio.TimeoutError:
+            self._task.cancel()
+        except asyncio.CancelledError:
+            self._task.cancel()  # the caller was cancelled: do not leave the reader behind
+            raise

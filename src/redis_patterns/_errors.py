@@ -26,8 +26,9 @@
 
     RedisPatternsWarning (a UserWarning)       a client that can apply a call twice or hang
 
-redis-py's exceptions are converted in exactly one place, ``_runner.map_backend_error``, with the
-original kept as ``__cause__``; this module itself imports no I/O library.
+redis-py's exceptions are converted in exactly one place, ``_redis.backend_errors`` (which asks
+``_redis.map_backend_error``), with the original kept as ``__cause__``; this module itself imports
+no I/O library.
 """
 
 from __future__ import annotations

@@ -13,10 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar
-
-if TYPE_CHECKING:
-    from ._script import Script
+from typing import Any, Protocol, TypeAlias, TypeVar
 
 __all__ = [
     "Call",
@@ -41,6 +38,14 @@ KeyT: TypeAlias = "str | bytes"
 ArgT: TypeAlias = "str | bytes | int | float"
 
 
+class Lua(Protocol):
+    """What `Eval` needs of a script (`LuaScript` in ``_script``): its text and its SHA1."""
+
+    name: str
+    source: str
+    sha: str
+
+
 @dataclass(frozen=True, slots=True)
 class Eval:
     """Run ``script`` with ``keys`` and ``args`` (EVALSHA, loading it on NOSCRIPT).
@@ -49,14 +54,14 @@ class Eval:
     servers, such as Redlock); ``None`` means the first.
     """
 
-    script: Script
+    script: Lua
     keys: tuple[KeyT, ...]
     args: tuple[ArgT, ...]
     node: int | None = None
 
 
 class Library(Protocol):
-    """What `FCall` needs of a function library (`FunctionLibrary` in ``_functions``)."""
+    """What `FCall` needs of a function library (`FunctionLibrary` in ``_scripting``)."""
 
     name: str
 

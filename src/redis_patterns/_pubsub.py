@@ -1,5 +1,4 @@
-"""Dedicated pub/sub links: the only I/O a `Subscriber` does, and (with ``_runner``) the only
-module that imports redis.
+"""Dedicated pub/sub links: the only I/O a `Subscriber` does (part of the redis-py boundary).
 
 A pub/sub connection is not a pooled request/response connection: it belongs to one
 subscriber for its whole life and receives pushes. Each transport opens its own connection(s)
@@ -28,11 +27,9 @@ import redis.asyncio.cluster
 import redis.cluster
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from ._errors import BackendUnavailableError
-from ._runner import AsyncClient, SyncClient, _as_tuple, map_backend_error
+from ._redis import AsyncClient, SyncClient, backend_errors, check_clients
 
 __all__ = ["AsyncPubSubTransport", "RawMessage", "PubSubTransport"]
 
@@ -41,10 +38,11 @@ _MAIN = "main"
 _IO_TIMEOUT = 5.0
 
 
-def _error(exc: BaseException) -> BaseException:
-    if isinstance(exc, RedisError):
-        return map_backend_error(exc)
-    return BackendUnavailableError(f"pub/sub link broken: {exc!r}")
+# A broken link: a socket error; redis-py's PubSub raises AttributeError / RuntimeError once its
+# connection was torn down. Opening: whatever went wrong, the link is not usable.
+_SEND_ERRORS = backend_errors(broken=(OSError,))
+_READ_ERRORS = backend_errors(broken=(OSError, AttributeError, RuntimeError))
+_OPEN_ERRORS = backend_errors(broken=(Exception,))
 
 
 def _main_node(default: Any, primaries: list[Any], rotation: int) -> Any:
@@ -68,7 +66,7 @@ class PubSubTransport:
     """Blocking pub/sub link(s) for `Subscriber`."""
 
     def __init__(self, client: SyncClient) -> None:
-        (self._client,) = _as_tuple(client, (redis.Redis, redis.cluster.RedisCluster), "a sync")
+        (self._client,) = check_clients(client, asynchronous=False)
         self._links: dict[str, Any] = {}
         self._rotation = 0
 
@@ -113,12 +111,13 @@ class PubSubTransport:
         """(Re)open the link(s) and subscribe to everything given."""
         self.close()
         try:
-            self.subscribe(channels, patterns, shards)
-            if not self._links:
-                self._main().ping()  # nothing to subscribe yet: still prove the link works
-        except BaseException as exc:
+            with _OPEN_ERRORS:
+                self.subscribe(channels, patterns, shards)
+                if not self._links:
+                    self._main().ping()  # nothing to subscribe yet: still prove the link works
+        except BaseException:
             self.close()
-            raise _error(exc) from exc
+            raise
 
     def subscribe(
         self,
@@ -126,15 +125,13 @@ class PubSubTransport:
         patterns: Iterable[bytes] = (),
         shards: Iterable[bytes] = (),
     ) -> None:
-        try:
+        with _SEND_ERRORS:
             if channels := list(channels):
                 self._main().subscribe(*channels)
             if patterns := list(patterns):
                 self._main().psubscribe(*patterns)
             for channel in shards:
                 self._shard(channel).ssubscribe(channel)
-        except (RedisError, OSError) as exc:
-            raise _error(exc) from exc
 
     def unsubscribe(
         self,
@@ -142,15 +139,13 @@ class PubSubTransport:
         patterns: Iterable[bytes] = (),
         shards: Iterable[bytes] = (),
     ) -> None:
-        try:
+        with _SEND_ERRORS:
             if channels := list(channels):
                 self._main().unsubscribe(*channels)
             if patterns := list(patterns):
                 self._main().punsubscribe(*patterns)
             for channel in shards:
                 self._shard(channel).sunsubscribe(channel)
-        except (RedisError, OSError) as exc:
-            raise _error(exc) from exc
 
     def read(self, timeout: float) -> RawMessage | None:
         """The next push (message or confirmation), or None after ``timeout`` seconds."""
@@ -159,22 +154,17 @@ class PubSubTransport:
             time.sleep(timeout)
             return None
         share = timeout / len(links)
-        try:
+        with _READ_ERRORS:
             for link in links:
                 message: RawMessage | None = link.get_message(timeout=share)
                 if message is not None:
                     return message
-        except (RedisError, OSError, AttributeError, RuntimeError) as exc:
-            # AttributeError / RuntimeError: redis-py's PubSub after its connection was torn down.
-            raise _error(exc) from exc
         return None
 
     def ping(self) -> None:
-        try:
+        with _READ_ERRORS:
             for link in self._links.values():
                 link.ping()
-        except (RedisError, OSError, AttributeError, RuntimeError) as exc:
-            raise _error(exc) from exc
 
     def close(self) -> None:
         links, self._links = list(self._links.values()), {}
@@ -193,9 +183,7 @@ class AsyncPubSubTransport:
     """asyncio pub/sub link(s) for `AsyncSubscriber`."""
 
     def __init__(self, client: AsyncClient) -> None:
-        (self._client,) = _as_tuple(
-            client, (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster), "an asyncio"
-        )
+        (self._client,) = check_clients(client, asynchronous=True)
         self._links: dict[str, Any] = {}
         self._rotation = 0
 
@@ -248,12 +236,13 @@ class AsyncPubSubTransport:
     ) -> None:
         await self.close()
         try:
-            await self.subscribe(channels, patterns, shards)
-            if not self._links:
-                await (await self._main()).ping()
-        except BaseException as exc:
+            with _OPEN_ERRORS:
+                await self.subscribe(channels, patterns, shards)
+                if not self._links:
+                    await (await self._main()).ping()
+        except BaseException:
             await self.close()
-            raise _error(exc) from exc
+            raise
 
     async def subscribe(
         self,
@@ -261,15 +250,13 @@ class AsyncPubSubTransport:
         patterns: Iterable[bytes] = (),
         shards: Iterable[bytes] = (),
     ) -> None:
-        try:
+        with _SEND_ERRORS:
             if channels := list(channels):
                 await (await self._main()).subscribe(*channels)
             if patterns := list(patterns):
                 await (await self._main()).psubscribe(*patterns)
             for channel in shards:
                 await (await self._shard(channel)).ssubscribe(channel)
-        except (RedisError, OSError) as exc:
-            raise _error(exc) from exc
 
     async def unsubscribe(
         self,
@@ -277,15 +264,13 @@ class AsyncPubSubTransport:
         patterns: Iterable[bytes] = (),
         shards: Iterable[bytes] = (),
     ) -> None:
-        try:
+        with _SEND_ERRORS:
             if channels := list(channels):
                 await (await self._main()).unsubscribe(*channels)
             if patterns := list(patterns):
                 await (await self._main()).punsubscribe(*patterns)
             for channel in shards:
                 await (await self._shard(channel)).sunsubscribe(channel)
-        except (RedisError, OSError) as exc:
-            raise _error(exc) from exc
 
     async def read(self, timeout: float) -> RawMessage | None:
         links = list(self._links.values())
@@ -293,21 +278,17 @@ class AsyncPubSubTransport:
             await asyncio.sleep(timeout)
             return None
         share = timeout / len(links)
-        try:
+        with _READ_ERRORS:
             for link in links:
                 message: RawMessage | None = await link.get_message(timeout=share)
                 if message is not None:
                     return message
-        except (RedisError, OSError, AttributeError, RuntimeError) as exc:
-            raise _error(exc) from exc
         return None
 
     async def ping(self) -> None:
-        try:
+        with _READ_ERRORS:
             for link in self._links.values():
                 await link.ping()
-        except (RedisError, OSError, AttributeError, RuntimeError) as exc:
-            raise _error(exc) from exc
 
     async def close(self) -> None:
         links, self._links = list(self._links.values()), {}

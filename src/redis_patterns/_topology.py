@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 if TYPE_CHECKING:
-    from ._server import EmbeddedServer
+    from ._embedded import EmbeddedServer
 
 __all__ = ["ClusterNodeState", "Promotion", "cluster_nodes", "info_fields", "wait_until"]
 

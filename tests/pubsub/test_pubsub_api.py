@@ -291,3 +291,67 @@ def test_wrong_client_flavour(backend: Backend) -> None:
         AsyncSubscriber(backend.client(), channels=["a"])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="asyncio"):
         AsyncPublisher(backend.client())  # type: ignore[arg-type]
+
+
+def _until(check: Any, what: str, timeout: float = 10.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if check():
+            return
+        threading.Event().wait(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_background_reader_delivers_and_reports_its_state(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    states: list[bool] = []
+    got: list[bytes] = []
+
+    def handle(message: Message) -> None:
+        if message.data == b"boom":
+            raise RuntimeError("a handler's bug")  # logged; the reader goes on
+        got.append(message.data)
+
+    sub = Subscriber(client, channels=[f"{prefix}.c"], on_state=states.append)
+    sub.run_in_background(handle)
+    assert sub.background_running
+    with pytest.raises(ConfigurationError, match="already"):
+        sub.run_in_background(handle)
+    _until(lambda: states == [True], "the subscription")
+    publisher = Publisher(client)
+    for data in (b"one", b"boom", b"two"):
+        publisher.publish(f"{prefix}.c", data)
+    _until(lambda: got == [b"one", b"two"], "both messages")
+    sub.close()
+    assert states == [True, False]
+    assert not sub.background_running
+    with pytest.raises(ConfigurationError, match="closed"):
+        sub.run_in_background(handle)
+
+
+async def test_async_background_reader_awaits_its_handler(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    states: list[bool] = []
+    got: list[bytes] = []
+
+    async def handle(message: Message) -> None:
+        await asyncio.sleep(0)
+        got.append(message.data)
+
+    sub = AsyncSubscriber(client, channels=[f"{prefix}.c"], on_state=states.append)
+    sub.run_in_background(handle)
+    for _ in range(2000):
+        if states:
+            break
+        await asyncio.sleep(0.005)
+    assert states == [True]
+    await AsyncPublisher(client).publish(f"{prefix}.c", b"one")
+    for _ in range(2000):
+        if got:
+            break
+        await asyncio.sleep(0.005)
+    assert got == [b"one"]
+    assert sub.background_running
+    await sub.aclose()
+    assert states == [True, False]
+    assert not sub.background_running
+    await client.aclose()

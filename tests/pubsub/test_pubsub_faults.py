@@ -120,6 +120,64 @@ async def test_async_restart_resubscribes_and_counts_a_gap(server: EmbeddedServe
     await client.aclose()
 
 
+def test_background_reader_reports_a_restart_and_comes_back(server: EmbeddedServer) -> None:
+    """``on_state`` says False once the link broke and True once resubscribed; the reader
+    resubscribes by itself and delivers again."""
+    states: list[bool] = []
+    got: list[bytes] = []
+    sub = Subscriber(connect(server.url), channels=["news"], on_state=states.append)
+    sub.run_in_background(lambda message: got.append(message.data))
+    _until(lambda: states == [True], 10, "the subscription")
+    server.restart()
+    _until(lambda: states == [True, False, True], 30, "the resubscription")
+    publisher = Publisher(connect(server.url))
+    publisher.publish("news", "after restart")
+    _until(lambda: got == [b"after restart"], 10, "the message")
+    assert sub.gaps == 1
+    sub.close()
+    assert states == [True, False, True, False]
+
+
+async def test_async_background_reader_reports_a_restart_and_comes_back(
+    server: EmbeddedServer,
+) -> None:
+    states: list[bool] = []
+    client = connect(server.url, asyncio=True)
+    sub = AsyncSubscriber(client, channels=["news"], on_state=states.append)
+    sub.run_in_background(lambda message: None)
+    for _ in range(2000):
+        if states == [True]:
+            break
+        await asyncio.sleep(0.005)
+    await asyncio.to_thread(server.restart)
+    for _ in range(6000):
+        if states == [True, False, True]:
+            break
+        await asyncio.sleep(0.005)
+    assert states == [True, False, True]
+    await sub.aclose()
+    assert states == [True, False, True, False]
+    await client.aclose()
+
+
+async def test_cancelling_a_get_that_is_reconnecting_cancels_it(server: EmbeddedServer) -> None:
+    """A cancellation that lands while the link is being (re)opened ends the call; it used to
+    become a broken-link error, which the reconnect loop swallowed, so the task never ended."""
+    client = connect(server.url, asyncio=True)
+    sub = AsyncSubscriber(client, channels=["news"])
+    server.pause()  # connections are accepted, nothing is answered: opening hangs
+    try:
+        task = asyncio.ensure_future(sub.get())
+        await asyncio.sleep(0.5)
+        task.cancel()
+        await asyncio.wait({task}, timeout=5)
+        assert task.cancelled()
+    finally:
+        server.resume()
+        await sub.aclose()
+        await client.aclose()
+
+
 def test_restarts_during_sequenced_publishing(
     server: EmbeddedServer, scale: Callable[[int, int], int]
 ) -> None:

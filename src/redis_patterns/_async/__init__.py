@@ -1,0 +1,1 @@
+"""The facades of one flavour, a module per pattern (``_sync/`` is generated from ``_async/``)."""

@@ -1,0 +1,1 @@
+"""The pure core: each pattern's logic as sans-IO plans (no I/O, no client)."""

@@ -24,6 +24,7 @@ from .._plan import Call, Command, Eval, Now, Pipeline, Plan, Sleep
 from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
+from .pubsub import Message
 from .reconnect import TRANSIENT, reconnect_backoff
 
 __all__ = [
@@ -492,10 +493,10 @@ class CacheCore:
         if self.near is not None:
             self.near.clear()
 
-    def on_message(self, message: bytes) -> None:
+    def on_message(self, message: Message) -> None:
         """An invalidation ``<origin>:<entry key>`` (``<origin>:*``: everything, a `clear`);
         our own writes were applied already."""
-        origin, _, entry = message.partition(b":")
+        origin, _, entry = message.data.partition(b":")
         if origin == self.origin.encode():
             return
         if entry == b"*":
@@ -503,7 +504,7 @@ class CacheCore:
         else:
             self.on_invalidate(entry)
 
-    def on_listener_state(self, healthy: bool) -> None:
+    def on_subscription_state(self, healthy: bool) -> None:
         if self.near is not None:
             self.near.set_healthy(healthy)
 

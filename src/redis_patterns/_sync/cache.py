@@ -13,9 +13,10 @@ from typing import Any, Generic, ParamSpec, TypeVar
 from .._core.cache import CacheCore, KeyBuilder, Stampede, Ttl, WarmResult, check_callable
 from .._core.cache_types import BatchLoader, Func, Loader
 from .._flight import SingleFlight
-from .._runner import SyncClient, SyncListener, SyncRunner, require_bytes_replies
+from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
+from .pubsub import Subscriber
 
 __all__ = ["Cache", "CachedFunction"]
 
@@ -130,7 +131,8 @@ class Cache:
             "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
         )
         self._flights = SingleFlight()
-        self._listener: SyncListener | None = None
+        # The near cache's invalidation channel, read in the background (see _ensure_listener).
+        self._listener: Subscriber | None = None
 
     @property
     def namespace(self) -> str:
@@ -165,17 +167,25 @@ class Cache:
         return self._core.entry_key(key)
 
     def _ensure_listener(self) -> None:
+        """Subscribe to the near cache's invalidations, in the background, once.
+
+        The near cache serves only while subscribed: ``on_state`` empties it on every change
+        (messages may have been missed in between) and says whether it may serve.
+        """
         if self._core.near is None:
             return
-        if self._listener is not None and not self._listener.alive():
+        if self._listener is not None and not self._listener.background_running:
             # Its thread or task is gone (e.g. its event loop was closed): whatever it would
             # have told us is lost, so forget the near cache and subscribe again.
-            self._core.on_listener_state(False)
+            self._core.on_subscription_state(False)
             self._listener = None
         if self._listener is None:
-            self._listener = self._runner.listen(
-                self._core.channel, self._core.on_message, self._core.on_listener_state
+            self._listener = Subscriber(
+                self._runner.clients[0],
+                [self._core.channel],
+                on_state=self._core.on_subscription_state,
             )
+            self._listener.run_in_background(self._core.on_message)
 
     def get(self, key: str | bytes, default: Any = None) -> Any:
         """The fresh value of ``key``, or ``default`` (miss, expired, or an unreadable entry).

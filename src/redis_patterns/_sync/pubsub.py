@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from .._background import Daemon
 from .._callbacks import call_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
-from .._errors import BackendError, BackendUnavailableError
+from .._errors import BackendError, BackendUnavailableError, ConfigurationError
 from .._logging import coalesced
 from .._pubsub import PubSubTransport
 from .._runner import SyncClient, SyncRunner
@@ -68,9 +69,13 @@ class Subscriber:
     stays silent is pinged every ``health_check_interval`` seconds and declared dead when the
     pong does not come back within another interval (a half-open connection).
 
+    ``on_state(True)`` is called each time every subscription is confirmed (the first time and
+    after each reconnection) and ``on_state(False)`` when the link is lost or the subscriber
+    closed: whatever the messages keep fresh may have changed unseen in between.
+
     It uses dedicated connections (not the client's pool), built from the client's settings.
-    One reader (thread or task) at a time; `subscribe` and friends may be called from
-    elsewhere while it reads.
+    One reader (thread or task) at a time, or `run_in_background`; `subscribe` and friends
+    may be called from elsewhere while it reads.
 
     Args:
         client: a redis-py client of this class's flavour (standalone or cluster).
@@ -78,6 +83,7 @@ class Subscriber:
         patterns: glob patterns to subscribe to (``orders.*``); not with ``sharded``.
         sharded: sharded Pub/Sub (``SSUBSCRIBE``, Redis 7+): on a cluster one link per shard.
         on_gap: called with a `Gap` after each reconnection.
+        on_state: called with ``True`` when subscribed, ``False`` when not any more.
         health_check_interval: seconds of silence before a PING.
         max_backoff: the longest wait between reconnection attempts, in seconds.
 
@@ -95,6 +101,7 @@ class Subscriber:
         *,
         sharded: bool = False,
         on_gap: Callable[[Gap], object] | None = None,
+        on_state: Callable[[bool], object] | None = None,
         health_check_interval: float = 5.0,
         max_backoff: float = 0.5,
     ) -> None:
@@ -106,8 +113,12 @@ class Subscriber:
             max_backoff=max_backoff,
         )
         check_callable(on_gap, "on_gap", optional=True)
+        check_callable(on_state, "on_state", optional=True)
         self._transport = PubSubTransport(client)
         self._on_gap = on_gap
+        self._on_state = on_state
+        self._up = False  # what on_state was last told
+        self._reader: Daemon | None = None
         self._backlog: collections.deque[Message] = collections.deque()
         self._changes: list[tuple[bool, set[bytes], set[bytes]]] = []
         self._reading = False
@@ -138,6 +149,11 @@ class Subscriber:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def background_running(self) -> bool:
+        """Whether `run_in_background`'s reader runs (an async one: on the loop running now)."""
+        return self._reader is not None and self._reader.alive and not self._closed
+
     def start(self) -> None:
         """Connect and subscribe now (`get` does it lazily), waiting for the confirmations.
 
@@ -160,22 +176,32 @@ class Subscriber:
         deadline = None if timeout is None else time.monotonic() + timeout
         self._reading = True
         try:
-            while not self._closed:
-                if self._backlog:
-                    return self._backlog.popleft()
-                if not self._core.connected:
-                    self._reconnect(deadline)
-                else:
-                    message = self._read_once(deadline)
-                    if message is not None:
-                        return message
-                if deadline is not None and time.monotonic() >= deadline:
-                    return None
-            return None
+            return self._next(deadline)
         finally:
             self._reading = False
             if self._closed:
-                self._transport.close()
+                self._release()
+
+    def run_in_background(self, on_message: Callable[[Message], object]) -> None:
+        """Read in the background, calling ``on_message(message)`` for each message.
+
+        The reader is a task of the running event loop (`Subscriber`; an async
+        ``on_message`` is awaited) or a daemon thread (`Subscriber`). It reconnects, reports
+        gaps, pings and calls ``on_state`` as `get` does; a failing ``on_message`` is logged and
+        reading goes on. `close` / `close` stops it (waiting up to a second for it).
+
+        Raises:
+            ConfigurationError: the subscriber is closed, or reads in the background already.
+            ConfigurationTypeError: ``on_message`` is not callable.
+        """
+        check_callable(on_message, "on_message")
+        if self._closed:
+            raise ConfigurationError("the subscriber is closed")
+        if self.background_running:
+            raise ConfigurationError("the subscriber reads in the background already")
+        self._reader = Daemon(
+            self._read_in_background, on_message, name="redis-patterns-subscriber"
+        )
 
     def __iter__(self) -> Subscriber:
         return self
@@ -206,7 +232,9 @@ class Subscriber:
         """Stop: iteration ends and the link is closed (by the reader, if one is reading)."""
         self._closed = True
         if not self._reading:
-            self._transport.close()
+            self._release()
+        if self._reader is not None:
+            self._reader.join(1.0)
 
     def __enter__(self) -> Subscriber:
         self.start()
@@ -222,11 +250,62 @@ class Subscriber:
 
     # --- internals --------------------------------------------------------------------------
 
+    def _next(self, deadline: float | None) -> Message | None:
+        while not self._closed:
+            if self._backlog:
+                return self._backlog.popleft()
+            if not self._core.connected:
+                self._reconnect(deadline)
+            else:
+                message = self._read_once(deadline)
+                if message is not None:
+                    return message
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+        return None
+
+    def _read_in_background(self, on_message: Callable[[Message], object]) -> None:
+        self._reading = True
+        try:
+            while not self._closed:
+                try:
+                    message = self._next(None)
+                except Exception as exc:  # not a link failure (those are handled): start over
+                    coalesced(log, ("reader", type(exc)), "background reader failed: %r", exc)
+                    self._lost(exc)
+                    self._transport.sleep(0.05)
+                    continue
+                if message is None:
+                    continue
+                try:
+                    call_back(on_message, message)
+                except Exception as exc:  # the handler's bug: log it, keep reading
+                    coalesced(log, ("handler", type(exc)), "on_message failed: %r", exc)
+        finally:
+            self._reading = False
+            self._release()
+
+    def _announce(self, up: bool) -> None:
+        if up != self._up:
+            self._up = up
+            if self._on_state is not None:
+                call_back(self._on_state, up)
+
+    def _release(self) -> None:
+        self._transport.close()
+        self._announce(False)
+
+    def _lost(self, error: BaseException) -> None:
+        self._core.on_lost(time.monotonic(), error)
+        self._announce(False)  # before anything else: what it keeps fresh is suspect now
+        self._transport.close()
+
     def _connect(self) -> None:
         channels, patterns, shards = self._core.all_link_args()
         self._transport.open(channels, patterns, shards)
         self._confirm(len(channels) + len(patterns) + len(shards))
         gap = self._core.on_connected(time.monotonic())
+        self._announce(True)
         if gap is not None:
             self.last_gap = gap
             message = "pub/sub link restored after %.3fs (%s)"
@@ -262,8 +341,7 @@ class Subscriber:
         try:
             self._connect()
         except BackendError as exc:
-            self._core.on_lost(time.monotonic(), exc)
-            self._transport.close()
+            self._lost(exc)
 
     def _read_once(self, deadline: float | None) -> Message | None:
         core = self._core
@@ -289,8 +367,7 @@ class Subscriber:
 
     def _drop(self, error: BaseException) -> None:
         coalesced(log, ("lost", type(error)), "pub/sub link lost: %s", error)
-        self._core.on_lost(time.monotonic(), error)
-        self._transport.close()
+        self._lost(error)
 
     def _change(self, add: bool, channels: set[bytes], patterns: set[bytes]) -> None:
         if not (channels or patterns):

@@ -106,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_check(url=args.url, as_json=args.json)
     if args.command == "bench":
-        from .bench import run_bench
+        from .bench import main as run_bench
 
         return run_bench(url=args.url, operations=args.operations, only=args.names)
     if args.command in ("queue", "locks", "limits"):

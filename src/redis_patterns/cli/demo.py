@@ -19,7 +19,8 @@ from typing import Any
 
 import redis
 
-from .._server import EmbeddedServer, connect
+from .._connect import connect
+from .._embedded import EmbeddedServer
 
 __all__ = ["DemoContext", "run_demo", "section"]
 

@@ -6,8 +6,8 @@ import signal
 import sys
 import threading
 
+from .._embedded import EmbeddedServer
 from .._errors import EmbeddedServerError
-from .._server import EmbeddedServer
 
 
 def _cause(message: str) -> str:

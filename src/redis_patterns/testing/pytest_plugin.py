@@ -39,7 +39,8 @@ import redis.asyncio.cluster
 import redis.cluster
 
 from .. import _logging
-from .._server import EmbeddedCluster, EmbeddedServer
+from .._embedded import EmbeddedServer
+from .._embedded_cluster import EmbeddedCluster
 from .counter import CommandCounter
 from .proxy import FaultProxy
 from .sentinel import SentinelTopology

@@ -19,8 +19,8 @@ import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from .._embedded import EmbeddedServer, _free_port, _stop_together
 from .._errors import ConfigurationError, EmbeddedServerError
-from .._server import EmbeddedServer, _free_port, _stop_together
 from .._topology import Promotion, info_fields, replication_up, running, wait_until
 
 __all__ = ["SentinelServer", "SentinelTopology"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..._core.transaction import TransactionResult
-from ..._script import Script
+from ..._scripting import Script
 from ..._sync.transaction import transaction
 from ...testing.counter import CommandCounter
 from ..demo import DemoContext, section

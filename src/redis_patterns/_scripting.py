@@ -1,19 +1,70 @@
-"""`FunctionLibrary`: Redis 7 / Valkey functions (FUNCTION LOAD + FCALL), loaded on demand."""
+"""`Script` and `FunctionLibrary`: the public Lua objects, called with a client (above the
+runners: calling one runs its effect with `runner_for(client)`)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 from ._errors import ConfigurationError, ConfigurationTypeError
 from ._plan import ArgT, Command, FCall, KeyT, Plan
+from ._runner import AsyncClient, SyncClient, runner_for
+from ._script import LuaScript
 
-if TYPE_CHECKING:
-    from ._runner import AsyncClient, SyncClient
+__all__ = ["FunctionLibrary", "Script"]
 
-__all__ = ["FunctionLibrary"]
+
+class Script(LuaScript):
+    """A Lua script, identified by the SHA1 of its source (computed locally, no round trip).
+
+    Call it with a client: ``script(client, keys=[...], args=[...])`` sends one ``EVALSHA``; if
+    the server answers ``NOSCRIPT`` (after ``SCRIPT FLUSH``, a restart or a failover) it sends
+    ``EVAL`` once, which runs and caches the script. With an asyncio client the call returns an
+    awaitable. On a cluster the command goes to the node owning the keys' slot; keys in
+    different slots raise `CrossSlotError` before anything is sent.
+
+    Errors raised by the script surface as `ScriptError` carrying the Lua message.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, source: str | bytes, *, name: str | None = None) -> None:
+        if isinstance(source, bytes):
+            source = source.decode()
+        if not isinstance(source, str):
+            raise ConfigurationTypeError(
+                f"source must be str or bytes, not {type(source).__name__}"
+            )
+        if not source.strip():
+            raise ConfigurationError("source must be a non-empty Lua script")
+        super().__init__(source, name=name)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Script:
+        """Load a script from a ``.lua`` file, named after the file."""
+        file = Path(path)
+        return cls(file.read_text(encoding="utf-8"), name=file.stem)
+
+    @overload
+    def __call__(
+        self, client: SyncClient, keys: Sequence[KeyT] = (), args: Sequence[ArgT] = ()
+    ) -> Any: ...
+
+    @overload
+    def __call__(
+        self, client: AsyncClient, keys: Sequence[KeyT] = (), args: Sequence[ArgT] = ()
+    ) -> Awaitable[Any]: ...
+
+    def __call__(
+        self,
+        client: SyncClient | AsyncClient,
+        keys: Sequence[KeyT] = (),
+        args: Sequence[ArgT] = (),
+    ) -> Any:
+        return runner_for(client).perform(self.eval(keys, args))
+
 
 _HEADER = re.compile(r"\A#!lua name=([A-Za-z0-9_]+)\s*$", re.M)
 _FUNCTION_NAME = re.compile(r"\A[A-Za-z0-9_]+\Z")
@@ -102,15 +153,11 @@ class FunctionLibrary:
             ScriptError: the function raised, the library does not compile, or the server
                 has no functions (Redis < 7).
         """
-        from ._runner import runner_for
-
         return runner_for(client).perform(self.fcall(function, keys, args))
 
     def load(self, client: SyncClient | AsyncClient) -> Any:
         """Load (or replace) the library now, on every primary of a cluster; returns its name
         (an awaitable with an asyncio client)."""
-        from ._runner import runner_for
-
         return runner_for(client).run(self._load_plan())
 
     def _load_plan(self) -> Plan[str]:

@@ -1,0 +1,553 @@
+"""The redis-py boundary: client kinds, slot checks, command arguments, error conversion, and each
+command-sending effect as the redis-py calls that perform it.
+
+The runners import no redis. They ask this module how to perform an effect: a generator that
+yields `Invoke` steps, each one call on a redis-py object, which the sync runner makes and the
+asyncio runner makes and awaits. So the NOSCRIPT retry, the pipeline's bookkeeping and the
+WATCH transaction are written once for both. redis-py's errors become the library's in one
+place, `backend_errors` (which calls `map_backend_error`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from types import TracebackType
+from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
+
+import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.cluster
+import redis.exceptions as rex
+from redis.crc import key_slot
+
+from ._errors import (
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    ConfigurationError,
+    CrossSlotError,
+    PermissionDeniedError,
+    RedisPatternsError,
+    ScriptError,
+    ServerBusyError,
+)
+from ._plan import (
+    Command,
+    Eval,
+    FCall,
+    Features,
+    Gather,
+    KeyT,
+    Pipeline,
+    Transaction,
+    TransactionAttempt,
+)
+
+__all__ = [
+    "AsyncClient",
+    "AsyncPipeline",
+    "AsyncTransactionFunction",
+    "Invoke",
+    "Steps",
+    "SyncClient",
+    "SyncPipeline",
+    "TransactionFunction",
+    "backend_errors",
+    "check_clients",
+    "client_features",
+    "command_steps",
+    "decodes_responses",
+    "eval_steps",
+    "fcall_steps",
+    "is_cluster",
+    "map_backend_error",
+    "node_address",
+    "pipeline_steps",
+    "transaction_steps",
+]
+
+T = TypeVar("T")
+
+SyncClient: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+AsyncClient: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+SyncPipeline: TypeAlias = "redis.client.Pipeline | redis.cluster.ClusterPipeline"
+AsyncPipeline: TypeAlias = "redis.asyncio.client.Pipeline | redis.asyncio.cluster.ClusterPipeline"
+# The body of a WATCH transaction: reads on the pipeline, then pipe.multi() and queued writes.
+TransactionFunction: TypeAlias = "Callable[[SyncPipeline], T]"
+AsyncTransactionFunction: TypeAlias = "Callable[[AsyncPipeline], Awaitable[T]]"
+
+SYNC_TYPES = (redis.Redis, redis.cluster.RedisCluster)
+ASYNC_TYPES = (redis.asyncio.Redis, redis.asyncio.cluster.RedisCluster)
+_CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
+
+
+# --- client kinds ------------------------------------------------------------------------------
+
+
+def check_clients(clients: Any, *, asynchronous: bool) -> tuple[Any, ...]:
+    """``clients`` (one or a list) as a tuple, each checked to be a redis-py client of the
+    flavour asked for: the other flavour is a `TypeError` that names the right class."""
+    items = tuple(clients) if isinstance(clients, list | tuple) else (clients,)
+    if not items:
+        raise ConfigurationError("at least one client is required")
+    types, kind = (ASYNC_TYPES, "an asyncio") if asynchronous else (SYNC_TYPES, "a sync")
+    for client in items:
+        if not isinstance(client, types):
+            other = "sync" if asynchronous else "asyncio"
+            raise TypeError(
+                f"expected {kind} redis-py client, got {_describe(client)}"
+                + (f" (use the {other} variant of this class)" if _is_client(client) else "")
+            )
+    return items
+
+
+def _is_client(obj: object) -> bool:
+    return isinstance(obj, SYNC_TYPES + ASYNC_TYPES)
+
+
+def _describe(client: object) -> str:
+    return type(client).__module__ + "." + type(client).__qualname__
+
+
+def is_cluster(client: object) -> bool:
+    return isinstance(client, _CLUSTER_TYPES)
+
+
+def decodes_responses(client: object) -> bool:
+    """Whether ``client`` was made with ``decode_responses=True`` (its replies are str)."""
+    encoder = getattr(client, "get_encoder", None)
+    return bool(encoder is not None and getattr(encoder(), "decode_responses", False))
+
+
+def node_address(client: object) -> str:
+    """``host:port`` (or the unix socket path) a standalone client connects to; no I/O.
+
+    Raises:
+        TypeError: ``client`` is a cluster client (it has no single address).
+    """
+    if isinstance(client, _CLUSTER_TYPES):
+        raise TypeError("expected a standalone client, got a cluster client")
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
+    if kwargs.get("path"):
+        return f"unix:{kwargs['path']}"
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+_FEATURES = "_redis_patterns_features"
+
+
+def client_features(client: object) -> Features:
+    """The `Features` record of ``client``: one per client, whichever object uses it.
+
+    It is kept on the client object itself, so it lives exactly as long as the client and needs
+    no global registry. A client that takes no attributes gets a fresh record each time: its
+    users then probe once each, which costs a refused command, never a wrong answer.
+    """
+    features = getattr(client, _FEATURES, None)
+    if not isinstance(features, Features):
+        features = Features()
+        with contextlib.suppress(AttributeError, TypeError):
+            setattr(client, _FEATURES, features)
+    return features
+
+
+def check_slots(client: object, keys: Sequence[KeyT]) -> None:
+    """Refuse, before any I/O, keys that a cluster would spread over several slots."""
+    if len(keys) > 1 and isinstance(client, _CLUSTER_TYPES):
+        slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
+        if len(slots) > 1:
+            raise CrossSlotError(
+                f"keys {list(keys)!r} hash to {len(slots)} different cluster slots; give them a "
+                "common hash tag, e.g. '{user:42}:a' and '{user:42}:b'"
+            )
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+# Replies meaning "the server cannot run commands now; nothing ran": LOADING (its dataset),
+# CLUSTERDOWN (the slot is not served), MASTERDOWN (a replica cut off from its primary), TRYAGAIN
+# (a slot in migration). redis-py has a class for each (BusyLoadingError, ClusterDownError,
+# MasterDownError, TryAgainError) and strips the code from the text; the prefix check catches
+# the same reply where it arrives as plain text (a pipeline, a script's error, an old client).
+_NOT_NOW = (rex.BusyLoadingError, rex.ClusterDownError, rex.TryAgainError)
+_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ")
+# The cluster client's own "no node serves this slot" and "no node answered" (it raises these
+# as RedisClusterException, which does not derive from RedisError).
+_UNSERVED = ("not covered", "cannot be connected")
+REDIS_ERRORS = (rex.RedisError, rex.RedisClusterException)
+
+
+def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseException:
+    """Return the library error for a redis-py error (the caller raises it ``from exc``).
+
+    ``in_script`` says the failed command ran a script, so any error reply is the script's.
+    Exceptions that are not redis-py's are returned unchanged.
+    """
+    if isinstance(exc, RedisPatternsError) or not isinstance(exc, REDIS_ERRORS):
+        return exc
+    text = str(exc)
+    if isinstance(exc, rex.TimeoutError):
+        return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
+    if isinstance(exc, _NOT_NOW) or text.startswith(_NOT_NOW_CODES):
+        return BackendUnavailableError(f"the server cannot run commands now: {text}")
+    if isinstance(exc, rex.ConnectionError):
+        return BackendUnavailableError(f"cannot reach the server: {text}")
+    if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
+        return PermissionDeniedError(text)
+    if isinstance(exc, rex.ResponseError) and text.startswith("BUSY"):
+        return ServerBusyError(text)
+    cluster_side = isinstance(exc, rex.RedisClusterException)
+    if "CROSSSLOT" in text or (cluster_side and "same key slot" in text):
+        return CrossSlotError(text)
+    if cluster_side and any(words in text for words in _UNSERVED):
+        return BackendUnavailableError(f"the cluster cannot serve this now: {text}")
+    if isinstance(exc, rex.ResponseError) and (in_script or "script" in text.lower()):
+        return ScriptError(text)
+    return BackendError(text or type(exc).__name__)
+
+
+class backend_errors:  # lower case, as it is used: like contextlib.suppress
+    """Convert the redis-py errors raised in the ``with`` block to the library's, chained with
+    ``from``: the one place where that happens.
+
+    It only wraps exceptions, so it serves async code as well::
+
+        with backend_errors(in_script=True):
+            return await client.execute_command("EVALSHA", ...)
+
+    Args:
+        in_script: the block runs a script, so an error reply is the script's (`ScriptError`).
+        mapper: converts instead of `map_backend_error` (a transaction's phase decides).
+        broken: further exception types that mean a dedicated link broke (a pub/sub link's
+            ``OSError``; the ``AttributeError`` / ``RuntimeError`` of redis-py's ``PubSub``
+            after its connection was torn down): they become `BackendUnavailableError`.
+    """
+
+    __slots__ = ("_broken", "_in_script", "_mapper")
+
+    def __init__(
+        self,
+        *,
+        in_script: bool = False,
+        mapper: Callable[[BaseException], BaseException] | None = None,
+        broken: tuple[type[BaseException], ...] = (),
+    ) -> None:
+        self._in_script = in_script
+        self._mapper = mapper
+        self._broken = broken
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None or isinstance(exc, RedisPatternsError):
+            return
+        if isinstance(exc, REDIS_ERRORS):
+            if self._mapper is not None:
+                raise self._mapper(exc) from exc
+            raise map_backend_error(exc, in_script=self._in_script) from exc
+        if self._broken and isinstance(exc, self._broken):
+            raise BackendUnavailableError(f"pub/sub link broken: {exc!r}") from exc
+
+
+_SCRIPT_ERRORS = backend_errors(in_script=True)
+_COMMAND_ERRORS = backend_errors()
+
+
+def _map_item(effect: Eval | Command, result: Any) -> Any:
+    """A pipelined item's reply, or the library error its redis-py error reply means."""
+    if isinstance(result, rex.RedisError):
+        error = map_backend_error(result, in_script=isinstance(effect, Eval))
+        error.__cause__ = result
+        return error
+    return result
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+
+class Invoke(NamedTuple):
+    """One step of an effect: call ``func(*args, **kwargs)``; the asyncio runner awaits the
+    result when it is awaitable. Its reply (or raw redis-py error) is sent back to the step."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] | None = None
+
+
+# What an effect's steps yield: calls, and `Gather`, which the runner fans out itself.
+Steps: TypeAlias = Generator["Invoke | Gather", Any, T]
+
+
+class Context(Protocol):
+    """What the steps need of their runner."""
+
+    clients: tuple[Any, ...]
+    ready: bool
+
+    @property
+    def asynchronous(self) -> bool:
+        """Whether the runner awaits what a step's call returns."""
+
+    def initialize(self) -> Any:
+        """Make every client ready (an asyncio cluster client learns its nodes once)."""
+
+
+def _initialize(runner: Context) -> Steps[None]:
+    with _COMMAND_ERRORS:
+        yield Invoke(runner.initialize)
+
+
+def _eval_args(effect: Eval) -> tuple[Any, ...]:
+    return (len(effect.keys), *effect.keys, *effect.args)
+
+
+def eval_steps(effect: Eval, runner: Context) -> Steps[Any]:
+    """``EVALSHA``; on ``NOSCRIPT`` (after ``SCRIPT FLUSH`` or a restart: the script did not
+    run) ``EVAL`` once, which runs the script and caches it."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.keys)
+    send = client.execute_command
+    with _SCRIPT_ERRORS:
+        try:
+            return (yield Invoke(send, ("EVALSHA", effect.script.sha, *_eval_args(effect))))
+        except rex.NoScriptError:
+            return (yield Invoke(send, ("EVAL", effect.script.source, *_eval_args(effect))))
+
+
+def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
+    """``FCALL``; when the server does not know the function, load the library and call again."""
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.keys)
+    args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
+    options = _fcall_options(client, effect.keys)
+    with _SCRIPT_ERRORS:
+        try:
+            return (yield Invoke(client.execute_command, args, options))
+        except rex.ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        yield Invoke(client.execute_command, effect.library.load_command().args)
+        return (yield Invoke(client.execute_command, args, options))
+
+
+def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
+    """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
+    keys (``COMMAND GETKEYS``), an extra round trip per call."""
+    if keys and isinstance(client, _CLUSTER_TYPES):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(keys[0])}
+    return {}
+
+
+def command_steps(effect: Command, runner: Context) -> Steps[Any]:
+    if not runner.ready:
+        yield from _initialize(runner)
+    with _COMMAND_ERRORS:
+        client = runner.clients[effect.node or 0]
+        options = _command_options(client, effect.args)
+        return (yield Invoke(client.execute_command, effect.args, options))
+
+
+def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
+    """Send a plain ``PUBLISH`` on a cluster to the client's default node, every time.
+
+    redis-py would send it to the node owning the channel's slot. A message run on another node
+    than the subscriber's reaches it over the cluster bus a moment later than one run on its own
+    node, so one publisher's messages to two channels could overtake each other, and one
+    published before a subscription was confirmed could still reach it (both seen under load).
+    `Subscriber` links to the same default node first, so a client's publishes and
+    subscriptions meet there.
+    """
+    if args and args[0] == "PUBLISH" and isinstance(client, _CLUSTER_TYPES):
+        return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
+    return None
+
+
+def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
+    """Every item in one pipelined round trip; the items that met ``NOSCRIPT`` are sent again
+    as ``EVAL`` in a second one. A failed item's library error takes its place in the list."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[0]
+    for item in effect.effects:
+        if isinstance(item, Eval):
+            check_slots(client, item.keys)
+    results = yield from _pipelined(client, effect.effects, sha=True)
+    retry = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
+    if retry:
+        again = yield from _pipelined(client, [effect.effects[i] for i in retry], sha=False)
+        for index, result in zip(retry, again, strict=True):
+            results[index] = result
+    return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
+
+
+def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> Steps[list[Any]]:
+    pipe = client.pipeline(transaction=False)
+    for effect in effects:
+        pipe.execute_command(*_pipeline_args(effect, sha=sha), **_pipeline_options(client, effect))
+    with _COMMAND_ERRORS:
+        return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
+
+
+def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
+    if isinstance(effect, Command):
+        return effect.args
+    if sha:
+        return ("EVALSHA", effect.script.sha, *_eval_args(effect))
+    return ("EVAL", effect.script.source, *_eval_args(effect))
+
+
+def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
+    """Route a pipelined script call on a cluster by its first key: redis-py's cluster pipeline
+    (8.x) otherwise asks the server for the keys of each EVALSHA (``COMMAND GETKEYS``), one
+    extra round trip per item, one after the other."""
+    if isinstance(effect, Eval) and effect.keys and isinstance(client, _CLUSTER_TYPES):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(effect.keys[0])}
+    return {}
+
+
+# --- transactions ------------------------------------------------------------------------------
+
+# redis-py raises WatchError for three different things; only the first two are conflicts.
+_CONFLICTS = ("Watched variable changed", "Slot rebalancing")
+# A slot that moved while we were reading (resharding): the client has learnt the new owner,
+# so the attempt is retried from WATCH like a conflict.
+_MOVED = (rex.MovedError, rex.AskError, rex.TryAgainError)
+# After these a cluster client's map may name a node that is gone or no longer owns the slot.
+_STALE_MAP = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.SlotNotCoveredError)
+
+
+class _Failed(Exception):
+    """A transaction attempt's redis-py error and what it means (``None``: a WATCH conflict)."""
+
+    def __init__(self, raw: BaseException, error: BaseException | None) -> None:
+        super().__init__(raw)
+        self.raw = raw
+        self.error = error
+
+
+def _transaction_error(exc: BaseException, phase: str) -> BaseException | None:
+    """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
+
+    redis-py also raises WatchError when the connection dies while keys are watched. Before
+    EXEC nothing was applied; during EXEC the server may have committed, so that is an
+    outcome-unknown error, never a conflict to replay.
+    """
+    if isinstance(exc, rex.WatchError) and str(exc).startswith(_CONFLICTS):
+        return None
+    if isinstance(exc, _MOVED) and phase != "exec":
+        return None
+    lost = isinstance(exc, rex.WatchError | rex.ConnectionError | rex.TimeoutError)
+    if lost and phase == "exec":
+        return BackendTimeoutError(
+            f"the connection failed during EXEC; the transaction may or may not have been "
+            f"applied (outcome unknown): {exc}"
+        )
+    if lost:
+        return BackendUnavailableError(
+            f"the connection failed before EXEC; nothing was applied: {exc}"
+        )
+    return map_backend_error(exc)
+
+
+def _in_multi(pipe: Any) -> bool:
+    """Whether ``fn`` called ``pipe.multi()`` (redis-py keeps the flag per pipeline kind)."""
+    strategy = getattr(pipe, "_execution_strategy", None)  # cluster pipelines
+    if strategy is not None:
+        return bool(getattr(strategy, "_explicit_transaction", False))
+    return bool(getattr(pipe, "explicit_transaction", False))
+
+
+def _no_silent_reconnect(pipe: Any) -> None:
+    """Make connection errors surface from a cluster transaction pipeline.
+
+    redis-py's cluster ``TransactionStrategy`` (8.1) retries a command after a connection error
+    on a *new* connection, which has not WATCHed anything: the optimistic check would silently
+    vanish and EXEC could overwrite a concurrent write. Its retry object is a private per-pipeline
+    copy; with no retries the error reaches us, and the plan retries from WATCH (or reports
+    outcome unknown). Standalone pipelines raise on their own.
+    """
+    retry = getattr(getattr(pipe, "_execution_strategy", None), "_retry", None)
+    if retry is not None:
+        retry.update_retries(0)
+
+
+def _cluster_refresh(
+    client: object, exc: BaseException | None, keys: Sequence[KeyT]
+) -> dict[str, Any] | None:
+    """The arguments to refresh ``client``'s cluster map with after a failed transaction, or
+    ``None`` when there is nothing to refresh.
+
+    redis-py refreshes the map itself after a plain command's connection error, but its cluster
+    transaction pipeline does so only on every 5th error *of one pipeline object* (sync 8.1)
+    or of the client (asyncio), and a transaction uses a new pipeline each time: after a master
+    was killed, every later transaction went to the dead node until some plain command
+    refreshed the map. Refreshing is a read (``CLUSTER SLOTS``; the node that just failed is
+    asked last); the failed attempt is never re-sent, so the outcome-unknown rule holds.
+    """
+    if not isinstance(client, _CLUSTER_TYPES) or not isinstance(exc, _STALE_MAP):
+        return None
+    cluster: Any = client
+    failed = None
+    with contextlib.suppress(*REDIS_ERRORS):
+        failed = cluster.get_node_from_key(keys[0]).name if keys else None
+    return {"last_failed_node_name": failed}
+
+
+def transaction_steps(effect: Transaction, runner: Context) -> Steps[TransactionAttempt]:
+    """One WATCH / ``fn(pipe)`` / EXEC attempt on a pinned connection (see `Transaction`)."""
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.watch)
+    phase = "watch"
+    try:
+        with backend_errors(mapper=lambda exc: _Failed(exc, _transaction_error(exc, phase))):
+            # ``with client.pipeline(...) as pipe`` (``async with``: an asyncio cluster pipeline
+            # initializes its client on entering), written out as steps.
+            made = client.pipeline(transaction=True)
+            if runner.asynchronous:
+                enter, leave = made.__aenter__, made.__aexit__
+            else:
+                enter, leave = made.__enter__, made.__exit__
+            pipe = yield Invoke(enter)
+            abandoned = False
+            try:
+                _no_silent_reconnect(pipe)
+                if effect.watch:
+                    yield Invoke(pipe.watch, effect.watch)
+                phase = "fn"
+                value = yield Invoke(effect.fn, (pipe,))
+                if inspect.isawaitable(value) and not runner.asynchronous:
+                    close = getattr(value, "close", None)
+                    if close is not None:
+                        close()  # don't leave a never-awaited coroutine behind
+                    raise TypeError("fn returned an awaitable: use async_transaction for async fn")
+                if not _in_multi(pipe):
+                    return TransactionAttempt(True, value, None)
+                phase = "exec"
+                return TransactionAttempt(True, value, list((yield Invoke(pipe.execute))))
+            except GeneratorExit:  # closed mid-attempt (its runner is gone): nothing can be sent
+                abandoned = True
+                raise
+            finally:
+                if not abandoned:
+                    yield Invoke(leave, (None, None, None))
+    except _Failed as failed:
+        refresh = _cluster_refresh(client, failed.raw, effect.watch)
+        if refresh is not None:
+            with contextlib.suppress(RedisPatternsError, OSError), _COMMAND_ERRORS:
+                yield Invoke(client.nodes_manager.initialize, (), refresh)
+        if failed.error is None:
+            return TransactionAttempt(False)
+        raise failed.error from failed.raw
