@@ -33,8 +33,8 @@ from ._core.streams import (
     StreamInfo,
     StreamMessage,
     WorkerStats,
-    stop_on_signals,
 )
+from ._core.streams_worker import stop_on_signals
 from ._core.transaction import TransactionResult
 from ._errors import (
     BackendError,

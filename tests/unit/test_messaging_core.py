@@ -9,7 +9,8 @@ import pytest
 
 from redis_patterns import BackendError, ConfigurationError
 from redis_patterns._core.pubsub import PublisherCore, SubscriberCore, encode_message
-from redis_patterns._core.streams import QueueCore, WorkerCore
+from redis_patterns._core.streams import QueueCore
+from redis_patterns._core.streams_worker import WorkerCore
 from redis_patterns._plan import Command, Eval, Now, run_canned
 
 CORE = Path(__file__).resolve().parents[2] / "src" / "redis_patterns" / "_core"
