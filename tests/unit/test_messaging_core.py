@@ -163,7 +163,7 @@ def test_reaping_is_one_bounded_script_per_interval() -> None:
 
     def cycle(now: float, *replies: object) -> list[Eval]:
         _, effects = run_canned(worker.fetch(), [now, claim, *replies])
-        return [e for e in effects if isinstance(e, Eval) and e.script.name == "stream_reap"]
+        return [e for e in effects if isinstance(e, Eval) and e.script.name == "streams_reap"]
 
     assert cycle(0.0, None) == []  # the first cycle only starts the clock
     assert cycle(57.0, None) == []

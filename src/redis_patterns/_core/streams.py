@@ -80,7 +80,7 @@ class QueueCore(DeadLetterPlans):
         keys = [self.key]
         if idempotency_key is not None:
             keys.append(self.key + b":dedupe:" + check_name(idempotency_key, "idempotency_key"))
-        reply = yield package_script("stream_add").eval(
+        reply = yield package_script("streams_add").eval(
             keys, (self.group, self.max_len or 0, self.dedupe_ttl_ms, *flat)
         )
         return text(reply[0])
@@ -108,7 +108,7 @@ class QueueCore(DeadLetterPlans):
 
     @queue_plan
     def info(self) -> Plan[StreamInfo]:
-        reply = yield package_script("stream_info").eval((self.key, self.dead_key), (self.group,))
+        reply = yield package_script("streams_info").eval((self.key, self.dead_key), (self.group,))
         length, dead, exists, pending, lag, last_id, oldest, now_ms, flat = reply
         consumers = tuple(
             ConsumerInfo(text(flat[i]), int(flat[i + 1]), int(flat[i + 2]) / 1000)
@@ -149,7 +149,7 @@ class QueueCore(DeadLetterPlans):
         if consumer is not None:
             args += (check_name(consumer, "consumer"),)
         try:
-            reply = yield package_script("stream_pending").eval((self.key,), args)
+            reply = yield package_script("streams_pending").eval((self.key,), args)
         except BackendError as exc:
             if "NOGROUP" in str(exc):
                 return []
@@ -162,7 +162,7 @@ class QueueCore(DeadLetterPlans):
 
     @queue_plan
     def reap_ms(self, idle_ms: int, limit: int) -> Plan[list[str]]:
-        script = package_script("stream_reap")
+        script = package_script("streams_reap")
         try:
             reply = yield script.eval((self.key,), (self.group, idle_ms, limit))
         except BackendError as exc:

@@ -53,7 +53,7 @@ class DeadLetterPlans:
         size = check_int(batch, "batch", minimum=1)
         if size > MAX_BATCH:
             raise ConfigurationError(f"batch must be <= {MAX_BATCH}, got {batch}")
-        script = package_script("stream_replay")
+        script = package_script("streams_replay")
         keys = (self.key, self.dead_key)
         head = (self.group, self.max_len or 0)
         replayed: dict[str, str] = {}

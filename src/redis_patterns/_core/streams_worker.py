@@ -264,9 +264,9 @@ class WorkerCore:
             return []
 
     def claim(self) -> Plan[list[StreamMessage]]:
-        """One XAUTOCLAIM step (see ``lua/stream_claim.lua``)."""
+        """One XAUTOCLAIM step (see ``lua/streams_claim.lua``)."""
         q = self.queue
-        reply = yield package_script("stream_claim").eval(
+        reply = yield package_script("streams_claim").eval(
             (q.key, q.dead_key, q.errors_key),
             (q.group, self.consumer, self.claim_idle_ms, self._cursor, self.batch,
              self.max_deliveries),
@@ -311,7 +311,7 @@ class WorkerCore:
             args += [message.id, message.deliveries, describe_error(exc)]
         for message in unhandled:
             args += [message.id, message.deliveries]
-        reply = yield package_script("stream_settle").eval((q.key, q.dead_key, q.errors_key), args)
+        reply = yield package_script("streams_settle").eval((q.key, q.dead_key, q.errors_key), args)
         _acked, dead, released, _left = (int(x) for x in reply)
         self.counters.handled += len(handled)
         self.counters.failed += len(failed)
