@@ -23,7 +23,7 @@ from ._core.cache import FOREVER, FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
 from ._core.ratelimit import Decision, QuotaPolicy
-from ._core.sessions import Session
+from ._core.sessions import Session, SessionChanges, SessionOutcome
 from ._core.streams import (
     ConsumerInfo,
     DeadLetter,
@@ -156,6 +156,8 @@ __all__ = [
     "Serializer",
     "ServerBusyError",
     "Session",
+    "SessionChanges",
+    "SessionOutcome",
     "SessionStore",
     "SlidingLog",
     "SlidingWindow",
