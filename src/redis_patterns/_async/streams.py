@@ -308,7 +308,7 @@ class AsyncWorker:
     @property
     def consumer(self) -> str:
         """This worker's consumer name."""
-        return self._core.consumer.decode("utf-8", "surrogateescape")
+        return self._core.name
 
     @property
     def stats(self) -> WorkerStats:
