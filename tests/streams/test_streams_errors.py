@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -18,6 +18,14 @@ from redis_patterns import (
     Worker,
 )
 from redis_patterns.testing.pytest_plugin import Backend
+
+
+@pytest.fixture(autouse=True)
+def _delete_the_queue(backend: Backend, prefix: str) -> Iterator[None]:
+    """Every test leaves keys the queue did not write: delete them, or what lists every queue
+    of the shared servers (the dashboard and its tests) would meet them."""
+    yield
+    StreamQueue(backend.client(), prefix).delete()  # DEL: whatever type the keys hold
 
 
 def test_a_stream_key_of_another_type_raises_queue_error(backend: Backend, prefix: str) -> None:
