@@ -24,7 +24,7 @@ from ._core.cache import FOREVER, FlushResult, PendingWrite, WarmResult
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
 from ._core.ratelimit import Decision, QuotaPolicy
-from ._core.sessions import Session
+from ._core.sessions import Session, SessionChanges, SessionOutcome
 from ._core.streams import (
     ConsumerInfo,
     DeadLetter,
@@ -34,8 +34,8 @@ from ._core.streams import (
     StreamInfo,
     StreamMessage,
     WorkerStats,
-    stop_on_signals,
 )
+from ._core.streams_worker import stop_on_signals
 from ._core.transaction import TransactionResult
 from ._embedded import EmbeddedServer
 from ._embedded_cluster import EmbeddedCluster
@@ -157,6 +157,8 @@ __all__ = [
     "Serializer",
     "ServerBusyError",
     "Session",
+    "SessionChanges",
+    "SessionOutcome",
     "SessionStore",
     "SlidingLog",
     "SlidingWindow",

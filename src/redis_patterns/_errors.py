@@ -21,7 +21,11 @@
     ├── CacheValueError (also TypeError)       incr/decr of a cached value that is not an integer
     ├── RateLimitedError                       carries retry_after
     ├── TransactionConflictError               the WATCH retry budget ran out
-    ├── QueueError
+    ├── QueueError                             a queue's data is not what the queue wrote
+    │   └── QueueKeyTypeError (also BackendError)   a queue key holds another type (WRONGTYPE)
+    │       └── QueueScriptKeyTypeError (also ScriptError)   ... found by a queue's script
+    │                                          (both not exported: catch QueueError, or the
+    │                                          BackendError / ScriptError they also are)
     └── EmbeddedServerError (also RuntimeError) an embedded server failed to start
 
     RedisPatternsWarning (a UserWarning)       a client that can apply a call twice or hang
@@ -50,6 +54,8 @@ __all__ = [
     "PeriodExpiredError",
     "PermissionDeniedError",
     "QueueError",
+    "QueueKeyTypeError",
+    "QueueScriptKeyTypeError",
     "RateLimitedError",
     "RedisPatternsError",
     "RedisPatternsWarning",
@@ -167,7 +173,18 @@ class TransactionConflictError(RedisPatternsError):
 
 
 class QueueError(RedisPatternsError):
-    """A stream queue operation failed (group missing, message malformed, ...)."""
+    """A stream queue's data is not what the queue wrote: one of its keys holds another type,
+    or an entry of its dead-letter stream lacks the queue's records (another program wrote it)."""
+
+
+class QueueKeyTypeError(QueueError, BackendError):
+    """A key of the queue holds another type of value: the server refused a command with
+    ``WRONGTYPE`` (its error is the ``__cause__``); nothing was changed."""
+
+
+class QueueScriptKeyTypeError(QueueKeyTypeError, ScriptError):
+    """A `QueueKeyTypeError` found by one of the queue's scripts, so also a `ScriptError`, as
+    the refusal was before it became a `QueueError`."""
 
 
 class EmbeddedServerError(RedisPatternsError, RuntimeError):

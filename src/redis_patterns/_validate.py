@@ -6,6 +6,7 @@ which is also a ``TypeError``.
 
 from __future__ import annotations
 
+import inspect
 import math
 from datetime import timedelta
 
@@ -16,6 +17,7 @@ __all__ = [
     "Duration",
     "check_bool",
     "check_callable",
+    "check_instance",
     "check_int",
     "check_number",
     "duration_ms",
@@ -70,6 +72,14 @@ def optional_duration_ms(value: object, what: str) -> int | None:
     return None if value is None else duration_ms(value, what)
 
 
+def check_instance(value: object, kind: type, what: str) -> None:
+    """Require an instance of ``kind`` (e.g. the queue a worker consumes)."""
+    if not isinstance(value, kind):
+        raise ConfigurationTypeError(
+            f"{what} must be an instance of {kind.__name__}, not {type(value).__name__}"
+        )
+
+
 def check_int(value: object, what: str, *, minimum: int | None = None) -> int:
     """Require an int (not bool) of at least ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, int):
@@ -119,7 +129,17 @@ def check_bool(value: object, what: str) -> bool:
     return value
 
 
-def check_callable(value: object, what: str, *, optional: bool = False) -> None:
-    """Require a callable (``None`` too when ``optional``)."""
+def check_callable(
+    value: object, what: str, *, optional: bool = False, async_twin: str | None = None
+) -> None:
+    """Require a callable (``None`` too when ``optional``).
+
+    ``async_twin`` (for a sync API) refuses a coroutine function too, naming the async API to
+    use instead: called from sync code it would return a coroutine that nobody awaits.
+    """
     if not (callable(value) or (optional and value is None)):
         raise ConfigurationTypeError(f"{what} must be callable, not {type(value).__name__}")
+    if async_twin is not None and inspect.iscoroutinefunction(value):
+        raise ConfigurationTypeError(
+            f"{what} is a coroutine function: use {async_twin} with an asyncio client"
+        )

@@ -4,19 +4,57 @@ request does when the session it loaded ended during it (issue 13, item 2)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 import pytest
 
-from redis_patterns._core.sessions import KEEP, Session, new_session_id
-from redis_patterns.integrations._sessions_common import (
-    Outcome,
-    RequestSession,
-    StoreCall,
-    commit,
-)
+from redis_patterns._core.sessions import KEEP, Session, SessionCore, new_session_id
+from redis_patterns._plan import Plan
+from redis_patterns.integrations._sessions_common import Outcome, RequestSession
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCall:
+    """One store operation the commit plan composed (recorded by `Recording`)."""
+
+    method: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class Recording(SessionCore):
+    """A core whose store operations yield a `StoreCall` and return the canned reply."""
+
+    def destroy(self, sid: object) -> Plan[bool]:
+        destroyed: bool = yield StoreCall("destroy", (sid,), {})  # type: ignore[misc]
+        return destroyed
+
+    def create(
+        self, data: object, user_id: object, idle_ttl: object = None, expires_in: object = None
+    ) -> Plan[Session]:
+        created: Session = yield StoreCall("create", (data,), {"user_id": user_id})  # type: ignore[misc]
+        return created
+
+    def write(
+        self,
+        sid: object,
+        mapping: object,
+        delete: object,
+        idle_ttl: object = KEEP,
+        expires_in: object = KEEP,
+    ) -> Plan[bool]:
+        exists: bool = yield StoreCall("update", (sid, mapping), {"delete": delete})  # type: ignore[misc]
+        return exists
+
+    def rotate(self, sid: object, user_id: object) -> Plan[str | None]:
+        new_sid: str | None = yield StoreCall("rotate", (sid,), {"user_id": user_id})  # type: ignore[misc]
+        return new_sid
+
+
+CORE = Recording("session", 60, None, "json")
 
 
 def loaded(user: str | None = "mallory", **data: Any) -> Session:
@@ -45,11 +83,15 @@ def made(sid: str | None = None) -> Session:
 
 def drive(session: RequestSession, replies: list[Any]) -> tuple[list[StoreCall], Outcome]:
     """Run the commit plan, answering each store call with the next canned reply."""
-    plan = commit(session, had_cookie=session._loaded is not None)
+    changes = session._commit_changes(had_cookie=session._loaded is not None)
+    if changes is None:  # what the integrations do: nothing to commit
+        return [], Outcome(None, 0, touch_cookie=False)
+    plan = CORE.commit(changes)
     calls: list[StoreCall] = []
     try:
         call = next(plan)
         while True:
+            assert isinstance(call, StoreCall)
             calls.append(call)
             call = plan.send(replies[len(calls) - 1])
     except StopIteration as stop:

@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from redis_patterns import BackendError, ConfigurationError, ScriptError, SessionStore
+from redis_patterns import (
+    BackendError,
+    ConfigurationError,
+    ScriptError,
+    SessionChanges,
+    SessionOutcome,
+    SessionStore,
+)
+from redis_patterns._script import package_script
 from redis_patterns.testing.pytest_plugin import Backend
 
 
@@ -576,3 +584,40 @@ def test_decode_responses_client_is_refused(backend: Backend, prefix: str) -> No
     TypeError once sessions existed; it is refused up front, as Cache refuses it."""
     with pytest.raises(ConfigurationError, match="decode_responses=True"):
         SessionStore(backend.client(decode_responses=True), namespace=prefix)
+
+
+def test_commit_is_the_request_end_in_as_few_commands_as_the_changes_need(
+    backend: Backend, prefix: str
+) -> None:
+    client: Any = backend.client()
+    store = SessionStore(client, namespace=prefix)
+    for name in ("session_create", "session_write"):  # cached on every node: one EVALSHA each
+        client.script_load(package_script(name).source)
+    with backend.counter() as seen:
+        outcome = store.commit(SessionChanges(loaded=None, data={"cart": [1]}, had_cookie=True))
+    assert seen.names == ["EVALSHA"]  # one create script
+    assert outcome.touch_cookie
+    assert outcome.max_age == 1800
+    session = store.get(outcome.sid or "")
+    assert session is not None
+    assert dict(session) == {"cart": [1]}
+    with backend.counter() as seen:
+        unchanged = store.commit(SessionChanges(loaded=session, data=dict(session)))
+    assert seen.names == []
+    assert unchanged == SessionOutcome(session.id, 1800, touch_cookie=True, refresh_only=True)
+    with backend.counter() as seen:
+        written = store.commit(
+            SessionChanges(session, {"cart": [1, 2]}, changed={"cart": [1, 2]}, deleted=())
+        )
+    assert seen.names == ["EVALSHA"]  # one update script
+    assert written == SessionOutcome(session.id, 1800, touch_cookie=True)
+    store.destroy(session.id)
+    with backend.counter() as seen:
+        gone = store.commit(SessionChanges(session, {"cart": [3]}, changed={"cart": [3]}))
+    assert seen.names == ["EVALSHA"]
+    assert gone == SessionOutcome(None, 0, touch_cookie=False)  # ended: written nowhere
+    assert store.get(session.id) is None
+    with backend.counter() as seen:
+        empty = store.commit(SessionChanges(loaded=None, data={}, had_cookie=True))
+    assert seen.names == []
+    assert empty == SessionOutcome(None, 0, touch_cookie=True)  # the stale cookie is deleted

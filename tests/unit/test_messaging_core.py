@@ -9,7 +9,8 @@ import pytest
 
 from redis_patterns import BackendError, ConfigurationError
 from redis_patterns._core.pubsub import PublisherCore, SubscriberCore, encode_message
-from redis_patterns._core.streams import QueueCore, WorkerCore
+from redis_patterns._core.streams import QueueCore
+from redis_patterns._core.streams_worker import WorkerCore
 from redis_patterns._plan import Command, Eval, Now, run_canned
 
 CORE = Path(__file__).resolve().parents[2] / "src" / "redis_patterns" / "_core"
@@ -162,7 +163,7 @@ def test_reaping_is_one_bounded_script_per_interval() -> None:
 
     def cycle(now: float, *replies: object) -> list[Eval]:
         _, effects = run_canned(worker.fetch(), [now, claim, *replies])
-        return [e for e in effects if isinstance(e, Eval) and e.script.name == "stream_reap"]
+        return [e for e in effects if isinstance(e, Eval) and e.script.name == "streams_reap"]
 
     assert cycle(0.0, None) == []  # the first cycle only starts the clock
     assert cycle(57.0, None) == []

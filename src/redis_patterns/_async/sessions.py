@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from .._core.sessions import KEEP, Session, SessionCore, _Keep
+from .._core.sessions import KEEP, Session, SessionChanges, SessionCore, SessionOutcome, _Keep
+from .._plan import Plan
 from .._runner import AsyncClient, AsyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
 
 __all__ = ["AsyncSessionStore"]
+
+T = TypeVar("T")
 
 
 class AsyncSessionStore:
@@ -241,3 +244,24 @@ class AsyncSessionStore:
             The remaining seconds, or ``None`` when it does not exist or ``sid`` is malformed.
         """
         return await self._runner.run(self._core.ttl(sid))
+
+    async def commit(self, changes: SessionChanges) -> SessionOutcome:
+        """Persist what a web request did to its session (the framework integrations' end of
+        request), in as few round trips as the changes need: none for an unchanged session.
+
+        Only the changed and deleted fields are written; a destroy, then fields set afterwards,
+        makes a brand-new session; a rotation follows the writes. When the loaded session ended
+        during the request (destroyed, rotated elsewhere, expired), nothing more is written and
+        the outcome leaves the cookie alone (logged at INFO, naming only the id's bucket).
+
+        Returns:
+            What the response does with the cookie.
+
+        Raises:
+            ConfigurationError: a bad field name, unserializable value or ``user_id``.
+        """
+        return await self._runner.run(self._core.commit(changes))
+
+    async def _run(self, plan_of: Callable[[SessionCore], Plan[T]]) -> T:
+        """Run a plan built on this store's core (the Django engine's own operations)."""
+        return await self._runner.run(plan_of(self._core))

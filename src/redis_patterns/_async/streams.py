@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._core.reconnect import TRANSIENT, reconnect_backoff
 from .._core.streams import (
     DeadLetter,
     PendingEntry,
@@ -15,23 +13,16 @@ from .._core.streams import (
     ReplayResult,
     StreamInfo,
     StreamMessage,
-    WorkerCore,
     WorkerStats,
-    acall_handler,
-    acheck_handler,
-    check_replay_args,
-    next_start,
 )
-from .._errors import ConfigurationError
-from .._logging import coalesced, error_kind
+from .._core.streams_worker import WorkerCore
 from .._runner import AsyncClient, AsyncRunner
+from .._validate import check_instance
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
 __all__ = ["AsyncStreamQueue", "AsyncWorker"]
-
-log = logging.getLogger("redis_patterns.streams")
 
 
 class AsyncStreamQueue:
@@ -52,6 +43,11 @@ class AsyncStreamQueue:
         max_len: trim the stream to about this many entries on each `add` (``MAXLEN ~``);
             ``None`` keeps everything. Trimming can delete entries not handled yet: workers
             acknowledge and report them (`WorkerStats.deleted`), they cannot handle them.
+
+    Every method raises `QueueError` when a key of the queue holds a value of another type
+    (the server's ``WRONGTYPE``: another program, or a mistyped name, uses the key); it is also
+    the `BackendError` (a `ScriptError` for the operations that run a script) such a refusal
+    raised before, with that refusal as its ``__cause__``.
 
     Raises:
         ConfigurationError: an empty or invalid name or group, or ``max_len`` < 1.
@@ -139,6 +135,9 @@ class AsyncStreamQueue:
 
         Raises:
             ConfigurationError: ``count`` is not an int >= 1.
+            QueueError: an entry of the dead-letter stream lacks what the queue records with
+                each dead letter (another program added it); the message names its id, for
+                `purge_dead_letters`.
         """
         return await self._runner.run(self._core.dead_letters(count))
 
@@ -208,14 +207,14 @@ class AsyncStreamQueue:
         Raises:
             ConfigurationError: an empty ``start`` / ``end`` or ``page`` < 1.
         """
-        first, last, size = check_replay_args(start, end, page)
+        cursor = start
         while True:
-            batch = await self._runner.run(self._core.replay_page(first, last, size))
+            batch, following = await self._runner.run(self._core.replay_page(cursor, end, page))
             for message in batch:
                 yield message
-                first = next_start(message.id)
-            if len(batch) < size:
+            if following is None:
                 return
+            cursor = following
 
     async def ensure_group(self) -> bool:
         """Create the consumer group (at id 0) if it does not exist; True if it was created."""
@@ -276,7 +275,7 @@ class AsyncWorker:
 
     Raises:
         ConfigurationError: invalid names or numbers, or a non-callable handler (before I/O).
-        TypeError: ``queue`` is not an `AsyncStreamQueue`.
+        TypeError: ``queue`` is not an `AsyncStreamQueue` (a `ConfigurationError` too).
     """
 
     def __init__(
@@ -291,12 +290,12 @@ class AsyncWorker:
         max_deliveries: int = 5,
         reap_idle: float | None = 600.0,
     ) -> None:
-        if not isinstance(queue, AsyncStreamQueue):
-            raise TypeError(f"queue must be an AsyncStreamQueue, not {type(queue).__name__}")
-        acheck_handler(handler)
+        check_instance(queue, AsyncStreamQueue, "queue")
         self._core = WorkerCore(
             queue._core,
             consumer,
+            handler=handler,
+            asynchronous=queue._runner.asynchronous,
             batch=batch,
             block=block,
             claim_idle=claim_idle,
@@ -305,14 +304,11 @@ class AsyncWorker:
             reap_idle=reap_idle,
         )
         self._runner = queue._runner
-        self._handler = handler
-        self._stopping = False
-        self._running = False
 
     @property
     def consumer(self) -> str:
         """This worker's consumer name."""
-        return self._core.consumer.decode("utf-8", "surrogateescape")
+        return self._core.name
 
     @property
     def stats(self) -> WorkerStats:
@@ -322,7 +318,7 @@ class AsyncWorker:
     @property
     def stopping(self) -> bool:
         """True once `stop` was called."""
-        return self._stopping
+        return self._core.stopping
 
     async def run_once(self) -> int:
         """One cycle: reclaim or read a batch, handle it, settle it. Returns entries handled OK.
@@ -330,25 +326,7 @@ class AsyncWorker:
         If `stop` is called while a batch is being handled, the current message finishes and
         the rest of the batch is released to the group (claimable at once by other workers).
         """
-        messages = await self._runner.run(self._core.fetch())
-        handled: list[StreamMessage] = []
-        failed: list[tuple[StreamMessage, BaseException]] = []
-        unhandled: list[StreamMessage] = []
-        for index, message in enumerate(messages):
-            if self._stopping:
-                unhandled = messages[index:]
-                break
-            try:
-                await acall_handler(self._handler, message)
-            except Exception as exc:
-                coalesced(log, ("handler", self._core.consumer, type(exc)),
-                          "handler failed on %s (delivery %d): %r", message.id,
-                          message.deliveries, exc)  # fmt: skip
-                failed.append((message, exc))
-            else:
-                handled.append(message)
-        await self._runner.run(self._core.settle(handled, failed, unhandled))
-        return len(handled)
+        return await self._runner.run(self._core.cycle())
 
     async def run(self) -> WorkerStats:
         """Consume until `stop` is called, then leave the group cleanly; returns the stats.
@@ -358,33 +336,13 @@ class AsyncWorker:
 
         Raises:
             ConfigurationError: the worker is already running.
+            QueueError: a key of the queue holds another type (see `AsyncStreamQueue`).
         """
-        if self._running:
-            raise ConfigurationError(f"worker {self.consumer!r} is already running")
-        self._running = True
-        attempt = 0
-        try:
-            while not self._stopping:
-                try:
-                    await self.run_once()
-                    attempt = 0
-                except TRANSIENT as exc:
-                    coalesced(log, ("retry", self._core.consumer, error_kind(exc)),
-                              "worker %r: %s; retrying", self.consumer, exc)  # fmt: skip
-                    await self._runner.run(reconnect_backoff(attempt))
-                    attempt += 1
-            try:
-                await self._runner.run(self._core.leave())
-            except TRANSIENT as exc:
-                # Our pending entries (if any) stay in the group and will be reclaimed.
-                log.warning("worker %r could not leave the group: %s", self.consumer, exc)
-        finally:
-            self._running = False
-        return self.stats
+        return await self._runner.run(self._core.run())
 
     def stop(self) -> None:
         """Ask `run` to return: finish the current message, release the rest, leave the group.
 
         Safe to call from a signal handler or another thread.
         """
-        self._stopping = True
+        self._core.stopping = True

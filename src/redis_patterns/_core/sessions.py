@@ -19,9 +19,10 @@ slot) and every index change is atomic with the session change that causes it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
@@ -38,7 +39,18 @@ from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms, optional_duration_ms
 
-__all__ = ["KEEP", "Session", "SessionCore", "new_session_id", "parse_session_id"]
+__all__ = [
+    "KEEP",
+    "UNTOUCHED",
+    "Session",
+    "SessionChanges",
+    "SessionCore",
+    "SessionOutcome",
+    "new_session_id",
+    "parse_session_id",
+]
+
+log = logging.getLogger("redis_patterns.sessions")
 
 _SID = re.compile(r"[0-9a-f]{3}\.[A-Za-z0-9_-]{43}")
 SID_LENGTH: Final = 47
@@ -150,6 +162,68 @@ class Session(Mapping[str, Any]):
             f"Session(id={self.id[:4]}..., user_id={self.user_id!r}, fields={sorted(self.data)!r},"
             f" ttl={self.ttl:.3f})"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChanges:
+    """What one web request did to its session: what `SessionStore.commit` persists.
+
+    Attributes:
+        loaded: the session the request started with, or ``None`` (no cookie, or a cookie
+            naming no live session).
+        data: every field the session holds at the end of the request.
+        changed: the fields to write (their value differs from the loaded one's).
+        deleted: the loaded fields to delete.
+        destroy: the request ended the loaded session (logout); ``data`` then goes into a new
+            session, under a new id, only if it holds anything (or ``rotate`` is set).
+        rotate: ``(user_id,)`` to move the session to a new id bound to ``user_id`` (`KEEP`
+            keeps its user, ``None`` makes it anonymous); ``None`` for no rotation.
+        had_cookie: the request came with a session cookie, which an empty session deletes.
+    """
+
+    loaded: Session | None
+    data: Mapping[str, Any]
+    changed: Mapping[str, Any] = field(default_factory=dict)
+    deleted: Sequence[str] = ()
+    destroy: bool = False
+    rotate: tuple[Any] | None = None
+    had_cookie: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOutcome:
+    """What the response must do with the cookie: set it to ``sid`` or delete it, or nothing.
+
+    ``refresh_only``: the cookie would be sent again unchanged (same id, nothing written), only
+    to renew its ``Max-Age``; an app may choose not to.
+    """
+
+    sid: str | None
+    max_age: int
+    touch_cookie: bool
+    refresh_only: bool = False
+
+
+UNTOUCHED: Final = SessionOutcome(None, 0, touch_cookie=False)
+
+
+def _gone(loaded: Session, dropped: str) -> SessionOutcome:
+    """The session a request loaded ended during the request: destroyed (logout here or
+    elsewhere, ``destroy_user``), rotated by another request, or expired. Nothing is written.
+
+    A new session would hold fields of the dead one, or fields a request made under its
+    identity, and would live outside its user's index, where no later ``destroy_user`` finds
+    it: a logout would not stick, an absolute expiry would not end anything. The cookie is left
+    alone: the id it holds is dead anyway (the next request starts anonymous), and a concurrent
+    login may just have replaced it.
+    """
+    log.info(
+        "session %s... ended during the request (destroyed, rotated elsewhere or expired);"
+        " not written: %s",
+        loaded.id[:4],
+        dropped,
+    )
+    return UNTOUCHED
 
 
 class SessionCore:
@@ -466,3 +540,37 @@ class SessionCore:
         live, fresh = yield from self._index(uid, "list", ids)
         # ids indexed between the two rounds were created just now: live as far as we know
         return [m.decode() for m in live] + fresh
+
+    def commit(self, changes: SessionChanges) -> Plan[SessionOutcome]:
+        """Persist what a request did to its session; returns what to do with the cookie.
+
+        A request that loaded no session creates one only if it put something in it (or logged
+        in). Fields set after a destroy go into a brand-new session. A request whose loaded
+        session ended meanwhile (destroyed, rotated elsewhere, expired) writes nothing more and
+        leaves the cookie alone: it never carries anything into a new session.
+        """
+        loaded, rotate = changes.loaded, changes.rotate
+        if changes.destroy:
+            if loaded is not None:
+                yield from self.destroy(loaded.id)
+            loaded = None
+        if loaded is None:
+            if not changes.data and rotate is None:
+                # nothing to keep; a stale or forged cookie is dropped
+                return SessionOutcome(None, 0, touch_cookie=changes.had_cookie)
+            user = None if rotate is None or rotate[0] is KEEP else rotate[0]
+            created = yield from self.create(dict(changes.data), user)
+            return SessionOutcome(created.id, int(created.ttl), touch_cookie=True)
+        sid, changed, deleted = loaded.id, changes.changed, changes.deleted
+        wrote = bool(changed or deleted)
+        if wrote:
+            exists = yield from self.write(sid, changed, deleted)
+            if not exists:
+                return _gone(loaded, f"fields set {sorted(changed)}, deleted {sorted(deleted)}")
+        if rotate is not None:
+            new_sid = yield from self.rotate(sid, rotate[0])
+            if new_sid is None:
+                return _gone(loaded, "the rotation")
+            sid = new_sid
+        refresh_only = sid == loaded.id and not wrote
+        return SessionOutcome(sid, int(loaded.ttl), touch_cookie=True, refresh_only=refresh_only)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,11 +91,7 @@ def transaction_plan(
     rng: random.Random | None = None,
 ) -> Plan[TransactionResult[Any]]:
     """WATCH ``watch``, run ``fn(pipe)``, EXEC; retry conflicts up to ``retries`` times."""
-    check_callable(fn, "fn")
-    if sync and inspect.iscoroutinefunction(fn):
-        raise ConfigurationTypeError(
-            "fn is a coroutine function: use async_transaction with an asyncio client"
-        )
+    check_callable(fn, "fn", async_twin="async_transaction" if sync else None)
     check_int(retries, "retries", minimum=0)
     keys = tuple(check_name(k, "watched key", raw_key=True) for k in watch)
     delay = _backoff_delays(backoff)

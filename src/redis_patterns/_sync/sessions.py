@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from .._core.sessions import KEEP, Session, SessionCore, _Keep
+from .._core.sessions import KEEP, Session, SessionChanges, SessionCore, SessionOutcome, _Keep
+from .._plan import Plan
 from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
 from .._validate import Duration
 
 __all__ = ["SessionStore"]
+
+T = TypeVar("T")
 
 
 class SessionStore:
@@ -242,3 +245,24 @@ class SessionStore:
             The remaining seconds, or ``None`` when it does not exist or ``sid`` is malformed.
         """
         return self._runner.run(self._core.ttl(sid))
+
+    def commit(self, changes: SessionChanges) -> SessionOutcome:
+        """Persist what a web request did to its session (the framework integrations' end of
+        request), in as few round trips as the changes need: none for an unchanged session.
+
+        Only the changed and deleted fields are written; a destroy, then fields set afterwards,
+        makes a brand-new session; a rotation follows the writes. When the loaded session ended
+        during the request (destroyed, rotated elsewhere, expired), nothing more is written and
+        the outcome leaves the cookie alone (logged at INFO, naming only the id's bucket).
+
+        Returns:
+            What the response does with the cookie.
+
+        Raises:
+            ConfigurationError: a bad field name, unserializable value or ``user_id``.
+        """
+        return self._runner.run(self._core.commit(changes))
+
+    def _run(self, plan_of: Callable[[SessionCore], Plan[T]]) -> T:
+        """Run a plan built on this store's core (the Django engine's own operations)."""
+        return self._runner.run(plan_of(self._core))

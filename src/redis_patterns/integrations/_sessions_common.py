@@ -1,19 +1,18 @@
 """What the ASGI, Flask and Django session integrations share: cookie rules, the per-request
-session, the change diff, the commit plan (which store calls a finished request needs), the
-drivers that perform such calls, and what to do when the server is unreachable."""
+session and the changes it hands to `SessionStore.commit`, and what to do when the server is
+unreachable."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal
 
 from .. import _logging
-from .._async.sessions import AsyncSessionStore
-from .._core.sessions import KEEP, Session
+from .._core.sessions import KEEP, UNTOUCHED, Session, SessionChanges
+from .._core.sessions import SessionOutcome as Outcome
 from .._errors import BackendError, BackendTimeoutError, BackendUnavailableError, ConfigurationError
-from .._sync.sessions import SessionStore
 
 __all__ = [
     "UNREACHABLE",
@@ -22,19 +21,14 @@ __all__ = [
     "OnBackendError",
     "Outcome",
     "RequestSession",
-    "StoreCall",
-    "adrive",
     "check_on_backend_error",
-    "commit",
     "diff",
-    "drive",
     "snapshot",
     "unreachable",
 ]
 
 log = logging.getLogger("redis_patterns.sessions")
 
-T = TypeVar("T")
 OnBackendError = Literal["raise", "anonymous"]
 # The failures "anonymous" covers: the server cannot be reached or did not answer in time.
 # Anything else (a corrupt field, an ACL refusal, a script error) is a bug to see, never hidden.
@@ -238,122 +232,18 @@ class RequestSession(MutableMapping[str, Any]):
         """The fields to write and the fields to delete, compared with what was loaded."""
         return diff(self._data, self._original, self._dumps)
 
-
-@dataclass(frozen=True, slots=True)
-class StoreCall:
-    """One store method call for the driver to perform (sync or ``await``)."""
-
-    method: str
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What the response must do with the cookie: set it to ``sid`` or delete it, or nothing.
-
-    ``refresh_only``: the cookie would be sent again unchanged (same id, nothing written), only
-    to renew its ``Max-Age``; an app may choose not to.
-    """
-
-    sid: str | None
-    max_age: int
-    touch_cookie: bool
-    refresh_only: bool = False
-
-
-UNTOUCHED: Final = Outcome(None, 0, touch_cookie=False)
-Commit = Generator[StoreCall, Any, Outcome]
-
-
-def drive(store: SessionStore, calls: Generator[StoreCall, Any, T]) -> T:
-    """Perform ``calls`` on a sync store; a store error is thrown into the generator."""
-    try:
-        call = next(calls)
-        while True:
-            try:
-                result = getattr(store, call.method)(*call.args, **call.kwargs)
-            except BackendError as exc:
-                call = calls.throw(exc)
-            else:
-                call = calls.send(result)
-    except StopIteration as stop:
-        value: T = stop.value
-        return value
-
-
-async def adrive(store: AsyncSessionStore, calls: Generator[StoreCall, Any, T]) -> T:
-    """Perform ``calls`` on an asyncio store; a store error is thrown into the generator."""
-    try:
-        call = next(calls)
-        while True:
-            try:
-                result = await getattr(store, call.method)(*call.args, **call.kwargs)
-            except BackendError as exc:
-                call = calls.throw(exc)
-            else:
-                call = calls.send(result)
-    except StopIteration as stop:
-        value: T = stop.value
-        return value
-
-
-def commit(session: RequestSession, had_cookie: bool) -> Commit:
-    """The store calls that persist ``session`` at the end of a request, and the cookie outcome.
-
-    Drivers run it like a plan: ``call = next(gen)``; perform it; ``gen.send(result)``.
-
-    A request that loaded no session creates one only if it put something in it (or logged
-    in). Fields set after ``destroy()`` / ``clear()`` go into a brand-new session. A request
-    whose loaded session ended meanwhile (destroyed, rotated elsewhere, expired) writes nothing
-    more and leaves the cookie alone: it never carries anything into a new session.
-    """
-    if session.degraded:
-        return UNTOUCHED  # the store was unreachable: nothing was loaded, nothing is written
-    loaded = session._loaded
-    delete_cookie = Outcome(None, 0, touch_cookie=had_cookie)
-    rotate = session._rotate_to
-    if session._destroy:
-        if loaded is not None:
-            yield StoreCall("destroy", (loaded.id,), {})
-        # what was set after clear() (``session.clear(); session["user"] = ...`` at login)
-        # goes into a brand-new session, under a new id
-        loaded = None
-    changed, deleted = session.changes()
-    if loaded is None:
-        if not session._data and rotate is None:
-            return delete_cookie  # nothing to keep; a stale or forged cookie is dropped
-        user = None if rotate is None or rotate[0] is KEEP else rotate[0]
-        created: Session = yield StoreCall("create", (dict(session._data),), {"user_id": user})
-        return Outcome(created.id, int(created.ttl), touch_cookie=True)
-    sid, ttl = loaded.id, loaded.ttl
-    wrote = bool(changed or deleted)
-    if wrote:
-        exists = yield StoreCall("update", (sid, changed), {"delete": deleted})
-        if not exists:
-            return _gone(loaded, f"fields set {sorted(changed)}, deleted {sorted(deleted)}")
-    if rotate is not None:
-        new_sid = yield StoreCall("rotate", (sid,), {"user_id": rotate[0]})
-        if new_sid is None:
-            return _gone(loaded, "the rotation")
-        sid = new_sid
-    return Outcome(sid, int(ttl), touch_cookie=True, refresh_only=sid == loaded.id and not wrote)
-
-
-def _gone(loaded: Session, dropped: str) -> Outcome:
-    """The session this request loaded ended during the request: destroyed (logout here or
-    elsewhere, ``destroy_user``), rotated by another request, or expired. Nothing is written.
-
-    A new session would hold fields of the dead one, or fields a request made under its
-    identity, and would live outside its user's index, where no later ``destroy_user`` finds
-    it: a logout would not stick, an absolute expiry would not end anything. The cookie is left
-    alone: the id it holds is dead anyway (the next request starts anonymous), and a concurrent
-    login may just have replaced it.
-    """
-    log.info(
-        "session %s... ended during the request (destroyed, rotated elsewhere or expired);"
-        " not written: %s",
-        loaded.id[:4],
-        dropped,
-    )
-    return UNTOUCHED
+    def _commit_changes(self, had_cookie: bool) -> SessionChanges | None:
+        """What this request did, for `SessionStore.commit`; ``None`` when it must write
+        nothing (the store was unreachable when loading: nothing was loaded)."""
+        if self.degraded:
+            return None
+        changed, deleted = self.changes()
+        return SessionChanges(
+            self._loaded,
+            dict(self._data),
+            changed,
+            deleted,
+            destroy=self._destroy,
+            rotate=self._rotate_to,
+            had_cookie=had_cookie,
+        )

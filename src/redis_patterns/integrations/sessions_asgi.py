@@ -27,9 +27,7 @@ from ._sessions_common import (
     OnBackendError,
     Outcome,
     RequestSession,
-    adrive,
     check_on_backend_error,
-    commit,
     unreachable,
 )
 
@@ -156,8 +154,11 @@ class SessionMiddleware:
     async def _commit(
         self, store: AsyncSessionStore, session: RequestSession, had_cookie: bool
     ) -> Outcome:
+        changes = session._commit_changes(had_cookie)
+        if changes is None:
+            return UNTOUCHED  # the store was unreachable: nothing was loaded, nothing is written
         try:
-            return await adrive(store, commit(session, had_cookie))
+            return await store.commit(changes)
         except UNREACHABLE as exc:
             if not self.anonymous_when_unreachable:
                 raise

@@ -24,8 +24,6 @@ from ._sessions_common import (
     Outcome,
     RequestSession,
     check_on_backend_error,
-    commit,
-    drive,
     unreachable,
 )
 
@@ -190,8 +188,11 @@ class RedisSessionInterface(SessionInterface):
         response.headers.add("Set-Cookie", self.cookie.header(outcome.sid or "", max_age))
 
     def _commit(self, session: FlaskSession) -> Outcome:
+        changes = session._commit_changes(session.cookie is not None)
+        if changes is None:
+            return UNTOUCHED  # the store was unreachable: nothing was loaded, nothing is written
         try:
-            return drive(self.store, commit(session, session.cookie is not None))
+            return self.store.commit(changes)
         except UNREACHABLE as exc:
             if not self.anonymous_when_unreachable:
                 raise

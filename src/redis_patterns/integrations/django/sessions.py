@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from django.conf import settings
 from django.contrib.auth import SESSION_KEY
@@ -40,18 +40,10 @@ from django.core.exceptions import ImproperlyConfigured
 from ..._async.sessions import AsyncSessionStore
 from ..._core.sessions import KEEP, SessionCore, new_session_id
 from ..._errors import BackendError, ConfigurationError
+from ..._plan import Plan
 from ..._serializers import Serializer, get_serializer
 from ..._sync.sessions import SessionStore as _Store
-from .._sessions_common import (
-    UNREACHABLE,
-    StoreCall,
-    adrive,
-    check_on_backend_error,
-    diff,
-    drive,
-    snapshot,
-    unreachable,
-)
+from .._sessions_common import UNREACHABLE, check_on_backend_error, diff, snapshot, unreachable
 from ._location import client_for
 
 __all__ = [
@@ -68,7 +60,9 @@ _OPTIONS: Final = frozenset(
 )
 _EXPIRY: Final = "_session_expiry"  # where Django's set_expiry keeps its value
 
-Calls = Generator[StoreCall, Any, Any]
+T = TypeVar("T")
+# An operation of the engine: a plan over the store's core, run by the sync or async store.
+Operation = Callable[[SessionCore], Plan[T]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +203,14 @@ def _key(field: str) -> str:
     return field[1:] if field.startswith("\\") else field
 
 
-def _call(method: str, *args: Any, **kwargs: Any) -> StoreCall:
-    return StoreCall(method, args, kwargs)
+def _run(operation: Operation[T]) -> T:
+    """Run ``operation`` on the process's `SessionStore`."""
+    return session_store()._run(operation)
+
+
+async def _arun(operation: Operation[T]) -> T:
+    """Run ``operation`` on the event loop's `AsyncSessionStore`."""
+    return await async_session_store()._run(operation)
 
 
 class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type hints
@@ -244,7 +244,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     def modified(self, value: bool) -> None:
         self._modified = value
 
-    # -- plans (one for sync and async; the drivers perform their store calls) ------------------
+    # -- plans (one per operation for sync and async: they compose the store core's plans) ------
 
     def _tolerate(self, exc: BackendError, during: str) -> None:
         if not self._config.anonymous:
@@ -252,12 +252,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         unreachable(exc, during)
         self._degraded = True
 
-    def _load(self) -> Calls:
+    def _load(self, core: SessionCore) -> Plan[dict[str, Any]]:
         self._original, self._owner = None, None
         if self._degraded:
             return {}
         try:
-            loaded = yield _call("get", self.session_key)
+            loaded = yield from core.get(self.session_key)
         except UNREACHABLE as exc:
             self._tolerate(exc, "loading a session")
             return {}  # the key stays: Django would delete the cookie of an empty keyless session
@@ -269,7 +269,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         self._owner = loaded.user_id
         return data
 
-    def _loaded(self) -> Calls:
+    def _loaded(self, core: SessionCore) -> Plan[dict[str, Any]]:
         try:
             return self._session_cache
         except AttributeError:
@@ -277,7 +277,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         self.accessed = True
         self._session_cache = {}
         if self.session_key is not None:
-            self._session_cache = yield from self._load()
+            self._session_cache = yield from self._load(core)
         return self._session_cache
 
     def _own_expiry(self, data: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -293,7 +293,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         age = self.get_expiry_age(expiry=value)
         return {"idle_ttl": age, "expires_in": age} if age > 0 else None
 
-    def _create(self, data: dict[str, Any]) -> Calls:
+    def _create(self, core: SessionCore, data: dict[str, Any]) -> Plan[None]:
         options = self._own_expiry(data)
         self._original, self._owner = None, None
         if options is None:
@@ -304,7 +304,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         user = None if self._bind is KEEP else self._bind
         fields = {_field(k): v for k, v in data.items()}
         try:
-            made = yield _call("create", fields, user_id=user, **options)
+            made = yield from core.create(fields, user, **options)
         except UNREACHABLE as exc:
             self._tolerate(exc, "creating a session")
             # Django's middleware sends whatever key this leaves: one that names no session
@@ -314,13 +314,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         self._original = snapshot(data, self._config.serializer.dumps)
         self._owner, self._bind = user, KEEP
 
-    def _save(self, must_create: bool) -> Calls:
+    def _save(self, core: SessionCore, must_create: bool) -> Plan[None]:
         if self._degraded:
             return
         if self.session_key is None or must_create:
-            yield from self._create(self._get_session(no_load=True))
+            yield from self._create(core, self._get_session(no_load=True))
             return
-        data = yield from self._loaded()
+        data = yield from self._loaded(core)
         sid = self.session_key
         if self._degraded:
             return
@@ -329,7 +329,7 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         if self._original is None:
             # emptied by clear() before it was ever read: compare with what is stored
             try:
-                stored = yield _call("get", sid)
+                stored = yield from core.get(sid)
             except UNREACHABLE as exc:
                 self._tolerate(exc, "saving a session")
                 return
@@ -346,17 +346,17 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
             options = self._own_expiry(data)
         try:
             if options is None:  # its own expiry is in the past: it ends now
-                yield _call("destroy", sid)
+                yield from core.destroy(sid)
                 return
             fields = {_field(k): v for k, v in changed.items()}
             doomed = [_field(k) for k in deleted]
-            exists = yield _call("update", sid, fields, delete=doomed, **options)
+            exists = yield from core.write(sid, fields, doomed, **options)
             if not exists:
                 raise UpdateError  # deleted meanwhile (a logout elsewhere): never resurrect it
             self._original = snapshot(data, dumps)
             if self._bind is not KEEP and self._bind != self._owner:
                 # the login's user: a new id in the user's bucket, indexed for destroy_user
-                new_sid = yield _call("rotate", sid, user_id=self._bind)
+                new_sid = yield from core.rotate(sid, self._bind)
                 if new_sid is None:
                     raise UpdateError
                 self._session_key, self._owner = new_sid, self._bind
@@ -364,14 +364,14 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         except UNREACHABLE as exc:
             self._tolerate(exc, "saving a session")
 
-    def _cycle(self) -> Calls:
-        data = yield from self._loaded()
+    def _cycle(self, core: SessionCore) -> Plan[None]:
+        data = yield from self._loaded(core)
         sid = self.session_key
         if self._degraded:
             return
         if sid is not None and self._original is not None:
             try:
-                new_sid = yield _call("rotate", sid)  # keeps the user: a privilege change
+                new_sid = yield from core.rotate(sid, KEEP)  # keeps the user: a privilege change
             except UNREACHABLE as exc:
                 self._tolerate(exc, "rotating a session")
                 return
@@ -380,12 +380,12 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
                 self.modified = True
                 return
             sid = None  # it ended meanwhile: nothing left to delete
-        yield from self._create(data)
+        yield from self._create(core, data)
         if sid is not None:  # emptied before it was ever read: the old id must die too
-            yield from self._delete(sid)
+            yield from self._delete(core, sid)
         self.modified = True
 
-    def _delete(self, session_key: str | None) -> Calls:
+    def _delete(self, core: SessionCore, session_key: str | None) -> Plan[None]:
         if session_key is None:
             session_key = self.session_key
             if session_key is None:
@@ -393,13 +393,13 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         if self._degraded:
             return
         try:
-            yield _call("destroy", session_key)
+            yield from core.destroy(session_key)
         except UNREACHABLE as exc:
             self._tolerate(exc, "deleting a session")
 
-    def _flush(self) -> Calls:
+    def _flush(self, core: SessionCore) -> Plan[None]:
         self.clear()
-        yield from self._delete(None)
+        yield from self._delete(core, None)
         if self._degraded:
             # the session could not be deleted: keep its key, so the cookie stays and the
             # logout visibly did not happen (rather than a cookie gone and a session alive)
@@ -407,11 +407,11 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
         self._session_key = None
         self._original, self._owner, self._bind = None, None, KEEP
 
-    def _exists(self, session_key: str | None) -> Calls:
+    def _exists(self, core: SessionCore, session_key: str | None) -> Plan[bool]:
         if self._degraded:
             return False
         try:
-            ttl = yield _call("ttl", session_key)  # PTTL: does not slide it
+            ttl = yield from core.ttl(session_key)  # PTTL: does not slide it
         except UNREACHABLE as exc:
             self._tolerate(exc, "checking a session")
             return False
@@ -420,50 +420,48 @@ class SessionStore(SessionBase):  # type: ignore[misc]  # Django ships no type h
     # -- Django's SessionBase API ---------------------------------------------------------------
 
     def load(self) -> dict[str, Any]:
-        result: dict[str, Any] = drive(session_store(), self._load())
-        return result
+        return _run(self._load)
 
     async def aload(self) -> dict[str, Any]:
-        result: dict[str, Any] = await adrive(async_session_store(), self._load())
-        return result
+        return await _arun(self._load)
 
     def exists(self, session_key: str | None) -> bool:
-        return bool(drive(session_store(), self._exists(session_key)))
+        return _run(lambda core: self._exists(core, session_key))
 
     async def aexists(self, session_key: str | None) -> bool:
-        return bool(await adrive(async_session_store(), self._exists(session_key)))
+        return await _arun(lambda core: self._exists(core, session_key))
 
     def create(self) -> None:
-        drive(session_store(), self._create(self._get_session(no_load=True)))
+        _run(lambda core: self._create(core, self._get_session(no_load=True)))
         self.modified = True
 
     async def acreate(self) -> None:
-        await adrive(async_session_store(), self._create(self._get_session(no_load=True)))
+        await _arun(lambda core: self._create(core, self._get_session(no_load=True)))
         self.modified = True
 
     def save(self, must_create: bool = False) -> None:
-        drive(session_store(), self._save(must_create))
+        _run(lambda core: self._save(core, must_create))
 
     async def asave(self, must_create: bool = False) -> None:
-        await adrive(async_session_store(), self._save(must_create))
+        await _arun(lambda core: self._save(core, must_create))
 
     def delete(self, session_key: str | None = None) -> None:
-        drive(session_store(), self._delete(session_key))
+        _run(lambda core: self._delete(core, session_key))
 
     async def adelete(self, session_key: str | None = None) -> None:
-        await adrive(async_session_store(), self._delete(session_key))
+        await _arun(lambda core: self._delete(core, session_key))
 
     def cycle_key(self) -> None:
-        drive(session_store(), self._cycle())
+        _run(self._cycle)
 
     async def acycle_key(self) -> None:
-        await adrive(async_session_store(), self._cycle())
+        await _arun(self._cycle)
 
     def flush(self) -> None:
-        drive(session_store(), self._flush())
+        _run(self._flush)
 
     async def aflush(self) -> None:
-        await adrive(async_session_store(), self._flush())
+        await _arun(self._flush)
 
     def _get_new_session_key(self) -> str:
         # 256 random bits cannot collide: no round trip to check (the store checks anyway)

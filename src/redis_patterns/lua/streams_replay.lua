@@ -1,7 +1,7 @@
 -- KEYS[1] the stream, {stream:<name>}
 -- KEYS[2] the dead-letter stream, {stream:<name>}:dead
 -- ARGV[1] group: created at id 0 (XGROUP CREATE ... MKSTREAM) if the stream is gone, as in
---         stream_add, so the group sees the replayed entries
+--         streams_add, so the group sees the replayed entries
 -- ARGV[2] max_len: approximate trimming of the stream on each re-add (MAXLEN ~); 0 means none
 -- ARGV[3] mode: 'ids' to replay the dead letters listed in ARGV[5..], or 'oldest' to replay the
 --         oldest ARGV[4] dead letters with an id <= ARGV[5]
