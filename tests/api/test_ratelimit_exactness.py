@@ -322,7 +322,7 @@ def timed_hit(limiter: RateLimiter, key: str, cost: int, script: str, i: int) ->
         decisions, now = limiter._runner.run(plan)
         return decisions[0], now
     single = limiter._plans
-    assert isinstance(single, core.LimiterCore)
+    assert isinstance(single, core.SingleCore)
     decision, now = limiter._runner.run(single.timed_hit(key, cost))
     return decision, now
 

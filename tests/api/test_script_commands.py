@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from redis_patterns import (
     FixedWindow,
     Lock,
     MultiLimit,
+    RateLimiter,
     SessionStore,
     SlidingLog,
     SlidingWindow,
@@ -58,6 +60,13 @@ def test_each_limiter_hit_runs_exactly_these_commands(
     client = server_factory(binary).client()
     expected: dict[str, list[tuple[Callable[[], object], dict[str, int]]]] = {}
 
+    def run(name: str, steps: list[tuple[Callable[[], object], dict[str, int]]]) -> None:
+        """Each step from a fresh server state: exactly these commands."""
+        steps[0][0]()  # loads the script (EVALSHA, then EVAL)
+        client.flushall()
+        for i, (operation, want) in enumerate(steps):
+            assert commands(client, operation) == Counter(want), (name, i)
+
     fixed = FixedWindow(client, 2, DAY)
     expected["fixed window"] = [
         (lambda: fixed.peek("a"), {"evalsha": 1, "get": 1}),
@@ -76,16 +85,18 @@ def test_each_limiter_hit_runs_exactly_these_commands(
         (lambda: sliding.hit("a"), read),
         (lambda: sliding.peek("a"), read),
     ]
-    for name, limiter in (
-        ("token bucket", TokenBucket(client, 2, 1e-6)),
-        ("gcra", GCRA(client, 1, DAY, burst=2)),
-    ):
+    buckets: dict[str, RateLimiter] = {
+        "token bucket": TokenBucket(client, 2, 1e-6),
+        "gcra": GCRA(client, 1, DAY, burst=2),
+    }
+    for name, limiter in buckets.items():
         read = {"evalsha": 1, "time": 1, "get": 1}
+        hit, peek = partial(limiter.hit, "a"), partial(limiter.peek, "a")
         expected[name] = [
-            (lambda lim=limiter: lim.hit("a"), {**read, "set": 1}),
-            (lambda lim=limiter: lim.hit("a"), {**read, "set": 1}),
-            (lambda lim=limiter: lim.hit("a"), read),
-            (lambda lim=limiter: lim.peek("a"), read),
+            (hit, {**read, "set": 1}),
+            (hit, {**read, "set": 1}),
+            (hit, read),
+            (peek, read),
         ]
     log = SlidingLog(client, 3, DAY)
     write = {"zadd": 1, "pexpire": 1}
@@ -116,11 +127,8 @@ def test_each_limiter_hit_runs_exactly_these_commands(
         (lambda: multi.peek("a"), {"evalsha": 1, "time": 1, "get": 2, "pttl": 1}),
     ]
 
-    for limiter_name, steps in expected.items():
-        steps[0][0]()  # loads the script (EVALSHA, then EVAL)
-        client.flushall()
-        for i, (operation, want) in enumerate(steps):
-            assert commands(client, operation) == Counter(want), (limiter_name, i)
+    for name, steps in expected.items():
+        run(name, steps)
 
 
 @pytest.mark.parametrize("binary", BINARIES)
@@ -178,9 +186,7 @@ def test_lock_operations_run_exactly_these_commands(
     warm.release()
     lock, rival = Lock(client, "x", ttl=5), Lock(client, "x", ttl=5)
     # a new fence counter starts from the server's clock
-    assert commands(client, lock.acquire) == Counter(
-        {"evalsha": 1, "set": 2, "incr": 1, "time": 1}
-    )
+    assert commands(client, lock.acquire) == Counter({"evalsha": 1, "set": 2, "incr": 1, "time": 1})
     assert commands(client, lambda: rival.acquire(blocking=False)) == Counter(
         {"evalsha": 1, "set": 1, "pttl": 1}
     )
@@ -212,6 +218,4 @@ def test_session_read_runs_exactly_these_commands(
     # ...or, for a session of many fields, from an HMGET rather than a look at every field
     assert commands(client, lambda: store.get(large)) == Counter({**read, "hmget": 1})
     missing = small[:-1] + ("A" if small[-1] != "A" else "B")
-    assert commands(client, lambda: store.get(missing)) == Counter(
-        {"evalsha": 1, "hgetall": 1}
-    )
+    assert commands(client, lambda: store.get(missing)) == Counter({"evalsha": 1, "hgetall": 1})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import pytest
 
@@ -44,34 +45,51 @@ LEAN = [
     ),
 ]
 
+
+def packed(*numbers: float) -> bytes:
+    """A lean script's packed reply (big-endian doubles)."""
+    return struct.pack(f">{len(numbers)}d", *numbers)
+
+
 @pytest.mark.parametrize(("limit", "script", "args", "suffix"), LEAN)
 def test_one_limit_is_one_eval_of_its_own_script(
     limit: core.LimiterCore, script: str, args: tuple[bytes, bytes], suffix: str
 ) -> None:
     key = f"{{ratelimit:k}}:{suffix}".encode()
     assert limit.key(b"k") == key
-    decision, effects = run_canned(limit.hit("k", 2), [[1, 3, 0, 250_000]])
-    assert effects == [Eval(package_script(script), (key,), (2, *args))]
+    plans = core.SingleCore(limit, packed=True)
+    lean = package_script(script)
+    decision, effects = run_canned(plans.hit("k", 2), [packed(1, 3, 0, 250_000)])
+    assert effects == [Eval(lean, (key,), (2, *args, b"1"))]
     assert decision == Decision(True, limit.capacity, 3, 0.0, 0.25)
     # the usual cost of 1, and a peek (cost 0: writes nothing)
-    _, effects = run_canned(limit.hit("k", 1), [[1, 3, 0, 1]])
-    assert effects == [Eval(package_script(script), (key,), (b"1", *args))]
-    decision, effects = run_canned(limit.peek("k"), [[0, 0, 2_000_001, 6_000_000]])
-    assert effects == [Eval(package_script(script), (key,), (b"0", *args))]
+    _, effects = run_canned(plans.hit("k", 1), [packed(1, 3, 0, 1)])
+    assert effects == [Eval(lean, (key,), (b"1", *args, b"1"))]
+    decision, effects = run_canned(plans.peek("k"), [packed(0, 0, 2_000_001, 6_000_000)])
+    assert effects == [Eval(lean, (key,), (b"0", *args, b"1"))]
     assert decision == Decision(False, limit.capacity, 0, 2.000001, 6.0)
-    _, effects = run_canned(limit.reset("k"), [1])
+    _, effects = run_canned(plans.reset("k"), [1])
     assert effects == [Command(("DEL", key))]
+    # a client that decodes replies gets an array of integers instead
+    arrays = core.SingleCore(limit, packed=False)
+    decision, effects = run_canned(arrays.hit("k", 1), [[0, 0, 2_000_001, 6_000_000]])
+    assert effects == [Eval(lean, (key,), (b"1", *args, b"0"))]
+    assert decision == Decision(False, limit.capacity, 0, 2.000001, 6.0)
 
 
 def test_one_limit_is_its_own_plans_several_share_one_script() -> None:
     single = core.GCRACore(10, 60.0)
-    assert core.plans_for([single]) is single
-    assert isinstance(core.plans_for([single, core.FixedWindowCore(1, 1.0)]), core.MultiCore)
+    assert isinstance(core.plans_for([single], packed=True), core.SingleCore)
+    both = core.plans_for([single, core.FixedWindowCore(1, 1.0)], packed=True)
+    assert isinstance(both, core.MultiCore)
 
 
-def test_timed_hit_returns_the_server_time() -> None:
-    limit = core.SlidingLogCore(2, 1.0)
-    (decision, now), _ = run_canned(limit.timed_hit("k", 1), [[1, 1, 0, 999_999, 1_700_000]])
+@pytest.mark.parametrize(
+    "reply", [packed(1, 1, 0, 999_999, 1_700_000), [1, 1, 0, 999_999, 1_700_000]]
+)
+def test_timed_hit_returns_the_server_time(reply: object) -> None:
+    plans = core.SingleCore(core.SlidingLogCore(2, 1.0), packed=True)
+    (decision, now), _ = run_canned(plans.timed_hit("k", 1), [reply])
     assert (decision, now) == (Decision(True, 2, 1, 0.0, 0.999999), 1_700_000)
 
 
@@ -86,9 +104,13 @@ def test_multi_peek_sends_peek_mode_with_cost_one() -> None:
 
 
 @pytest.mark.parametrize(
-    "plans", [core.SlidingLogCore(2, 1.0), core.MultiCore([core.SlidingLogCore(2, 1.0)])]
+    "plans",
+    [
+        core.SingleCore(core.SlidingLogCore(2, 1.0), packed=False),
+        core.MultiCore([core.SlidingLogCore(2, 1.0)]),
+    ],
 )
-def test_enforce_raises_with_retry_after(plans: core.LimiterCore | core.MultiCore) -> None:
+def test_enforce_raises_with_retry_after(plans: core.SingleCore | core.MultiCore) -> None:
     reply: list[object] = [0, 0, 250_000, 900_000]
     if isinstance(plans, core.MultiCore):
         reply = [b"1", 0, *reply]
@@ -111,7 +133,7 @@ def test_bad_cost_fails_before_any_effect(cost: object) -> None:
     with pytest.raises(ConfigurationError):
         run_canned(core.MultiCore(cores).hit("k", cost), [])
     with pytest.raises(ConfigurationError):
-        run_canned(core.FixedWindowCore(5, 1.0).hit("k", cost), [])
+        run_canned(core.SingleCore(core.FixedWindowCore(5, 1.0), packed=True).hit("k", cost), [])
 
 
 def test_combine_picks_the_binding_decision() -> None:
@@ -167,7 +189,7 @@ ANYTHING = st.one_of(
 @given(cost=ANYTHING)
 def test_fuzzed_cost_is_valid_or_refused_before_io(cost: object) -> None:
     valid = isinstance(cost, int) and not isinstance(cost, bool) and 1 <= cost <= 7
-    plan = core.SlidingLogCore(7, 1.0).hit("k", cost)
+    plan = core.SingleCore(core.SlidingLogCore(7, 1.0), packed=True).hit("k", cost)
     if valid:
         assert isinstance(next(plan), Eval)
     else:
@@ -183,7 +205,7 @@ def test_fuzzed_key_is_valid_or_refused_before_io(key: object) -> None:
         and 0 < len(raw) <= 1024
         and not any(c in raw for c in (b"{", b"}", b"\x00"))
     )
-    plan = core.GCRACore(3, 1.0).peek(key)
+    plan = core.SingleCore(core.GCRACore(3, 1.0), packed=True).peek(key)
     if valid:
         assert isinstance(next(plan), Eval)
     else:

@@ -36,7 +36,7 @@ class AsyncRateLimiter:
         self._runner = runner
         self._cores = core.check_cores(cores)
         # one limit: its algorithm's own lean script; several: the general one
-        self._plans = core.plans_for(self._cores)
+        self._plans = core.plans_for(self._cores, packed=not runner.decodes_responses)
 
     @property
     def limit(self) -> int:

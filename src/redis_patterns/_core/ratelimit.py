@@ -6,13 +6,14 @@ script over all their keys. Both share the state layout of docs/ratelimit.md, "K
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import ConfigurationError, ConfigurationTypeError, RateLimitedError
 from .._keys import check_name, key_parts
-from .._plan import Command, Eval, Plan
-from .._script import package_script
+from .._plan import ArgT, Command, Eval, Plan
+from .._script import Script, package_script
 from .._validate import MAX_DURATION_MS, check_int, check_number, duration_ms
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "LimiterCore",
     "MultiCore",
     "QuotaPolicy",
+    "SingleCore",
     "SlidingLogCore",
     "SlidingWindowCore",
     "TokenBucketCore",
@@ -86,25 +88,23 @@ class QuotaPolicy:
 
 
 class LimiterCore:
-    """Validated configuration of one limit, and the plans of a limiter that has only it.
+    """Validated configuration of one limit: its algorithm, parameters, key and scripts.
 
-    A single limit runs its algorithm's own lean script (``ratelimit_<algorithm>.lua``), with
-    the key's head and tail and the script's arguments computed once here; several limits
-    together (`MultiCore`) run the general ``ratelimit_hit.lua``. Both read and write the
-    same state, so a limit may be hit alone and inside a `MultiLimit` on the same keys.
+    A limiter with this one limit runs the algorithm's own lean script
+    (``ratelimit_<algorithm>.lua``, through `SingleCore`); several limits together
+    (`MultiCore`) run the general ``ratelimit_hit.lua``. Both read and write the same state,
+    so a limit may be hit alone and inside a `MultiLimit` on the same keys.
     """
 
     __slots__ = (
-        "_args",
-        "_args_one",
         "_head",
-        "_peek_args",
-        "_script",
         "_tail",
         "algorithm",
         "capacity",
+        "lean_args",
         "name",
         "params",
+        "script",
         "suffix",
         "window",
     )
@@ -113,6 +113,8 @@ class LimiterCore:
     capacity: int
     name: str | None
     params: tuple[str, str]  # the general script's two parameters of this limit
+    lean_args: tuple[bytes, ...]  # the lean script's parameters (after the cost)
+    script: Script  # the lean script
     suffix: str
     window: float  # seconds in which an exhausted limit is whole again
 
@@ -137,11 +139,9 @@ class LimiterCore:
         self.name = None if name is None else check_name(name, "name").decode()
         self.suffix = f"{algorithm}:{capacity}:{label}" if self.name is None else self.name
         self._head, self._tail = key_parts(PATTERN, self.suffix)
-        self._script = package_script(script)
+        self.script = package_script(script)
         # bytes go to the socket as they are: nothing is encoded per call
-        self._args = tuple(a.encode() for a in args)
-        self._args_one = (b"1", *self._args)  # the usual hit, cost 1: no tuple built per call
-        self._peek_args = (b"0", *self._args)
+        self.lean_args = tuple(a.encode() for a in args)
 
     @property
     def policy(self) -> QuotaPolicy:
@@ -151,17 +151,43 @@ class LimiterCore:
         """The Redis key holding this limit's state for the limited ``key`` (already checked)."""
         return self._head + key + self._tail
 
-    # --- plans of a limiter with this one limit ------------------------------------------
 
-    def _decision(self, reply: list[int]) -> Decision:
+# A lean script's packed reply: allowed, remaining, retry_after_us, reset_after_us (then, from
+# the scripts that read the clock on every call, the server time in µs), as big-endian doubles
+# (exact: every one is a whole number below 2^53).
+_UNPACK = struct.Struct(">4d").unpack_from
+_UNPACK_TIMED = struct.Struct(">5d").unpack
+
+
+class SingleCore:
+    """The plans of a limiter with one limit: one call of the limit's own lean script.
+
+    Everything but the limited key and the cost is computed once here. ``packed`` asks the
+    script for its reply as one string of packed numbers, which costs the server less than an
+    array; a client that decodes replies (``decode_responses=True``) gets the array.
+    """
+
+    __slots__ = ("_args", "_args_one", "_head", "_peek_args", "_script", "_tail", "capacity")
+
+    def __init__(self, limit: LimiterCore, *, packed: bool) -> None:
+        self.capacity = limit.capacity
+        self._head, self._tail = limit._head, limit._tail
+        self._script = limit.script
+        self._args: tuple[bytes, ...] = (*limit.lean_args, b"1" if packed else b"0")
+        # the usual hit, cost 1, and a peek (cost 0): no tuple built per call
+        self._args_one: tuple[ArgT, ...] = (b"1", *self._args)
+        self._peek_args: tuple[ArgT, ...] = (b"0", *self._args)
+
+    def _decision(self, reply: bytes | list[int]) -> Decision:
+        if reply.__class__ is bytes:
+            allowed, remaining, retry, reset = _UNPACK(reply)
+            return Decision(allowed == 1, self.capacity, int(remaining), retry / 1e6, reset / 1e6)
         return Decision(reply[0] == 1, self.capacity, reply[1], reply[2] / 1e6, reply[3] / 1e6)
 
     def hit(self, key: object, cost: object) -> Plan[Decision]:
-        """One lean script call: the hit of ``cost`` units against ``key``."""
         raw = check_name(key, "key")
-        if cost == 1 and cost.__class__ is int:
-            args = self._args_one
-        else:
+        args = self._args_one
+        if cost != 1 or cost.__class__ is not int:
             args = (_check_cost(self.capacity, cost), *self._args)
         reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
         return self._decision(reply)
@@ -178,9 +204,10 @@ class LimiterCore:
         """`hit`, with the server time (µs) the script decided on: for the scripts that read
         the clock on every call (sliding log, sliding window, GCRA and token bucket)."""
         raw = check_name(key, "key")
-        args = (_check_cost(self.capacity, cost), *self._args)
+        args: tuple[ArgT, ...] = (_check_cost(self.capacity, cost), *self._args)
         reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
-        return self._decision(reply), int(reply[4])
+        now = _UNPACK_TIMED(reply)[4] if isinstance(reply, bytes) else reply[4]
+        return self._decision(reply), int(now)
 
     def reset(self, key: object) -> Plan[None]:
         raw = check_name(key, "key")
@@ -434,7 +461,8 @@ class MultiCore:
         yield Command(("DEL", *(c.key(raw) for c in self.cores)))
 
 
-def plans_for(cores: Sequence[LimiterCore]) -> LimiterCore | MultiCore:
-    """The plans of a limiter over ``cores``: one limit's own lean script, or the general one."""
+def plans_for(cores: Sequence[LimiterCore], *, packed: bool) -> SingleCore | MultiCore:
+    """The plans of a limiter over ``cores``: one limit's own lean script (with packed replies
+    if ``packed``), or the general one."""
     checked = check_cores(cores)
-    return checked[0] if len(checked) == 1 else MultiCore(checked)
+    return SingleCore(checked[0], packed=packed) if len(checked) == 1 else MultiCore(checked)

@@ -6,8 +6,11 @@
 --         peek, which says whether a hit of cost 1 would pass and writes nothing
 -- ARGV[2] limit (<= 10^15)
 -- ARGV[3] window in ms
--- returns {allowed (1/0), remaining, retry_after_us, reset_after_us}: after an admitted hit,
---   what is left after it; otherwise the state now, unchanged. A counter lives while the
+-- ARGV[4] '1': the reply packed into one string, else an array
+-- returns {allowed (1/0), remaining, retry_after_us, reset_after_us}, as an array or packed as
+--   four big-endian doubles (struct '>dddd'; every number is a whole one below 2^53), which
+--   costs the server less than building an array reply. After an admitted hit the numbers
+--   say what is left after it; otherwise the state now, unchanged. A counter lives while the
 --   server's ms clock is at most its expiry time, so it is gone PTTL + 1 ms from now: every
 --   time is rounded up to that, and waiting it is always enough.
 -- A hit runs INCRBY and PTTL (a window's first hit: INCRBY, TIME and PEXPIREAT); a refused hit
@@ -16,16 +19,23 @@ local key = KEYS[1]
 local cost = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 
+local function reply(allowed, remaining, retry, reset)
+  if ARGV[4] == '1' then
+    return struct.pack('>dddd', allowed, remaining, retry, reset)
+  end
+  return {allowed, remaining, retry, reset}
+end
+
 if cost == 0 then
   local used = tonumber(redis.call('GET', key))
   if not used then
-    return {1, limit, 0, 0}
+    return reply(1, limit, 0, 0)
   end
   local reset = (redis.call('PTTL', key) + 1) * 1000
   if used < limit then
-    return {1, limit - used, 0, reset}
+    return reply(1, limit - used, 0, reset)
   end
-  return {0, 0, reset, reset}
+  return reply(0, 0, reset, reset)
 end
 
 local used = redis.call('INCRBY', key, cost)
@@ -51,6 +61,6 @@ if used > limit then
   if used > limit then
     used = limit -- the limit was lowered under a named key: nothing remains
   end
-  return {0, limit - used, reset, reset}
+  return reply(0, limit - used, reset, reset)
 end
-return {1, limit - used, 0, reset}
+return reply(1, limit - used, 0, reset)

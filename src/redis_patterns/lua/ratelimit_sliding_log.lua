@@ -6,7 +6,10 @@
 --         peek, which says whether a hit of cost 1 would pass and writes nothing
 -- ARGV[2] limit (<= 5,000: the set never holds more members, which bounds every call)
 -- ARGV[3] window in µs
--- returns {allowed (1/0), remaining, retry_after_us, reset_after_us, now_us}: after an admitted
+-- ARGV[4] '1': the reply packed into one string, else an array
+-- returns {allowed (1/0), remaining, retry_after_us, reset_after_us, now_us}, as an array or
+--   packed as five big-endian doubles (struct '>ddddd'; every number is a whole one below
+--   2^53), which costs the server less than building an array reply. After an admitted
 --   hit, what is left after it; otherwise the state now, unchanged. Durations are whole µs,
 --   rounded up, so that waiting them is always enough; now_us is the server time used.
 -- The units in the window are the newest total minus the total before the window's oldest
@@ -25,6 +28,14 @@ local TOTAL_MOD = 1e15
 
 local clock = redis.call('TIME')
 local now = clock[1] * 1000000 + clock[2]
+
+local function reply(allowed, remaining, retry, reset)
+  if ARGV[4] == '1' then
+    return struct.pack('>ddddd', allowed, remaining, retry, reset, now)
+  end
+  return {allowed, remaining, retry, reset, now}
+end
+
 local floor = now - window
 local used, total, stamp, base, reset = 0, 0, now, 0, 0
 local trim = false -- members left the window: remove them when the hit is admitted
@@ -82,14 +93,14 @@ if used + units > limit then
   if used > limit then
     used = limit -- the limit was lowered under a named key: nothing remains
   end
-  return {0, limit - used, retry, reset, now}
+  return reply(0, limit - used, retry, reset)
 end
 if cost == 0 then
-  return {1, limit - used, 0, reset, now}
+  return reply(1, limit - used, 0, reset)
 end
 if trim then
   redis.call('ZREMRANGEBYSCORE', key, '-inf', floor)
 end
 redis.call('ZADD', key, stamp, string.format('%d:%d', (total + cost) % TOTAL_MOD, cost))
 redis.call('PEXPIRE', key, math.ceil((stamp + window - now) / 1000))
-return {1, limit - used - cost, 0, stamp + window - now, now}
+return reply(1, limit - used - cost, 0, stamp + window - now)
