@@ -93,6 +93,26 @@ def test_peek_consumes_nothing_and_refusal_consumes_nothing(
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_a_client_that_decodes_replies_gets_the_same_decisions(
+    backend: Backend, prefix: str, kind: str
+) -> None:
+    """A single limit's script packs its reply into one string for a client that keeps bytes,
+    and answers an array to one made with ``decode_responses=True``: both decide alike."""
+    client = backend.client()
+    away_from_day_edge(client)
+    packed = SYNC[kind](client, 3)
+    arrays = SYNC[kind](backend.client(decode_responses=True), 3)
+    key = f"{prefix}:u"
+    for limiter in (packed, arrays, packed, arrays, arrays):  # one state, shared
+        limiter.hit(key)
+    peeked = [packed.peek(key), arrays.peek(key)]
+    assert [(d.allowed, d.remaining, d.limit) for d in peeked] == [(False, 0, 3)] * 2
+    refused = [packed.hit(key), arrays.hit(key)]
+    assert [(d.allowed, d.remaining, d.limit) for d in refused] == [(False, 0, 3)] * 2
+    assert all(d.retry_after > 0 for d in refused)
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_enforce_raises_with_retry_after(client: Any, prefix: str, kind: str) -> None:
     away_from_day_edge(client)
     limiter = SYNC[kind](client, 1)
@@ -252,7 +272,7 @@ def test_multi_limit_consumes_from_none_when_one_refuses(backend: Backend, prefi
     assert per_burst.peek(key).remaining == 0
     # the day limit can refuse too, and then the bucket keeps its tokens
     per_burst.reset(key)
-    client.hset(per_day.keys(key)[0], "n", 1000)
+    client.set(per_day.keys(key)[0], 1000, keepttl=True)  # the window's counter: full
     refused = both.hit(key)
     assert not refused.allowed
     assert refused.limit == 1000

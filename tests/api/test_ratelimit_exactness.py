@@ -310,6 +310,22 @@ def test_in_process_clock_jump_changes_no_decision(
 
 # --- sliding log: no window ever holds more than the limit (hypothesis, server time) ----------
 
+# Each algorithm has its own lean script for a limiter with one limit, and MultiLimit runs the
+# general one: both keep the same state, so the schedules below run on either, or alternate.
+SCRIPTS = ["lean", "general", "mixed"]
+
+
+def timed_hit(limiter: RateLimiter, key: str, cost: int, script: str, i: int) -> tuple[Any, int]:
+    """(decision, server time in µs the script decided on) of one hit."""
+    if script == "general" or (script == "mixed" and i % 2):
+        plan = core.MultiCore(limiter._cores).decide(key, cost)
+        decisions, now = limiter._runner.run(plan)
+        return decisions[0], now
+    single = limiter._plans
+    assert isinstance(single, core.SingleCore)
+    decision, now = limiter._runner.run(single.timed_hit(key, cost))
+    return decision, now
+
 
 @pytest.mark.backends("valkey")
 @settings(
@@ -322,8 +338,14 @@ def test_in_process_clock_jump_changes_no_decision(
     window_ms=st.integers(20, 120),
     schedule=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 5)), min_size=5, max_size=40),
 )
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_sliding_log_never_exceeds_the_limit_in_any_window(
-    client: Any, prefix: str, limit: int, window_ms: int, schedule: list[tuple[int, int]]
+    client: Any,
+    prefix: str,
+    script: str,
+    limit: int,
+    window_ms: int,
+    schedule: list[tuple[int, int]],
 ) -> None:
     limiter = SlidingLog(client, limit, window_ms / 1000)
     key = f"{prefix}:{time.monotonic_ns()}"
@@ -334,15 +356,15 @@ def test_sliding_log_never_exceeds_the_limit_in_any_window(
     def in_window(end: int) -> int:
         return sum(c for t, c in admitted if end - window_us < t <= end)
 
-    for pause_ms, raw_cost in schedule:
+    for i, (pause_ms, raw_cost) in enumerate(schedule):
         time.sleep(pause_ms / 1000)
         cost = min(raw_cost, limit)
-        decisions, now = limiter._runner.run(core.decide(limiter._cores, key, cost))
-        if decisions[0].allowed:
+        decision, now = timed_hit(limiter, key, cost, script, i)
+        if decision.allowed:
             admitted.append((now, cost))
-            assert decisions[0].remaining == limit - in_window(now)
+            assert decision.remaining == limit - in_window(now)
         else:
-            refused.append((now, cost, decisions[0]))
+            refused.append((now, cost, decision))
 
     # no window-length interval holds more than the limit: checking the ones ending at each
     # admitted hit suffices (any interval's content is contained in one of those)
@@ -372,8 +394,14 @@ def test_sliding_log_never_exceeds_the_limit_in_any_window(
     window_ms=st.integers(30, 120),
     schedule=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 4)), min_size=5, max_size=40),
 )
+@pytest.mark.parametrize("script", SCRIPTS)
 def test_sliding_window_stays_within_its_documented_error(
-    client: Any, prefix: str, limit: int, window_ms: int, schedule: list[tuple[int, int]]
+    client: Any,
+    prefix: str,
+    script: str,
+    limit: int,
+    window_ms: int,
+    schedule: list[tuple[int, int]],
 ) -> None:
     """The two-counter approximation, checked against its own formula on server time: within
     one aligned window never above the limit; over any window length at most
@@ -382,15 +410,15 @@ def test_sliding_window_stays_within_its_documented_error(
     key = f"{prefix}:{time.monotonic_ns()}"
     w = window_ms * 1000
     admitted: list[tuple[int, int]] = []
-    for pause_ms, raw_cost in schedule:
+    for i, (pause_ms, raw_cost) in enumerate(schedule):
         time.sleep(pause_ms / 1000)
         cost = min(raw_cost, limit)
-        decisions, now = limiter._runner.run(core.decide(limiter._cores, key, cost))
+        decision, now = timed_hit(limiter, key, cost, script, i)
         index, elapsed = divmod(now, w)
         cur = sum(c for t, c in admitted if t // w == index)
         prev = sum(c for t, c in admitted if t // w == index - 1)
         estimate = prev * (w - elapsed) / w + cur
-        if decisions[0].allowed:
+        if decision.allowed:
             assert estimate + cost <= limit + 1e-6
             admitted.append((now, cost))
             assert cur + cost <= limit  # one aligned window never holds more than the limit

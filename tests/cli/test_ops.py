@@ -235,10 +235,10 @@ def test_lock_patterns_are_escaped_and_capped(
     [
         pytest.param(kind, make, shape, id=kind)
         for kind, make, shape in [
-            ("fixed-window", lambda c: FixedWindow(c, 100, 60.0), "hash"),
+            ("fixed-window", lambda c: FixedWindow(c, 100, 60.0), "string"),
             ("sliding-log", lambda c: SlidingLog(c, 100, 60.0), "zset"),
             ("sliding-window", lambda c: SlidingWindow(c, 100, 60.0), "hash"),
-            ("token-bucket", lambda c: TokenBucket(c, 100, 0.5), "hash"),
+            ("token-bucket", lambda c: TokenBucket(c, 100, 0.5), "string"),
             ("gcra", lambda c: GCRA(c, 100, 60.0), "string"),
         ]
     ],
@@ -282,8 +282,8 @@ def test_limits_with_a_custom_name_and_a_missing_key(
     code, raw = run_json(capsys, backend, "limits", "login", key)
     assert code == 0
     assert raw["decision"] is None  # the limit and window are not in the key
-    assert raw["fields"]["n"] == "5"
-    assert raw["algorithm"] is None  # a hash: fixed or sliding window, or a token bucket
+    assert raw["fields"]["value"] == "5"  # the window's counter
+    assert raw["algorithm"] is None  # a string: fixed window, token bucket or GCRA
     code, peeked = run_json(
         capsys, backend, "limits", "login", key, "--limiter", "fixed-window:5:60"
     )

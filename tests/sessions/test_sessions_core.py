@@ -27,7 +27,7 @@ def test_get_is_one_eval_and_decodes_metadata_apart() -> None:
     c = core(absolute_ttl=3600)
     sid = new_session_id(None)
     flat = [b":c", b"1000", b":a", b"3601000", b":u", b"42", b"cart", b"[1,2]"]
-    session, effects = run_canned(c.get(sid), [[b"2000", b"1800000", flat]])
+    session, effects = run_canned(c.get(sid), [[*flat, 2000, 1800000]])
     assert len(effects) == 1
     assert isinstance(effects[0], Eval)
     assert effects[0].script.name == "session_get"

@@ -31,7 +31,7 @@ def _core(**kwargs: object) -> LockCore:
 
 def test_acquire_is_one_eval_with_both_keys() -> None:
     core = _core()
-    (acquired, _), effects = run_canned(core.acquire(False, None), [10.0, [1, 12345]])
+    (acquired, _), effects = run_canned(core.acquire(False, None), [10.0, 12345])
     assert acquired
     assert core.fence == 12345
     assert core.held
@@ -43,11 +43,9 @@ def test_acquire_is_one_eval_with_both_keys() -> None:
 
 def test_waiting_never_sleeps_past_the_holder_expiry_or_deadline() -> None:
     core = _core()
-    # held by someone for 3 more ms; our deadline 50 ms away
+    # held by someone for 3 more ms (the script answers -1 - PTTL); our deadline 50 ms away
     plan = core.acquire(True, 0.05)
-    _, effects = run_canned(
-        plan, [0.0, [0, 3], 0.001, None, 0.004, [0, 500], 0.01, None, 0.06, [0, 500], 0.07]
-    )
+    _, effects = run_canned(plan, [0.0, -4, 0.001, None, 0.004, -501, 0.01, None, 0.06, -501, 0.07])
     sleeps = [e.seconds for e in effects if isinstance(e, Sleep)]
     assert sleeps[0] <= 0.004  # holder_left 3 ms + 1 ms
     assert all(s <= 0.05 for s in sleeps)
@@ -63,7 +61,7 @@ def test_backoff_is_jittered_exponential_and_capped() -> None:
 
 def test_release_not_ours_clears_state_and_raises() -> None:
     core = _core()
-    run_canned(core.acquire(False, None), [0.0, [1, 7]])
+    run_canned(core.acquire(False, None), [0.0, 7])
     with pytest.raises(LockNotOwnedError):
         run_canned(core.release(), [0])  # DELIFEQ said 0
     assert not core.held
@@ -71,7 +69,7 @@ def test_release_not_ours_clears_state_and_raises() -> None:
 
 def test_renew_marks_lost_once_and_stops() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
+    run_canned(core.acquire(False, None), [0.0, 7, 0.0])
     delay, effects = run_canned(core.renew(), [0.3, 1, 0.3])  # Lua extend answered 1
     assert delay == pytest.approx(1 / 3)
     # A slow round trip shortens the wait: the next renewal is due ttl/3 after this one was sent.
@@ -86,7 +84,7 @@ def test_renew_marks_lost_once_and_stops() -> None:
 
 def test_renew_backend_timeout_retries_then_gives_up_after_validity() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
+    run_canned(core.acquire(False, None), [0.0, 7, 0.0])
     delay, _ = run_canned(core.renew(), [0.3, BackendTimeoutError("slow")])
     assert delay is not None
     assert delay < 1 / 3
@@ -98,7 +96,7 @@ def test_renew_backend_timeout_retries_then_gives_up_after_validity() -> None:
 
 def test_release_racing_with_renewal_is_not_a_loss() -> None:
     core = _core(auto_renew=True)
-    run_canned(core.acquire(False, None), [0.0, [1, 7], 0.0])
+    run_canned(core.acquire(False, None), [0.0, 7, 0.0])
     renewal = core.renew()
     assert isinstance(next(renewal), Now)
     assert isinstance(renewal.send(0.3), Eval)  # the extend is in flight...
@@ -111,7 +109,7 @@ def test_release_racing_with_renewal_is_not_a_loss() -> None:
 
 def test_unprobed_server_stays_on_scripts_for_extend() -> None:
     core = _core()  # a fresh feature record: DELIFEQ / SET IFEQ not known to exist
-    run_canned(core.acquire(False, None), [0.0, [1, 7]])
+    run_canned(core.acquire(False, None), [0.0, 7])
     _, effects = run_canned(core.extend(1000), [0.0, 1, 0.1])
     assert not any(isinstance(e, Command) for e in effects)
 

@@ -16,7 +16,7 @@ from .._errors import (
     StaleFenceError,
 )
 from .._keys import check_name, make_key
-from .._plan import Command, Features, Now, Plan, Sleep
+from .._plan import Command, Eval, Features, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, optional_duration_ms
 from .backoff import backoff_delay
@@ -28,7 +28,7 @@ __all__ = [
     "LockCore",
 ]
 
-# How long a fence counter outlives the last acquisition of its lock. Fences stay monotonic
+# How long a fence counter lives after the acquisition that created it. Fences stay monotonic
 # after it expires because a new counter starts from the server's clock (microseconds).
 FENCE_RETENTION_MS = 7 * 24 * 3600 * 1000
 MAX_FENCE = 2**53  # fences travel through Lua as doubles: exact below 2^53
@@ -86,15 +86,16 @@ class LockCore(LeaseCore):
             sent_at = yield Now()
             if deadline is None and wait is not None:
                 deadline = sent_at + wait
-            ok, value = yield script.eval(keys, args)
-            if int(ok) == 1:
+            # the fence (> 0) when acquired, else -1 - the holder's PTTL
+            reply = int((yield Eval(script, keys, args)))
+            if reply > 0:
                 if self.wait_replicas:
                     yield from self._wait_for_replicas(token)
                 # Measured from before the request: the server's expiry is no earlier than this.
                 self._granted(
                     token,
                     sent_at + self.ttl_ms / 1000,
-                    fence=int(value),
+                    fence=reply,
                     max_hold_until=(
                         None if self.max_hold_ms is None else sent_at + self.max_hold_ms / 1000
                     ),
@@ -111,7 +112,8 @@ class LockCore(LeaseCore):
             if rng is None:
                 rng = random.Random()
             # No point sleeping past the holder's expiry (+1 ms); never past our deadline.
-            holder_left = int(value) / 1000 + 0.001 if int(value) > 0 else None
+            holder_pttl = -1 - reply
+            holder_left = holder_pttl / 1000 + 0.001 if holder_pttl > 0 else None
             limit = min(x for x in (left, holder_left, cap) if x is not None)
             delay = backoff_delay(waits, WAIT_BASE, cap, rng=rng, low=WAIT_BASE / 2)
             waits += 1

@@ -1,14 +1,19 @@
-"""Rate limiters' logic: one core class per algorithm; one script decides each hit."""
+"""Rate limiters' logic: one core class per algorithm; one script decides each hit.
+
+A single limit runs its algorithm's lean script; several limits (`MultiCore`) one general
+script over all their keys. Both share the state layout of docs/ratelimit.md, "Key layout".
+"""
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from .._errors import ConfigurationError, ConfigurationTypeError, RateLimitedError
-from .._keys import check_name, make_key
-from .._plan import Command, Plan
-from .._script import package_script
+from .._keys import check_name, key_parts
+from .._plan import ArgT, Command, Eval, Plan
+from .._script import Script, package_script
 from .._validate import MAX_DURATION_MS, check_int, check_number, duration_ms
 
 __all__ = [
@@ -19,17 +24,15 @@ __all__ = [
     "FixedWindowCore",
     "GCRACore",
     "LimiterCore",
+    "MultiCore",
     "QuotaPolicy",
+    "SingleCore",
     "SlidingLogCore",
     "SlidingWindowCore",
     "TokenBucketCore",
     "check_cores",
     "combine",
-    "decide",
-    "enforce",
-    "hit",
-    "peek",
-    "reset",
+    "plans_for",
 ]
 
 PATTERN = "ratelimit"
@@ -85,14 +88,33 @@ class QuotaPolicy:
 
 
 class LimiterCore:
-    """Validated configuration of one limit: its algorithm code, script parameters and key."""
+    """Validated configuration of one limit: its algorithm, parameters, key and scripts.
 
-    __slots__ = ("algorithm", "capacity", "name", "params", "suffix", "window")
+    A limiter with this one limit runs the algorithm's own lean script
+    (``ratelimit_<algorithm>.lua``, through `SingleCore`); several limits together
+    (`MultiCore`) run the general ``ratelimit_hit.lua``. Both read and write the same state,
+    so a limit may be hit alone and inside a `MultiLimit` on the same keys.
+    """
+
+    __slots__ = (
+        "_head",
+        "_tail",
+        "algorithm",
+        "capacity",
+        "lean_args",
+        "name",
+        "params",
+        "script",
+        "suffix",
+        "window",
+    )
 
     algorithm: str
     capacity: int
     name: str | None
-    params: tuple[str, str]
+    params: tuple[str, str]  # the general script's two parameters of this limit
+    lean_args: tuple[bytes, ...]  # the lean script's parameters (after the cost)
+    script: Script  # the lean script
     suffix: str
     window: float  # seconds in which an exhausted limit is whole again
 
@@ -103,6 +125,10 @@ class LimiterCore:
         params: tuple[str, str],
         name: object,
         window: float,
+        *,
+        script: str,
+        args: tuple[str, str],
+        label: str,
     ) -> None:
         self.algorithm = algorithm
         self.capacity = capacity
@@ -110,9 +136,12 @@ class LimiterCore:
         self.window = window
         if name is not None and not isinstance(name, str):
             raise ConfigurationTypeError(f"name must be a str, not {type(name).__name__}")
-        default = f"{algorithm}:{capacity}:{params[1]}"
         self.name = None if name is None else check_name(name, "name").decode()
-        self.suffix = default if self.name is None else self.name
+        self.suffix = f"{algorithm}:{capacity}:{label}" if self.name is None else self.name
+        self._head, self._tail = key_parts(PATTERN, self.suffix)
+        self.script = package_script(script)
+        # bytes go to the socket as they are: nothing is encoded per call
+        self.lean_args = tuple(a.encode() for a in args)
 
     @property
     def policy(self) -> QuotaPolicy:
@@ -120,7 +149,69 @@ class LimiterCore:
 
     def key(self, key: bytes) -> bytes:
         """The Redis key holding this limit's state for the limited ``key`` (already checked)."""
-        return make_key(PATTERN, key, self.suffix)
+        return self._head + key + self._tail
+
+
+# A lean script's packed reply: allowed, remaining, retry_after_us, reset_after_us (then, from
+# the scripts that read the clock on every call, the server time in µs), as big-endian doubles
+# (exact: every one is a whole number below 2^53).
+_UNPACK = struct.Struct(">4d").unpack_from
+_UNPACK_TIMED = struct.Struct(">5d").unpack
+
+
+class SingleCore:
+    """The plans of a limiter with one limit: one call of the limit's own lean script.
+
+    Everything but the limited key and the cost is computed once here. ``packed`` asks the
+    script for its reply as one string of packed numbers, which costs the server less than an
+    array; a client that decodes replies (``decode_responses=True``) gets the array.
+    """
+
+    __slots__ = ("_args", "_args_one", "_head", "_peek_args", "_script", "_tail", "capacity")
+
+    def __init__(self, limit: LimiterCore, *, packed: bool) -> None:
+        self.capacity = limit.capacity
+        self._head, self._tail = limit._head, limit._tail
+        self._script = limit.script
+        self._args: tuple[bytes, ...] = (*limit.lean_args, b"1" if packed else b"0")
+        # the usual hit, cost 1, and a peek (cost 0): no tuple built per call
+        self._args_one: tuple[ArgT, ...] = (b"1", *self._args)
+        self._peek_args: tuple[ArgT, ...] = (b"0", *self._args)
+
+    def _decision(self, reply: bytes | list[int]) -> Decision:
+        if reply.__class__ is bytes:
+            allowed, remaining, retry, reset = _UNPACK(reply)
+            return Decision(allowed == 1, self.capacity, int(remaining), retry / 1e6, reset / 1e6)
+        return Decision(reply[0] == 1, self.capacity, reply[1], reply[2] / 1e6, reply[3] / 1e6)
+
+    def hit(self, key: object, cost: object) -> Plan[Decision]:
+        raw = check_name(key, "key")
+        args = self._args_one
+        if cost != 1 or cost.__class__ is not int:
+            args = (_check_cost(self.capacity, cost), *self._args)
+        reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
+        return self._decision(reply)
+
+    def peek(self, key: object) -> Plan[Decision]:
+        raw = check_name(key, "key")
+        reply = yield Eval(self._script, (self._head + raw + self._tail,), self._peek_args)
+        return self._decision(reply)
+
+    def enforce(self, key: object, cost: object) -> Plan[Decision]:
+        return _enforced((yield from self.hit(key, cost)))
+
+    def timed_hit(self, key: object, cost: object) -> Plan[tuple[Decision, int]]:
+        """`hit`, with the server time (µs) the script decided on: for the scripts that read
+        the clock on every call (sliding log, sliding window, GCRA and token bucket)."""
+        raw = check_name(key, "key")
+        args: tuple[ArgT, ...] = (_check_cost(self.capacity, cost), *self._args)
+        reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
+        now = _UNPACK_TIMED(reply)[4] if isinstance(reply, bytes) else reply[4]
+        return self._decision(reply), int(now)
+
+    def reset(self, key: object) -> Plan[None]:
+        raw = check_name(key, "key")
+        yield Command(("DEL", self._head + raw + self._tail))
 
 
 def _window_us(window: object) -> int:
@@ -142,7 +233,16 @@ class FixedWindowCore(LimiterCore):
     def __init__(self, limit: int, window: object, name: object = None) -> None:
         limit = _units(limit, "limit")
         window_us = _window_us(window)
-        self._set("fw", limit, (str(limit), str(window_us)), name, window_us / 1e6)
+        self._set(
+            "fw",
+            limit,
+            (str(limit), str(window_us)),
+            name,
+            window_us / 1e6,
+            script="ratelimit_fixed_window",
+            args=(str(limit), str(window_us // 1000)),
+            label=str(window_us),
+        )
 
 
 class SlidingLogCore(LimiterCore):
@@ -159,7 +259,17 @@ class SlidingLogCore(LimiterCore):
                 "for the server; use SlidingWindow, TokenBucket or GCRA for larger limits"
             )
         window_us = _window_us(window)
-        self._set("sl", limit, (str(limit), str(window_us)), name, window_us / 1e6)
+        params = (str(limit), str(window_us))
+        self._set(
+            "sl",
+            limit,
+            params,
+            name,
+            window_us / 1e6,
+            script="ratelimit_sliding_log",
+            args=params,
+            label=str(window_us),
+        )
 
 
 class SlidingWindowCore(LimiterCore):
@@ -170,7 +280,17 @@ class SlidingWindowCore(LimiterCore):
     def __init__(self, limit: int, window: object, name: object = None) -> None:
         limit = _units(limit, "limit")
         window_us = _window_us(window)
-        self._set("sw", limit, (str(limit), str(window_us)), name, window_us / 1e6)
+        params = (str(limit), str(window_us))
+        self._set(
+            "sw",
+            limit,
+            params,
+            name,
+            window_us / 1e6,
+            script="ratelimit_sliding_window",
+            args=params,
+            label=str(window_us),
+        )
 
 
 def _positive_float(value: object, what: str) -> float:
@@ -178,7 +298,11 @@ def _positive_float(value: object, what: str) -> float:
 
 
 class TokenBucketCore(LimiterCore):
-    """``capacity`` tokens, refilled continuously at ``refill_rate`` tokens per second."""
+    """``capacity`` tokens, refilled continuously at ``refill_rate`` tokens per second.
+
+    The same algorithm as GCRA (burst ``capacity``, one unit every ``1 / refill_rate`` s), so
+    the same script and the same state: the time at which the bucket is full again.
+    """
 
     __slots__ = ()
 
@@ -191,7 +315,17 @@ class TokenBucketCore(LimiterCore):
                 f"refill_rate {refill_rate!r} is too small: refilling {capacity:,} tokens would "
                 f"take more than {MAX_DURATION_MS // 1000} s (about 31 years)"
             )
-        self._set("tb", capacity, (str(capacity), repr(per_us)), name, capacity / rate)
+        params = (str(capacity), repr(1_000_000 / rate))  # burst, µs per token
+        self._set(
+            "tb",
+            capacity,
+            params,
+            name,
+            capacity / rate,
+            script="ratelimit_gcra",
+            args=params,
+            label=repr(per_us),
+        )
 
 
 class GCRACore(LimiterCore):
@@ -211,8 +345,16 @@ class GCRACore(LimiterCore):
                 f"burst {burst:,} at {limit:,} per {period_us / 1e6!r} s takes more than "
                 f"{MAX_DURATION_MS // 1000} s (about 31 years) to drain"
             )
+        params = (str(burst), repr(interval))
         self._set(
-            "gcra", burst, (str(burst), repr(interval)), name, burst * period_us / limit / 1e6
+            "gcra",
+            burst,
+            params,
+            name,
+            burst * period_us / limit / 1e6,
+            script="ratelimit_gcra",
+            args=params,
+            label=repr(interval),
         )
 
 
@@ -238,42 +380,28 @@ def check_cores(cores: Sequence[LimiterCore]) -> tuple[LimiterCore, ...]:
     return tuple(cores)
 
 
-def _check_cost(cores: Sequence[LimiterCore], cost: object) -> int:
+def _check_cost(capacity: int, cost: object) -> int:
     cost = check_int(cost, "cost", minimum=1)
-    smallest = min(cores, key=lambda c: c.capacity)
-    if cost > smallest.capacity:
+    if cost > capacity:
         raise ConfigurationError(
-            f"cost {cost} exceeds the limit's capacity {smallest.capacity}: such a hit could "
-            "never be admitted"
+            f"cost {cost} exceeds the limit's capacity {capacity}: such a hit could never be "
+            "admitted"
         )
     return cost
 
 
+def _enforced(decision: Decision) -> Decision:
+    if not decision.allowed:
+        raise RateLimitedError(
+            f"rate limit exceeded ({decision.limit} allowed); retry after "
+            f"{decision.retry_after:.3f} s",
+            retry_after=decision.retry_after,
+        )
+    return decision
+
+
 def _us(value: int | bytes | str) -> float:
     return int(value) / 1_000_000
-
-
-def decide(
-    cores: Sequence[LimiterCore], key: object, cost: object, *, consume: bool = True
-) -> Plan[tuple[list[Decision], int]]:
-    """One script evaluating every limit for ``key``; returns the decisions and server time (µs)."""
-    raw = check_name(key, "key")
-    amount = _check_cost(cores, cost) if consume else 1
-    args: list[str | int] = ["hit" if consume else "peek", amount]
-    for core in cores:
-        args += [core.algorithm, *core.params]
-    reply = yield package_script("ratelimit_hit").eval(tuple(c.key(raw) for c in cores), args)
-    decisions = [
-        Decision(
-            allowed=bool(int(reply[2 + 4 * i])),
-            limit=core.capacity,
-            remaining=int(reply[3 + 4 * i]),
-            retry_after=_us(reply[4 + 4 * i]),
-            reset_after=_us(reply[5 + 4 * i]),
-        )
-        for i, core in enumerate(cores)
-    ]
-    return decisions, int(reply[0])
 
 
 def combine(decisions: Sequence[Decision]) -> Decision:
@@ -284,27 +412,57 @@ def combine(decisions: Sequence[Decision]) -> Decision:
     return min(decisions, key=lambda d: (d.remaining, -d.reset_after))
 
 
-def hit(cores: Sequence[LimiterCore], key: object, cost: object) -> Plan[Decision]:
-    decisions, _ = yield from decide(cores, key, cost)
-    return combine(decisions)
+class MultiCore:
+    """The plans of a limiter over several limits: one general script evaluates them all."""
+
+    __slots__ = ("capacity", "cores")
+
+    def __init__(self, cores: Sequence[LimiterCore]) -> None:
+        self.cores = check_cores(cores)
+        self.capacity = min(c.capacity for c in self.cores)
+
+    def decide(
+        self, key: object, cost: object, *, consume: bool = True
+    ) -> Plan[tuple[list[Decision], int]]:
+        """One script evaluating every limit for ``key``; returns the decisions and the server
+        time (µs) it decided on."""
+        raw = check_name(key, "key")
+        amount = _check_cost(self.capacity, cost) if consume else 1
+        args: list[str | int] = ["hit" if consume else "peek", amount]
+        for core in self.cores:
+            args += [core.algorithm, *core.params]
+        keys = tuple(c.key(raw) for c in self.cores)
+        reply = yield package_script("ratelimit_hit").eval(keys, args)
+        decisions = [
+            Decision(
+                allowed=bool(int(reply[2 + 4 * i])),
+                limit=core.capacity,
+                remaining=int(reply[3 + 4 * i]),
+                retry_after=_us(reply[4 + 4 * i]),
+                reset_after=_us(reply[5 + 4 * i]),
+            )
+            for i, core in enumerate(self.cores)
+        ]
+        return decisions, int(reply[0])
+
+    def hit(self, key: object, cost: object) -> Plan[Decision]:
+        decisions, _ = yield from self.decide(key, cost)
+        return combine(decisions)
+
+    def peek(self, key: object) -> Plan[Decision]:
+        decisions, _ = yield from self.decide(key, 1, consume=False)
+        return combine(decisions)
+
+    def enforce(self, key: object, cost: object) -> Plan[Decision]:
+        return _enforced((yield from self.hit(key, cost)))
+
+    def reset(self, key: object) -> Plan[None]:
+        raw = check_name(key, "key")
+        yield Command(("DEL", *(c.key(raw) for c in self.cores)))
 
 
-def peek(cores: Sequence[LimiterCore], key: object) -> Plan[Decision]:
-    decisions, _ = yield from decide(cores, key, 1, consume=False)
-    return combine(decisions)
-
-
-def enforce(cores: Sequence[LimiterCore], key: object, cost: object) -> Plan[Decision]:
-    decision = yield from hit(cores, key, cost)
-    if not decision.allowed:
-        raise RateLimitedError(
-            f"rate limit exceeded ({decision.limit} allowed); retry after "
-            f"{decision.retry_after:.3f} s",
-            retry_after=decision.retry_after,
-        )
-    return decision
-
-
-def reset(cores: Sequence[LimiterCore], key: object) -> Plan[None]:
-    raw = check_name(key, "key")
-    yield Command(("DEL", *(c.key(raw) for c in cores)))
+def plans_for(cores: Sequence[LimiterCore], *, packed: bool) -> SingleCore | MultiCore:
+    """The plans of a limiter over ``cores``: one limit's own lean script (with packed replies
+    if ``packed``), or the general one."""
+    checked = check_cores(cores)
+    return SingleCore(checked[0], packed=packed) if len(checked) == 1 else MultiCore(checked)

@@ -34,7 +34,7 @@ from .._errors import (
     TransactionConflictError,
 )
 from .._keys import MAX_NAME_BYTES, check_name, make_key
-from .._plan import ArgT, Command, Plan
+from .._plan import ArgT, Command, Eval, Plan
 from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms, optional_duration_ms
@@ -269,10 +269,13 @@ class SessionCore:
             raise ConfigurationTypeError(f"{what} must be a mapping, not {type(mapping).__name__}")
         return [(check_field(k, what), self.serializer.dumps(v)) for k, v in mapping.items()]
 
-    def _session(self, sid: str, now_ms: int, ttl_ms: int, flat: list[bytes]) -> Session:
+    def _session(
+        self, sid: str, now_ms: int, ttl_ms: int, flat: list[bytes], size: int | None = None
+    ) -> Session:
+        """The `Session` of ``flat`` field/value pairs (its first ``size`` items, default all)."""
         data: dict[str, Any] = {}
         meta: dict[bytes, bytes] = {}
-        for i in range(0, len(flat), 2):
+        for i in range(0, len(flat) if size is None else size, 2):
             name, raw = flat[i], flat[i + 1]
             if name.startswith(b":"):
                 meta[name] = raw
@@ -344,10 +347,11 @@ class SessionCore:
         if parse_session_id(sid) is None:
             return None
         assert isinstance(sid, str)
-        reply = yield package_script("session_get").eval((self._key_of(sid),), (self.idle_ms,))
+        reply = yield Eval(package_script("session_get"), (self._key_of(sid),), (self.idle_ms,))
         if reply is None:
             return None
-        return self._session(sid, int(reply[0]), int(reply[1]), reply[2])
+        # the hash's field/value pairs, then the server time and the lifetime just set
+        return self._session(sid, int(reply[-2]), int(reply[-1]), reply, len(reply) - 2)
 
     def write(
         self,

@@ -28,14 +28,16 @@ __all__ = [
 class RateLimiter:
     """What every limiter offers: `hit`, `peek`, `reset`, `enforce`; each one round trip.
 
-    Decisions are taken inside the server by one script that reads the server's ``TIME``, so
-    clients with skewed clocks agree, and concurrent hits can never overshoot. Every key the
+    Decisions are taken inside the server by one script on the server's clock, so clients
+    with skewed clocks agree, and concurrent hits can never overshoot. Every key the
     script writes carries a TTL: a client that goes idle leaves nothing behind.
     """
 
     def __init__(self, runner: SyncRunner, cores: Sequence[core.LimiterCore]) -> None:
         self._runner = runner
         self._cores = core.check_cores(cores)
+        # one limit: its algorithm's own lean script; several: the general one
+        self._plans = core.plans_for(self._cores, packed=not runner.decodes_responses)
 
     @property
     def limit(self) -> int:
@@ -77,7 +79,7 @@ class RateLimiter:
                 limit is refused because it could never pass.
             BackendError: the server could not be reached or failed.
         """
-        return self._runner.run(core.hit(self._cores, key, cost))
+        return self._runner.run(self._plans.hit(key, cost))
 
     def peek(self, key: str | bytes) -> Decision:
         """Whether a hit of cost 1 would pass now, and what remains, without consuming anything.
@@ -86,7 +88,7 @@ class RateLimiter:
             ConfigurationError: bad ``key`` (before any I/O).
             BackendError: the server could not be reached or failed.
         """
-        return self._runner.run(core.peek(self._cores, key))
+        return self._runner.run(self._plans.peek(key))
 
     def enforce(self, key: str | bytes, cost: int = 1) -> Decision:
         """Like `hit`, but a refusal raises.
@@ -99,7 +101,7 @@ class RateLimiter:
             ConfigurationError: bad ``key`` or ``cost`` (before any I/O).
             BackendError: the server could not be reached or failed.
         """
-        return self._runner.run(core.enforce(self._cores, key, cost))
+        return self._runner.run(self._plans.enforce(key, cost))
 
     def reset(self, key: str | bytes) -> None:
         """Forget everything counted for ``key`` (one ``DEL``).
@@ -107,7 +109,7 @@ class RateLimiter:
         Raises:
             ConfigurationError: bad ``key`` (before any I/O).
         """
-        self._runner.run(core.reset(self._cores, key))
+        self._runner.run(self._plans.reset(key))
 
 
 class FixedWindow(RateLimiter):
@@ -275,5 +277,8 @@ class MultiLimit(RateLimiter):
             ConfigurationError: bad ``key`` or ``cost`` (before any I/O).
             BackendError: the server could not be reached or failed.
         """
-        decisions, _ = self._runner.run(core.decide(self._cores, key, cost))
-        return decisions
+        plans = self._plans
+        if isinstance(plans, core.MultiCore):
+            decisions, _ = self._runner.run(plans.decide(key, cost))
+            return decisions
+        return [self._runner.run(plans.hit(key, cost))]

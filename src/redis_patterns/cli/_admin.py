@@ -259,11 +259,13 @@ ALGORITHMS = {
     "tb": "token-bucket",
     "gcra": "gcra",
 }
+# The Redis type of each algorithm's state (docs/ratelimit.md, "Key layout"): a fixed window's
+# counter, a token bucket's and GCRA's theoretical arrival time are strings.
 _SHAPES = {
-    "fixed-window": "hash",
+    "fixed-window": "string",
     "sliding-log": "zset",
     "sliding-window": "hash",
-    "token-bucket": "hash",
+    "token-bucket": "string",
     "gcra": "string",
 }
 

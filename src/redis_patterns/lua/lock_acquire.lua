@@ -2,21 +2,22 @@
 -- KEYS[2] fence counter {lock:<name>}:fence
 -- ARGV[1] owner token (random, unique per acquisition)
 -- ARGV[2] lock ttl in ms
--- ARGV[3] fence retention in ms: how long the counter outlives the last acquisition
--- returns {1, fence} when acquired; {0, pttl} when held by someone else (their remaining ms)
+-- ARGV[3] fence retention in ms: how long a fence counter lives after its first acquisition
+-- returns the fence (>= 1) when acquired; when held by someone else, -1 - their remaining ms
+--   (so <= 0: -1 - PTTL, 0 for a key without expiry)
 --
--- The fence is max(previous + 1, server time in microseconds): strictly increasing while the
--- counter exists, and still increasing after it expired (or was lost in a restart/failover)
--- as long as the server clock did not step back by more than the retention.
-local token = ARGV[1]
-local ttl_ms = ARGV[2]
-local retention_ms = ARGV[3]
-if not redis.call('SET', KEYS[1], token, 'NX', 'PX', ttl_ms) then
-  return {0, redis.call('PTTL', KEYS[1])}
+-- One acquisition is SET NX PX and INCR. A counter that does not exist yet (first use, expired
+-- after its retention, or lost in a restart/failover) starts from the server's clock in
+-- microseconds, so fences still increase across counters as long as the clock did not step
+-- back and a name was acquired less than once per microsecond on average while its previous
+-- counter lived (a server runs far fewer scripts than that).
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return -1 - redis.call('PTTL', KEYS[1])
 end
-local now = redis.call('TIME')
-local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
-local previous = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local fence = math.max(previous + 1, now_us)
-redis.call('SET', KEYS[2], string.format('%.0f', fence), 'PX', retention_ms)
-return {1, fence}
+local fence = redis.call('INCR', KEYS[2])
+if fence == 1 then
+  local now = redis.call('TIME')
+  fence = now[1] * 1000000 + now[2]
+  redis.call('SET', KEYS[2], fence, 'PX', ARGV[3])
+end
+return fence

@@ -8,7 +8,7 @@
 --   'fw'   fixed window             limit, window (microseconds)
 --   'sl'   sliding log (sorted set) limit (<= 5,000), window (microseconds)
 --   'sw'   sliding window counter   limit, window (microseconds)
---   'tb'   token bucket             capacity, refill rate (tokens per microsecond)
+--   'tb'   token bucket             capacity, refill interval (microseconds per token)
 --   'gcra' generic cell rate        burst, emission interval (microseconds per unit)
 -- returns {now_us, all_allowed (1/0), then per limit: allowed (1/0), remaining,
 --   retry_after_us, reset_after_us}. After a consumed hit the numbers are those after it;
@@ -40,24 +40,37 @@ end
 --   rem_now, reset_now: the same without consuming; retry: wait before a refused hit can pass
 --   commit: a function writing the consumed state (called only when every limit allows)
 
+-- The state of each algorithm is the one its own lean script (ratelimit_<algorithm>.lua) keeps,
+-- so a limit may be hit alone and inside a MultiLimit on the same key.
+
 local function fixed_window(key, limit, window)
-  local index = math.floor(now / window)
-  local state = redis.call('HMGET', key, 'w', 'n')
-  local w = tonumber(state[1])
-  local used = 0
-  -- w > index: the server clock stepped back; stay in the stored window rather than reset
-  if w and w >= index then
-    index = w
-    used = tonumber(state[2]) or 0
+  -- a string counter per window, expiring at the window's end (see ratelimit_fixed_window.lua)
+  local used = tonumber(redis.call('GET', key))
+  local ttl = -1
+  if used then
+    ttl = redis.call('PTTL', key)
+  else
+    used = 0
   end
-  local reset = (index + 1) * window - now
+  local reset, ends
+  if ttl >= 0 then
+    reset = (ttl + 1) * 1000
+  else
+    -- a new window (or a counter that lost its expiry): it lasts to the window's end
+    local now_ms = math.floor(now / 1000)
+    local window_ms = window / 1000
+    ends = now_ms - now_ms % window_ms + window_ms
+    reset = (ends + 1) * 1000 - now
+  end
   local r = {ok = used + cost <= limit, rem_now = limit - used, reset_now = 0, retry = reset}
   if used > 0 then r.reset_now = reset end
   r.rem_after = limit - used - cost
   r.reset_after = reset
   r.commit = function()
-    redis.call('HSET', key, 'w', int(index), 'n', int(used + cost))
-    redis.call('PEXPIRE', key, ms_ceil(reset))
+    redis.call('INCRBY', key, cost)
+    if ends then
+      redis.call('PEXPIREAT', key, ends)
+    end
   end
   return r
 end
@@ -169,31 +182,6 @@ local function sliding_window(key, limit, window)
   return r
 end
 
-local function token_bucket(key, capacity, rate)
-  local state = redis.call('HMGET', key, 't', 'ts')
-  local tokens = capacity
-  if state[1] then
-    local elapsed = math.max(0, now - (tonumber(state[2]) or now))
-    tokens = math.min(capacity, tonumber(state[1]) + elapsed * rate)
-  end
-  local after = math.max(0, tokens - cost)
-  local r = {ok = tokens + EPSILON >= cost}
-  r.rem_now = math.floor(tokens + EPSILON)
-  r.rem_after = math.floor(after + EPSILON)
-  r.reset_now = (capacity - tokens) / rate
-  r.reset_after = (capacity - after) / rate
-  r.retry = 0
-  if not r.ok then
-    r.retry = (cost - tokens) / rate
-  end
-  r.commit = function()
-    redis.call('HSET', key, 't', string.format('%.17g', after), 'ts', int(now))
-    -- once full again the bucket equals a missing key, so it may expire then
-    redis.call('PEXPIRE', key, ms_ceil(r.reset_after))
-  end
-  return r
-end
-
 local function gcra(key, burst, interval)
   -- tat: theoretical arrival time; the bucket is empty when tat - now reaches the horizon.
   -- Everything is computed on the backlog (tat - now, at most the horizon), not on absolute
@@ -222,8 +210,8 @@ local function gcra(key, burst, interval)
   return r
 end
 
-local checks = {fw = fixed_window, sl = sliding_log, sw = sliding_window,
-  tb = token_bucket, gcra = gcra}
+-- a token bucket is GCRA with burst = capacity and one unit every 1 / refill rate
+local checks = {fw = fixed_window, sl = sliding_log, sw = sliding_window, tb = gcra, gcra = gcra}
 
 local results = {}
 local all_ok = true

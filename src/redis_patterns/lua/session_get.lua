@@ -2,31 +2,50 @@
 -- ARGV[1] idle_ms: the store's sliding idle lifetime to grant from now (unless the session has
 --         its own in field ':i')
 -- returns nil when the session does not exist (expired, destroyed or never created); else
---   {now_ms, ttl_ms, {field, value, ...}}: server time, the lifetime just set (the idle
---   lifetime, capped by what is left before the absolute expiry ':a' and the session's own
---   deadline ':d') and the whole hash, metadata fields (':'-prefixed) included
+--   {field, value, ..., now_ms, ttl_ms}: the whole hash, metadata fields (':'-prefixed)
+--   included, then the server time and the lifetime just set (the idle lifetime, capped by
+--   what is left before the absolute expiry ':a' and the session's own deadline ':d')
+-- One read is HGETALL, TIME and PEXPIRE; the metadata comes from the HGETALL reply (a large
+-- session asks HMGET for it instead of looking through every field).
 local idle_ms = tonumber(ARGV[1])
 local fields = redis.call('HGETALL', KEYS[1])
-if #fields == 0 then
+local n = #fields
+if n == 0 then
   return nil
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local meta = redis.call('HMGET', KEYS[1], ':i', ':a', ':d')
-local ttl = tonumber(meta[1]) or idle_ms
-for i = 2, 3 do
-  if meta[i] then
-    local left = tonumber(meta[i]) - now
-    if left <= 0 then
-      -- the key's own TTL never outlives ':a' or ':d', so this is only reached within the
-      -- same ms
-      redis.call('DEL', KEYS[1])
-      return nil
-    end
-    if left < ttl then
-      ttl = left
+local own_idle, absolute, deadline
+if n <= 32 then
+  for i = 1, n, 2 do
+    local name = fields[i]
+    if string.byte(name, 1) == 58 then -- ':'
+      if name == ':i' then
+        own_idle = fields[i + 1]
+      elseif name == ':a' then
+        absolute = fields[i + 1]
+      elseif name == ':d' then
+        deadline = fields[i + 1]
+      end
     end
   end
+else
+  local meta = redis.call('HMGET', KEYS[1], ':i', ':a', ':d')
+  own_idle, absolute, deadline = meta[1], meta[2], meta[3]
 end
-redis.call('PEXPIRE', KEYS[1], string.format('%.0f', ttl))
-return {string.format('%.0f', now), string.format('%.0f', ttl), fields}
+local ttl = tonumber(own_idle) or idle_ms
+local clock = redis.call('TIME')
+local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+if absolute and absolute - now < ttl then
+  ttl = absolute - now
+end
+if deadline and deadline - now < ttl then
+  ttl = deadline - now
+end
+if ttl <= 0 then
+  -- the key's own TTL never outlives ':a' or ':d', so this is only reached within the same ms
+  redis.call('DEL', KEYS[1])
+  return nil
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+fields[n + 1] = now
+fields[n + 2] = ttl
+return fields
