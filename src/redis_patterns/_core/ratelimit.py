@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .._errors import ConfigurationError, ConfigurationTypeError, RateLimitedError
 from .._keys import check_name, key_parts
 from .._plan import ArgT, Command, Eval, Plan
-from .._script import Script, package_script
+from .._script import LuaScript, package_script
 from .._validate import MAX_DURATION_MS, check_int, check_number, duration_ms
 
 __all__ = [
@@ -114,7 +114,7 @@ class LimiterCore:
     name: str | None
     params: tuple[str, str]  # the general script's two parameters of this limit
     lean_args: tuple[bytes, ...]  # the lean script's parameters (after the cost)
-    script: Script  # the lean script
+    script: LuaScript  # the lean script
     suffix: str
     window: float  # seconds in which an exhausted limit is whole again
 
