@@ -951,9 +951,11 @@ class CacheCore:
                     elif status == _EARLY:
                         self.stats["early_refreshes"] += 1
                     return value, bool(took)
-                # A foreign or corrupt entry: replace it (no lock was taken: it looked like a hit).
+                # A foreign or corrupt entry: replace it. A fresh one looked like a hit, so no
+                # lock was taken: store it as a plain set does (a loader's store needs its lock).
                 self.stats["misses"] += 1
-                return (yield from self._load(entry, loader, ttl, token, _text(written))), False
+                replace = token if took else ""
+                return (yield from self._load(entry, loader, ttl, replace, _text(written))), False
             if took:
                 self.stats["misses"] += 1
                 return (yield from self._load(entry, loader, ttl, token, _text(written))), False
