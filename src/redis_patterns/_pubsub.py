@@ -71,6 +71,7 @@ class PubSubTransport:
         (self._client,) = _as_tuple(client, (redis.Redis, redis.cluster.RedisCluster), "a sync")
         self._links: dict[str, Any] = {}
         self._rotation = 0
+        self._opened = False
 
     @property
     def is_open(self) -> bool:
@@ -112,7 +113,13 @@ class PubSubTransport:
     ) -> None:
         """(Re)open the link(s) and subscribe to everything given."""
         self.close()
+        shards = list(shards)
         try:
+            if shards and self._opened and isinstance(self._client, redis.cluster.RedisCluster):
+                # A reopen follows a failure, often a failover or a moved slot: learn where
+                # the shard channels' slots live now (the client's map is not told).
+                self._client.nodes_manager.initialize()
+            self._opened = True
             self.subscribe(channels, patterns, shards)
             if not self._links:
                 self._main().ping()  # nothing to subscribe yet: still prove the link works
@@ -198,6 +205,7 @@ class AsyncPubSubTransport:
         )
         self._links: dict[str, Any] = {}
         self._rotation = 0
+        self._opened = False
 
     @property
     def is_open(self) -> bool:
@@ -247,7 +255,12 @@ class AsyncPubSubTransport:
         self, channels: Iterable[bytes], patterns: Iterable[bytes], shards: Iterable[bytes]
     ) -> None:
         await self.close()
+        shards = list(shards)
         try:
+            cluster = await self._cluster() if shards else None
+            if cluster is not None and self._opened:
+                await cluster.nodes_manager.initialize()  # see PubSubTransport.open
+            self._opened = True
             await self.subscribe(channels, patterns, shards)
             if not self._links:
                 await (await self._main()).ping()
