@@ -9,6 +9,7 @@
     ├── BackendError                           the server or the connection failed
     │   ├── BackendUnavailableError (also ConnectionError)   unreachable, or the server cannot
     │   │                                      run commands now (LOADING, CLUSTERDOWN, TRYAGAIN)
+    │   │                                      or take writes (READONLY, NOREPLICAS)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
     │   │   └── ServerBusyError                another client's script is running too long (BUSY)
@@ -101,7 +102,11 @@ class BackendError(RedisPatternsError):
 class BackendUnavailableError(BackendError, ConnectionError):
     """The server could not be reached or the connection broke, or the server refused to run
     the command right now: ``LOADING`` (it is loading its dataset), ``CLUSTERDOWN`` (the cluster
-    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating)."""
+    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating), ``UNBLOCKED``
+    (a blocking read ended before reading, e.g. its stream moved), a cluster that kept
+    redirecting it; or refused a write: ``READONLY`` (a replica, e.g. a primary demoted by a
+    failover), ``NOREPLICAS`` (fewer good replicas than ``min-replicas-to-write``). For these
+    refusals nothing ran; for a broken connection the outcome may be unknown."""
 
 
 class BackendTimeoutError(BackendError, TimeoutError):

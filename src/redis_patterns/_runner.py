@@ -98,7 +98,15 @@ _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster
 # MasterDownError, TryAgainError) and strips the code from the text; the prefix check catches
 # the same reply where it arrives as plain text (a pipeline, a script's error, an old client).
 _NOT_NOW = (rex.BusyLoadingError, rex.ClusterDownError, rex.TryAgainError)
-_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ")
+# UNBLOCKED: a blocking read was ended before it read anything (its stream key migrated to
+# another node, or CLIENT UNBLOCK ... ERROR).
+_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ", "UNBLOCKED ")
+# Replies meaning "this server will not take writes now; nothing was written": READONLY (it is
+# a replica: a failover demoted it while this client still talked to it) and NOREPLICAS (a
+# primary with fewer good replicas than min-replicas-to-write, e.g. its replicas just left it for
+# a promoted one). In a script the first write fails, so none of the script's writes happened.
+_NO_WRITES_CODES = ("READONLY ", "NOREPLICAS ")
+_PIPELINE_PREFIX = " of pipeline caused error: "
 # The cluster client's own "no node serves this slot" and "no node answered" (it raises these
 # as RedisClusterException, which does not derive from RedisError).
 _UNSERVED = ("not covered", "cannot be connected")
@@ -113,11 +121,20 @@ def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseExc
     """
     if isinstance(exc, RedisPatternsError) or not isinstance(exc, REDIS_ERRORS):
         return exc
-    text = str(exc)
+    # redis-py prefixes an error inside a transaction with "Command # n (...) of pipeline caused
+    # error: "; the server's reply code follows it.
+    text = str(exc).split(_PIPELINE_PREFIX, 1)[-1]
     if isinstance(exc, rex.TimeoutError):
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
     if isinstance(exc, _NOT_NOW) or text.startswith(_NOT_NOW_CODES):
         return BackendUnavailableError(f"the server cannot run commands now: {text}")
+    if isinstance(exc, rex.ReadOnlyError) or text.startswith(_NO_WRITES_CODES):
+        return BackendUnavailableError(
+            f"the server refused the write, nothing was written (a replica, or a primary "
+            f"without enough replicas; after a failover, reconnect to the new primary): {text}"
+        )
+    if isinstance(exc, rex.ClusterError):  # "TTL exhausted": every attempt was redirected
+        return BackendUnavailableError(f"the cluster kept redirecting the command: {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
     if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
