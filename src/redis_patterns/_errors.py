@@ -13,6 +13,8 @@
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
     │   │   └── ServerBusyError                another client's script is running too long (BUSY)
+    │   ├── NotReplicatedError                 written on the primary, but too few replicas
+    │   │                                      confirmed it in time (``wait_replicas``)
     │   ├── PermissionDeniedError (also PermissionError)   the ACL user may not do this (NOPERM)
     │   └── CrossSlotError                     keys of one operation live in different slots
     ├── LockError
@@ -47,6 +49,7 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "NotReplicatedError",
     "PeriodExpiredError",
     "PermissionDeniedError",
     "QueueError",
@@ -123,6 +126,21 @@ class ServerBusyError(ScriptError):
     Nothing was executed for this call; it can be retried once that script ends or is stopped
     with ``SCRIPT KILL`` (or ``FUNCTION KILL``).
     """
+
+
+class NotReplicatedError(BackendError):
+    """A write asked to wait for replicas (``wait_replicas``) was applied on the primary, but
+    fewer replicas than asked confirmed it within the timeout.
+
+    The write is on the primary and will normally reach the replicas; but a failover now could
+    promote one that never got it, and the write would be gone. ``confirmed`` and ``wanted``
+    are the counts. Retrying is safe where the write is idempotent.
+    """
+
+    def __init__(self, message: str, *, confirmed: int, wanted: int) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.wanted = wanted
 
 
 class PermissionDeniedError(BackendError, PermissionError):

@@ -52,6 +52,7 @@ from ._plan import (
     Now,
     Pipeline,
     Plan,
+    Replicated,
     Sleep,
     Transaction,
     TransactionAttempt,
@@ -421,7 +422,19 @@ class SyncRunner:
             return result
         if isinstance(effect, Pipeline):
             return self._pipeline(effect)
+        if isinstance(effect, Replicated):
+            return self._replicated(effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    def _replicated(self, effect: Replicated) -> tuple[Any, int]:
+        client: Any = self.clients[0]
+        wait, items = _wait_args(effect), (effect.write, Command(_wait_args(effect)))
+        first = [_pipeline_args(effect.write, sha=True), wait]
+        replies = _run_sync_pipeline(client, first, items)
+        if isinstance(replies[0], NoScriptError):  # WAIT must follow the write that ran
+            again = [_pipeline_args(effect.write, sha=False), wait]
+            replies = _run_sync_pipeline(client, again, items)
+        return _replicated_result(effect, replies)
 
     def _transaction(self, effect: Transaction) -> TransactionAttempt:
         client: Any = self.clients[effect.node or 0]
@@ -658,7 +671,19 @@ class AsyncRunner:
             return result
         if isinstance(effect, Pipeline):
             return await self._pipeline(effect)
+        if isinstance(effect, Replicated):
+            return await self._replicated(effect)
         raise TypeError(f"unknown effect {effect!r}")
+
+    async def _replicated(self, effect: Replicated) -> tuple[Any, int]:
+        client: Any = self.clients[0]
+        wait, items = _wait_args(effect), (effect.write, Command(_wait_args(effect)))
+        first = [_pipeline_args(effect.write, sha=True), wait]
+        replies = await _run_async_pipeline(client, first, items)
+        if isinstance(replies[0], NoScriptError):
+            again = [_pipeline_args(effect.write, sha=False), wait]
+            replies = await _run_async_pipeline(client, again, items)
+        return _replicated_result(effect, replies)
 
     async def _transaction(self, effect: Transaction) -> TransactionAttempt:
         client: Any = self.clients[effect.node or 0]
@@ -749,6 +774,19 @@ def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
     if sha:
         return ("EVALSHA", effect.script.sha, *_eval_args(effect))
     return ("EVAL", effect.script.source, *_eval_args(effect))
+
+
+def _wait_args(effect: Replicated) -> tuple[Any, ...]:
+    return ("WAIT", effect.replicas, effect.timeout_ms)
+
+
+def _replicated_result(effect: Replicated, replies: list[Any]) -> tuple[Any, int]:
+    reply, acked = replies
+    for item, result in ((effect.write, reply), (Command(_wait_args(effect)), acked)):
+        mapped = _map_item(item, result)
+        if isinstance(mapped, BaseException):
+            raise mapped
+    return reply, int(acked)
 
 
 def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
 from .reconnect import TRANSIENT, reconnect_backoff
+from .replication import replicated
 
 __all__ = [
     "BUCKETS",
@@ -1417,8 +1418,10 @@ class WriteBehindCore:
         max_attempts: int,
         group: str,
         asynchronous: bool,
+        wait_replicas: int = 0,
     ) -> None:
         check_callable(flush, "flush", asynchronous=asynchronous)
+        self.wait_replicas = wait_replicas  # checked against the client's kind by the facade
         self.cache = cache
         self.flush = flush
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -1447,7 +1450,7 @@ class WriteBehindCore:
         self.cache.on_invalidate(entry)
         try:
             if not cluster:
-                reply = yield package_script("cache_wb_write").eval(
+                script = package_script("cache_wb_write").eval(
                     (entry, cache.lock_key(entry), self.stream, cache.gen_key(entry)),
                     (
                         cache.serializer.name,
@@ -1460,6 +1463,7 @@ class WriteBehindCore:
                         raw_key,
                     ),
                 )
+                reply = yield from replicated(script, self.wait_replicas, "the queued write")
             else:
                 # The entry and the stream live in different slots: record the write durably
                 # first, then update the cache (a crash in between loses no write).
