@@ -61,6 +61,7 @@ from ._errors import (
 )
 from ._functions import FunctionLibrary
 from ._script import Script
+from ._sentinel import sentinel_client
 from ._serializers import Serializer
 from ._server import EmbeddedCluster, EmbeddedServer, connect
 from ._sync.bounded_counter import BoundedCounter
@@ -178,6 +179,7 @@ __all__ = [
     "__version__",
     "async_transaction",
     "connect",
+    "sentinel_client",
     "stop_on_signals",
     "transaction",
 ]
