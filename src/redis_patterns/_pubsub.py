@@ -32,7 +32,7 @@ from redis.exceptions import RedisError
 from redis.retry import Retry
 
 from ._errors import BackendUnavailableError
-from ._runner import AsyncClient, SyncClient, _as_tuple, map_backend_error
+from ._runner import AsyncClient, SyncClient, _as_tuple, map_backend_error, node_in_turn
 
 __all__ = ["AsyncPubSubTransport", "RawMessage", "PubSubTransport"]
 
@@ -45,12 +45,6 @@ def _error(exc: BaseException) -> BaseException:
     if isinstance(exc, RedisError):
         return map_backend_error(exc)
     return BackendUnavailableError(f"pub/sub link broken: {exc!r}")
-
-
-def _main_node(default: Any, primaries: list[Any], rotation: int) -> Any:
-    """The node for a cluster's main link: the default node, then each other primary in turn."""
-    order = [default, *(node for node in primaries if node != default)]
-    return order[rotation % len(order)]
 
 
 def _link_kwargs(kwargs: dict[str, Any], retry: Any) -> dict[str, Any]:
@@ -94,7 +88,8 @@ class PubSubTransport:
             node = None
             if isinstance(self._client, redis.cluster.RedisCluster):
                 client = self._client
-                node = _main_node(client.get_default_node(), client.get_primaries(), self._rotation)
+                default, primaries = client.get_default_node(), client.get_primaries()
+                node = node_in_turn(default, primaries, self._rotation)
                 self._rotation += 1  # the next reopen tries another node
             link = self._links[_MAIN] = self._new_link(node)
         return link
@@ -234,7 +229,7 @@ class AsyncPubSubTransport:
             node = None
             cluster = await self._cluster()
             if cluster is not None:
-                node = _main_node(
+                node = node_in_turn(
                     cluster.get_default_node(), cluster.get_primaries(), self._rotation
                 )
                 self._rotation += 1

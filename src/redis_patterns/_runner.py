@@ -71,6 +71,7 @@ __all__ = [
     "TransactionFunction",
     "client_features",
     "map_backend_error",
+    "node_in_turn",
     "node_address",
     "require_bytes_replies",
     "runner_for",
@@ -869,17 +870,26 @@ class _ListenerBase:
             self._on_message(data if isinstance(data, bytes) else str(data).encode())
 
 
-def _node_client_sync(client: Any) -> Any:
+def node_in_turn(default: Any, primaries: list[Any], failures: int) -> Any:
+    """The cluster node to listen on after ``failures`` failed attempts: the default node
+    first, then each other primary in turn, so a listener whose node died moves to one that
+    serves (a near cache's listener, a subscriber's main link)."""
+    order = [default, *(node for node in primaries if node != default)]
+    return order[failures % len(order)]
+
+
+def _node_client_sync(client: Any, failures: int = 0) -> Any:
     if isinstance(client, redis.cluster.RedisCluster):
         # A plain PUBLISH reaches every node of a cluster, so any one node will do.
-        return client.get_default_node().redis_connection
+        node = node_in_turn(client.get_default_node(), client.get_primaries(), failures)
+        return node.redis_connection
     return client
 
 
-async def _node_client_async(client: Any) -> Any:
+async def _node_client_async(client: Any, failures: int = 0) -> Any:
     if isinstance(client, redis.asyncio.cluster.RedisCluster):
         await client.initialize()  # a new cluster client learns its nodes on first use
-        node = client.get_default_node()
+        node = node_in_turn(client.get_default_node(), client.get_primaries(), failures)
         pool = redis.asyncio.ConnectionPool(
             connection_class=node.connection_class, **node.connection_kwargs
         )
@@ -903,6 +913,8 @@ class SyncListener(_ListenerBase):
         on_state: Callable[[bool], None],
     ) -> None:
         super().__init__(channel, on_message, on_state)
+        self._source = client
+        self._failures = 0
         self._client = _node_client_sync(client)
         self._thread = threading.Thread(target=self._run, daemon=True, name="redis-patterns-listen")
         self._thread.start()
@@ -924,6 +936,9 @@ class SyncListener(_ListenerBase):
                 self._lost(exc)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)
+                self._failures += 1
+                with contextlib.suppress(*REDIS_ERRORS):  # on a cluster, try the next node
+                    self._client = _node_client_sync(self._source, self._failures)
             finally:
                 with contextlib.suppress(Exception):
                     pubsub.close()
@@ -953,6 +968,7 @@ class AsyncListener(_ListenerBase):
         self._owned = isinstance(client, redis.asyncio.cluster.RedisCluster)
         self._source = client
         self._client: Any = None
+        self._failures = 0
         self._loop = asyncio.get_running_loop()
         self._task = asyncio.ensure_future(self._run())
 
@@ -975,7 +991,7 @@ class AsyncListener(_ListenerBase):
                 pubsub = None
                 try:
                     if self._client is None:
-                        self._client = await _node_client_async(self._source)
+                        self._client = await _node_client_async(self._source, self._failures)
                     pubsub = self._client.pubsub()
                     await pubsub.subscribe(self.channel)
                     while not self._closed:
@@ -989,6 +1005,11 @@ class AsyncListener(_ListenerBase):
                     self._lost(exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
+                    self._failures += 1
+                    if self._owned and self._client is not None:  # on a cluster: the next node
+                        with contextlib.suppress(Exception):
+                            await self._client.aclose()
+                        self._client = None
                 finally:
                     if pubsub is not None:
                         with contextlib.suppress(Exception):
