@@ -197,6 +197,42 @@ def _no_silent_reconnect(pipe: Any) -> None:
         retry.update_retries(0)
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, WatchError):
+        return not str(exc).startswith(_CONFLICTS)  # "A ConnectionError occurred while watching"
+    return isinstance(exc, RedisConnectionError | RedisTimeoutError)
+
+
+def _forget_watch(pipe: Any) -> None:
+    """After its connection failed, let a pipeline go without UNWATCH.
+
+    redis-py's reset sends UNWATCH when it thinks it is still watching, on the same connection
+    object, which reconnects to its old address: a Sentinel-managed connection then bypasses
+    the Sentinels and, after a failover, settles on the demoted primary for good (every later
+    transaction failed at EXEC with READONLY). A closed connection watches nothing anyway.
+    """
+    connection = getattr(pipe, "connection", None)  # standalone pipelines only
+    if connection is not None:
+        pipe.watching = False
+        connection.disconnect()
+
+
+def _unwatch_with_exec(pipe: Any) -> None:
+    """EXEC ends the WATCH on the server, and a failed connection watches nothing: tell the
+    pipeline so, or its reset after a failed EXEC sends UNWATCH (see `_forget_watch`). A
+    conflict is still reported (EXEC's nil reply), and so is a lost connection."""
+    if getattr(pipe, "connection", None) is not None:
+        pipe.watching = False
+
+
+async def _aforget_watch(pipe: Any) -> None:
+    """`_forget_watch` for asyncio pipelines."""
+    connection = getattr(pipe, "connection", None)
+    if connection is not None:
+        pipe.watching = False
+        await connection.disconnect()
+
+
 # After these a cluster client's map may name a node that is gone or no longer owns the slot.
 _STALE_MAP = (
     RedisConnectionError,
@@ -443,20 +479,28 @@ class SyncRunner:
         phase = "watch"
         try:
             with client.pipeline(transaction=True) as pipe:
-                _no_silent_reconnect(pipe)
-                if effect.watch:
-                    pipe.watch(*effect.watch)
-                phase = "fn"
-                value = effect.fn(pipe)
-                if inspect.isawaitable(value):
-                    close = getattr(value, "close", None)
-                    if close is not None:
-                        close()  # don't leave a never-awaited coroutine behind
-                    raise TypeError("fn returned an awaitable: use async_transaction for async fn")
-                if not _in_multi(pipe):
-                    return TransactionAttempt(True, value, None)
-                phase = "exec"
-                return TransactionAttempt(True, value, list(pipe.execute()))
+                try:
+                    _no_silent_reconnect(pipe)
+                    if effect.watch:
+                        pipe.watch(*effect.watch)
+                    phase = "fn"
+                    value = effect.fn(pipe)
+                    if inspect.isawaitable(value):
+                        close = getattr(value, "close", None)
+                        if close is not None:
+                            close()  # don't leave a never-awaited coroutine behind
+                        raise TypeError(
+                            "fn returned an awaitable: use async_transaction for async fn"
+                        )
+                    if not _in_multi(pipe):
+                        return TransactionAttempt(True, value, None)
+                    phase = "exec"
+                    _unwatch_with_exec(pipe)
+                    return TransactionAttempt(True, value, list(pipe.execute()))
+                except REDIS_ERRORS as exc:
+                    if _connection_lost(exc):
+                        _forget_watch(pipe)
+                    raise
         except REDIS_ERRORS as exc:
             refresh = _cluster_refresh(client, exc, effect.watch)
             if refresh is not None:
@@ -692,17 +736,23 @@ class AsyncRunner:
         phase = "watch"
         try:
             async with client.pipeline(transaction=True) as pipe:
-                _no_silent_reconnect(pipe)
-                if effect.watch:
-                    await pipe.watch(*effect.watch)
-                phase = "fn"
-                value = effect.fn(pipe)
-                if inspect.isawaitable(value):
-                    value = await value
-                if not _in_multi(pipe):
-                    return TransactionAttempt(True, value, None)
-                phase = "exec"
-                return TransactionAttempt(True, value, list(await pipe.execute()))
+                try:
+                    _no_silent_reconnect(pipe)
+                    if effect.watch:
+                        await pipe.watch(*effect.watch)
+                    phase = "fn"
+                    value = effect.fn(pipe)
+                    if inspect.isawaitable(value):
+                        value = await value
+                    if not _in_multi(pipe):
+                        return TransactionAttempt(True, value, None)
+                    phase = "exec"
+                    _unwatch_with_exec(pipe)
+                    return TransactionAttempt(True, value, list(await pipe.execute()))
+                except REDIS_ERRORS as exc:
+                    if _connection_lost(exc):
+                        await _aforget_watch(pipe)
+                    raise
         except REDIS_ERRORS as exc:
             refresh = _cluster_refresh(client, exc, effect.watch)
             if refresh is not None:

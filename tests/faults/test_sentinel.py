@@ -15,12 +15,14 @@ from redis.retry import Retry
 
 from redis_patterns import (
     AsyncBoundedCounter,
+    BackendError,
     BoundedCounter,
     Cache,
     ConfigurationError,
     Gap,
     Subscriber,
     sentinel_client,
+    transaction,
 )
 from redis_patterns.testing import SentinelTopology
 
@@ -241,4 +243,34 @@ def test_a_near_cache_over_sentinel_client_follows_the_primary(sentinel: Sentine
             writer.set("k", 2)  # once its listener is back on the new primary, it hears this
             time.sleep(0.05)
     near.close()
+    client.close()
+
+
+@pytest.mark.parametrize("sentinel", ["valkey"], indirect=True)
+def test_transactions_recover_once_the_old_primary_is_demoted(sentinel: SentinelTopology) -> None:
+    """With redis-py's own Sentinel client: the first EXEC on the demoted primary fails
+    (READONLY), and the next transaction runs on the new primary. redis-py's pipeline reset
+    used to reconnect that connection to the old address (UNWATCH), bypassing the Sentinels:
+    every later transaction failed at EXEC, for good."""
+    client = sentinel.client().master_for(
+        sentinel.service, socket_timeout=5, retry=Retry(NoBackoff(), 0)
+    )
+
+    def body(pipe: Any) -> None:
+        pipe.get("tx")
+        pipe.multi()
+        pipe.incr("tx")
+
+    transaction(client, body, "tx")  # a pooled connection to the primary
+    promotion = sentinel.failover_promotion()
+    with promotion.old.client() as old:  # what Sentinel does 8-10 s later, now
+        old.execute_command("REPLICAOF", "127.0.0.1", promotion.new.port)
+    failures = 0
+    for _ in range(5):
+        try:
+            transaction(client, body, "tx")
+        except BackendError:
+            failures += 1
+    assert failures <= 1  # the one EXEC refused by the demoted primary
+    assert _counter_on(promotion.new, "tx") == 1 + 5 - failures
     client.close()
