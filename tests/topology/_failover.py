@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import redis
 import redis.cluster
 import redis.sentinel
@@ -221,6 +222,7 @@ class Run:
     finals: dict[str, Any] = field(default_factory=dict)
     stopped_at: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    synced_at: float = 0.0  # everything acknowledged before this was on every replica
 
     def events(self, workload: str, op: str | None = None) -> list[Event]:
         """The events of ``workload`` (and of its ``op``), ordered by invocation."""
@@ -338,12 +340,21 @@ def _load(path: Path) -> list[Event]:
     return History.load(path).events if path.exists() else []
 
 
+def _peek(path: Path) -> list[Event]:
+    """The events recorded so far, while workers still append: a line being written may be
+    seen half-written, so only complete lines count."""
+    if not path.exists():
+        return []
+    *complete, _ = path.read_bytes().split(b"\n")
+    return [Event(*orjson.loads(line)) for line in complete if line.strip()]
+
+
 def _wait_progress(
     path: Path, workloads: list[Workload], since: float, need: int, what: str, futures: list[Any]
 ) -> None:
     deadline = time.monotonic() + BOUND
     while True:
-        counts = _progress(_load(path), workloads, since)
+        counts = _progress(_peek(path), workloads, since)
         if all(n >= need for n in counts.values()):
             return
         for future in futures:
@@ -353,6 +364,32 @@ def _wait_progress(
             slow = {n: c for n, c in counts.items() if c < need}
             raise AssertionError(f"no progress {what}: {slow}")
         time.sleep(0.05)
+
+
+def _marker_key() -> str:
+    return slot_name("replicated", lambda n: [n])
+
+
+def replicated_before(scenario: Scenario, topo: Any) -> float:
+    """A time before which everything the primary about to fail acknowledged is on all of its
+    replicas: a marker written there and confirmed by ``WAIT`` (replication is one ordered
+    stream, so the replicas have every write the primary applied before the marker).
+
+    A replica lags behind its primary (on a loaded 2-core machine, by hundreds of ms at times),
+    so no fixed margin before a fault bounds what the fault can lose; this does. 0.0 (anything
+    may be lost) if the replicas did not confirm within 5 s.
+    """
+    if scenario.topology == "cluster":
+        primary, key = topo.master_of(SLOTS[0]), _marker_key()
+        replicas = len(topo.replicas_of(primary))
+    else:
+        primary, key = topo.current_primary(), "replicated"
+        replicas = len(topo.replicas)
+    at = monotonic()
+    with primary.client(socket_timeout=10.0) as client:
+        client.set(key, "x")
+        confirmed = int(client.execute_command("WAIT", replicas, 5000))
+    return at if confirmed >= replicas else 0.0
 
 
 def inject(scenario: Scenario, topo: Any) -> tuple[float, Promotion | None]:
@@ -424,6 +461,7 @@ def run_scenario(
         try:
             _wait_progress(path, workloads, 0.0, warm, "before the fault", futures)
             timings["warm-up"] = time.monotonic() - started
+            synced_at = replicated_before(scenario, topo) if scenario.fault != "move" else 0.0
             fault_at, promotion = inject(scenario, topo)
             if soak and scenario.graceful_sentinel:
                 topo.wait_following()
@@ -440,7 +478,14 @@ def run_scenario(
         timings["stopped"] = time.monotonic() - started
         assert not crashes, "\n".join(crashes)
         run = Run(
-            scenario, _load(path), fault_at, settled_at, promotion, names, stopped_at=stopped_at
+            scenario,
+            _load(path),
+            fault_at,
+            settled_at,
+            promotion,
+            names,
+            stopped_at=stopped_at,
+            synced_at=synced_at,
         )
         final = authoritative(scenario, topo)
         try:
@@ -464,24 +509,26 @@ def lost_bound(run: Run, events: Iterable[Event]) -> tuple[float, float]:
     """When acknowledged writes may be lost in this scenario: ``(from, until)``.
 
     Exact (nothing may be lost) for a graceful cluster failover and a slot move: the window is
-    empty. A SIGKILL loses at most what the dead primary acknowledged but had not yet sent to
-    its replica: a few ms before the kill. A graceful Sentinel failover with pooled clients
-    loses what the old primary acknowledged from the promotion until it is demoted (after the
-    run): everything after the fault.
+    empty. Otherwise it opens when the replicas last had everything (`replicated_before`, just
+    before the fault). A SIGKILL loses at most what the dead primary acknowledged but had not
+    yet sent to its replicas: the window closes at the kill (plus replies already on their
+    way). A graceful Sentinel failover with ordinary clients loses what the old primary
+    acknowledged until it is demoted (after the run); with sentinel_client, until the Sentinels
+    named the new primary, plus its recheck.
     """
     s = run.scenario
     if s.topology == "cluster" and s.fault in ("failover", "move"):
         return (0.0, 0.0)
     if s.fault == "kill":
-        return (run.fault_at - KILL_MARGIN, run.fault_at)
+        return (run.synced_at, run.fault_at + IN_FLIGHT)
     if s.mitigated and run.promotion is not None:
         # sentinel_client moves once a Sentinel names the new primary, within its recheck:
         # nothing the old primary acknowledged after that is lost.
-        return (run.fault_at, run.fault_at + run.promotion.promoted_after + FOLLOW_MARGIN)
-    return (run.fault_at, run.stopped_at)
+        return (run.synced_at, run.fault_at + run.promotion.promoted_after + FOLLOW_MARGIN)
+    return (run.synced_at, run.stopped_at)
 
 
-KILL_MARGIN = 0.05  # s before a SIGKILL in which an acknowledged write may not have replicated
+IN_FLIGHT = 0.05  # s after a SIGKILL in which a reply the dead server sent may still be read
 FOLLOW_MARGIN = 1.5  # s: sentinel_client's recheck (0.5 s) and a thread's scheduling under load
 
 
