@@ -1,4 +1,4 @@
-"""``wait_replicas`` on SessionStore and WriteBehind: WAIT pipelined with the write's script.
+"""``wait_replicas`` on Lock, SessionStore and WriteBehind: WAIT pipelined with the script.
 
 With the option on, a created or destroyed session, and a queued write-behind entry, are
 acknowledged only once a replica confirmed them; the WAIT rides in the same round trip as the
@@ -19,6 +19,7 @@ from redis_patterns import (
     ConfigurationError,
     EmbeddedCluster,
     EmbeddedServer,
+    Lock,
     NotReplicatedError,
     SessionStore,
     WriteBehind,
@@ -77,6 +78,27 @@ def test_write_behind_waits_in_the_same_round_trip(
 
     names = _one_round_trip(primary, write)
     assert names == ["EVALSHA", "WAIT"]
+
+
+def test_lock_waits_in_the_same_round_trip(pair: tuple[EmbeddedServer, EmbeddedServer]) -> None:
+    primary, _ = pair
+
+    def take(client: Any) -> None:
+        lock = Lock(client, "w", ttl=3, wait_replicas=1)
+        assert lock.acquire(blocking=False)
+        lock.release()
+
+    with FaultProxy(primary) as proxy:
+        client = connect(proxy.url)
+        take(client)
+        lock = Lock(client, "w", ttl=3, wait_replicas=1)
+        before = proxy.stats.forwarded_requests
+        with CommandCounter([("127.0.0.1", primary.port or 0)]) as seen:
+            assert lock.acquire(blocking=False)
+        assert proxy.stats.forwarded_requests - before == 1  # one round trip
+        assert seen.names == ["EVALSHA", "WAIT"]
+        lock.release()
+        client.close()
 
 
 def test_without_the_option_there_is_no_wait(pair: tuple[EmbeddedServer, EmbeddedServer]) -> None:
@@ -138,6 +160,8 @@ def test_a_cluster_client_is_refused_before_io(cluster: EmbeddedCluster) -> None
         SessionStore(client, "w", wait_replicas=1)
     with pytest.raises(ConfigurationError, match="standalone or Sentinel"):
         WriteBehind(Cache(client, "wb"), lambda b: None, wait_replicas=1)
+    with pytest.raises(ConfigurationError, match="standalone or Sentinel"):
+        Lock(client, "w", wait_replicas=1)
     with pytest.raises(ConfigurationError):
         SessionStore(client, "w", wait_replicas=-1)
     client.close()
