@@ -50,6 +50,7 @@ from ._errors import (
     LockError,
     LockNotOwnedError,
     LockTimeoutError,
+    NotReplicatedError,
     PeriodExpiredError,
     PermissionDeniedError,
     QueueError,
@@ -62,6 +63,7 @@ from ._errors import (
     TransactionConflictError,
 )
 from ._scripting import FunctionLibrary, Script
+from ._sentinel import sentinel_client
 from ._serializers import Serializer
 from ._sync.bounded_counter import BoundedCounter
 from ._sync.cache import Cache, CachedFunction
@@ -137,6 +139,7 @@ __all__ = [
     "LockTimeoutError",
     "Message",
     "MultiLimit",
+    "NotReplicatedError",
     "Page",
     "PendingEntry",
     "PendingSummary",
@@ -179,6 +182,7 @@ __all__ = [
     "__version__",
     "async_transaction",
     "connect",
+    "sentinel_client",
     "stop_on_signals",
     "transaction",
 ]

@@ -9,9 +9,12 @@
     ├── BackendError                           the server or the connection failed
     │   ├── BackendUnavailableError (also ConnectionError)   unreachable, or the server cannot
     │   │                                      run commands now (LOADING, CLUSTERDOWN, TRYAGAIN)
+    │   │                                      or take writes (READONLY, NOREPLICAS)
     │   ├── BackendTimeoutError (also TimeoutError)   outcome unknown
     │   ├── ScriptError                        a script raised, or the server refused it
     │   │   └── ServerBusyError                another client's script is running too long (BUSY)
+    │   ├── NotReplicatedError                 written on the primary, but too few replicas
+    │   │                                      confirmed it in time (``wait_replicas``)
     │   ├── PermissionDeniedError (also PermissionError)   the ACL user may not do this (NOPERM)
     │   └── CrossSlotError                     keys of one operation live in different slots
     ├── LockError
@@ -51,6 +54,7 @@ __all__ = [
     "LockError",
     "LockNotOwnedError",
     "LockTimeoutError",
+    "NotReplicatedError",
     "PeriodExpiredError",
     "PermissionDeniedError",
     "QueueError",
@@ -108,7 +112,11 @@ class BackendError(RedisPatternsError):
 class BackendUnavailableError(BackendError, ConnectionError):
     """The server could not be reached or the connection broke, or the server refused to run
     the command right now: ``LOADING`` (it is loading its dataset), ``CLUSTERDOWN`` (the cluster
-    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating)."""
+    does not serve the slot), ``MASTERDOWN``, ``TRYAGAIN`` (a slot is migrating), ``UNBLOCKED``
+    (a blocking read ended before reading, e.g. its stream moved), a cluster that kept
+    redirecting it; or refused a write: ``READONLY`` (a replica, e.g. a primary demoted by a
+    failover), ``NOREPLICAS`` (fewer good replicas than ``min-replicas-to-write``). For these
+    refusals nothing ran; for a broken connection the outcome may be unknown."""
 
 
 class BackendTimeoutError(BackendError, TimeoutError):
@@ -125,6 +133,21 @@ class ServerBusyError(ScriptError):
     Nothing was executed for this call; it can be retried once that script ends or is stopped
     with ``SCRIPT KILL`` (or ``FUNCTION KILL``).
     """
+
+
+class NotReplicatedError(BackendError):
+    """A write asked to wait for replicas (``wait_replicas``) was applied on the primary, but
+    fewer replicas than asked confirmed it within the timeout.
+
+    The write is on the primary and will normally reach the replicas; but a failover now could
+    promote one that never got it, and the write would be gone. ``confirmed`` and ``wanted``
+    are the counts. Retrying is safe where the write is idempotent.
+    """
+
+    def __init__(self, message: str, *, confirmed: int, wanted: int) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.wanted = wanted
 
 
 class PermissionDeniedError(BackendError, PermissionError):

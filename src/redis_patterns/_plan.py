@@ -26,6 +26,7 @@ __all__ = [
     "Now",
     "Pipeline",
     "Plan",
+    "Replicated",
     "Sleep",
     "Transaction",
     "TransactionAttempt",
@@ -178,7 +179,22 @@ class Features:
     """``DELIFEQ`` and ``SET ... IFEQ`` (Valkey >= 9): compare-and-delete/expire, no script."""
 
 
-Effect: TypeAlias = "Eval | FCall | Command | Sleep | Now | Gather | Transaction | Call | Pipeline"
+@dataclass(frozen=True, slots=True)
+class Replicated:
+    """Run ``write`` and ``WAIT replicas timeout_ms`` right after it, pipelined on the write's
+    own connection (one round trip; WAIT counts the writes of its connection). The result is
+    ``(write's reply, replicas that confirmed)``; a failed write raises as an `Eval` would.
+    Standalone (and Sentinel) clients only: a cluster routes WAIT to another node.
+    """
+
+    write: Eval
+    replicas: int
+    timeout_ms: int
+
+
+Effect: TypeAlias = (
+    "Eval | FCall | Command | Sleep | Now | Gather | Transaction | Call | Pipeline | Replicated"
+)
 Plan: TypeAlias = Generator["Effect", Any, T]
 
 

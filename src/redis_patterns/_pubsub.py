@@ -69,6 +69,7 @@ class PubSubTransport:
         (self._client,) = check_clients(client, asynchronous=False)
         self._links: dict[str, Any] = {}
         self._rotation = 0
+        self._opened = False
 
     @property
     def is_open(self) -> bool:
@@ -110,8 +111,14 @@ class PubSubTransport:
     ) -> None:
         """(Re)open the link(s) and subscribe to everything given."""
         self.close()
+        shards = list(shards)
         try:
             with _OPEN_ERRORS:
+                if shards and self._opened and isinstance(self._client, redis.cluster.RedisCluster):
+                    # A reopen follows a failure, often a failover or a moved slot: learn where
+                    # the shard channels' slots live now (the client's map is not told).
+                    self._client.nodes_manager.initialize()
+                self._opened = True
                 self.subscribe(channels, patterns, shards)
                 if not self._links:
                     self._main().ping()  # nothing to subscribe yet: still prove the link works
@@ -186,6 +193,7 @@ class AsyncPubSubTransport:
         (self._client,) = check_clients(client, asynchronous=True)
         self._links: dict[str, Any] = {}
         self._rotation = 0
+        self._opened = False
 
     @property
     def is_open(self) -> bool:
@@ -235,8 +243,13 @@ class AsyncPubSubTransport:
         self, channels: Iterable[bytes], patterns: Iterable[bytes], shards: Iterable[bytes]
     ) -> None:
         await self.close()
+        shards = list(shards)
         try:
             with _OPEN_ERRORS:
+                cluster = await self._cluster() if shards else None
+                if cluster is not None and self._opened:
+                    await cluster.nodes_manager.initialize()  # see PubSubTransport.open
+                self._opened = True
                 await self.subscribe(channels, patterns, shards)
                 if not self._links:
                     await (await self._main()).ping()

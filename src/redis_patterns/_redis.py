@@ -42,6 +42,7 @@ from ._plan import (
     Gather,
     KeyT,
     Pipeline,
+    Replicated,
     Transaction,
     TransactionAttempt,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "map_backend_error",
     "node_address",
     "pipeline_steps",
+    "replicated_steps",
     "transaction_steps",
 ]
 
@@ -173,7 +175,15 @@ def check_slots(client: object, keys: Sequence[KeyT]) -> None:
 # MasterDownError, TryAgainError) and strips the code from the text; the prefix check catches
 # the same reply where it arrives as plain text (a pipeline, a script's error, an old client).
 _NOT_NOW = (rex.BusyLoadingError, rex.ClusterDownError, rex.TryAgainError)
-_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ")
+# UNBLOCKED: a blocking read was ended before it read anything (its stream key migrated to
+# another node, or CLIENT UNBLOCK ... ERROR).
+_NOT_NOW_CODES = ("LOADING ", "CLUSTERDOWN ", "MASTERDOWN ", "TRYAGAIN ", "UNBLOCKED ")
+# Replies meaning "this server will not take writes now; nothing was written": READONLY (it is
+# a replica: a failover demoted it while this client still talked to it) and NOREPLICAS (a
+# primary with fewer good replicas than min-replicas-to-write, e.g. its replicas just left it for
+# a promoted one). In a script the first write fails, so none of the script's writes happened.
+_NO_WRITES_CODES = ("READONLY ", "NOREPLICAS ")
+_PIPELINE_PREFIX = " of pipeline caused error: "
 # The cluster client's own "no node serves this slot" and "no node answered" (it raises these
 # as RedisClusterException, which does not derive from RedisError).
 _UNSERVED = ("not covered", "cannot be connected")
@@ -188,11 +198,20 @@ def map_backend_error(exc: BaseException, *, in_script: bool = False) -> BaseExc
     """
     if isinstance(exc, RedisPatternsError) or not isinstance(exc, REDIS_ERRORS):
         return exc
-    text = str(exc)
+    # redis-py prefixes an error inside a transaction with "Command # n (...) of pipeline caused
+    # error: "; the server's reply code follows it.
+    text = str(exc).split(_PIPELINE_PREFIX, 1)[-1]
     if isinstance(exc, rex.TimeoutError):
         return BackendTimeoutError(f"no reply from the server in time (outcome unknown): {text}")
     if isinstance(exc, _NOT_NOW) or text.startswith(_NOT_NOW_CODES):
         return BackendUnavailableError(f"the server cannot run commands now: {text}")
+    if isinstance(exc, rex.ReadOnlyError) or text.startswith(_NO_WRITES_CODES):
+        return BackendUnavailableError(
+            f"the server refused the write, nothing was written (a replica, or a primary "
+            f"without enough replicas; after a failover, reconnect to the new primary): {text}"
+        )
+    if isinstance(exc, rex.ClusterError):  # "TTL exhausted": every attempt was redirected
+        return BackendUnavailableError(f"the cluster kept redirecting the command: {text}")
     if isinstance(exc, rex.ConnectionError):
         return BackendUnavailableError(f"cannot reach the server: {text}")
     if isinstance(exc, rex.NoPermissionError) or text.startswith("NOPERM"):
@@ -418,6 +437,28 @@ def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
     return {}
 
 
+def replicated_steps(effect: Replicated, runner: Context) -> Steps[tuple[Any, int]]:
+    """The write and ``WAIT`` in one pipelined round trip, on one connection (``WAIT`` counts
+    the replicas that have the connection's writes so far). After ``NOSCRIPT`` both are sent
+    again: ``WAIT`` must follow the write that ran."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[0]
+    check_slots(client, effect.write.keys)
+    items: tuple[Eval | Command, ...] = (
+        effect.write,
+        Command(("WAIT", effect.replicas, effect.timeout_ms)),
+    )
+    replies = yield from _pipelined(client, items, sha=True)
+    if isinstance(replies[0], rex.NoScriptError):
+        replies = yield from _pipelined(client, items, sha=False)
+    reply, acked = (_map_item(item, result) for item, result in zip(items, replies, strict=True))
+    for mapped in (reply, acked):
+        if isinstance(mapped, BaseException):
+            raise mapped
+    return reply, int(acked)
+
+
 # --- transactions ------------------------------------------------------------------------------
 
 # redis-py raises WatchError for three different things; only the first two are conflicts.
@@ -468,6 +509,34 @@ def _in_multi(pipe: Any) -> bool:
     if strategy is not None:
         return bool(getattr(strategy, "_explicit_transaction", False))
     return bool(getattr(pipe, "explicit_transaction", False))
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, rex.WatchError):
+        return not str(exc).startswith(_CONFLICTS)  # "A ConnectionError occurred while watching"
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError)
+
+
+def _forget_watch(pipe: Any) -> Steps[None]:
+    """After its connection failed, let a pipeline go without UNWATCH.
+
+    redis-py's reset sends UNWATCH when it thinks it is still watching, on the same connection
+    object, which reconnects to its old address: a Sentinel-managed connection then bypasses
+    the Sentinels and, after a failover, settles on the demoted primary for good (every later
+    transaction failed at EXEC with READONLY). A closed connection watches nothing anyway.
+    """
+    connection = getattr(pipe, "connection", None)  # standalone pipelines only
+    if connection is not None:
+        pipe.watching = False
+        yield Invoke(connection.disconnect)
+
+
+def _unwatch_with_exec(pipe: Any) -> None:
+    """EXEC ends the WATCH on the server, and a failed connection watches nothing: tell the
+    pipeline so, or its reset after a failed EXEC sends UNWATCH (see `_forget_watch`). A
+    conflict is still reported (EXEC's nil reply), and so is a lost connection."""
+    if getattr(pipe, "connection", None) is not None:
+        pipe.watching = False
 
 
 def _no_silent_reconnect(pipe: Any) -> None:
@@ -536,9 +605,15 @@ def transaction_steps(effect: Transaction, runner: Context) -> Steps[Transaction
                 if not _in_multi(pipe):
                     return TransactionAttempt(True, value, None)
                 phase = "exec"
+                _unwatch_with_exec(pipe)
                 return TransactionAttempt(True, value, list((yield Invoke(pipe.execute))))
             except GeneratorExit:  # closed mid-attempt (its runner is gone): nothing can be sent
                 abandoned = True
+                raise
+            except REDIS_ERRORS as exc:
+                if _connection_lost(exc):
+                    with contextlib.suppress(*REDIS_ERRORS, OSError):
+                        yield from _forget_watch(pipe)
                 raise
             finally:
                 if not abandoned:

@@ -31,6 +31,7 @@ from ._plan import (
     Now,
     Pipeline,
     Plan,
+    Replicated,
     Sleep,
     Transaction,
 )
@@ -54,6 +55,7 @@ from ._redis import (
     map_backend_error,
     node_address,
     pipeline_steps,
+    replicated_steps,
     transaction_steps,
 )
 
@@ -122,6 +124,8 @@ def effect_steps(effect: Effect, runner: SyncRunner | AsyncRunner) -> Steps[Any]
             return pipeline_steps(effect, runner)
         case FCall():
             return fcall_steps(effect, runner)
+        case Replicated():
+            return replicated_steps(effect, runner)
     raise TypeError(f"unknown effect {effect!r}")
 
 

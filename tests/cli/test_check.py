@@ -74,3 +74,26 @@ def test_plain_output_when_not_a_terminal(valkey_server: EmbeddedServer) -> None
     )
     assert "WARNING  persistence" in result.stdout
     assert "\x1b[" not in result.stdout
+
+
+def test_replicas_without_min_replicas_to_write_are_flagged() -> None:
+    with (
+        EmbeddedServer(config={"repl-diskless-sync-delay": 0}) as primary,
+        EmbeddedServer(config={"replicaof": f"127.0.0.1 {primary.port}"}),
+        primary.client() as client,
+    ):
+        assert client.wait(1, 10_000) == 1
+        code, findings = check(primary.url)
+        assert findings["replication"]["severity"] == "warning"
+        assert "min-replicas-to-write 1" in findings["replication"]["advice"]
+        assert "sentinel_client" in findings["replication"]["advice"]
+        assert code == 1
+        client.config_set("min-replicas-to-write", 1)
+        _, findings = check(primary.url)
+        assert findings["replication"]["severity"] == "ok"
+        assert "wait_replicas" in findings["replication"]["advice"]
+
+
+def test_no_replication_finding_without_replicas(valkey_server: EmbeddedServer) -> None:
+    _, findings = check(valkey_server.url)
+    assert "replication" not in findings

@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -204,3 +205,103 @@ async def test_async_cluster_down_is_unavailable(
         await _async_unavailable(counter.value, rex.ClusterDownError)
     finally:
         await client.aclose()
+
+
+# --- READONLY and NOREPLICAS: a write refused after a failover ---------------------------------
+
+
+@pytest.fixture(params=["valkey", "redis7"])
+def demoted(
+    request: pytest.FixtureRequest, server_factory: Callable[..., EmbeddedServer]
+) -> EmbeddedServer:
+    """A server that was a primary and now replicates another: what a client still connected
+    to the old primary finds once a failover has demoted it."""
+    kind = None if request.param == "valkey" else "redis7"
+    new_primary, old_primary = server_factory(kind), server_factory(kind)
+    with old_primary.client() as admin:
+        admin.set("counter", 1)
+        admin.execute_command("REPLICAOF", "127.0.0.1", new_primary.port)
+    return old_primary
+
+
+def test_a_demoted_primary_refuses_writes_as_unavailable(demoted: EmbeddedServer) -> None:
+    with redis_patterns.connect(demoted.url) as client:
+        counter = BoundedCounter(client, "counter", 10**6)
+        error = _unavailable(counter.incr, rex.ReadOnlyError)  # EVALSHA: its write is refused
+        assert "nothing was written" in str(error)
+        _unavailable(counter.reset, rex.ReadOnlyError)  # DEL
+        assert counter.value() in (0, 1)  # reads still work (old data, or the new primary's)
+
+
+async def test_async_a_demoted_primary_refuses_writes_as_unavailable(
+    demoted: EmbeddedServer,
+) -> None:
+    client = redis_patterns.connect(demoted.url, asyncio=True)
+    try:
+        counter = AsyncBoundedCounter(client, "counter", 10**6)
+        await _async_unavailable(counter.incr, rex.ReadOnlyError)
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("kind", ["valkey", "redis7"])
+def test_too_few_replicas_is_unavailable(
+    kind: str, server_factory: Callable[..., EmbeddedServer]
+) -> None:
+    """``min-replicas-to-write`` with its replica gone: ``NOREPLICAS``, and nothing written."""
+    primary = server_factory(None if kind == "valkey" else "redis7")
+    with redis_patterns.connect(primary.url) as client:
+        client.config_set("min-replicas-to-write", 1)
+        counter = BoundedCounter(client, "counter", 10**6)
+        error = _unavailable(counter.incr, rex.ResponseError)
+        assert "NOREPLICAS" in str(error)
+
+        def body(pipe: Any) -> None:
+            pipe.multi()
+            pipe.incr("counter")
+
+        # Refused as it is queued: redis-py reports "Command # 1 (...) of pipeline caused error:"
+        _unavailable(lambda: redis_patterns.transaction(client, body, "counter"), rex.ResponseError)
+        assert client.get("counter") is None
+
+
+def test_a_cluster_that_keeps_redirecting_is_unavailable() -> None:
+    """redis-py's "TTL exhausted" (every attempt met MOVED, ASK or TRYAGAIN): nothing ran."""
+    from redis_patterns._runner import map_backend_error
+
+    mapped = map_backend_error(rex.ClusterError("TTL exhausted."), in_script=True)
+    assert isinstance(mapped, BackendUnavailableError)
+
+
+def test_a_blocking_read_ended_by_the_server_is_unavailable(
+    server_factory: Callable[..., EmbeddedServer],
+) -> None:
+    """``UNBLOCKED``: a worker's blocking XREADGROUP ended before reading anything (a slot
+    migration does this on Redis 7; here CLIENT UNBLOCK ... ERROR)."""
+    server = server_factory()
+    client = redis_patterns.connect(server.url)
+    queue = redis_patterns.StreamQueue(client, "q")
+    queue.ensure_group()
+    worker = redis_patterns.Worker(queue, "w", lambda m: None, block=2.0, reap_idle=None)
+    errors: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            worker.run_once()
+        except BaseException as exc:  # inspected below
+            errors.append(exc)
+
+    thread = threading.Thread(target=read)
+    thread.start()
+    with server.client() as admin:
+        deadline = time.monotonic() + 5
+        blocked: list[dict[str, Any]] = []
+        while not blocked and time.monotonic() < deadline:
+            blocked = [c for c in admin.client_list() if c.get("cmd") == "xreadgroup"]
+            time.sleep(0.01)
+        assert blocked, "the worker never blocked"
+        admin.execute_command("CLIENT", "UNBLOCK", blocked[0]["id"], "ERROR")
+    thread.join(5)
+    assert len(errors) == 1
+    assert isinstance(errors[0], BackendUnavailableError), repr(errors[0])
+    client.close()

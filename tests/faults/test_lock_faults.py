@@ -193,7 +193,7 @@ def test_wait_replicas(primary_and_replica: tuple[EmbeddedServer, EmbeddedServer
     lock.release()  # scripts cached
     with Counter([("127.0.0.1", primary.port or 0)]) as seen:
         assert lock.acquire()
-    assert seen.names == ["EVALSHA", "WAIT"]  # opting in costs a second round trip
+    assert seen.names == ["EVALSHA", "WAIT"]  # pipelined: one round trip (test_wait_replicas.py)
     lock.release()
     replica.pause()  # the replica cannot confirm: a failover now could lose the lock
     try:

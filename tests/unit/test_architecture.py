@@ -91,13 +91,16 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("redis-py boundary", {"_redis", "_clients", "_pubsub"}),
     ("runners", {"_runner"}),
     ("facades", {"_async", "_sync", "_scripting"}),
-    ("servers", {"_topology", "_embedded", "_embedded_cluster", "_connect", "_server"}),
+    (
+        "servers",
+        {"_topology", "_embedded", "_embedded_cluster", "_connect", "_server", "_sentinel"},
+    ),
     ("package and tools", {"", "cli", "testing", "integrations"}),
 ]
 # Who may import redis: the boundary, the embedded servers and what drives them, the tools, and
 # the Django settings reader (it builds a client from a Django cache/session URL).
 REDIS_IMPORTERS = {"_redis", "_clients", "_pubsub", "_topology", "_embedded", "_embedded_cluster"}
-REDIS_IMPORTERS |= {"_connect", "cli", "testing", "integrations.django._location"}
+REDIS_IMPORTERS |= {"_connect", "_sentinel", "cli", "testing", "integrations.django._location"}
 
 
 def _module_name(path: Path) -> str:

@@ -192,3 +192,22 @@ def test_replay_plan_stops_at_the_bound_it_was_given() -> None:
         ("oldest", 2, "+"),
         ("oldest", 2, "5-0"),  # the newest letter when the replay began: later ones wait
     ]
+
+
+def test_the_next_attempt_is_a_deadline_not_a_sleep() -> None:
+    core = subscriber()
+    core.on_connected(0.0)
+    core.on_lost(1.0, "x")
+    assert core.retry_wait(1.0) == 0.0  # the first retry is immediate
+    core.on_lost(1.0, "x")
+    assert core.retry_wait(1.0) == pytest.approx(0.025)
+    assert core.retry_wait(1.01) == pytest.approx(0.015)  # time spent polling counts
+    assert core.retry_wait(1.1) == 0.0
+
+
+def test_only_a_sunsubscribe_for_a_channel_still_held_ends_the_link() -> None:
+    core = SubscriberCore(["a"], [], sharded=True, health_check_interval=1.0, max_backoff=0.4)
+    assert core.ended_by_server({"type": "sunsubscribe", "channel": b"a", "data": 0})
+    assert core.ended_by_server({"type": "sunsubscribe", "channel": b"b", "data": 0}) is None
+    assert core.ended_by_server({"type": "unsubscribe", "channel": b"a", "data": 0}) is None
+    assert core.ended_by_server({"type": "smessage", "channel": b"a", "data": b"x"}) is None

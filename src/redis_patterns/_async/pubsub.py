@@ -330,12 +330,14 @@ class AsyncSubscriber:
                     self._backlog.append(message)
 
     async def _reconnect(self, deadline: float | None) -> None:
-        delay = self._core.retry_delay()
+        delay = self._core.retry_wait(time.monotonic())
         if deadline is not None:
             delay = min(delay, max(0.0, deadline - time.monotonic()))
         if delay > 0:
             await self._transport.sleep(delay)
-        if self._closed or (deadline is not None and time.monotonic() >= deadline):
+        # Only the backoff holds an attempt back, never the caller's deadline: a reader polling
+        # with timeouts shorter than the backoff must still reconnect.
+        if self._closed or self._core.retry_wait(time.monotonic()) > 0:
             return
         try:
             await self._connect()
@@ -359,6 +361,10 @@ class AsyncSubscriber:
             return None
         now = time.monotonic()
         if raw is not None:
+            ended = core.ended_by_server(raw)
+            if ended is not None:
+                await self._drop(BackendUnavailableError(ended))
+                return None
             return core.on_push(raw, now)
         if core.is_dead(now):
             await self._drop(BackendUnavailableError("no reply to PING: the link is half-open"))

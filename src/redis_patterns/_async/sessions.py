@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from .._core.replication import check_wait_replicas
 from .._core.sessions import KEEP, Session, SessionChanges, SessionCore, SessionOutcome, _Keep
 from .._plan import Plan
 from .._runner import AsyncClient, AsyncRunner, require_bytes_replies
@@ -39,6 +40,10 @@ class AsyncSessionStore:
             no limit. Must be >= ``idle_ttl``.
         serializer: ``"json"`` (default), ``"msgpack"``, ``"pickle"`` (only if you trust every
             writer of the server) or a `Serializer`. Values are serialized per field.
+        wait_replicas: acknowledge a created or destroyed session only once this many replicas
+            confirmed it (``WAIT``, pipelined with the script: still one round trip; at most
+            1 s), else raise `NotReplicatedError`: a failover then cannot silently undo a login
+            or a logout the caller was told about. Standalone and Sentinel clients only.
 
     Raises:
         ConfigurationError: a bad namespace, duration or serializer name, or a client made
@@ -53,9 +58,12 @@ class AsyncSessionStore:
         idle_ttl: Duration = 1800,
         absolute_ttl: Duration | None = None,
         serializer: str | Serializer = "json",
+        *,
+        wait_replicas: int = 0,
     ) -> None:
-        self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer)
         self._runner = AsyncRunner(client)
+        waits = check_wait_replicas(wait_replicas, cluster=self._runner.cluster)
+        self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer, waits)
         # field names, metadata and serialized values are read back as bytes
         require_bytes_replies(self._runner, "the session store reads its fields as bytes")
         self._client = client

@@ -26,6 +26,7 @@ from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
 from .pubsub import Message
 from .reconnect import TRANSIENT, reconnect_backoff
+from .replication import replicated
 
 __all__ = [
     "BUCKETS",
@@ -952,9 +953,11 @@ class CacheCore:
                     elif status == _EARLY:
                         self.stats["early_refreshes"] += 1
                     return value, bool(took)
-                # A foreign or corrupt entry: replace it (no lock was taken: it looked like a hit).
+                # A foreign or corrupt entry: replace it. A fresh one looked like a hit, so no
+                # lock was taken: store it as a plain set does (a loader's store needs its lock).
                 self.stats["misses"] += 1
-                return (yield from self._load(entry, loader, ttl, token, _text(written))), False
+                replace = token if took else ""
+                return (yield from self._load(entry, loader, ttl, replace, _text(written))), False
             if took:
                 self.stats["misses"] += 1
                 return (yield from self._load(entry, loader, ttl, token, _text(written))), False
@@ -1416,8 +1419,10 @@ class WriteBehindCore:
         max_attempts: int,
         group: str,
         asynchronous: bool,
+        wait_replicas: int = 0,
     ) -> None:
         check_callable(flush, "flush", asynchronous=asynchronous)
+        self.wait_replicas = wait_replicas  # checked against the client's kind by the facade
         self.cache = cache
         self.flush = flush
         self.batch_size = check_int(batch_size, "batch_size", minimum=1)
@@ -1446,7 +1451,7 @@ class WriteBehindCore:
         self.cache.on_invalidate(entry)
         try:
             if not cluster:
-                reply = yield package_script("cache_wb_write").eval(
+                script = package_script("cache_wb_write").eval(
                     (entry, cache.lock_key(entry), self.stream, cache.gen_key(entry)),
                     (
                         cache.serializer.name,
@@ -1459,6 +1464,7 @@ class WriteBehindCore:
                         raw_key,
                     ),
                 )
+                reply = yield from replicated(script, self.wait_replicas, "the queued write")
             else:
                 # The entry and the stream live in different slots: record the write durably
                 # first, then update the cache (a crash in between loses no write).

@@ -16,7 +16,7 @@ from .._errors import (
     StaleFenceError,
 )
 from .._keys import check_name, make_key
-from .._plan import Command, Eval, Features, Now, Plan, Sleep
+from .._plan import Command, Eval, Features, Now, Plan, Replicated, Sleep
 from .._script import package_script
 from .._validate import check_int, optional_duration_ms
 from .backoff import backoff_delay
@@ -86,11 +86,15 @@ class LockCore(LeaseCore):
             sent_at = yield Now()
             if deadline is None and wait is not None:
                 deadline = sent_at + wait
-            # the fence (> 0) when acquired, else -1 - the holder's PTTL
-            reply = int((yield Eval(script, keys, args)))
+            take = Eval(script, keys, args)
+            if self.wait_replicas:  # WAIT in the same round trip, on the script's connection
+                raw, confirmed = yield Replicated(take, self.wait_replicas, self.replica_timeout_ms)
+            else:
+                raw, confirmed = (yield take), 0
+            reply = int(raw)  # the fence (> 0) when acquired, else -1 - the holder's PTTL
             if reply > 0:
-                if self.wait_replicas:
-                    yield from self._wait_for_replicas(token)
+                if self.wait_replicas and confirmed < self.wait_replicas:
+                    yield from self._give_back(token, confirmed)
                 # Measured from before the request: the server's expiry is no earlier than this.
                 self._granted(
                     token,
@@ -123,11 +127,8 @@ class LockCore(LeaseCore):
     def replica_timeout_ms(self) -> int:
         return max(1, min(1000, self.ttl_ms // 3))
 
-    def _wait_for_replicas(self, token: str) -> Plan[None]:
-        """WAIT for the replicas; if too few confirm, give the lock back and raise."""
-        acked = int((yield Command(("WAIT", self.wait_replicas, self.replica_timeout_ms))))
-        if acked >= self.wait_replicas:
-            return
+    def _give_back(self, token: str, acked: int) -> Plan[None]:
+        """Too few replicas confirmed the acquire: give the lock back and raise."""
         yield from self._compare_delete(token)
         raise LockError(
             f"lock {self.name!r} was acquired on the primary but only {acked} of "

@@ -126,6 +126,9 @@ class SubscriberCore:
         self.gap_started: float | None = None
         self.gap_error = ""
         self.attempt = 0
+        # When the next reconnection attempt may start: a deadline, not a sleep, so a reader
+        # polling with short timeouts still reconnects once the backoff is over.
+        self.retry_at = 0.0
         self.last_traffic = 0.0
         self.ping_sent: float | None = None
 
@@ -189,6 +192,11 @@ class SubscriberCore:
             self.gap_error = _text(error) or type(error).__name__
         self.connected = False
         self.attempt += 1
+        self.retry_at = now + self.retry_delay()
+
+    def retry_wait(self, now: float) -> float:
+        """Seconds until the next reconnection attempt may start (0: now)."""
+        return max(0.0, self.retry_at - now)
 
     def retry_delay(self) -> float:
         """Seconds to wait before the next attempt: 25 ms doubling up to ``max_backoff``."""
@@ -218,6 +226,21 @@ class SubscriberCore:
         return self.ping_sent is not None and (now - self.ping_sent) * 1000 >= self.health_ms
 
     # --- pushes ---------------------------------------------------------------------------
+
+    def ended_by_server(self, raw: dict[str, Any]) -> str | None:
+        """Why the server ended a subscription we still hold, or None.
+
+        A cluster node that no longer owns a shard channel's slot (after a failover or a slot
+        migration) sends ``sunsubscribe`` on its own; the link stays up but carries nothing more
+        for that channel, so it must be treated as lost: resubscribe where the slot lives now.
+        """
+        if _text(raw.get("type")) != "sunsubscribe":
+            return None
+        channel = raw.get("channel")
+        name = channel if isinstance(channel, bytes) else _text(channel).encode()
+        if name not in self.channels:
+            return None  # our own unsubscribe, confirmed
+        return f"the server ended the subscription to {_text(name)!r} (its slot moved)"
 
     def on_push(self, raw: dict[str, Any], now: float) -> Message | None:
         """A push from the server: a `Message` for data, None for confirmations and pongs."""

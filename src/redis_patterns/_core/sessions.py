@@ -38,6 +38,7 @@ from .._plan import ArgT, Command, Eval, Plan
 from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms, optional_duration_ms
+from .replication import replicated
 
 __all__ = [
     "KEEP",
@@ -226,10 +227,18 @@ def _gone(loaded: Session, dropped: str) -> SessionOutcome:
     return UNTOUCHED
 
 
+def _wrote(reply: Any) -> bool:
+    return reply is not None  # None: the id was taken, nothing was written
+
+
+def _took(reply: Any) -> bool:
+    return reply is not None and int(reply[0]) != -1  # -1: wrong owner, nothing changed
+
+
 class SessionCore:
     """State and plans shared by `SessionStore` and `AsyncSessionStore`."""
 
-    __slots__ = ("absolute_ms", "idle_ms", "namespace", "serializer")
+    __slots__ = ("absolute_ms", "idle_ms", "namespace", "serializer", "wait_replicas")
 
     def __init__(
         self,
@@ -237,7 +246,10 @@ class SessionCore:
         idle_ttl: Duration,
         absolute_ttl: Duration | None,
         serializer: str | Serializer,
+        wait_replicas: int = 0,
     ) -> None:
+        # checked against the client's kind by the store (check_wait_replicas)
+        self.wait_replicas = wait_replicas
         if not isinstance(namespace, str):
             raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
         check_name(namespace, "namespace")
@@ -326,7 +338,8 @@ class SessionCore:
                 *(self.idle_ms, self.absolute_ms or 0, 0, 0, uid or "", sid),
                 *(own_idle, 0, deadline_in),
             )
-            reply = yield package_script("session_create").eval(keys, (*args, *pairs))
+            create = package_script("session_create").eval(keys, (*args, *pairs))
+            reply = yield from replicated(create, self.wait_replicas, "the new session", _wrote)
             if reply is None:
                 continue
             now_ms, ttl_ms, absolute_at, size, deadline = (int(x) for x in reply)
@@ -422,7 +435,8 @@ class SessionCore:
             keys: tuple[bytes, ...] = (self._key_of(sid),)
             if owner:
                 keys += (self.index_key(owner),)
-            reply = yield package_script("session_take").eval(keys, (owner, sid))
+            take = package_script("session_take").eval(keys, (owner, sid))
+            reply = yield from replicated(take, self.wait_replicas, "the session's deletion", _took)
             if reply is None:
                 return None
             if int(reply[0]) == -1:

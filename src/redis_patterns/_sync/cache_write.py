@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 from .._core.cache import FlushResult, WriteBehindCore, WriteThroughCore
 from .._core.cache_types import Loader
+from .._core.replication import check_wait_replicas
 from .._validate import Duration
 from .cache import Cache
 
@@ -94,6 +95,10 @@ class WriteBehind:
         claim_idle: how long an entry may stay unacknowledged before another flusher takes it.
         max_attempts: deliveries after which an entry goes to the dead letters.
         group: the consumer group's name.
+        wait_replicas: acknowledge a `write` only once this many replicas confirmed the queued
+            entry (``WAIT``, pipelined with the script: still one round trip; at most 1 s),
+            else raise `NotReplicatedError`, so a failover cannot silently drop a write the
+            caller was told about. Standalone and Sentinel clients only.
 
     Raises:
         ConfigurationError: an invalid argument (before any I/O).
@@ -109,9 +114,11 @@ class WriteBehind:
         claim_idle: Duration = 30.0,
         max_attempts: int = 5,
         group: str = "flushers",
+        wait_replicas: int = 0,
     ) -> None:
         self.cache = cache
         self._runner = cache._runner
+        waits = check_wait_replicas(wait_replicas, cluster=self._runner.cluster)
         self._core = WriteBehindCore(
             cache._core,
             flush,
@@ -121,6 +128,7 @@ class WriteBehind:
             max_attempts=max_attempts,
             group=group,
             asynchronous=self._runner.asynchronous,
+            wait_replicas=waits,
         )
 
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .._core.lock import FencedStoreCore, LockCore
+from .._core.replication import check_wait_replicas
 from .._errors import LockTimeoutError
 from .._runner import SyncClient, SyncRunner
 from .._validate import Duration
@@ -35,8 +36,9 @@ class Lock(Lease):
             Keep it short; e.g. cancel the task doing the protected work.
         wait_replicas: after acquiring, ``WAIT`` for this many replicas to confirm (at most
             min(1 s, ttl/3)); if fewer do, the lock is released and `LockError` raised. A
-            mitigation against a failover handing the lock to a second holder, not a proof
-            (a second round trip on acquire; standalone primaries only).
+            mitigation against a failover handing the lock to a second holder, not a proof.
+            The WAIT is pipelined with the acquire (still one round trip); standalone and
+            Sentinel clients only (a cluster client is refused: it sends WAIT elsewhere).
 
     Raises:
         ConfigurationError: a bad name, a ttl that is not > 0 and finite, a negative timeout,
@@ -65,7 +67,7 @@ class Lock(Lease):
             auto_renew,
             max_hold,
             on_lost,
-            wait_replicas,
+            check_wait_replicas(wait_replicas, cluster=self._runner.cluster),
             features=self._runner.features,
         )
         self._init_lease(on_lost)

@@ -107,15 +107,47 @@ def _persistence(info: dict[str, Any], client: redis.Redis) -> list[Finding]:
     ]
 
 
-def _topology(info: dict[str, Any]) -> list[Finding]:
+def _topology(info: dict[str, Any], client: redis.Redis) -> list[Finding]:
     role = str(info.get("role", "master"))
     replicas = int(info.get("connected_slaves", 0) or 0)
     cluster = str(info.get("cluster_enabled", "0")) == "1"
     found = f"{'cluster node' if cluster else 'standalone'}, role {role}, {replicas} replica(s)"
     advice = "every pattern's keys share a hash tag, so each operation stays on one node"
-    if replicas:
-        advice += "; failover can lose acknowledged writes: use Lock(wait_replicas=...) for locks"
-    return [Finding("topology", "info", found, advice)]
+    findings = [Finding("topology", "info", found, advice)]
+    if replicas and role == "master":
+        findings += _replication(client, cluster)
+    return findings
+
+
+def _replication(client: redis.Redis, cluster: bool) -> list[Finding]:
+    """A primary with replicas: how much a failover can lose (docs/cluster.md's table)."""
+    try:
+        config = client.config_get("min-replicas-*")
+        minimum = int(config.get("min-replicas-to-write", 0) or 0)
+        lag = int(config.get("min-replicas-max-lag", 0) or 0)
+    except (redis.RedisError, ValueError):
+        return []
+    per_write = "Lock, SessionStore and WriteBehind take wait_replicas=1 for writes that matter"
+    if minimum:
+        found = f"min-replicas-to-write {minimum}, min-replicas-max-lag {lag}"
+        return [Finding("replication", "ok", found, per_write)]
+    follow = (
+        ""
+        if cluster
+        else "; connect through redis_patterns.sentinel_client, which follows a "
+        "failover within 0.5 s (redis-py's Sentinel client writes on until the old primary's "
+        "demotion, 8-10 s)"
+    )
+    return [
+        Finding(
+            "replication",
+            "warning",
+            "replicas, but min-replicas-to-write 0",
+            "a failover can lose acknowledged writes (replication is asynchronous); set "
+            "min-replicas-to-write 1 (and min-replicas-max-lag 10 or less) so that an old "
+            "primary refuses writes once its replicas have left it" + follow + "; " + per_write,
+        )
+    ]
 
 
 def _latency(client: redis.Redis) -> list[Finding]:
@@ -154,7 +186,7 @@ def audit(client: redis.Redis) -> list[Finding]:
     findings += _server(info)
     findings += _eviction(info)
     findings += _persistence(info, client)
-    findings += _topology(info)
+    findings += _topology(info, client)
     findings += _latency(client)
     findings += _scripts(client)
     return findings

@@ -6,7 +6,7 @@
 -- ARGV[3] soft ttl (ms): the entry is fresh until now + this; -1 = no expiry at all
 -- ARGV[4] stale window (ms): the entry is kept this much longer, served while one caller refreshes
 -- ARGV[5] loader duration (ms), stored for xfetch
--- ARGV[6] token: a loader's token (store only if its lock was not superseded), or "" for a plain set
+-- ARGV[6] token: a loader's (store only while it holds the lock), "warm:..." or "" (a plain set)
 -- ARGV[7] lock ttl (ms): how long the tombstone of a plain set keeps a running loader from storing
 -- ARGV[8] invalidation channel ("" = no near caches to tell)
 -- ARGV[9] origin: the writer's id, published as "<origin>:<key>" so it can skip its own message
@@ -40,7 +40,11 @@ if only_absent then
 end
 local holder = redis.call('GET', KEYS[2])
 if token ~= '' then
-  if holder and holder ~= token then
+  -- For a loader, no lock at all is not its lock either: a later loader took it over a
+  -- tombstone, stored a newer value and let it go; what this one read before must not win.
+  -- A warm token stores only where no lock is held at all.
+  local warming = holder == false and string.sub(token, 1, 5) == 'warm:'
+  if holder ~= token and not warming then
     return 0
   end
   if holder then

@@ -4,7 +4,7 @@
 -- ARGV[2] lock ttl (ms): how long the tombstone of a plain set keeps a running loader from storing
 -- ARGV[3] invalidation channel ("" = no near caches to tell)
 -- ARGV[4] origin: the writer's id, published as "<origin>:<key>"
--- ARGV[5] token: a loader's token (store each only if its lock was not superseded), or ""
+-- ARGV[5] token: a loader's token (store each only while it still holds its lock), or ""
 -- ARGV[6] generation the loader read under ("" = any): a `clear` since then drops its stores
 -- ARGV[7+4(i-1)..] per key: format tag, payload, soft ttl (ms; -1 = no expiry), loader ms
 -- returns per key 1 stored, 0 dropped (see cache_set)
@@ -28,8 +28,8 @@ for i = 1, n do
   local store = 1
   local holder = redis.call('GET', lock)
   if token ~= '' then
-    if holder and holder ~= token then
-      store = 0
+    if holder ~= token then
+      store = 0 -- not its lock, or none at all: see cache_set
     else
       if holder then
         redis.call('DEL', lock)
