@@ -1,20 +1,23 @@
 """pytest fixtures on real servers: Valkey, Redis 7, clusters, Sentinel, 5 Redlock nodes.
 
 Installed with the package as a pytest plugin (entry point ``redis_patterns``), so your own
-tests can use the same fixtures:
+tests can use the same fixtures. Every name starts with ``rp_``, so none collides with an
+application's own fixtures (a test asking for an undefined ``client`` fails as it should, rather
+than running against three servers):
 
-- ``valkey_server``, ``redis7_server``, ``cluster``, ``redlock_nodes``: session-wide servers.
-- ``backend``: one of ``valkey`` / ``redis7`` / ``cluster`` (parametrized), with ``client()``,
-  ``async_client()`` and ``counter()``; ``client`` and ``async_client`` are shortcuts.
-- ``prefix``: a unique name per test, so tests never share keys and never need FLUSHALL.
-- ``scale(small, full)``: the small count normally, the full one under ``--soak``.
-- Faults (see ``docs/testing.md``): ``server_factory(binary=None, **options)`` starts a private
-  `EmbeddedServer` for one test (restart it, pause it, change its config freely);
-  ``fault_proxy(target, seed=0)`` starts a `FaultProxy` in front of a server.
+- ``rp_valkey_server``, ``rp_redis7_server``, ``rp_cluster``, ``rp_redlock_nodes``: session-wide
+  servers.
+- ``rp_backend``: one of ``valkey`` / ``redis7`` / ``cluster`` (parametrized), with ``client()``,
+  ``async_client()`` and ``counter()``; ``rp_client`` and ``rp_async_client`` are shortcuts.
+- ``rp_prefix``: a unique name per test, so tests never share keys and never need FLUSHALL.
+- ``rp_scale(small, full)``: the small count normally, the full one under ``--soak``.
+- Faults (see ``docs/testing.md``): ``rp_server_factory(binary=None, **options)`` starts a
+  private `EmbeddedServer` for one test (restart it, pause it, change its config freely);
+  ``rp_fault_proxy(target, seed=0)`` starts a `FaultProxy` in front of a server.
 - Failovers (see ``docs/testing.md``), a fresh topology per test, parametrized over ``valkey`` and
-  ``redis7``: ``replicated_cluster`` is 3 masters + 3 replicas (`EmbeddedCluster` with
-  ``replicas=1``), ``sentinel`` a primary + 2 replicas + 3 Sentinels (`SentinelTopology`).
-  ``cluster_factory(...)`` and ``sentinel_factory(...)`` build other shapes.
+  ``redis7``: ``rp_replicated_cluster`` is 3 masters + 3 replicas (`EmbeddedCluster` with
+  ``replicas=1``), ``rp_sentinel`` a primary + 2 replicas + 3 Sentinels (`SentinelTopology`).
+  ``rp_cluster_factory(...)`` and ``rp_sentinel_factory(...)`` build other shapes.
 
 Redis 7 comes from Debian's ``redis-server`` on PATH; without it those tests are skipped with
 the reason shown, unless ``REDIS_PATTERNS_REQUIRE_REDIS7=1``, which turns the skip into a failure.
@@ -76,7 +79,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--backends",
         default="valkey,redis7,cluster",
-        help="comma-separated backends for the `backend` fixture (valkey, redis7, cluster)",
+        help="comma-separated backends for the `rp_backend` fixture (valkey, redis7, cluster)",
     )
 
 
@@ -92,7 +95,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "backends(*names): limit the `backend` fixture")
+    config.addinivalue_line("markers", "backends(*names): limit the `rp_backend` fixture")
 
 
 def _redis7_or_skip() -> None:
@@ -115,14 +118,14 @@ def _binary(kind: str | None) -> str | None:
 
 
 @pytest.fixture(scope="session")
-def valkey_server() -> Iterator[EmbeddedServer]:
+def rp_valkey_server() -> Iterator[EmbeddedServer]:
     """The embedded Valkey 9 server, shared by the session."""
     with EmbeddedServer() as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def redis7_server() -> Iterator[EmbeddedServer]:
+def rp_redis7_server() -> Iterator[EmbeddedServer]:
     """Debian's redis-server 7, shared by the session (skipped when not installed)."""
     _redis7_or_skip()
     with EmbeddedServer("redis-server") as server:
@@ -130,7 +133,7 @@ def redis7_server() -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[EmbeddedCluster]:
+def rp_cluster() -> Iterator[EmbeddedCluster]:
     """A 3-master Valkey cluster, shared by the session."""
     with EmbeddedCluster(3) as embedded:
         yield embedded
@@ -151,7 +154,7 @@ def independent_servers(count: int) -> Iterator[list[EmbeddedServer]]:
 
 
 @pytest.fixture(scope="session")
-def redlock_nodes() -> Iterator[list[EmbeddedServer]]:
+def rp_redlock_nodes() -> Iterator[list[EmbeddedServer]]:
     """Five independent Valkey servers for Redlock."""
     with independent_servers(5) as servers:
         yield servers
@@ -223,56 +226,56 @@ def _selected_backends(config: pytest.Config) -> list[str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend_kind" in metafunc.fixturenames:
+    if "rp_backend_kind" in metafunc.fixturenames:
         kinds = _selected_backends(metafunc.config)
         marker = metafunc.definition.get_closest_marker("backends")
         if marker is not None:
             kinds = [k for k in kinds if k in marker.args]
-        metafunc.parametrize("backend_kind", kinds, scope="session")
+        metafunc.parametrize("rp_backend_kind", kinds, scope="session")
 
 
 @pytest.fixture
-def backend(backend_kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
+def rp_backend(rp_backend_kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
     """The topology under test: parametrized over valkey, redis7 and cluster."""
-    if backend_kind == "valkey":
-        made = Backend("valkey", [request.getfixturevalue("valkey_server")])
-    elif backend_kind == "redis7":
-        made = Backend("redis7", [request.getfixturevalue("redis7_server")])
-    elif backend_kind == "cluster":
-        embedded: EmbeddedCluster = request.getfixturevalue("cluster")
+    if rp_backend_kind == "valkey":
+        made = Backend("valkey", [request.getfixturevalue("rp_valkey_server")])
+    elif rp_backend_kind == "redis7":
+        made = Backend("redis7", [request.getfixturevalue("rp_redis7_server")])
+    elif rp_backend_kind == "cluster":
+        embedded: EmbeddedCluster = request.getfixturevalue("rp_cluster")
         made = Backend("cluster", list(embedded.nodes), embedded)
     else:
-        raise pytest.UsageError(f"unknown backend {backend_kind!r}")
+        raise pytest.UsageError(f"unknown backend {rp_backend_kind!r}")
     yield made
     made.close_sync()
 
 
 @pytest.fixture
-def client(backend: Backend) -> redis.Redis | redis.cluster.RedisCluster:
-    """A sync client for ``backend``."""
-    return backend.client()
+def rp_client(rp_backend: Backend) -> redis.Redis | redis.cluster.RedisCluster:
+    """A sync client for ``rp_backend``."""
+    return rp_backend.client()
 
 
 @pytest.fixture
-async def async_client(
-    backend: Backend,
+async def rp_async_client(
+    rp_backend: Backend,
 ) -> AsyncIterator[redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster]:
     """An asyncio client for ``backend`` (closed on the test's own event loop)."""
-    made = backend.async_client()
+    made = rp_backend.async_client()
     yield made
     await made.aclose()
 
 
 @pytest.fixture
-def prefix(request: pytest.FixtureRequest) -> str:
+def rp_prefix(request: pytest.FixtureRequest) -> str:
     """A name unique to this test (and this session), to build keys from."""
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:60]
     return f"t{os.getpid()}-{next(_names)}-{stem}"
 
 
 @pytest.fixture
-def scale(request: pytest.FixtureRequest) -> Callable[[int, int], int]:
-    """``scale(small, full)``: the per-commit count, or the soak count under ``--soak``."""
+def rp_scale(request: pytest.FixtureRequest) -> Callable[[int, int], int]:
+    """``rp_scale(small, full)``: the per-commit count, or the soak count under ``--soak``."""
     soak = bool(request.config.getoption("--soak"))
 
     def pick(small: int, full: int) -> int:
@@ -299,11 +302,11 @@ def _factory(build: Callable[..., AbstractContextManager[_Made]]) -> Iterator[Ca
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
-    """``server_factory(binary=None, **options)``: a started private `EmbeddedServer`.
+def rp_server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
+    """``rp_server_factory(binary=None, **options)``: a started private `EmbeddedServer`.
 
     ``binary="redis7"`` means Debian's ``redis-server`` (skipped or failed like
-    ``redis7_server`` when missing). Every server is stopped at the end of the test.
+    ``rp_redis7_server`` when missing). Every server is stopped at the end of the test.
     """
 
     def build(binary: str | None = None, **options: Any) -> EmbeddedServer:
@@ -314,8 +317,8 @@ def server_factory() -> Iterator[Callable[..., EmbeddedServer]]:
 
 
 @pytest.fixture
-def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
-    """``fault_proxy(target, seed=0)``: a started `FaultProxy` in front of ``target``."""
+def rp_fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
+    """``rp_fault_proxy(target, seed=0)``: a started `FaultProxy` in front of ``target``."""
 
     def build(target: Any, seed: int | None = 0) -> FaultProxy:
         return FaultProxy(target, seed=seed)
@@ -325,8 +328,8 @@ def fault_proxy() -> Iterator[Callable[..., FaultProxy]]:
 
 
 @pytest.fixture
-def cluster_factory() -> Iterator[Callable[..., EmbeddedCluster]]:
-    """``cluster_factory(masters=3, replicas=1, binary=None, **options)``: a started private
+def rp_cluster_factory() -> Iterator[Callable[..., EmbeddedCluster]]:
+    """``rp_cluster_factory(masters=3, replicas=1, binary=None, **options)``: a started private
     `EmbeddedCluster` (``binary="redis7"`` for Redis 7); every one is stopped after the test."""
 
     def build(
@@ -339,8 +342,8 @@ def cluster_factory() -> Iterator[Callable[..., EmbeddedCluster]]:
 
 
 @pytest.fixture
-def sentinel_factory() -> Iterator[Callable[..., SentinelTopology]]:
-    """``sentinel_factory(binary=None, **options)``: a started private `SentinelTopology`
+def rp_sentinel_factory() -> Iterator[Callable[..., SentinelTopology]]:
+    """``rp_sentinel_factory(binary=None, **options)``: a started private `SentinelTopology`
     (``binary="redis7"`` for Redis 7); every one is stopped after the test."""
 
     def build(binary: str | None = None, **options: Any) -> SentinelTopology:
@@ -351,18 +354,18 @@ def sentinel_factory() -> Iterator[Callable[..., SentinelTopology]]:
 
 
 @pytest.fixture(params=_TOPOLOGY_KINDS)
-def replicated_cluster(
-    request: pytest.FixtureRequest, cluster_factory: Callable[..., EmbeddedCluster]
+def rp_replicated_cluster(
+    request: pytest.FixtureRequest, rp_cluster_factory: Callable[..., EmbeddedCluster]
 ) -> EmbeddedCluster:
     """A fresh cluster of 3 masters, each with one replica in sync, for one test (failovers
     change it); parametrized over ``valkey`` and ``redis7``."""
-    return cluster_factory(3, 1, request.param)
+    return rp_cluster_factory(3, 1, request.param)
 
 
 @pytest.fixture(params=_TOPOLOGY_KINDS)
-def sentinel(
-    request: pytest.FixtureRequest, sentinel_factory: Callable[..., SentinelTopology]
+def rp_sentinel(
+    request: pytest.FixtureRequest, rp_sentinel_factory: Callable[..., SentinelTopology]
 ) -> SentinelTopology:
     """A fresh primary + 2 replicas + 3 Sentinels, for one test (failovers change it);
     parametrized over ``valkey`` and ``redis7``."""
-    return sentinel_factory(request.param)
+    return rp_sentinel_factory(request.param)
