@@ -32,6 +32,11 @@ lint: $(VENV)/.dev-installed
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The tests that need no server (pure logic, plans against canned replies, the architecture's
+# rules): seconds, for the edit-test loop.
+unit: $(VENV)/.dev-installed
+	$(BIN)/pytest tests/unit -q $(PYTEST_ARGS)
+
 FAKETIME_LIB := /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1
 # The tests whose outcome depends on the calendar date (periods, ISO weeks, month ends); -k also
 # picks docs/leaderboard.md's examples out of tests/docs.
