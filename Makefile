@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-calendar lint unit soak bench bench-peers install clean screenshots
+.PHONY: demo test test-calendar test-pythons lint unit soak bench bench-peers install clean screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,28 @@ lint: $(VENV)/.dev-installed
 
 test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The oldest and newest supported Pythons (pyenv's, where installed): each in a venv of its own,
+# the server-free tests and the public API's on Valkey and a cluster. A missing interpreter is
+# reported as skipped, or a failure under REDIS_PATTERNS_REQUIRE_PYTHONS=1 (as .ci/run sets).
+PYTHONS ?= 3.10 3.13
+PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
+test-pythons:
+	@for version in $(PYTHONS); do \
+		python=$$(ls -d $(PYENV_VERSIONS)/$$version.*/bin/python 2>/dev/null | sort -V | tail -n 1); \
+		[ -n "$$python" ] || python=$$(command -v python$$version || true); \
+		if [ -z "$$python" ]; then \
+			echo "test-pythons: SKIPPED Python $$version (not installed)"; \
+			[ -z "$$REDIS_PATTERNS_REQUIRE_PYTHONS" ] || exit 1; \
+			continue; \
+		fi; \
+		echo "test-pythons: $$($$python --version) ($$python)"; \
+		[ -x .venv-$$version/bin/python ] || $$python -m venv .venv-$$version || exit 1; \
+		.venv-$$version/bin/python -m pip install -q --upgrade pip || exit 1; \
+		.venv-$$version/bin/pip install -q -e '.[dev]' || exit 1; \
+		.venv-$$version/bin/pytest tests/unit tests/api --backends valkey,cluster -q \
+			$(PYTEST_ARGS) || exit 1; \
+	done
 
 # The tests that need no server (pure logic, plans against canned replies, the architecture's
 # rules): seconds, for the edit-test loop.
@@ -86,4 +108,4 @@ bench-peers:
 	.venv-bench/bin/python -m benchmarks.report --write $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-3.* .mypy_cache .ruff_cache .pytest_cache
