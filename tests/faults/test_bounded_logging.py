@@ -12,10 +12,11 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from redis_patterns import (
+    AsyncCache,
     AsyncFixedWindow,
     EmbeddedServer,
     FixedWindow,
@@ -62,6 +63,43 @@ async def test_asgi_limiter_failing_open_logs_once_for_2000_requests(
     print(f"\n{REQUESTS} requests during the outage: {len(records)} log line(s)")
     assert len(records) == 1
     assert records[0].getMessage().startswith("rate limiter unavailable, failing open")
+    assert records[0].levelno == logging.WARNING
+
+
+async def test_a_cached_endpoint_failing_open_answers_from_the_loader_and_logs_once(
+    server_factory: Callable[..., EmbeddedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An HTTP endpoint behind ``@cache.cached`` with ``fail_open=True``: with the server
+    stopped, every request is answered by the loader (200, the right body), and the library
+    logs one line for the whole outage."""
+    server = server_factory()
+    client = connect(server.url, asyncio=True, socket_timeout=1.0)
+    cache = AsyncCache(client, "outage-cache", ttl=60, fail_open=True)
+    loads: list[str] = []
+
+    @cache.cached(key="price:{item}")
+    async def price(item: str) -> dict[str, Any]:
+        loads.append(item)
+        return {"item": item, "price": 42}
+
+    async def endpoint(request: Request) -> JSONResponse:
+        return JSONResponse(await price(request.path_params["item"]))
+
+    app = Starlette(routes=[Route("/price/{item}", endpoint)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        assert (await http.get("/price/a")).json() == {"item": "a", "price": 42}
+        assert (await http.get("/price/a")).json() == {"item": "a", "price": 42}
+        assert loads == ["a"]  # the second request was a hit
+        server.stop()
+        caplog.set_level(logging.INFO, "redis_patterns")
+        responses = [await http.get("/price/a") for _ in range(REQUESTS)]
+    await client.aclose()
+    assert {(r.status_code, r.text) for r in responses} == {(200, '{"item":"a","price":42}')}
+    assert len(loads) == 1 + REQUESTS  # each one answered by the loader, nothing cached
+    records = library_records(caplog)
+    print(f"\n{REQUESTS} cached requests during the outage: {len(records)} log line(s)")
+    assert len(records) == 1, [r.getMessage() for r in records]
     assert records[0].levelno == logging.WARNING
 
 
