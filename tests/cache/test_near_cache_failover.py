@@ -49,7 +49,7 @@ def _listening_master(cluster: EmbeddedCluster, client: object) -> object:
     return node
 
 
-@pytest.mark.parametrize("replicated_cluster", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_replicated_cluster", ["valkey"], indirect=True)
 def test_the_listener_leaves_a_dead_node(replicated_cluster: EmbeddedCluster, prefix: str) -> None:
     cluster = replicated_cluster
     client, other = cluster.client(), cluster.client()
@@ -66,7 +66,7 @@ def test_the_listener_leaves_a_dead_node(replicated_cluster: EmbeddedCluster, pr
     other.close()
 
 
-@pytest.mark.parametrize("replicated_cluster", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_replicated_cluster", ["valkey"], indirect=True)
 async def test_async_the_listener_leaves_a_dead_node(
     replicated_cluster: EmbeddedCluster, prefix: str
 ) -> None:

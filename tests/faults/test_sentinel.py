@@ -140,7 +140,7 @@ def _counter_on(server: Any, key: str) -> int:
         return int(direct.get(key) or 0)
 
 
-@pytest.mark.parametrize("sentinel", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_sentinel", ["valkey"], indirect=True)
 def test_sentinel_client_follows_a_graceful_failover(sentinel: SentinelTopology) -> None:
     """A long-lived redis-py Sentinel client keeps writing to the old primary until Sentinel
     demotes it (~10 s; all of it lost, see the --soak test above); `sentinel_client` moves to
@@ -167,7 +167,7 @@ def test_sentinel_client_follows_a_graceful_failover(sentinel: SentinelTopology)
     stock.close()
 
 
-@pytest.mark.parametrize("sentinel", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_sentinel", ["valkey"], indirect=True)
 async def test_async_sentinel_client_follows_a_graceful_failover(
     sentinel: SentinelTopology,
 ) -> None:
@@ -184,7 +184,7 @@ async def test_async_sentinel_client_follows_a_graceful_failover(
     await client.aclose()
 
 
-@pytest.mark.parametrize("sentinel", ["redis7"], indirect=True)
+@pytest.mark.parametrize("rp_sentinel", ["redis7"], indirect=True)
 def test_a_subscriber_over_sentinel_client_moves_with_the_primary(
     sentinel: SentinelTopology,
 ) -> None:
@@ -217,7 +217,7 @@ def test_sentinel_client_refuses_bad_arguments_before_io() -> None:
         sentinel_client([("127.0.0.1", 1)], "svc", recheck=0)
 
 
-@pytest.mark.parametrize("sentinel", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_sentinel", ["valkey"], indirect=True)
 def test_a_near_cache_over_sentinel_client_follows_the_primary(sentinel: SentinelTopology) -> None:
     """A near cache's listener only waits for pushes, never sends: its connection is checked
     while it waits, so invalidations published on the new primary reach it."""
@@ -246,7 +246,7 @@ def test_a_near_cache_over_sentinel_client_follows_the_primary(sentinel: Sentine
     client.close()
 
 
-@pytest.mark.parametrize("sentinel", ["valkey"], indirect=True)
+@pytest.mark.parametrize("rp_sentinel", ["valkey"], indirect=True)
 def test_transactions_recover_once_the_old_primary_is_demoted(sentinel: SentinelTopology) -> None:
     """With redis-py's own Sentinel client: the first EXEC on the demoted primary fails
     (READONLY), and the next transaction runs on the new primary. redis-py's pipeline reset
