@@ -1,0 +1,312 @@
+"""The metrics recorder: every instrument's definition, the exporters switched on, and ``on``.
+
+Each recording point in the library reads ``if _metrics.on:`` first, so with no exporter on a
+recording costs one attribute read and allocates nothing. When on, ``Metric.record(labels,
+value)`` looks up the callables bound for that label tuple (bound once per series and kept)
+and calls each: a Prometheus child's ``inc``/``observe``/``set``, or for OpenTelemetry a cell
+this module sums itself (an observable counter or gauge reads it at collection), because the
+OpenTelemetry SDK's synchronous ``Counter.add`` costs some 10 µs a call, about a tenth of a
+round trip to Redis. Only histograms go through the SDK's synchronous instrument; none of them
+is recorded on a hot path (loads, lock waits and holds, pub/sub gaps).
+
+The public switches are in `redis_patterns.metrics`.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
+
+__all__ = ["METRICS", "Metric", "add_sink", "lock_label", "on", "remove_sinks"]
+
+on = False
+"""Whether any exporter is on; read by every recording point before anything else."""
+
+MAX_SERIES = 500
+"""Label sets kept per metric; further ones are recorded under ``other`` (a runaway label, say
+a lock name holding a user id, must not grow the exporter's memory without bound)."""
+
+OTHER = "other"
+
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Histogram bucket bounds in seconds, for both exporters (OpenTelemetry's default ones are
+meant for milliseconds)."""
+
+
+class _Sink(Protocol):
+    def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]: ...
+
+    def close(self) -> None: ...
+
+
+_sinks: list[_Sink] = []
+_lock = threading.Lock()
+
+
+class Metric:
+    """One instrument: a counter (``record`` adds), a histogram (observes) or a gauge (sets).
+
+    ``name`` is the base name: Prometheus shows a counter as ``<name>_total``; OpenTelemetry
+    uses ``name`` itself (its Prometheus exporter adds the suffix).
+    """
+
+    __slots__ = ("_bound", "doc", "kind", "labels", "name", "unit")
+
+    def __init__(self, name: str, kind: str, labels: tuple[str, ...], doc: str) -> None:
+        self.name = "redis_patterns_" + name
+        self.kind = kind
+        self.labels = labels
+        self.doc = doc
+        self.unit = "s" if name.endswith("_seconds") else ""
+        self._bound: dict[tuple[str, ...], tuple[Callable[[float], None], ...]] = {}
+
+    def record(self, labels: tuple[str, ...], value: float = 1.0) -> None:
+        """Add ``value`` to (counter), observe it in (histogram) or set (gauge) one series."""
+        fns = self._bound.get(labels)
+        if fns is None:
+            fns = self._bind(labels)
+        for fn in fns:
+            fn(value)
+
+    def _bind(self, labels: tuple[str, ...]) -> tuple[Callable[[float], None], ...]:
+        with _lock:
+            fns = self._bound.get(labels)
+            if fns is not None:
+                return fns
+            if len(self._bound) >= MAX_SERIES:
+                labels = (OTHER,) * len(self.labels)
+                fns = self._bound.get(labels)
+                if fns is not None:
+                    return fns
+            fns = tuple(sink.bind(self, labels) for sink in _sinks)
+            self._bound[labels] = fns
+            return fns
+
+    def _forget(self) -> None:
+        self._bound = {}
+
+
+def _m(name: str, kind: str, labels: tuple[str, ...], doc: str) -> Metric:
+    return Metric(name, kind, labels, doc)
+
+
+# fmt: off
+LIMITER_DECISIONS = _m("limiter_decisions", "counter", ("limiter", "decision"),
+                       "Rate limiter hits by decision (allowed or refused); peeks are not counted")
+CACHE_HITS = _m("cache_hits", "counter", ("cache",),
+                "Cache reads that found a fresh (or servable stale) value in Redis")
+CACHE_NEAR_HITS = _m("cache_near_hits", "counter", ("cache",),
+                     "Cache reads answered by this process's near cache (no round trip)")
+CACHE_MISSES = _m("cache_misses", "counter", ("cache",),
+                  "Cache reads that found no usable value (get_or_load: then loaded)")
+CACHE_STALE = _m("cache_stale", "counter", ("cache",),
+                 "Stale values served while one caller refreshes them")
+CACHE_LOADS = _m("cache_loads", "counter", ("cache",),
+                 "Loader calls' keys (foreground and background refreshes)")
+CACHE_LOAD_ERRORS = _m("cache_load_errors", "counter", ("cache",),
+                       "Keys whose loader raised")
+CACHE_LOAD_SECONDS = _m("cache_load_seconds", "histogram", ("cache",),
+                        "Time a loader call took (one observation per call)")
+LOCK_ACQUISITIONS = _m("lock_acquisitions", "counter", ("lock", "result"),
+                       "Lock acquire calls by result (acquired, or failed: busy or timed out)")
+LOCK_WAIT_SECONDS = _m("lock_acquire_wait_seconds", "histogram", ("lock",),
+                       "Time from an acquire's first attempt to its successful one")
+LOCK_HOLD_SECONDS = _m("lock_hold_seconds", "histogram", ("lock",),
+                       "Time from acquiring a lock to releasing it")
+LOCK_RENEWALS = _m("lock_renewals", "counter", ("lock",),
+                   "Lease extensions (watchdog renewals and extend calls) that succeeded")
+LOCK_LOSSES = _m("lock_losses", "counter", ("lock",),
+                 "Leases found gone by a renewal or an extend (expired or taken)")
+SESSION_READS = _m("session_reads", "counter", ("store", "result"),
+                   "Session reads by result (found or missing)")
+SESSION_WRITES = _m("session_writes", "counter", ("store", "op"),
+                    "Session writes by operation (create or update)")
+SESSION_ROTATIONS = _m("session_rotations", "counter", ("store",),
+                       "Session ids rotated (login, privilege change)")
+STREAM_ADDS = _m("stream_adds", "counter", ("queue", "result"),
+                 "Entries added to a queue (added, or duplicate: an idempotency key seen)")
+STREAM_HANDLED = _m("stream_handled", "counter", ("queue", "group"),
+                    "Entries a worker's handler handled and acknowledged")
+STREAM_FAILED = _m("stream_failed", "counter", ("queue", "group"),
+                   "Handler failures (each delivery that raised)")
+STREAM_DEAD_LETTERED = _m("stream_dead_lettered", "counter", ("queue", "group"),
+                          "Entries moved to the dead-letter stream")
+STREAM_LAG = _m("stream_lag", "gauge", ("queue", "group"),
+                "Entries the group has not read yet, as of the last info() of the queue")
+STREAM_PENDING = _m("stream_pending", "gauge", ("queue", "group"),
+                    "Entries delivered but not acknowledged, as of the last info() of the queue")
+PUBSUB_GAPS = _m("pubsub_gaps", "counter", (),
+                 "Subscriber links lost (periods in which messages may have been missed)")
+PUBSUB_GAP_SECONDS = _m("pubsub_gap_seconds", "histogram", (),
+                        "How long a subscriber's link was down, observed when it is back")
+BACKEND_ERRORS = _m("backend_errors", "counter", ("error",),
+                    "Server and connection errors by the library's error class")
+# fmt: on
+
+METRICS: tuple[Metric, ...] = tuple(v for v in list(globals().values()) if isinstance(v, Metric))
+
+
+def lock_label(name: bytes) -> str:
+    """A lock's label: its name up to the first ``:`` (``order:42`` -> ``order``), so a name
+    per resource does not make a series per resource."""
+    return name.split(b":", 1)[0].decode(errors="replace")
+
+
+def add_sink(make: Callable[[], _Sink], replace: type | None = None) -> None:
+    """Switch an exporter on (replacing any of class ``replace``); rebinds every series."""
+    global on
+    with _lock:
+        if replace is not None:
+            for sink in [s for s in _sinks if isinstance(s, replace)]:
+                sink.close()
+                _sinks.remove(sink)
+        _sinks.append(make())
+        for metric in METRICS:
+            metric._forget()
+        on = True
+
+
+def remove_sinks() -> None:
+    """Switch every exporter off (recording points go back to costing nothing)."""
+    global on
+    with _lock:
+        on = False
+        for sink in _sinks:
+            sink.close()
+        _sinks.clear()
+        for metric in METRICS:
+            metric._forget()
+
+
+def active() -> tuple[str, ...]:
+    """The exporters on: ``"prometheus"``, ``"opentelemetry"``."""
+    return tuple(getattr(s, "kind", "") for s in _sinks)
+
+
+# --- Prometheus ---------------------------------------------------------------------------
+
+
+class PrometheusSink:
+    """One ``prometheus_client`` collector per metric, registered in ``registry``."""
+
+    kind = "prometheus"
+
+    def __init__(self, registry: Any, client: Any) -> None:
+        self.registry = registry
+        self._collectors: dict[str, Any] = {}
+        for metric in METRICS:
+            labels = list(metric.labels)
+            if metric.kind == "counter":
+                made = client.Counter(metric.name, metric.doc, labels, registry=registry)
+            elif metric.kind == "histogram":
+                made = client.Histogram(
+                    metric.name, metric.doc, labels, registry=registry, buckets=BUCKETS
+                )
+            else:
+                made = client.Gauge(metric.name, metric.doc, labels, registry=registry)
+            self._collectors[metric.name] = made
+
+    def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]:
+        collector = self._collectors[metric.name]
+        child = collector.labels(*labels) if labels else collector
+        fn: Callable[[float], None]
+        if metric.kind == "counter":
+            fn = child.inc
+        elif metric.kind == "histogram":
+            fn = child.observe
+        else:
+            fn = child.set
+        return fn
+
+    def close(self) -> None:
+        for collector in self._collectors.values():
+            self.registry.unregister(collector)
+
+
+# --- OpenTelemetry ------------------------------------------------------------------------
+
+
+class _Cell:
+    """One series' value, summed (or set) here and read by an observable instrument."""
+
+    __slots__ = ("attributes", "lock", "value")
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self.value = 0.0
+        self.lock = threading.Lock()
+
+    def add(self, amount: float) -> None:
+        with self.lock:  # += is a read and a write: threads would lose counts without it
+            self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+class OpenTelemetrySink:
+    """Instruments of one OpenTelemetry meter: observable counters and gauges over cells, and
+    synchronous histograms."""
+
+    kind = "opentelemetry"
+
+    def __init__(self, meter: Any, otel: Any) -> None:
+        self._otel = otel
+        self._cells: dict[str, dict[tuple[str, ...], _Cell]] = {}
+        self._histograms: dict[str, Any] = {}
+        self.closed = False
+        for metric in METRICS:
+            if metric.kind == "histogram":
+                self._histograms[metric.name] = _histogram(meter, metric)
+                continue
+            cells = self._cells[metric.name] = {}
+            create = (
+                meter.create_observable_counter
+                if metric.kind == "counter"
+                else meter.create_observable_gauge
+            )
+            create(
+                metric.name,
+                callbacks=[functools.partial(self._observe, cells)],
+                unit=metric.unit,
+                description=metric.doc,
+            )
+
+    def _observe(self, cells: dict[tuple[str, ...], _Cell], options: Any) -> Iterator[Any]:
+        if self.closed:  # an instrument cannot be removed from its meter: it reports nothing
+            return
+        observation = self._otel.Observation
+        for cell in list(cells.values()):
+            yield observation(cell.value, cell.attributes)
+
+    def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]:
+        attributes = dict(zip(metric.labels, labels, strict=True))
+        if metric.kind == "histogram":
+            record: Callable[[float], None] = functools.partial(
+                self._histograms[metric.name].record, attributes=attributes
+            )
+            return record
+        cell = self._cells[metric.name].setdefault(labels, _Cell(attributes))
+        return cell.add if metric.kind == "counter" else cell.set
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _histogram(meter: Any, metric: Metric) -> Any:
+    try:
+        return meter.create_histogram(
+            metric.name,
+            unit=metric.unit,
+            description=metric.doc,
+            explicit_bucket_boundaries_advisory=list(BUCKETS),
+        )
+    except TypeError:  # an API before 1.23 takes no advisory: its default buckets then
+        return meter.create_histogram(metric.name, unit=metric.unit, description=metric.doc)
+
+
+def describe() -> Iterable[tuple[str, str, tuple[str, ...], str]]:
+    """``(name, kind, labels, description)`` of every metric, for the docs and tests."""
+    return ((m.name, m.kind, m.labels, m.doc) for m in METRICS)
