@@ -2,12 +2,13 @@
 
 Each recording point in the library reads ``if _metrics.on:`` first, so with no exporter on a
 recording costs one attribute read and allocates nothing. When on, ``Metric.record(labels,
-value)`` looks up the callables bound for that label tuple (bound once per series and kept)
-and calls each: a Prometheus child's ``inc``/``observe``/``set``, or for OpenTelemetry a cell
-this module sums itself (an observable counter or gauge reads it at collection), because the
-OpenTelemetry SDK's synchronous ``Counter.add`` costs some 10 µs a call, about a tenth of a
-round trip to Redis. Only histograms go through the SDK's synchronous instrument; none of them
-is recorded on a hot path (loads, lock waits and holds, pub/sub gaps).
+value)`` looks up the function bound for that label tuple (once per series, then kept) and
+calls it. A counter's or gauge's series is a cell summed here, whatever the exporters: a
+Prometheus collector and OpenTelemetry's observable instruments read the cells when they
+collect, so a hit costs one locked addition with either or both on (the OpenTelemetry SDK's
+synchronous ``Counter.add`` costs some 10 µs a call, a tenth of a round trip to Redis, and
+``prometheus_client``'s ``inc`` 0.4 µs per exporter). Histograms go to each exporter's own
+instrument; none is recorded on a hot path (loads, lock waits and holds, pub/sub gaps).
 
 The public switches are in `redis_patterns.metrics`.
 """
@@ -36,6 +37,9 @@ meant for milliseconds)."""
 
 
 class _Sink(Protocol):
+    """An exporter: it reads the counters' and gauges' cells itself, and gives each
+    histogram series a function that observes a value."""
+
     def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]: ...
 
     def close(self) -> None: ...
@@ -49,10 +53,12 @@ class Metric:
     """One instrument: a counter (``record`` adds), a histogram (observes) or a gauge (sets).
 
     ``name`` is the base name: Prometheus shows a counter as ``<name>_total``; OpenTelemetry
-    uses ``name`` itself (its Prometheus exporter adds the suffix).
+    uses ``name`` itself (its Prometheus exporter adds the suffix). A counter's or gauge's
+    series is one `_Cell`, which every exporter reads when it collects; a histogram's is the
+    exporters' own instruments.
     """
 
-    __slots__ = ("_bound", "doc", "kind", "labels", "name", "unit")
+    __slots__ = ("_bound", "_cells", "doc", "kind", "labels", "name", "unit")
 
     def __init__(self, name: str, kind: str, labels: tuple[str, ...], doc: str) -> None:
         self.name = "redis_patterns_" + name
@@ -60,32 +66,74 @@ class Metric:
         self.labels = labels
         self.doc = doc
         self.unit = "s" if name.endswith("_seconds") else ""
-        self._bound: dict[tuple[str, ...], tuple[Callable[[float], None], ...]] = {}
+        self._bound: dict[tuple[str, ...], Callable[[float], None]] = {}
+        self._cells: dict[tuple[str, ...], _Cell] = {}
 
     def record(self, labels: tuple[str, ...], value: float = 1.0) -> None:
         """Add ``value`` to (counter), observe it in (histogram) or set (gauge) one series."""
-        fns = self._bound.get(labels)
-        if fns is None:
-            fns = self._bind(labels)
+        fn = self._bound.get(labels)
+        if fn is None:
+            fn = self._bind(labels)
+        fn(value)
+
+    def _bind(self, labels: tuple[str, ...]) -> Callable[[float], None]:
+        with _lock:
+            fn = self._bound.get(labels)
+            if fn is not None:
+                return fn
+            if len(self._bound) >= MAX_SERIES:
+                labels = (OTHER,) * len(self.labels)
+                fn = self._bound.get(labels)
+                if fn is not None:
+                    return fn
+            if self.kind == "histogram":
+                fn = _fan_out(tuple(sink.bind(self, labels) for sink in _sinks))
+            else:
+                cell = self._cells[labels] = _Cell(dict(zip(self.labels, labels, strict=True)))
+                fn = cell.add if self.kind == "counter" else cell.set
+            self._bound[labels] = fn
+            return fn
+
+    def series(self) -> list[tuple[tuple[str, ...], _Cell]]:
+        """A counter's or gauge's series so far (a copy: recording may add one meanwhile)."""
+        return list(self._cells.items())
+
+    def _forget(self, *, values: bool) -> None:
+        """Drop the histograms' bound instruments (the exporters changed) and, with
+        ``values``, every series (switched off: counting starts again from zero)."""
+        if values:
+            self._bound, self._cells = {}, {}
+        elif self.kind == "histogram":
+            self._bound = {}
+
+
+class _Cell:
+    """One counter's or gauge's series: its value, read by every exporter when it collects."""
+
+    __slots__ = ("attributes", "lock", "value")
+
+    def __init__(self, attributes: dict[str, str]) -> None:
+        self.attributes = attributes
+        self.value = 0.0
+        self.lock = threading.Lock()
+
+    def add(self, amount: float) -> None:
+        with self.lock:  # += is a read and a write: threads would lose counts without it
+            self.value += amount
+
+    def set(self, value: float) -> None:
+        self.value = value
+
+
+def _fan_out(fns: tuple[Callable[[float], None], ...]) -> Callable[[float], None]:
+    if len(fns) == 1:
+        return fns[0]
+
+    def each(value: float) -> None:
         for fn in fns:
             fn(value)
 
-    def _bind(self, labels: tuple[str, ...]) -> tuple[Callable[[float], None], ...]:
-        with _lock:
-            fns = self._bound.get(labels)
-            if fns is not None:
-                return fns
-            if len(self._bound) >= MAX_SERIES:
-                labels = (OTHER,) * len(self.labels)
-                fns = self._bound.get(labels)
-                if fns is not None:
-                    return fns
-            fns = tuple(sink.bind(self, labels) for sink in _sinks)
-            self._bound[labels] = fns
-            return fns
-
-    def _forget(self) -> None:
-        self._bound = {}
+    return each
 
 
 def _m(name: str, kind: str, labels: tuple[str, ...], doc: str) -> Metric:
@@ -154,22 +202,27 @@ def lock_label(name: bytes) -> str:
     return name.split(b":", 1)[0].decode(errors="replace")
 
 
-def add_sink(make: Callable[[], _Sink], replace: type | None = None) -> None:
-    """Switch an exporter on (replacing any of class ``replace``); rebinds every series."""
+def add_sink(make: Callable[[], _Sink], replace: type, target: object) -> None:
+    """Switch an exporter on, replacing any other of class ``replace``. Nothing changes when
+    one of that class already exports to ``target`` (the same registry or meter provider:
+    registering the instruments there again would clash). Counts go on: they are this
+    process's since the first exporter was switched on."""
     global on
     with _lock:
-        if replace is not None:
-            for sink in [s for s in _sinks if isinstance(s, replace)]:
-                sink.close()
-                _sinks.remove(sink)
+        for sink in [s for s in _sinks if isinstance(s, replace)]:
+            if getattr(sink, "target", None) is target:
+                return
+            sink.close()
+            _sinks.remove(sink)
         _sinks.append(make())
         for metric in METRICS:
-            metric._forget()
+            metric._forget(values=False)
         on = True
 
 
 def remove_sinks() -> None:
-    """Switch every exporter off (recording points go back to costing nothing)."""
+    """Switch every exporter off: recording points cost nothing again, and every count starts
+    again from zero when one is next switched on."""
     global on
     with _lock:
         on = False
@@ -177,7 +230,7 @@ def remove_sinks() -> None:
             sink.close()
         _sinks.clear()
         for metric in METRICS:
-            metric._forget()
+            metric._forget(values=True)
 
 
 def active() -> tuple[str, ...]:
@@ -189,79 +242,76 @@ def active() -> tuple[str, ...]:
 
 
 class PrometheusSink:
-    """One ``prometheus_client`` collector per metric, registered in ``registry``."""
+    """A collector that reads the counters' and gauges' cells at each scrape, and one
+    ``prometheus_client`` histogram per histogram, all registered in ``registry``."""
 
     kind = "prometheus"
 
     def __init__(self, registry: Any, client: Any) -> None:
-        self.registry = registry
-        self._collectors: dict[str, Any] = {}
+        self.registry = self.target = registry
+        self._core = client.metrics_core
+        self._histograms: dict[str, Any] = {
+            m.name: client.Histogram(
+                m.name, m.doc, list(m.labels), registry=registry, buckets=BUCKETS
+            )
+            for m in METRICS
+            if m.kind == "histogram"
+        }
+        registry.register(self)
+
+    def describe(self) -> list[Any]:
+        """The collector's families without samples: lets the registry refuse duplicates."""
+        return list(self._families(with_samples=False))
+
+    def collect(self) -> list[Any]:
+        return list(self._families(with_samples=True))
+
+    def _families(self, *, with_samples: bool) -> Iterator[Any]:
         for metric in METRICS:
-            labels = list(metric.labels)
-            if metric.kind == "counter":
-                made = client.Counter(metric.name, metric.doc, labels, registry=registry)
-            elif metric.kind == "histogram":
-                made = client.Histogram(
-                    metric.name, metric.doc, labels, registry=registry, buckets=BUCKETS
-                )
-            else:
-                made = client.Gauge(metric.name, metric.doc, labels, registry=registry)
-            self._collectors[metric.name] = made
+            if metric.kind == "histogram":
+                continue
+            family_of = (
+                self._core.CounterMetricFamily
+                if metric.kind == "counter"
+                else self._core.GaugeMetricFamily
+            )
+            family = family_of(metric.name, metric.doc, labels=metric.labels)
+            if with_samples:
+                for labels, cell in metric.series():
+                    family.add_metric(labels, cell.value)
+            yield family
 
     def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]:
-        collector = self._collectors[metric.name]
-        child = collector.labels(*labels) if labels else collector
-        fn: Callable[[float], None]
-        if metric.kind == "counter":
-            fn = child.inc
-        elif metric.kind == "histogram":
-            fn = child.observe
-        else:
-            fn = child.set
-        return fn
+        histogram = self._histograms[metric.name]
+        observe: Callable[[float], None] = (
+            histogram.labels(*labels) if labels else histogram
+        ).observe
+        return observe
 
     def close(self) -> None:
-        for collector in self._collectors.values():
-            self.registry.unregister(collector)
+        self.registry.unregister(self)
+        for histogram in self._histograms.values():
+            self.registry.unregister(histogram)
 
 
 # --- OpenTelemetry ------------------------------------------------------------------------
 
 
-class _Cell:
-    """One series' value, summed (or set) here and read by an observable instrument."""
-
-    __slots__ = ("attributes", "lock", "value")
-
-    def __init__(self, attributes: dict[str, str]) -> None:
-        self.attributes = attributes
-        self.value = 0.0
-        self.lock = threading.Lock()
-
-    def add(self, amount: float) -> None:
-        with self.lock:  # += is a read and a write: threads would lose counts without it
-            self.value += amount
-
-    def set(self, value: float) -> None:
-        self.value = value
-
-
 class OpenTelemetrySink:
-    """Instruments of one OpenTelemetry meter: observable counters and gauges over cells, and
-    synchronous histograms."""
+    """Instruments of one OpenTelemetry meter: observable counters and gauges reading the
+    cells at each collection, and synchronous histograms."""
 
     kind = "opentelemetry"
 
-    def __init__(self, meter: Any, otel: Any) -> None:
+    def __init__(self, meter: Any, otel: Any, target: object) -> None:
+        self.target = target
         self._otel = otel
-        self._cells: dict[str, dict[tuple[str, ...], _Cell]] = {}
         self._histograms: dict[str, Any] = {}
         self.closed = False
         for metric in METRICS:
             if metric.kind == "histogram":
                 self._histograms[metric.name] = _histogram(meter, metric)
                 continue
-            cells = self._cells[metric.name] = {}
             create = (
                 meter.create_observable_counter
                 if metric.kind == "counter"
@@ -269,27 +319,24 @@ class OpenTelemetrySink:
             )
             create(
                 metric.name,
-                callbacks=[functools.partial(self._observe, cells)],
+                callbacks=[functools.partial(self._observe, metric)],
                 unit=metric.unit,
                 description=metric.doc,
             )
 
-    def _observe(self, cells: dict[tuple[str, ...], _Cell], options: Any) -> Iterator[Any]:
+    def _observe(self, metric: Metric, options: Any) -> Iterator[Any]:
         if self.closed:  # an instrument cannot be removed from its meter: it reports nothing
             return
         observation = self._otel.Observation
-        for cell in list(cells.values()):
+        for _, cell in metric.series():
             yield observation(cell.value, cell.attributes)
 
     def bind(self, metric: Metric, labels: tuple[str, ...]) -> Callable[[float], None]:
         attributes = dict(zip(metric.labels, labels, strict=True))
-        if metric.kind == "histogram":
-            record: Callable[[float], None] = functools.partial(
-                self._histograms[metric.name].record, attributes=attributes
-            )
-            return record
-        cell = self._cells[metric.name].setdefault(labels, _Cell(attributes))
-        return cell.add if metric.kind == "counter" else cell.set
+        record: Callable[[float], None] = functools.partial(
+            self._histograms[metric.name].record, attributes=attributes
+        )
+        return record
 
     def close(self) -> None:
         self.closed = True

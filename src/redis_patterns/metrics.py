@@ -9,6 +9,7 @@ docs/operating.md for the list.
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 from . import _metrics
@@ -27,7 +28,8 @@ def use_prometheus(registry: Any = None) -> None:
     Args:
         registry: the ``CollectorRegistry`` to register in; default ``prometheus_client``'s
             global ``REGISTRY`` (what ``start_http_server`` and ``make_asgi_app`` serve).
-            Calling again moves the metrics to the new registry (their counts start over).
+            Calling again with another registry moves the metrics there; with the same one,
+            it does nothing. Counts are this process's since metrics were switched on.
 
     Raises:
         ConfigurationError: ``prometheus_client`` is not installed.
@@ -42,7 +44,8 @@ def use_prometheus(registry: Any = None) -> None:
     target = prometheus_client.REGISTRY if registry is None else registry
     _metrics.add_sink(
         lambda: _metrics.PrometheusSink(target, prometheus_client),
-        replace=_metrics.PrometheusSink,
+        _metrics.PrometheusSink,
+        target,
     )
 
 
@@ -52,8 +55,9 @@ def use_opentelemetry(meter_provider: Any = None) -> None:
 
     Args:
         meter_provider: the ``MeterProvider`` to use; default the global one
-            (``opentelemetry.metrics.set_meter_provider``). Calling again replaces the meter
-            (the earlier instruments report nothing from then on).
+            (``opentelemetry.metrics.set_meter_provider``). Calling again with another
+            provider moves the metrics there (the earlier instruments report nothing from
+            then on); with the same one, it does nothing.
 
     Raises:
         ConfigurationError: ``opentelemetry-api`` is not installed.
@@ -65,13 +69,26 @@ def use_opentelemetry(meter_provider: Any = None) -> None:
             "metrics for OpenTelemetry need opentelemetry-api: pip install "
             "'redis-patterns[opentelemetry]'"
         ) from exc
-    meter = otel.get_meter("redis_patterns", __version__, meter_provider=meter_provider)
-    _metrics.add_sink(
-        lambda: _metrics.OpenTelemetrySink(meter, otel), replace=_metrics.OpenTelemetrySink
-    )
+    target = otel.get_meter_provider() if meter_provider is None else meter_provider
+
+    def make() -> _metrics.OpenTelemetrySink:
+        # A provider hands out one meter per name, which keeps the instruments made first:
+        # switched on again there, the sink made then is reopened rather than made again.
+        sink = _made.get(target)
+        if sink is None:
+            meter = otel.get_meter("redis_patterns", __version__, meter_provider=target)
+            sink = _made[target] = _metrics.OpenTelemetrySink(meter, otel, target)
+        sink.closed = False
+        return sink
+
+    _metrics.add_sink(make, _metrics.OpenTelemetrySink, target)
+
+
+_made: weakref.WeakKeyDictionary[Any, _metrics.OpenTelemetrySink] = weakref.WeakKeyDictionary()
 
 
 def disable() -> None:
     """Switch every exporter off (e.g. between tests): recording costs nothing again, the
-    Prometheus collectors are unregistered and the OpenTelemetry instruments report nothing."""
+    Prometheus collectors are unregistered, the OpenTelemetry instruments report nothing, and
+    counting starts from zero when metrics are next switched on."""
     _metrics.remove_sinks()

@@ -5,6 +5,8 @@ extra's error, and the bound on series per metric."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -45,6 +47,7 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "operating.md"
 class Exporters:
     registry: CollectorRegistry
     reader: InMemoryMetricReader
+    provider: MeterProvider
 
     def prom(self, name: str, **labels: str) -> float:
         """A sample of the Prometheus exposition (0 when the series does not exist)."""
@@ -92,7 +95,7 @@ def exporters() -> Iterator[Exporters]:
     metrics.use_prometheus(registry)
     metrics.use_opentelemetry(provider)
     try:
-        yield Exporters(registry, reader)
+        yield Exporters(registry, reader, provider)
     finally:
         metrics.disable()
         provider.shutdown()
@@ -370,6 +373,24 @@ def test_moving_to_another_registry(client: Any, prefix: str) -> None:
         metrics.disable()
 
 
+def test_switching_on_twice_with_the_same_target_changes_nothing(
+    client: Any, prefix: str, exporters: Exporters
+) -> None:
+    limiter = FixedWindow(client, 5, DAY, name=prefix)
+    limiter.hit("k")
+    metrics.use_prometheus(exporters.registry)
+    metrics.use_opentelemetry(exporters.provider)
+    limiter.hit("k")
+    labels = {"limiter": prefix, "decision": "allowed"}
+    assert exporters.both("redis_patterns_limiter_decisions", **labels) == (2, 2)
+    # switched off and on again there: counting starts again, in both
+    metrics.disable()
+    metrics.use_prometheus(exporters.registry)
+    metrics.use_opentelemetry(exporters.provider)
+    limiter.hit("k")
+    assert exporters.both("redis_patterns_limiter_decisions", **labels) == (1, 1)
+
+
 def test_series_per_metric_are_bounded() -> None:
     registry = CollectorRegistry()
     metrics.use_prometheus(registry)
@@ -418,3 +439,22 @@ def test_every_metric_is_named_and_documented() -> None:
     docs = DOCS.read_text(encoding="utf-8")
     shown = [name + "_total" if kind == "counter" else name for name, kind, _, _ in described]
     assert [name for name in shown if f"`{name}`" not in docs] == []
+
+
+def test_grafana_dashboard_and_docs_query_only_real_series() -> None:
+    kinds = {name: kind for name, kind, _, _ in metrics.describe()}
+    series = set()
+    for name, kind in kinds.items():
+        if kind == "counter":
+            series.add(name + "_total")
+        elif kind == "histogram":
+            series |= {name + "_bucket", name + "_sum", name + "_count"}
+        else:
+            series.add(name)
+    dashboard = json.loads((DOCS.parent / "grafana-dashboard.json").read_text(encoding="utf-8"))
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) >= 7
+    used = set(re.findall(r"redis_patterns_\w+", " ".join(exprs)))
+    used |= set(re.findall(r"redis_patterns_\w+", DOCS.read_text(encoding="utf-8")))
+    used -= {"redis_patterns_"}  # prose naming the prefix
+    assert sorted(used - series - set(kinds)) == []
