@@ -9,6 +9,7 @@ import json
 import re
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,24 @@ def test_unnamed_and_multi_limits_are_labelled_by_their_parameters(
     assert exporters.both(decision, limiter=multi, decision="allowed") == (2, 2)
     assert exporters.both(decision, limiter=multi, decision="refused") == (2, 2)
     assert not any(SECRET in v or prefix in v for v in exporters.all_labels())
+
+
+def test_counts_stay_exact_across_threads(backend: Any, prefix: str, exporters: Exporters) -> None:
+    name = f"{prefix}-threads"
+    limiter = FixedWindow(backend.client(max_connections=8), 600, DAY, name=name)
+
+    def work() -> None:
+        for _ in range(250):
+            limiter.hit(SECRET)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    decision = "redis_patterns_limiter_decisions"
+    assert exporters.both(decision, limiter=name, decision="allowed") == (600, 600)
+    assert exporters.both(decision, limiter=name, decision="refused") == (400, 400)
 
 
 async def test_async_limiter_shares_the_recording_point(
