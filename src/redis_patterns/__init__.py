@@ -1,5 +1,6 @@
 """redis-patterns: the common Redis patterns, correct under concurrency, one round trip each."""
 
+from . import metrics
 from ._async.bounded_counter import AsyncBoundedCounter
 from ._async.cache import AsyncCache, AsyncCachedFunction
 from ._async.cache_write import AsyncWriteBehind, AsyncWriteThrough
@@ -182,6 +183,7 @@ __all__ = [
     "__version__",
     "async_transaction",
     "connect",
+    "metrics",
     "sentinel_client",
     "stop_on_signals",
     "transaction",

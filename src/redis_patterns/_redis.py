@@ -23,6 +23,7 @@ import redis.cluster
 import redis.exceptions as rex
 from redis.crc import key_slot
 
+from . import _metrics
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -271,10 +272,23 @@ class backend_errors:  # lower case, as it is used: like contextlib.suppress
             return
         if isinstance(exc, REDIS_ERRORS):
             if self._mapper is not None:
-                raise self._mapper(exc) from exc
-            raise map_backend_error(exc, in_script=self._in_script) from exc
+                raise _counted(self._mapper(exc), exc) from exc
+            raise _counted(map_backend_error(exc, in_script=self._in_script), exc) from exc
         if self._broken and isinstance(exc, self._broken):
-            raise BackendUnavailableError(f"pub/sub link broken: {exc!r}") from exc
+            error = BackendUnavailableError(f"pub/sub link broken: {exc!r}")
+            raise _counted(error, exc) from exc
+
+
+# Error replies that queue plans expect and handle (creating a group that exists, asking for
+# the pending entries of a group not created yet): not failures, so not counted.
+_EXPECTED = ("BUSYGROUP", "NOGROUP")
+
+
+def _counted(error: BaseException, exc: BaseException) -> BaseException:
+    """``error`` (converted from redis-py's ``exc``), counted in the backend errors metric."""
+    if _metrics.on and not str(exc).startswith(_EXPECTED):
+        _metrics.BACKEND_ERRORS.record((type(error).__name__,))
+    return error
 
 
 _SCRIPT_ERRORS = backend_errors(in_script=True)
@@ -284,7 +298,7 @@ _COMMAND_ERRORS = backend_errors()
 def _map_item(effect: Eval | Command, result: Any) -> Any:
     """A pipelined item's reply, or the library error its redis-py error reply means."""
     if isinstance(result, rex.RedisError):
-        error = map_backend_error(result, in_script=isinstance(effect, Eval))
+        error = _counted(map_backend_error(result, in_script=isinstance(effect, Eval)), result)
         error.__cause__ = result
         return error
     return result

@@ -79,8 +79,46 @@ async def test_the_page_shows_queues_locks_boards_and_a_metrics_placeholder(
     for letter in queue.dead_letters():
         assert f'data-ids="{letter.id}"' in page
     assert 'id="metrics"' in page
-    assert "No metrics yet" in page
+    assert "No metrics source" in page  # no --metrics-url
     assert "setInterval(refresh" in page  # it refreshes by itself
+
+
+async def test_the_metrics_section_shows_an_apps_prometheus_endpoint(
+    backend: Backend, prefix: str
+) -> None:
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from redis_patterns import FixedWindow, metrics
+
+    client = backend.client()
+    registry = CollectorRegistry()
+    metrics.use_prometheus(registry)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    try:
+        limiter = FixedWindow(client, 2, 86400, name=f"{prefix}-api")
+        for _ in range(3):
+            limiter.hit("<user-7>")
+        url = f"http://127.0.0.1:{server.server_port}/metrics"
+        async with http(create_app(DashboardData(client, metrics_url=url))) as browser:
+            state = (await browser.get("/api/state")).json()
+            page = (await browser.get("/")).text
+        shown = {
+            (m["labels"]["decision"], m["value"])
+            for m in state["metrics"]["series"]
+            if m["name"] == "redis_patterns_limiter_decisions_total"
+            and m["labels"]["limiter"] == f"{prefix}-api"
+        }
+        assert shown == {("allowed", 2.0), ("refused", 1.0)}
+        assert state["metrics"]["error"] is None
+        assert "redis_patterns_limiter_decisions_total" in page
+        assert "user-7" not in page
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+        metrics.disable()
+    unreachable = DashboardData(client, metrics_url=url)  # nothing listens there any more
+    assert unreachable.view()["metrics"]["error"]
 
 
 async def test_replay_and_purge_through_the_api(backend: Backend, prefix: str) -> None:

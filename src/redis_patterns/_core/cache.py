@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
+from .. import _metrics
 from .._errors import BackendError, CacheValueError, ConfigurationError, LockTimeoutError
 from .._keys import check_name, make_key
 from .._logging import coalesced, error_kind
@@ -274,6 +275,16 @@ MAX_EXACT = 2**53 - 1  # incr/decr work on integers a Lua number (a double) hold
 _NOT_INTEGER, _OVERFLOW = -1, -2
 
 
+# `CacheCore.stats` entries that are also metrics
+_COUNTED = {
+    "hits": _metrics.CACHE_HITS,
+    "misses": _metrics.CACHE_MISSES,
+    "stale_served": _metrics.CACHE_STALE,
+    "loads": _metrics.CACHE_LOADS,
+    "load_errors": _metrics.CACHE_LOAD_ERRORS,
+}
+
+
 class CacheCore:
     """Validated configuration and the plans shared by `Cache` and `AsyncCache`."""
 
@@ -368,6 +379,21 @@ class CacheCore:
             ("hits", "misses", "loads", "load_errors", "refreshes", "early_refreshes"), 0
         )
         self.stats.update(stale_served=0, malformed=0, backend_errors=0)
+        self._labels = (ns.decode(),)
+
+    def _count(self, what: str, n: int = 1) -> None:
+        """Add to one of `stats` and, with metrics on, to its metric (one recording point)."""
+        self.stats[what] += n
+        if _metrics.on:
+            metric = _COUNTED.get(what)
+            if metric is not None:
+                metric.record(self._labels, n)
+
+    def _missed(self, n: int = 1) -> None:
+        """A plain read (get, get_many) found nothing: a miss for the metric only (``stats``
+        counts as misses the reads that loaded)."""
+        if _metrics.on:
+            _metrics.CACHE_MISSES.record(self._labels, n)
 
     # --- keys and entries ----------------------------------------------------------------
 
@@ -437,14 +463,14 @@ class CacheCore:
         """``(format tag, payload)`` of a stored entry, or None (logged) if malformed or foreign."""
         parts = raw.split(b":", 5)
         if len(parts) != 6 or parts[0] != b"rp2":
-            self.stats["malformed"] += 1
+            self._count("malformed")
             # Coalesced: after an upgrade every older entry (rp1) is malformed once.
             message = "cache entry %r is malformed; treated as a miss"
             coalesced(log, ("malformed", self.namespace), message, entry_key)
             return None
         tag = parts[1].decode("ascii", "replace")
         if tag != self.serializer.name and tag != "int":
-            self.stats["malformed"] += 1
+            self._count("malformed")
             message = (
                 "cache entry %r was written with serializer %r, this cache uses %r; treated as "
                 "a miss (never decoded)"
@@ -461,7 +487,7 @@ class CacheCore:
                 return int(payload)
             return self.serializer.loads(payload)
         except Exception as exc:  # a hostile or corrupt entry is a miss, never a crash
-            self.stats["malformed"] += 1
+            self._count("malformed")
             message = "cache entry %r cannot be decoded (%s); treated as a miss"
             coalesced(log, ("undecodable", self.namespace, type(exc)), message, entry_key, exc)
             return _MISSING
@@ -479,7 +505,11 @@ class CacheCore:
         if self.near is None:
             return _MISSING
         raw = self.near.get(entry_key)
-        return _MISSING if raw is None else self._read(entry_key, raw)
+        if raw is None:
+            return _MISSING
+        if _metrics.on:
+            _metrics.CACHE_NEAR_HITS.record(self._labels)
+        return self._read(entry_key, raw)
 
     def _near_put(self, entry_key: bytes, raw: bytes, left_ms: int, generation: int) -> None:
         if self.near is not None:
@@ -513,7 +543,7 @@ class CacheCore:
 
     def failed_open(self, what: str, exc: BackendError) -> None:
         """Count and log (coalesced: one line per interval) a backend error served open."""
-        self.stats["backend_errors"] += 1
+        self._count("backend_errors")
         coalesced(
             log,
             ("fail_open", self.namespace),
@@ -557,7 +587,7 @@ class CacheCore:
             return _SLOW
         value = self._read(entry, raw)
         if value is not _MISSING:
-            self.stats["hits"] += 1
+            self._count("hits")
         return value
 
     def get(self, key: object, default: Any) -> Plan[Any]:
@@ -571,19 +601,21 @@ class CacheCore:
                 raw, written = yield Command(("MGET", entry, self.gen_key(entry)))
                 value = self._fast(entry, raw, written)
                 if value is not _SLOW:
-                    return default if value is _MISSING else value
+                    if value is _MISSING:
+                        self._missed()
+                        return default
+                    return value
             status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
         except BackendError as exc:
             if not self.fail_open:
                 raise
             self.failed_open("get", exc)
             return default
-        if status != _FRESH:
-            return default
-        value = self._read(entry, raw)
+        value = self._read(entry, raw) if status == _FRESH else _MISSING
         if value is _MISSING:
+            self._missed()
             return default
-        self.stats["hits"] += 1
+        self._count("hits")
         self._near_put(entry, raw, int(left), generation)
         return value
 
@@ -814,9 +846,11 @@ class CacheCore:
                     continue
                 value = self._read(entry, raw)
                 if value is not _MISSING:
-                    self.stats["hits"] += 1
+                    self._count("hits")
                     values[entry] = value
                     self._near_put(entry, raw, left, generation)
+        if _metrics.on:
+            self._missed(sum(1 for entry in set(entries) if entry not in values))
         return [values.get(entry, default) for entry in entries]
 
     def _fast_many(self, wanted: list[bytes], values: dict[bytes, Any]) -> Plan[list[bytes]]:
@@ -945,21 +979,21 @@ class CacheCore:
             if status in (_FRESH, _EARLY, _STALE):
                 value = self._read(entry, raw)
                 if value is not _MISSING:
-                    self.stats["hits"] += 1
+                    self._count("hits")
                     if status == _FRESH:
                         self._near_put(entry, raw, int(left), generation)
                     elif status == _STALE:
-                        self.stats["stale_served"] += 1
+                        self._count("stale_served")
                     elif status == _EARLY:
-                        self.stats["early_refreshes"] += 1
+                        self._count("early_refreshes")
                     return value, bool(took)
                 # A foreign or corrupt entry: replace it. A fresh one looked like a hit, so no
                 # lock was taken: store it as a plain set does (a loader's store needs its lock).
-                self.stats["misses"] += 1
+                self._count("misses")
                 replace = token if took else ""
                 return (yield from self._load(entry, loader, ttl, replace, _text(written))), False
             if took:
-                self.stats["misses"] += 1
+                self._count("misses")
                 return (yield from self._load(entry, loader, ttl, token, _text(written))), False
             # Another process is loading this key: wait briefly, then read its result.
             deadline, pause = yield from self._wait_for_loader(deadline, pause, repr(entry))
@@ -990,19 +1024,21 @@ class CacheCore:
     ) -> Plan[Any]:
         soft = self.soft_ms(ttl, forever=True)
         started = yield Now()
-        self.stats["loads"] += 1
+        self._count("loads")
         negative = False
         try:
             value = yield Call(loader)
             if value is None and self.negative_ms is not None:
                 soft, negative = self.negative_ms, True  # and no stale window: absence is cheap
         except Exception:
-            self.stats["load_errors"] += 1
+            self._count("load_errors")
             yield from self._unlock_quietly(entry, token, self.backoff_ms)
             raise
         except BaseException:  # cancelled or interrupted: not the store's fault, let go now
             yield from self._unlock_quietly(entry, token, 0)
             raise
+        if _metrics.on:
+            _metrics.CACHE_LOAD_SECONDS.record(self._labels, (yield Now()) - started)
         try:
             if value is None and self.negative_ms is None:
                 tagged = None
@@ -1063,7 +1099,7 @@ class CacheCore:
         self, entry: bytes, loader: Callable[[], Any], ttl: Ttl | None, token: str
     ) -> Plan[None]:
         """Reload a stale or early-expiring entry in the background; on failure keep the old."""
-        self.stats["refreshes"] += 1
+        self._count("refreshes")
         try:
             yield from self._load(entry, loader, ttl, token)
         except Exception as exc:
@@ -1124,14 +1160,14 @@ class CacheCore:
                 if status in (_FRESH, _EARLY, _STALE):
                     value = self._read(entry, raw)
                     if value is not _MISSING:
-                        self.stats["hits"] += 1
+                        self._count("hits")
                         values[entry] = value
                         if status == _FRESH:
                             self._near_put(entry, raw, left, near_generation)
                         elif status == _STALE:
-                            self.stats["stale_served"] += 1
+                            self._count("stale_served")
                         else:
-                            self.stats["early_refreshes"] += 1
+                            self._count("early_refreshes")
                         if took:
                             refresh[entry] = key_of[entry]
                         continue
@@ -1141,7 +1177,7 @@ class CacheCore:
                 else:
                     waiting.append(entry)
             if load:
-                self.stats["misses"] += len(load)
+                self._count("misses", len(load))
                 loaded_values = yield from self._load_many(load, key_of, loader, ttl, token)
                 values.update(loaded_values)
             pending = waiting
@@ -1172,7 +1208,7 @@ class CacheCore:
     ) -> Plan[dict[bytes, Any]]:
         """Load the entries whose lock we hold (one loader call) and store them conditionally."""
         started = yield Now()
-        self.stats["loads"] += len(load)
+        self._count("loads", len(load))
         try:
             loaded = yield from self._call_many(loader, [key_of[e] for e in load])
             values = {e: loaded.get(key_of[e]) for e in load}
@@ -1186,10 +1222,12 @@ class CacheCore:
         except BaseException as exc:
             failed = isinstance(exc, Exception) and not isinstance(exc, ConfigurationError)
             if failed:
-                self.stats["load_errors"] += len(load)
+                self._count("load_errors", len(load))
             yield from self._unlock_many(list(load), token, self.backoff_ms if failed else 0)
             raise
         finished = yield Now()
+        if _metrics.on:
+            _metrics.CACHE_LOAD_SECONDS.record(self._labels, finished - started)
         delta = max(0, round((finished - started) * 1000))
         # Entries the loader gave nothing for (or None, without negative_ttl) are not cached:
         # let their locks go at once.
@@ -1211,7 +1249,7 @@ class CacheCore:
         token: str,
     ) -> Plan[None]:
         """Reload stale or early-expiring entries in the background; on failure keep them."""
-        self.stats["refreshes"] += len(refresh)
+        self._count("refreshes", len(refresh))
         try:
             yield from self._load_many(dict.fromkeys(refresh, ""), refresh, loader, ttl, token)
         except Exception as exc:

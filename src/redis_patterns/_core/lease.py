@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, NamedTuple
 
+from .. import _metrics
 from .._errors import ConfigurationError, LockError, LockNotOwnedError
 from .._keys import check_name, make_key
 from .._plan import Plan
@@ -38,6 +39,7 @@ class LeaseCore:
     __slots__ = (
         "_fence",
         "_generation",
+        "_granted_at",
         "_held",
         "_lost",
         "_max_hold_until",
@@ -75,6 +77,7 @@ class LeaseCore:
         self._valid_until: float | None = None
         self._validity: float | None = None
         self._max_hold_until: float | None = None
+        self._granted_at = 0.0
 
     # --- state ---------------------------------------------------------------------------
 
@@ -149,8 +152,16 @@ class LeaseCore:
         fence: int | None = None,
         validity: float | None = None,
         max_hold_until: float | None = None,
+        started: float,
+        at: float,
     ) -> None:
-        """The lease is ours, surely until ``valid_until`` (a ``Now`` reading)."""
+        """The lease is ours, surely until ``valid_until`` (a ``Now`` reading), by the attempt
+        sent ``at``, of an acquire whose first attempt was sent at ``started``."""
+        if _metrics.on:
+            label = _metrics.lock_label(self.name)
+            _metrics.LOCK_ACQUISITIONS.record((label, "acquired"))
+            _metrics.LOCK_WAIT_SECONDS.record((label,), at - started)
+        self._granted_at = at
         self._generation += 1
         self._token = token
         self._fence = fence
@@ -160,13 +171,22 @@ class LeaseCore:
         self._valid_until = valid_until
         self._max_hold_until = max_hold_until
 
+    def _not_acquired(self) -> None:
+        """An acquire gave up: the lease was busy, or its wait timed out."""
+        if _metrics.on:
+            _metrics.LOCK_ACQUISITIONS.record((_metrics.lock_label(self.name), "failed"))
+
     def _renewed(self, valid_until: float, validity: float | None = None) -> None:
+        if _metrics.on:
+            _metrics.LOCK_RENEWALS.record((_metrics.lock_label(self.name),))
         self._validity = validity
         self._valid_until = valid_until
 
     def _lose(self, *, forget: bool) -> None:
         """The lease is gone. ``forget`` when the caller is told now (an extend that raises);
         a loss the watchdog finds keeps ``held`` so the next call reports "was lost"."""
+        if _metrics.on and not self._lost:
+            _metrics.LOCK_LOSSES.record((_metrics.lock_label(self.name),))
         self._lost = True
         if forget:
             self._held = False
@@ -178,6 +198,10 @@ class LeaseCore:
         self._generation += 1
         return self._token
 
-    def _released(self) -> None:
+    def _released(self, now: float | None) -> None:
+        """Released; ``now`` (a ``Now`` reading, ``None`` with metrics off) ends the hold."""
+        if now is not None and _metrics.on:
+            held = now - self._granted_at
+            _metrics.LOCK_HOLD_SECONDS.record((_metrics.lock_label(self.name),), held)
         self._held = False
         self._valid_until = None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import secrets
 
+from .. import _metrics
 from .._errors import (
     BackendError,
     BackendTimeoutError,
@@ -82,10 +83,13 @@ class LockCore(LeaseCore):
         waits = 0
         cap = min(WAIT_CAP, self.ttl_ms / 4000)
         deadline: float | None = None
+        started: float | None = None
         while True:
             sent_at = yield Now()
-            if deadline is None and wait is not None:
-                deadline = sent_at + wait
+            if started is None:
+                started = sent_at
+                if wait is not None:
+                    deadline = sent_at + wait
             take = Eval(script, keys, args)
             if self.wait_replicas:  # WAIT in the same round trip, on the script's connection
                 raw, confirmed = yield Replicated(take, self.wait_replicas, self.replica_timeout_ms)
@@ -103,15 +107,19 @@ class LockCore(LeaseCore):
                     max_hold_until=(
                         None if self.max_hold_ms is None else sent_at + self.max_hold_ms / 1000
                     ),
+                    started=started,
+                    at=sent_at,
                 )
                 if not self.auto_renew:
                     return Acquired(True)
                 return Acquired(True, (yield from self.renewal_delay()))
             if not blocking:
+                self._not_acquired()
                 return Acquired(False)
             now = yield Now()
             left = None if deadline is None else deadline - now
             if left is not None and left <= 0:
+                self._not_acquired()
                 return Acquired(False)
             if rng is None:
                 rng = random.Random()
@@ -139,7 +147,7 @@ class LockCore(LeaseCore):
     def release(self) -> Plan[None]:
         token = self._start_release()
         deleted = yield from self._compare_delete(token)
-        self._released()
+        self._released((yield Now()) if _metrics.on else None)
         if not deleted:
             raise LockNotOwnedError(
                 f"lock {self.name!r} was no longer ours at release (it expired or was taken)"

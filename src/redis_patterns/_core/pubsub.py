@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from .. import _metrics
 from .._errors import ConfigurationError
 from .._keys import check_name
 from .._plan import Command, Plan
@@ -182,12 +183,16 @@ class SubscriberCore:
             return None
         gap = Gap(self.gap_started, now, self.gap_error)
         self.gap_started = None
+        if _metrics.on:
+            _metrics.PUBSUB_GAP_SECONDS.record((), gap.duration)
         return gap
 
     def on_lost(self, now: float, error: object) -> None:
         """The link broke (or never came up). Opens a gap unless one is already open."""
         if self.connected:
             self.gaps += 1
+            if _metrics.on:
+                _metrics.PUBSUB_GAPS.record(())
             self.gap_started = now
             self.gap_error = _text(error) or type(error).__name__
         self.connected = False

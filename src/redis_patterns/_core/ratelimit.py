@@ -10,6 +10,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from .. import _metrics
 from .._errors import ConfigurationError, ConfigurationTypeError, RateLimitedError
 from .._keys import check_name, key_parts
 from .._plan import ArgT, Command, Eval, Plan
@@ -152,6 +153,13 @@ class LimiterCore:
         return self._head + key + self._tail
 
 
+def _decision_labels(suffixes: tuple[str, ...]) -> tuple[tuple[str, str], tuple[str, str]]:
+    """The metric labels of an admitted and a refused hit: the limits' names (or, unnamed,
+    their ``algorithm:limit:window`` suffixes), never the limited key."""
+    name = "+".join(suffixes)
+    return (name, "allowed"), (name, "refused")
+
+
 # A lean script's packed reply: allowed, remaining, retry_after_us, reset_after_us (then, from
 # the scripts that read the clock on every call, the server time in µs), as big-endian doubles
 # (exact: every one is a whole number below 2^53).
@@ -167,10 +175,21 @@ class SingleCore:
     array; a client that decodes replies (``decode_responses=True``) gets the array.
     """
 
-    __slots__ = ("_args", "_args_one", "_head", "_peek_args", "_script", "_tail", "capacity")
+    __slots__ = (
+        "_allowed",
+        "_args",
+        "_args_one",
+        "_head",
+        "_peek_args",
+        "_refused",
+        "_script",
+        "_tail",
+        "capacity",
+    )
 
     def __init__(self, limit: LimiterCore, *, packed: bool) -> None:
         self.capacity = limit.capacity
+        self._allowed, self._refused = _decision_labels((limit.suffix,))
         self._head, self._tail = limit._head, limit._tail
         self._script = limit.script
         self._args: tuple[bytes, ...] = (*limit.lean_args, b"1" if packed else b"0")
@@ -190,7 +209,10 @@ class SingleCore:
         if cost != 1 or cost.__class__ is not int:
             args = (_check_cost(self.capacity, cost), *self._args)
         reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
-        return self._decision(reply)
+        decision = self._decision(reply)
+        if _metrics.on:
+            _metrics.LIMITER_DECISIONS.record(self._allowed if decision.allowed else self._refused)
+        return decision
 
     def peek(self, key: object) -> Plan[Decision]:
         raw = check_name(key, "key")
@@ -207,7 +229,10 @@ class SingleCore:
         args: tuple[ArgT, ...] = (_check_cost(self.capacity, cost), *self._args)
         reply = yield Eval(self._script, (self._head + raw + self._tail,), args)
         now = _UNPACK_TIMED(reply)[4] if isinstance(reply, bytes) else reply[4]
-        return self._decision(reply), int(now)
+        decision = self._decision(reply)
+        if _metrics.on:
+            _metrics.LIMITER_DECISIONS.record(self._allowed if decision.allowed else self._refused)
+        return decision, int(now)
 
     def reset(self, key: object) -> Plan[None]:
         raw = check_name(key, "key")
@@ -415,11 +440,12 @@ def combine(decisions: Sequence[Decision]) -> Decision:
 class MultiCore:
     """The plans of a limiter over several limits: one general script evaluates them all."""
 
-    __slots__ = ("capacity", "cores")
+    __slots__ = ("_allowed", "_refused", "capacity", "cores")
 
     def __init__(self, cores: Sequence[LimiterCore]) -> None:
         self.cores = check_cores(cores)
         self.capacity = min(c.capacity for c in self.cores)
+        self._allowed, self._refused = _decision_labels(tuple(c.suffix for c in self.cores))
 
     def decide(
         self, key: object, cost: object, *, consume: bool = True
@@ -443,6 +469,9 @@ class MultiCore:
             )
             for i, core in enumerate(self.cores)
         ]
+        if consume and _metrics.on:
+            allowed = all(d.allowed for d in decisions)
+            _metrics.LIMITER_DECISIONS.record(self._allowed if allowed else self._refused)
         return decisions, int(reply[0])
 
     def hit(self, key: object, cost: object) -> Plan[Decision]:

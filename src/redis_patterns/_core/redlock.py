@@ -118,7 +118,9 @@ class RedlockCore(LeaseCore):
             granted = sum(1 for reply in replies if _grant_ok(reply))
             validity = ttl - (done_at - sent_at) - self.drift(self.ttl_ms)
             if granted >= self.quorum and validity > 0:
-                self._granted(token, done_at + validity, validity=validity)
+                self._granted(
+                    token, done_at + validity, validity=validity, started=started, at=sent_at
+                )
                 return Acquired(True, self.renew_interval if self.auto_renew else None)
             # Failed: undo on every node, including those that refused or did not answer.
             yield from self._unlock_all(token)
@@ -134,6 +136,7 @@ class RedlockCore(LeaseCore):
                 attempt, self.retry_delay, self.retry_delay, rng=rng, low=self.retry_delay / 2
             )
             yield Sleep(delay if deadline is None else max(0.0, min(delay, deadline - now)))
+        self._not_acquired()
         return Acquired(False)
 
     def _grant(self, token: str, node: int) -> Command | Eval:
@@ -153,7 +156,7 @@ class RedlockCore(LeaseCore):
         now = yield Now()
         deleted = yield from self._unlock_all(token)
         expired = self._valid_until is not None and now >= self._valid_until
-        self._released()
+        self._released(now)
         if deleted < self.quorum or expired:
             raise LockNotOwnedError(
                 f"Redlock {self.name!r} was no longer held at release: our token was on "

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final
 
+from .. import _metrics
 from .._errors import (
     BackendError,
     ConfigurationError,
@@ -238,7 +239,7 @@ def _took(reply: Any) -> bool:
 class SessionCore:
     """State and plans shared by `SessionStore` and `AsyncSessionStore`."""
 
-    __slots__ = ("absolute_ms", "idle_ms", "namespace", "serializer", "wait_replicas")
+    __slots__ = ("_labels", "absolute_ms", "idle_ms", "namespace", "serializer", "wait_replicas")
 
     def __init__(
         self,
@@ -261,6 +262,14 @@ class SessionCore:
                 f"absolute_ttl ({absolute_ttl!r}) must be >= idle_ttl ({idle_ttl!r}) or None"
             )
         self.serializer = get_serializer(serializer)
+        # the metrics' label sets: found, missing, create, update, rotated
+        self._labels = (
+            (namespace, "found"),
+            (namespace, "missing"),
+            (namespace, "create"),
+            (namespace, "update"),
+            (namespace,),
+        )
 
     # -- keys ---------------------------------------------------------------------------------
 
@@ -345,6 +354,8 @@ class SessionCore:
             now_ms, ttl_ms, absolute_at, size, deadline = (int(x) for x in reply)
             if uid is not None:
                 yield from self._prune(uid, size)
+            if _metrics.on:
+                _metrics.SESSION_WRITES.record(self._labels[2])
             return Session(
                 id=sid,
                 user_id=uid,
@@ -361,6 +372,8 @@ class SessionCore:
             return None
         assert isinstance(sid, str)
         reply = yield Eval(package_script("session_get"), (self._key_of(sid),), (self.idle_ms,))
+        if _metrics.on:
+            _metrics.SESSION_READS.record(self._labels[0 if reply is not None else 1])
         if reply is None:
             return None
         # the hash's field/value pairs, then the server time and the lifetime just set
@@ -387,6 +400,8 @@ class SessionCore:
         reply = yield package_script("session_write").eval(
             (self._key_of(sid),), (*args, *pairs, *doomed)
         )
+        if reply and _metrics.on:
+            _metrics.SESSION_WRITES.record(self._labels[3])
         return bool(reply)
 
     def incr(self, sid: object, name: object, amount: object) -> Plan[int | None]:
@@ -478,6 +493,7 @@ class SessionCore:
                     return None
                 if int(reply[0]) == -2:
                     continue
+                self._rotated()
                 return new_sid
             raise _collision()
         # a new user means a new bucket (another slot on a cluster): take the session out
@@ -515,10 +531,15 @@ class SessionCore:
             if reply is not None:
                 if target:  # a login adds to the index as a create does
                     yield from self._prune(target, int(reply[3]))
+                self._rotated()
                 return new_sid
             if meta.get(b":a") is not None or meta.get(b":d") is not None:
                 return None  # the absolute lifetime or deadline ran out during the rotation
         raise _collision()
+
+    def _rotated(self) -> None:
+        if _metrics.on:
+            _metrics.SESSION_ROTATIONS.record(self._labels[4])
 
     def _prune(self, user_id: str, size: int) -> Plan[None]:
         """After an id joined the index (now ``size`` long): every ``_PRUNE_EVERY`` entries,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .. import _metrics
 from .._errors import BackendError, ConfigurationError
 from .._keys import check_name, make_key
 from .._plan import Command, Plan
@@ -55,7 +56,16 @@ class QueueCore(DeadLetterPlans):
     used to be) when one of them holds another type (`queue_plan`).
     """
 
-    __slots__ = ("dead_key", "dedupe_ttl_ms", "errors_key", "group", "key", "max_len", "name")
+    __slots__ = (
+        "dead_key",
+        "dedupe_ttl_ms",
+        "errors_key",
+        "group",
+        "key",
+        "labels",
+        "max_len",
+        "name",
+    )
 
     def __init__(
         self,
@@ -73,6 +83,8 @@ class QueueCore(DeadLetterPlans):
         self.key = make_key("stream", self.name)
         self.dead_key = make_key("stream", self.name, "dead")
         self.errors_key = make_key("stream", self.name, "errors")
+        # the metrics' labels: (queue, group)
+        self.labels = (self.name.decode(errors="replace"), self.group.decode(errors="replace"))
 
     @queue_plan
     def add(self, payload: Mapping[str, Any], idempotency_key: object = None) -> Plan[str]:
@@ -83,6 +95,9 @@ class QueueCore(DeadLetterPlans):
         reply = yield package_script("streams_add").eval(
             keys, (self.group, self.max_len or 0, self.dedupe_ttl_ms, *flat)
         )
+        if _metrics.on:
+            added = "added" if int(reply[1]) == 1 else "duplicate"
+            _metrics.STREAM_ADDS.record((self.labels[0], added))
         return text(reply[0])
 
     @queue_plan
@@ -119,6 +134,10 @@ class QueueCore(DeadLetterPlans):
         if oldest_text:
             age = max(0, int(now_ms) - int(oldest_text.split("-")[0])) / 1000
         last = text(last_id)
+        if _metrics.on:
+            if int(lag) >= 0:
+                _metrics.STREAM_LAG.record(self.labels, int(lag))
+            _metrics.STREAM_PENDING.record(self.labels, int(pending))
         return StreamInfo(
             length=int(length),
             lag=None if int(lag) < 0 else int(lag),

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _metrics
 from .._errors import BackendError, BackendTimeoutError, ConfigurationError
 from .._keys import check_name
 from .._logging import coalesced, error_kind
@@ -279,6 +280,8 @@ class WorkerCore:
         ]
         self.counters.claimed += len(messages)
         self.counters.dead_lettered += len(dead)
+        if dead and _metrics.on:
+            _metrics.STREAM_DEAD_LETTERED.record(q.labels, len(dead))
         if deleted:
             ids = [_text(i) for i in deleted]
             self.counters.deleted_ids.extend(ids)
@@ -316,6 +319,13 @@ class WorkerCore:
         self.counters.handled += len(handled)
         self.counters.failed += len(failed)
         self.counters.dead_lettered += dead
+        if _metrics.on:
+            if handled:
+                _metrics.STREAM_HANDLED.record(q.labels, len(handled))
+            if failed:
+                _metrics.STREAM_FAILED.record(q.labels, len(failed))
+            if dead:
+                _metrics.STREAM_DEAD_LETTERED.record(q.labels, dead)
         self.counters.released += released
 
     def leave(self) -> Plan[None]:

@@ -82,6 +82,10 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument(
         "--scan-every", type=float, default=10.0, help="seconds between key discovery scans"
     )
+    dashboard.add_argument(
+        "--metrics-url",
+        help="an app's Prometheus endpoint (e.g. http://127.0.0.1:8000/metrics) to show",
+    )
     return parser
 
 
@@ -128,6 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             allow_remote=args.allow_remote,
             refresh=args.refresh,
             scan_every=args.scan_every,
+            metrics_url=args.metrics_url,
         )
     _parser().print_help()
     return 2

@@ -34,6 +34,7 @@ __all__ = ["DashboardData", "check_bind", "create_app", "run_dashboard"]
 TOKEN_ENV = "REDIS_PATTERNS_DASHBOARD_TOKEN"
 MIN_TOKEN_CHARS = 16
 MAX_QUEUES_SHOWN = 50
+MAX_SERIES_SHOWN = 200
 _COOKIE = "rp_dashboard_token"
 
 
@@ -71,10 +72,18 @@ class DashboardData:
     refresh in between re-reads only the keys already found (one script per queue group).
     """
 
-    def __init__(self, client: _admin.Client, *, scan_every: float = 10.0, top: int = 10) -> None:
+    def __init__(
+        self,
+        client: _admin.Client,
+        *,
+        scan_every: float = 10.0,
+        top: int = 10,
+        metrics_url: str | None = None,
+    ) -> None:
         self.client = client
         self.scan_every = scan_every
         self.top = top
+        self.metrics_url = metrics_url
         self._lock = threading.Lock()
         self._scanned_at: float | None = None
         self._queues: list[str] = []
@@ -118,7 +127,7 @@ class DashboardData:
             "leaderboards": [
                 asdict(b) for b in _admin.leaderboards(self.client, self.top, board_keys)
             ],
-            "metrics": None,
+            "metrics": None if self.metrics_url is None else scrape_metrics(self.metrics_url),
         }
 
     def replay(self, queue: str, group: str, ids: list[str] | None) -> dict[str, Any]:
@@ -127,6 +136,32 @@ class DashboardData:
 
     def purge(self, queue: str, group: str, ids: list[str] | None) -> dict[str, Any]:
         return {"purged": StreamQueue(self.client, queue, group).purge_dead_letters(ids)}
+
+
+def scrape_metrics(url: str, timeout: float = 2.0) -> dict[str, Any]:
+    """The ``redis_patterns_*`` series an app's Prometheus endpoint serves: ``{"url", "series":
+    [{"name", "labels", "value"}], "error"}`` (counters' ``_total``, gauges, histograms'
+    ``_count`` and ``_sum``; at most `MAX_SERIES_SHOWN`)."""
+    import urllib.request
+
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        error = "reading metrics needs prometheus_client: pip install 'redis-patterns[prometheus]'"
+        return {"url": url, "series": [], "error": error}
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:  # the operator's own URL
+            text = reply.read().decode("utf-8", errors="replace")
+        series = [
+            {"name": sample.name, "labels": dict(sample.labels), "value": sample.value}
+            for family in text_string_to_metric_families(text)
+            if family.name.startswith("redis_patterns_")
+            for sample in family.samples
+            if not sample.name.endswith(("_created", "_bucket"))
+        ]
+    except (OSError, ValueError) as exc:
+        return {"url": url, "series": [], "error": f"{type(exc).__name__}: {exc}"}
+    return {"url": url, "series": series[:MAX_SERIES_SHOWN], "error": None}
 
 
 # --- HTML ------------------------------------------------------------------------------------
@@ -237,11 +272,23 @@ def render_content(view: dict[str, Any], read_only: bool) -> str:
         parts.append(f"<h3>{_e(title)} <small>{board['members']} members</small></h3>")
         parts.append(_table(["rank", "member", "score"], rows, "empty"))
     parts.append('<h2 id="metrics">Metrics</h2>')
-    parts.append(
-        '<p class="empty">No metrics yet: this release does not export any. Metrics (limiter '
-        "decisions, cache hits, lock waits, stream throughput) are planned for a later "
-        "release and will appear here.</p>"
-    )
+    scraped = view["metrics"]
+    if scraped is None:
+        parts.append(
+            '<p class="empty">No metrics source: start the dashboard with --metrics-url and '
+            "the address of your app's Prometheus endpoint (see metrics.use_prometheus) to "
+            "show its redis_patterns_* series here.</p>"
+        )
+    else:
+        parts.append(f"<p>from {_e(scraped['url'])}</p>")
+        if scraped["error"]:
+            parts.append(f'<p class="error">cannot read it: {_e(scraped["error"])}</p>')
+        rows = [
+            [_e(m["name"]), _e(", ".join(f"{k}={v}" for k, v in sorted(m["labels"].items()))),
+             _e(f"{m['value']:g}")]
+            for m in scraped["series"]
+        ]  # fmt: skip
+        parts.append(_table(["metric", "labels", "value"], rows, "no redis_patterns_* series yet"))
     return "".join(parts)
 
 
@@ -459,6 +506,7 @@ def run_dashboard(
     allow_remote: bool,
     refresh: float,
     scan_every: float,
+    metrics_url: str | None = None,
 ) -> int:
     """Serve the dashboard until interrupted; exit status 2 on a refused bind or bad server."""
     prog = "redis-patterns dashboard"
@@ -481,7 +529,7 @@ def run_dashboard(
         return 2
     hosts = None if _is_loopback(host) else ["*"]  # remote: the token is the guard
     app = create_app(
-        DashboardData(client, scan_every=scan_every),
+        DashboardData(client, scan_every=scan_every, metrics_url=metrics_url),
         read_only=read_only,
         token=token,
         refresh=refresh,
