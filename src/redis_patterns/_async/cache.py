@@ -9,8 +9,17 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from .._core.cache import CacheCore, KeyBuilder, Stampede, Ttl, WarmResult, check_callable
-from .._core.cache_types import AsyncBatchLoader, AsyncFunc, AsyncLoader
+from .._core.cache import CacheCore
+from .._core.cache_keys import KeyBuilder
+from .._core.cache_types import (
+    AsyncBatchLoader,
+    AsyncFunc,
+    AsyncLoader,
+    Stampede,
+    Ttl,
+    WarmResult,
+    check_callable,
+)
 from .._flight import AsyncSingleFlight
 from .._runner import AsyncClient, AsyncRunner, require_bytes_replies
 from .._serializers import Serializer

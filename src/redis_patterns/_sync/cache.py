@@ -10,8 +10,17 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from .._core.cache import CacheCore, KeyBuilder, Stampede, Ttl, WarmResult, check_callable
-from .._core.cache_types import BatchLoader, Func, Loader
+from .._core.cache import CacheCore
+from .._core.cache_keys import KeyBuilder
+from .._core.cache_types import (
+    BatchLoader,
+    Func,
+    Loader,
+    Stampede,
+    Ttl,
+    WarmResult,
+    check_callable,
+)
 from .._flight import SingleFlight
 from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer
