@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import random
 
 import pytest
@@ -13,6 +14,7 @@ from redis.retry import Retry
 
 from redis_patterns import Cache, ConfigurationError, LockTimeoutError
 from redis_patterns._core.cache import CacheCore
+from redis_patterns._flight import SingleFlight
 from redis_patterns._plan import Call, Eval, Now, Sleep, run_canned
 
 
@@ -53,7 +55,7 @@ def test_hit_is_one_script_call() -> None:
 def test_miss_with_lock_loads_measures_and_stores() -> None:
     core = _core()
     entry = core.entry_key("k")
-    plan = core.get_or_load(entry, lambda: {"a": 1}, None, "tok")
+    plan = core.read_or_load(entry, lambda: {"a": 1}, None, "tok")
     (value, refresh), effects = run_canned(plan, [[0, None, 1, 0, b"0"], 10.0, {"a": 1}, 10.25, 1])
     assert (value, refresh) == ({"a": 1}, False)
     kinds = [type(e) for e in effects]
@@ -75,7 +77,7 @@ def test_miss_with_lock_loads_measures_and_stores() -> None:
 def test_waiter_polls_then_reads_the_result() -> None:
     core = _core()
     entry = core.entry_key("k")
-    plan = core.get_or_load(entry, lambda: 0, None, "tok")
+    plan = core.read_or_load(entry, lambda: 0, None, "tok")
     replies = [
         [0, None, 0, 0, b"0"],
         100.0,
@@ -92,14 +94,14 @@ def test_waiter_polls_then_reads_the_result() -> None:
 
 def test_waiter_gives_up_with_a_typed_timeout() -> None:
     core = _core()
-    plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    plan = core.read_or_load(core.entry_key("k"), lambda: 0, None, "tok")
     with pytest.raises(LockTimeoutError):
         run_canned(plan, [[0, None, 0, 0, b"0"], 100.0, None, [0, None, 0, 0, b"0"], 100.6])
 
 
 def test_stale_entry_returns_at_once_and_asks_for_a_refresh() -> None:
     core = _core()
-    plan = core.get_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    plan = core.read_or_load(core.entry_key("k"), lambda: 0, None, "tok")
     (value, refresh), effects = run_canned(plan, [[2, ENTRY, 1, 0, b"0"]])
     assert (value, refresh, len(effects)) == ([1, 2], True, 1)
 
@@ -110,7 +112,7 @@ def test_failed_loader_keeps_the_lock_for_the_backoff() -> None:
     def broken() -> int:
         raise RuntimeError("down")
 
-    plan = core.get_or_load(core.entry_key("k"), broken, None, "tok")
+    plan = core.read_or_load(core.entry_key("k"), broken, None, "tok")
     assert isinstance(next(plan), Eval)
     assert isinstance(plan.send([0, None, 1, 0, b"0"]), Now)
     assert isinstance(plan.send(1.0), Call)
@@ -125,7 +127,7 @@ def test_failed_loader_keeps_the_lock_for_the_backoff() -> None:
 def test_foreign_entry_is_reloaded_not_decoded() -> None:
     core = _core()
     foreign = b"rp2:pickle-hmac:99999999999999:0:0:\x80\x04"
-    plan = core.get_or_load(core.entry_key("k"), lambda: "fresh", None, "tok")
+    plan = core.read_or_load(core.entry_key("k"), lambda: "fresh", None, "tok")
     (value, _), effects = run_canned(plan, [[1, foreign, 0, 9, b"0"], 0.0, "fresh", 0.1, 1])
     assert value == "fresh"
     assert [type(e) for e in effects] == [Eval, Now, Call, Now, Eval]
@@ -189,3 +191,44 @@ def test_fuzzed_bad_ttls_fail_before_any_io(ttl: object) -> None:
     cache = Cache(client, "ns", 60)
     with pytest.raises(ConfigurationError):
         cache.set("k", 1, ttl=ttl)  # type: ignore[arg-type]
+
+
+def test_get_or_load_is_one_plan_that_starts_the_refresh() -> None:
+    """The facade's one call: a stale hit returns at once and the refresh plan is handed to the
+    runner's ``spawn`` through `Call` (no second call into the core)."""
+    started: list[object] = []
+    core = _core(spawn=started.append)
+    value, effects = run_canned(
+        core.get_or_load("k", lambda: 0, None), [[2, ENTRY, 1, 0, b"0"], None]
+    )
+    assert value == [1, 2]
+    assert [type(e) for e in effects] == [Eval, Call]
+    spawn = effects[1]
+    assert isinstance(spawn, Call)
+    assert spawn.func == started.append
+    assert inspect.isgenerator(spawn.args[0])
+
+
+def test_get_or_load_follower_waits_for_the_leader_through_call() -> None:
+    flights = SingleFlight()
+    core = _core(flights=flights)
+    leader = flights.join(core.entry_key("k"))
+    assert leader is None  # this test leads: the plan below follows
+    value, effects = run_canned(core.get_or_load("k", lambda: 0, None), [(True, "led")])
+    assert value == "led"
+    assert len(effects) == 1
+    wait = effects[0]
+    assert isinstance(wait, Call)
+    assert wait.func == flights.wait
+
+
+def test_get_or_load_checks_its_arguments_before_any_effect() -> None:
+    async def loader() -> int:
+        return 1
+
+    with pytest.raises(ConfigurationError):
+        next(_core().get_or_load("k", loader, None))  # an async loader for the sync flavour
+    with pytest.raises(ConfigurationError):
+        next(_core(asynchronous=True).get_or_load("k", lambda: 1, None))
+    with pytest.raises(ConfigurationError):
+        next(_core().get_or_load_many(["a"], lambda keys: {}, 0))

@@ -133,12 +133,14 @@ class AsyncCache:
             fail_open=fail_open,
             cluster=self._runner.cluster,
             rng=rng,
+            asynchronous=self._runner.asynchronous,
+            flights=AsyncSingleFlight(),
+            spawn=self._runner.spawn,
         )
         require_bytes_replies(
             self._runner,
             "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
         )
-        self._flights = AsyncSingleFlight()
         # The near cache's invalidation channel, read in the background (see _ensure_listener).
         self._listener: AsyncSubscriber | None = None
 
@@ -339,21 +341,8 @@ class AsyncCache:
             LockTimeoutError: another process held the recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised, when no stale value could be served.
         """
-        entry = self._core.check_load(key, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        value: T = await self._flights.do(entry, lambda: self._get_or_load(entry, loader, ttl))
-        return value
-
-    async def _get_or_load(
-        self,
-        entry: bytes,
-        loader: AsyncLoader[Any],
-        ttl: Ttl | None,
-    ) -> Any:
-        token = self._core.new_token()
-        value, refresh = await self._runner.run(self._core.get_or_load(entry, loader, ttl, token))
-        if refresh:
-            self._runner.spawn(self._core.refresh(entry, loader, ttl, token))
+        value: T = await self._runner.run(self._core.get_or_load(key, loader, ttl))
         return value
 
     async def get_or_load_many(
@@ -376,15 +365,8 @@ class AsyncCache:
             LockTimeoutError: another process held a key's recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised.
         """
-        listed, entries = self._core.check_load_many(keys, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        token = self._core.new_token()
-        values, refresh = await self._runner.run(
-            self._core.get_or_load_many(listed, entries, loader, ttl, token)
-        )
-        if refresh:
-            self._runner.spawn(self._core.refresh_many(refresh, loader, ttl, token))
-        return values
+        return await self._runner.run(self._core.get_or_load_many(keys, loader, ttl))
 
     def cached(
         self, ttl: Ttl | None = None, key: str | Callable[..., str] | None = None

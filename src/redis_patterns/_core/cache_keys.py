@@ -22,7 +22,7 @@ from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
 from .cache_near import NearCache
-from .cache_types import Forever, Stampede, Ttl
+from .cache_types import Flights, Forever, NoFlights, Stampede, Ttl
 from .pubsub import Message
 
 __all__ = ["BUCKETS", "MAX_BATCH", "MAX_EXACT", "CacheEntries", "KeyBuilder"]
@@ -172,6 +172,9 @@ class CacheEntries:
         fail_open: bool = False,
         cluster: bool = False,
         rng: random.Random | None = None,
+        asynchronous: bool = False,
+        flights: Flights | None = None,
+        spawn: Callable[[Plan[Any]], None] | None = None,
     ) -> None:
         ns = check_name(namespace, "namespace")
         if b":" in ns:
@@ -241,6 +244,12 @@ class CacheEntries:
             ("hits", "misses", "loads", "load_errors", "refreshes", "early_refreshes"), 0
         )
         self.stats.update(stale_served=0, malformed=0, backend_errors=0)
+        # From the facade: its flavour (loaders must match it), its single-flight (one load
+        # per key at a time in this process; none: every caller loads) and how it starts a
+        # background plan (a refresh; none: the plan refreshes before it returns).
+        self.asynchronous = asynchronous
+        self.flights: Flights = NoFlights() if flights is None else flights
+        self.spawn = spawn
 
     # --- keys and entries ----------------------------------------------------------------
 

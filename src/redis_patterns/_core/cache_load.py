@@ -87,18 +87,45 @@ class CacheLoads(CacheEntries):
                 stored[entry] = bool(flag)
         return stored
 
-    def check_load(self, key: object, loader: object, ttl: Ttl | None, asynchronous: bool) -> bytes:
-        """Validate `get_or_load`'s arguments before any I/O; returns the entry key."""
-        entry = self.entry_key(key)
-        check_callable(loader, "loader", asynchronous=asynchronous)
-        self.check_ttl(ttl)
-        return entry
-
     @staticmethod
     def new_token() -> str:
         return secrets.token_hex(16)
 
-    def get_or_load(
+    def get_or_load(self, key: object, loader: Callable[[], Any], ttl: Ttl | None) -> Plan[Any]:
+        """`Cache.get_or_load`, whole: check the arguments, then one load per key at a time in
+        this process (single-flight: the others wait through `Call` and share its outcome),
+        `read_or_load` across processes, and a stale or early-expiring entry's refresh started
+        in the background."""
+        entry = self.entry_key(key)
+        check_callable(loader, "loader", asynchronous=self.asynchronous)
+        self.check_ttl(ttl)
+        for _ in range(100):  # bounded: each retry follows a cancelled leader
+            flight = self.flights.join(entry)
+            if flight is not None:
+                led, value = yield Call(self.flights.wait, (flight,))
+                if led:
+                    return value
+                continue
+            try:
+                token = self.new_token()
+                value, refresh = yield from self.read_or_load(entry, loader, ttl, token)
+                if refresh:
+                    yield from self._start(self.refresh(entry, loader, ttl, token))
+            except BaseException as exc:
+                self.flights.leave(entry, error=exc)
+                raise
+            self.flights.leave(entry, value)
+            return value
+        raise RuntimeError("single-flight: too many cancelled leaders in a row")
+
+    def _start(self, plan: Plan[None]) -> Plan[None]:
+        """Run ``plan`` in the background (the runner's `spawn`), or now without one."""
+        if self.spawn is None:
+            yield from plan
+        else:
+            yield Call(self.spawn, (plan,))
+
+    def read_or_load(
         self, entry: bytes, loader: Callable[[], Any], ttl: Ttl | None, token: str
     ) -> Plan[tuple[Any, bool]]:
         """Read; on a miss load (one loader across processes), or wait and read its result.
@@ -250,16 +277,21 @@ class CacheLoads(CacheEntries):
             message = "refreshing cache key %r failed (%r); the stale value stays in place"
             coalesced(log, ("refresh", type(exc)), message, entry, exc)
 
-    def check_load_many(
-        self, keys: Iterable[Any], loader: object, ttl: Ttl | None, asynchronous: bool
-    ) -> tuple[list[Any], list[bytes]]:
-        """Validate `get_or_load_many`'s arguments before any I/O."""
-        listed, entries = self._entries(keys)
-        check_callable(loader, "loader", asynchronous=asynchronous)
-        self.check_ttl(ttl)
-        return listed, entries
-
     def get_or_load_many(
+        self, keys: Iterable[Any], loader: Callable[[list[Any]], Any], ttl: Ttl | None
+    ) -> Plan[list[Any]]:
+        """`Cache.get_or_load_many`, whole: check the arguments, `read_or_load_many`, and the
+        stale or early-expiring entries' refresh started in the background."""
+        listed, entries = self._entries(keys)
+        check_callable(loader, "loader", asynchronous=self.asynchronous)
+        self.check_ttl(ttl)
+        token = self.new_token()
+        values, refresh = yield from self.read_or_load_many(listed, entries, loader, ttl, token)
+        if refresh:
+            yield from self._start(self.refresh_many(refresh, loader, ttl, token))
+        return values
+
+    def read_or_load_many(
         self,
         listed: list[Any],
         entries: list[bytes],

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, ParamSpec, TypeAlias, TypeVar
+from typing import Any, Literal, ParamSpec, Protocol, TypeAlias, TypeVar
 
 from .._errors import ConfigurationError
 from .._validate import Duration
@@ -20,9 +20,11 @@ __all__ = [
     "AsyncLoader",
     "BatchLoader",
     "FOREVER",
+    "Flights",
     "Forever",
     "Func",
     "Loader",
+    "NoFlights",
     "Stampede",
     "Ttl",
     "WarmResult",
@@ -40,6 +42,30 @@ AsyncFunc: TypeAlias = Callable[P, Awaitable[R]]
 
 
 Stampede = Literal["lock", "xfetch"] | None
+
+
+class Flights(Protocol):
+    """A facade's single-flight (`_flight.SingleFlight` or `AsyncSingleFlight`), as the
+    loading plans use it: `join` and `leave` directly, `wait` through the `Call` effect."""
+
+    def join(self, key: bytes) -> Any: ...
+
+    def leave(self, key: bytes, value: Any = None, error: BaseException | None = None) -> None: ...
+
+    def wait(self, flight: Any) -> Any: ...
+
+
+class NoFlights:
+    """No single-flight (plans driven without a facade): every caller leads."""
+
+    def join(self, key: bytes) -> None:
+        return None
+
+    def leave(self, key: bytes, value: Any = None, error: BaseException | None = None) -> None:
+        pass
+
+    def wait(self, flight: Any) -> Any:
+        raise AssertionError("no flight to wait for")
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,12 +134,14 @@ class Cache:
             fail_open=fail_open,
             cluster=self._runner.cluster,
             rng=rng,
+            asynchronous=self._runner.asynchronous,
+            flights=SingleFlight(),
+            spawn=self._runner.spawn,
         )
         require_bytes_replies(
             self._runner,
             "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
         )
-        self._flights = SingleFlight()
         # The near cache's invalidation channel, read in the background (see _ensure_listener).
         self._listener: Subscriber | None = None
 
@@ -340,21 +342,8 @@ class Cache:
             LockTimeoutError: another process held the recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised, when no stale value could be served.
         """
-        entry = self._core.check_load(key, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        value: T = self._flights.do(entry, lambda: self._get_or_load(entry, loader, ttl))
-        return value
-
-    def _get_or_load(
-        self,
-        entry: bytes,
-        loader: Loader[Any],
-        ttl: Ttl | None,
-    ) -> Any:
-        token = self._core.new_token()
-        value, refresh = self._runner.run(self._core.get_or_load(entry, loader, ttl, token))
-        if refresh:
-            self._runner.spawn(self._core.refresh(entry, loader, ttl, token))
+        value: T = self._runner.run(self._core.get_or_load(key, loader, ttl))
         return value
 
     def get_or_load_many(
@@ -377,15 +366,8 @@ class Cache:
             LockTimeoutError: another process held a key's recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised.
         """
-        listed, entries = self._core.check_load_many(keys, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        token = self._core.new_token()
-        values, refresh = self._runner.run(
-            self._core.get_or_load_many(listed, entries, loader, ttl, token)
-        )
-        if refresh:
-            self._runner.spawn(self._core.refresh_many(refresh, loader, ttl, token))
-        return values
+        return self._runner.run(self._core.get_or_load_many(keys, loader, ttl))
 
     def cached(
         self, ttl: Ttl | None = None, key: str | Callable[..., str] | None = None
