@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import random
 
 import pytest
@@ -15,7 +16,7 @@ from redis.retry import Retry
 from redis_patterns import Cache, ConfigurationError, LockTimeoutError
 from redis_patterns._core.cache import CacheCore
 from redis_patterns._flight import SingleFlight
-from redis_patterns._plan import Call, Eval, Now, Sleep, run_canned
+from redis_patterns._plan import Call, Command, Eval, Now, Pipeline, Sleep, run_canned
 
 
 def _core(**overrides: object) -> CacheCore:
@@ -232,3 +233,57 @@ def test_get_or_load_checks_its_arguments_before_any_effect() -> None:
         next(_core(asynchronous=True).get_or_load("k", lambda: 1, None))
     with pytest.raises(ConfigurationError):
         next(_core().get_or_load_many(["a"], lambda keys: {}, 0))
+
+
+def test_hit_is_one_pipelined_read_without_the_script() -> None:
+    """Issue 16: a hit's value does not pass through Lua: the entry, its generation and the
+    server's clock (``MGET`` + ``TIME``, one round trip), judged in the client."""
+    core = _core(lean_hits=True)
+    value, effects = run_canned(core.get("k", None), [[[ENTRY, b"0"], (1_000, 0)]])
+    assert value == [1, 2]
+    assert len(effects) == 1
+    assert isinstance(effects[0], Pipeline)
+    assert effects[0].effects == (
+        Command(("MGET", b"{cache:ns:k}", b"{cache:ns}:gen")),
+        Command(("TIME",)),
+    )
+
+
+def test_lean_hits_stay_off_on_a_cluster() -> None:
+    """On a cluster ``TIME`` could be answered by another node than the entry's: the script."""
+    core = _core(lean_hits=True, cluster=True)
+    value, effects = run_canned(core.get("k", None), [[1, ENTRY, 0, 5000, b"0"]])
+    assert value == [1, 2]
+    assert [type(e) for e in effects] == [Eval]
+
+
+def test_lean_judgment_matches_the_script() -> None:
+    """Soft expiry on the server's clock, the generation, the header: as cache_get.lua."""
+    core = _core()
+    entry = b"rp2:json:5000:100:3:[1]"
+    assert core.judge(entry, b"3", 4_000) == (1, 1_000)  # fresh, 1 s left
+    assert core.judge(entry, b"3", 5_000) == (2, 0)  # past the soft expiry: stale
+    assert core.judge(entry, b"4", 4_000) == (0, 0)  # written before a clear: a miss
+    assert core.judge(None, b"3", 4_000) == (0, 0)
+    assert core.judge(b"rp1:json:5000:100:3:[1]", b"3", 4_000) == (-1, 0)
+    assert core.judge(b"rp2:json:0:100:3:[1]", b"3", 4_000) == (1, -1)  # no soft expiry
+    assert core.judge(b"rp2:json:=5000:100:3:[1]", b"3", 4_999) == (1, 1)
+    # xfetch: 100 ms of loading, beta 1, -log(r) = 20: refreshed 2 s before the expiry.
+    assert core.judge(entry, b"3", 4_000, r=math.exp(-20)) == (3, 1_000)
+    assert core.judge(entry, b"3", 4_000, r=1.0) == (1, 1_000)
+
+
+def test_lean_get_or_load_hit_and_stale_entry() -> None:
+    """A fresh hit: the pipelined read only. A stale entry: then the script, which takes the
+    recompute lock (and the same xfetch draw decides there)."""
+    core = _core(lean_hits=True)
+    plan = core.read_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    (value, refresh), effects = run_canned(plan, [[[ENTRY, None], (1, 0)]])
+    assert (value, refresh, [type(e) for e in effects]) == ([1, 2], False, [Pipeline])
+    stale = b"rp2:json:1000:12:0:[1,2]"
+    plan = core.read_or_load(core.entry_key("k"), lambda: 0, None, "tok")
+    (value, refresh), effects = run_canned(plan, [[[stale, None], (2, 0)], [2, stale, 1, 0, b"0"]])
+    assert (value, refresh) == ([1, 2], True)
+    assert [type(e) for e in effects] == [Pipeline, Eval]
+    assert isinstance(effects[1], Eval)
+    assert effects[1].args[:2] == (1, "tok")

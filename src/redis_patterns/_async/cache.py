@@ -48,7 +48,8 @@ class AsyncCache:
       al., VLDB 2015), decided in the script on the server's clock.
     - ``None``: no cross-process protection (still single-flight in the process).
 
-    A hit is one ``EVALSHA``; with ``local=N`` a hit in the in-process near cache is none,
+    A hit is one round trip (``MGET`` + ``TIME`` pipelined, judged here on the server's clock;
+    one ``EVALSHA`` on a cluster); with ``local=N`` a hit in the in-process near cache is none,
     and writes anywhere invalidate every process's near cache over pub/sub. Bulk operations
     (`get_many`, `set_many`, `delete_many`, `get_or_load_many`) take one round trip per node;
     `clear` empties the namespace in O(1) round trips (a generation counter, see the docs).
@@ -133,6 +134,7 @@ class AsyncCache:
             fail_open=fail_open,
             cluster=self._runner.cluster,
             rng=rng,
+            lean_hits=not self._runner.cluster,
             asynchronous=self._runner.asynchronous,
             flights=AsyncSingleFlight(),
             spawn=self._runner.spawn,
@@ -200,7 +202,8 @@ class AsyncCache:
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """The fresh value of ``key``, or ``default`` (miss, expired, or an unreadable entry).
 
-        One ``EVALSHA``; none when the near cache has it.
+        One round trip (``MGET`` + ``TIME``; ``EVALSHA`` on a cluster); none when the near
+        cache has it.
         """
         self._ensure_listener()
         return await self._runner.run(self._core.get(key, default))

@@ -67,7 +67,12 @@ class CacheCore(CacheLoads):
                 value = self._fast(entry, raw, written)
                 if value is not _SLOW:
                     return default if value is _MISSING else value
-            status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
+                status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
+            elif self.lean_hits:
+                raw, written, now = yield from self.lean_read(entry)
+                status, left = self.judge(raw, written, now)
+            else:
+                status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
         except BackendError as exc:
             if not self.fail_open:
                 raise

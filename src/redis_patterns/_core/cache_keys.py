@@ -172,6 +172,7 @@ class CacheEntries:
         fail_open: bool = False,
         cluster: bool = False,
         rng: random.Random | None = None,
+        lean_hits: bool = False,
         asynchronous: bool = False,
         flights: Flights | None = None,
         spawn: Callable[[Plan[Any]], None] | None = None,
@@ -234,6 +235,11 @@ class CacheEntries:
             raise ConfigurationError("fail_open must be True or False")
         self.fail_open = fail_open
         self.cluster = cluster
+        # Whether reads judge a hit here (`lean_read`: MGET + TIME) rather than in the read
+        # script: the facade says so for a standalone client. Not on a cluster, where the
+        # clock must be the entry's node's and TIME names no key to route it by; plans driven
+        # without a facade keep the script.
+        self.lean_hits = lean_hits and not cluster
         # Every writer publishes (not only caches with a near cache): a near cache elsewhere
         # is only as fresh as the least talkative writer.
         publish = invalidations or local is not None
@@ -408,8 +414,9 @@ class CacheEntries:
 
     # --- the scripts' effects ------------------------------------------------------------
 
-    def _get_eval(self, entry: bytes, mode: int, token: str) -> Eval:
-        r = 1.0 - self._rng.random()  # in (0, 1]: log(r) is finite
+    def _get_eval(self, entry: bytes, mode: int, token: str, r: float | None = None) -> Eval:
+        if r is None:
+            r = 1.0 - self._rng.random()  # in (0, 1]: log(r) is finite
         return package_script("cache_get").eval(
             (entry, self.lock_key(entry), self.gen_key(entry)),
             (mode, token, self.lock_ttl_ms, self.beta, r),
@@ -454,6 +461,43 @@ class CacheEntries:
         finally:
             for entry in entries:  # the reply arrived: no read begun before now may store
                 self.on_invalidate(entry)
+
+    # --- hits without the script --------------------------------------------------------
+
+    def lean_read(self, entry: bytes) -> Plan[tuple[Any, bytes, int]]:
+        """The entry, its generation counter and the server's clock in one round trip
+        (``MGET`` + ``TIME`` pipelined): the value never passes through Lua. Returns
+        ``(raw entry or None, generation, server ms)``."""
+        (raw, generation), (seconds, micros) = _raise_first(
+            (yield Pipeline((Command(("MGET", entry, self.gen_key(entry))), Command(("TIME",)))))
+        )
+        return raw, generation or b"0", int(seconds) * 1000 + int(micros) // 1000
+
+    def judge(
+        self, raw: bytes | None, generation: bytes, now_ms: int, r: float | None = None
+    ) -> tuple[int, int]:
+        """``(status, ms until soft expiry)`` of a `lean_read`, as ``cache_get.lua`` judges it
+        (without taking a lock): `_FRESH` (-1: no soft expiry), `_STALE`, `_MISS` (absent, or
+        of an older generation), `_MALFORMED`, or `_EARLY` for a fresh entry that xfetch
+        would refresh early with the random draw ``r``."""
+        if raw is None:
+            return _MISS, 0
+        parts = raw.split(b":", 5)
+        if len(parts) != 6 or parts[0] != b"rp2":
+            return _MALFORMED, 0
+        soft, took, written = parts[2].removeprefix(b"="), parts[3], parts[4]
+        if not (soft.isdigit() and took.isdigit() and written.isdigit()):
+            return _MALFORMED, 0
+        if written != generation:
+            return _MISS, 0
+        if soft == b"0":
+            return _FRESH, -1
+        left = int(soft) - now_ms
+        if left <= 0:
+            return _STALE, 0
+        if r is not None and int(took) * self.beta * -math.log(r) >= left:
+            return _EARLY, left
+        return _FRESH, left
 
     # --- batches --------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from .._logging import coalesced
 from .._plan import Call, Now, Pipeline, Plan, Sleep
 from .._script import package_script
 from .._validate import Duration, check_int, duration_ms
-from .cache_keys import _EARLY, _FRESH, _MISSING, _STALE, CacheEntries, _batch, _text
+from .cache_keys import _EARLY, _FRESH, _MISSING, _MODES, _STALE, CacheEntries, _batch, _text
 from .cache_types import Ttl, WarmResult, check_callable
 
 __all__ = ["CacheLoads"]
@@ -141,9 +141,24 @@ class CacheLoads(CacheEntries):
         generation = self.near.generation if self.near is not None else 0
         deadline: float | None = None
         pause = 0.01
+        # A fresh hit is judged here (`lean_read`): only a miss, a stale entry or an early
+        # refresh goes on to the script, which takes the recompute lock. xfetch's random draw
+        # is made once, so the script decides an early refresh as the judgment here did.
+        lean = self.lean_hits
+        r = 1.0 - self._rng.random() if lean and self.mode == _MODES["xfetch"] else None
         while True:
             try:
-                status, raw, took, left, written = yield self._get_eval(entry, self.mode, token)
+                if lean:
+                    lean = False
+                    raw, written, now = yield from self.lean_read(entry)
+                    status, left = self.judge(raw, written, now, r)
+                    took = 0
+                    if status != _FRESH:
+                        status, raw, took, left, written = yield self._get_eval(
+                            entry, self.mode, token, r
+                        )
+                else:
+                    status, raw, took, left, written = yield self._get_eval(entry, self.mode, token)
             except BackendError as exc:
                 if not self.fail_open:
                     raise
