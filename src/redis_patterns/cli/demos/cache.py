@@ -111,7 +111,7 @@ def demo_cache(ctx: DemoContext) -> bool:
     rounds = 2000
     timings = {}
     for label, cache in (
-        ("Redis hit (one EVALSHA)", remote),
+        ("Redis hit (one round trip)", remote),
         ("near-cache hit (no round trip)", near),
     ):
         started = time.perf_counter()
