@@ -45,7 +45,7 @@ class AsyncCache:
       background (stale-while-revalidate); a failing refresh keeps the stale value.
     - ``"xfetch"``: as ``"lock"``, and in addition each read may refresh early, with a
       probability that rises as expiry nears and with the loader's stored duration (Vattani et
-      al., VLDB 2015), decided in the script on the server's clock.
+      al., VLDB 2015), decided on the server's clock.
     - ``None``: no cross-process protection (still single-flight in the process).
 
     A hit is one round trip (``MGET`` + ``TIME`` pipelined, judged here on the server's clock;
