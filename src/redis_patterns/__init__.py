@@ -21,7 +21,8 @@ from ._async.sessions import AsyncSessionStore
 from ._async.streams import AsyncStreamQueue, AsyncWorker
 from ._async.transaction import async_transaction
 from ._connect import connect
-from ._core.cache import FOREVER, FlushResult, PendingWrite, WarmResult
+from ._core.cache_types import FOREVER, WarmResult
+from ._core.cache_write import FlushResult, PendingWrite
 from ._core.leaderboard import Entry, Page
 from ._core.pubsub import Gap, Message
 from ._core.ratelimit import Decision, QuotaPolicy

@@ -1,16 +1,25 @@
-"""Single-flight: one call per key at a time in this process; the others share its outcome."""
+"""Single-flight: one call per key at a time in this process; the others share its outcome.
+
+Written for plans (the cache core's `Flights`): `join` (no waiting) says whether the caller
+leads; a leader runs the work and reports its outcome with `leave`; a follower waits with
+`wait` (blocking, or a coroutine for the asyncio flavour), which a plan calls through the
+`Call` effect, and gets ``(True, value)``, or ``(False, None)`` if the leader was cancelled
+(try again: it may lead now).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any, TypeVar
+from collections.abc import Hashable
+from typing import Any
 
 __all__ = ["AsyncSingleFlight", "SingleFlight"]
 
-T = TypeVar("T")
+
+class _LeaderCancelled(Exception):
+    """The leading task was cancelled: a follower must try again (and may lead)."""
 
 
 class _Call:
@@ -25,40 +34,35 @@ class _Call:
 class SingleFlight:
     """Threads asking for the same key while a call is running wait for it instead of calling.
 
-    The leader's exception is raised in every waiter too; nothing is cached after the call ends.
+    The leader's exception is raised in every follower too; nothing is kept after the call ends.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._calls: dict[Hashable, _Call] = {}
 
-    def do(self, key: Hashable, func: Callable[[], T]) -> T:
-        """Run ``func`` unless a call for ``key`` is in flight; then wait for and share that."""
+    def join(self, key: Hashable) -> _Call | None:
+        """None if the caller leads (it must `leave`), else the call in flight to `wait` for."""
         with self._lock:
             call = self._calls.get(key)
-            leader = call is None
             if call is None:
-                call = self._calls[key] = _Call()
-        if not leader:
-            call.done.wait()
-            if call.error is not None:
-                raise call.error
-            result: T = call.value
-            return result
-        try:
-            call.value = func()
-            return call.value  # type: ignore[no-any-return]
-        except BaseException as exc:
-            call.error = exc
-            raise
-        finally:
-            with self._lock:
-                del self._calls[key]
-            call.done.set()
+                self._calls[key] = _Call()
+            return call
 
+    def leave(self, key: Hashable, value: Any = None, error: BaseException | None = None) -> None:
+        """The leader's outcome: wake the followers with it and end the flight."""
+        with self._lock:
+            call = self._calls.pop(key)
+        call.value, call.error = value, error
+        call.done.set()
 
-class _LeaderCancelled(Exception):
-    """The leading task was cancelled: a waiter must try again (and may lead)."""
+    @staticmethod
+    def wait(call: _Call) -> tuple[bool, Any]:
+        """``(True, the leader's value)`` (or its exception raised), once it left."""
+        call.done.wait()
+        if call.error is not None:
+            raise call.error
+        return True, call.value
 
 
 class AsyncSingleFlight:
@@ -69,32 +73,33 @@ class AsyncSingleFlight:
             asyncio.AbstractEventLoop, dict[Hashable, asyncio.Future[Any]]
         ] = weakref.WeakKeyDictionary()
 
-    async def do(self, key: Hashable, func: Callable[[], Awaitable[T]]) -> T:
-        """Await ``func()`` unless a call for ``key`` is in flight on this loop; then share it."""
-        loop = asyncio.get_running_loop()
-        calls = self._loops.setdefault(loop, {})
-        for _ in range(100):  # bounded: each retry follows a cancelled leader
-            future = calls.get(key)
-            if future is not None:
-                try:
-                    result: T = await asyncio.shield(future)
-                except _LeaderCancelled:
-                    continue
-                return result
-            future = calls[key] = loop.create_future()
-            try:
-                value = await func()
-            except asyncio.CancelledError:
-                future.set_exception(_LeaderCancelled())
-                future.exception()  # retrieved: no "never retrieved" log when nobody waits
-                raise
-            except BaseException as exc:
-                future.set_exception(exc)
-                future.exception()
-                raise
-            else:
-                future.set_result(value)
-                return value
-            finally:
-                del calls[key]
-        raise RuntimeError("single-flight: too many cancelled leaders in a row")
+    def _calls(self) -> dict[Hashable, asyncio.Future[Any]]:
+        return self._loops.setdefault(asyncio.get_running_loop(), {})
+
+    def join(self, key: Hashable) -> asyncio.Future[Any] | None:
+        """None if the calling task leads (it must `leave`), else the future to `wait` for."""
+        calls = self._calls()
+        future = calls.get(key)
+        if future is None:
+            calls[key] = asyncio.get_running_loop().create_future()
+        return future
+
+    def leave(self, key: Hashable, value: Any = None, error: BaseException | None = None) -> None:
+        """The leader's outcome; a cancelled leader makes its followers try again."""
+        future = self._calls().pop(key)
+        if error is None:
+            future.set_result(value)
+            return
+        future.set_exception(
+            _LeaderCancelled() if isinstance(error, asyncio.CancelledError) else error
+        )
+        future.exception()  # retrieved: no "never retrieved" log when nobody waits
+
+    @staticmethod
+    async def wait(future: asyncio.Future[Any]) -> tuple[bool, Any]:
+        """``(True, the leader's value)`` (or its exception raised), ``(False, None)`` if the
+        leader was cancelled; shielded: a cancelled follower leaves the outcome to the others."""
+        try:
+            return True, await asyncio.shield(future)
+        except _LeaderCancelled:
+            return False, None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from redis_patterns import AsyncCache, Cache
-from redis_patterns._core.cache import NearCache
+from redis_patterns._core.cache_near import NearCache
 from redis_patterns.testing.pytest_plugin import Backend
 
 

@@ -404,3 +404,35 @@ async def test_cancelled_loader_releases_the_lock(backend: Backend, prefix: str)
 
     assert await cache.get_or_load("k", quick) == "loaded"
     await client.aclose()
+
+
+async def test_cancelled_leader_hands_the_load_to_a_waiting_task(
+    backend: Backend, prefix: str
+) -> None:
+    """Tasks waiting on a leader that is cancelled try again: one of them loads, once, and
+    all of them get its value (the single-flight lives in the plan now)."""
+    client = backend.async_client()
+    cache = AsyncCache(client, prefix, 60, lock_ttl=30)
+    started = asyncio.Event()
+    calls: list[str] = []
+
+    async def slow() -> str:
+        calls.append("slow")
+        started.set()
+        await asyncio.sleep(60)
+        return "never"
+
+    async def quick() -> str:
+        calls.append("quick")
+        return "value"
+
+    leader = asyncio.ensure_future(cache.get_or_load("k", slow))
+    await asyncio.wait_for(started.wait(), 30)
+    followers = [asyncio.ensure_future(cache.get_or_load("k", quick)) for _ in range(5)]
+    await asyncio.sleep(0.05)  # the followers are waiting on the leader's flight
+    leader.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert await asyncio.wait_for(asyncio.gather(*followers), 30) == ["value"] * 5
+    assert calls == ["slow", "quick"]
+    await client.aclose()

@@ -9,8 +9,17 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Generic, ParamSpec, TypeVar
 
-from .._core.cache import CacheCore, KeyBuilder, Stampede, Ttl, WarmResult, check_callable
-from .._core.cache_types import AsyncBatchLoader, AsyncFunc, AsyncLoader
+from .._core.cache import CacheCore
+from .._core.cache_keys import KeyBuilder
+from .._core.cache_types import (
+    AsyncBatchLoader,
+    AsyncFunc,
+    AsyncLoader,
+    Stampede,
+    Ttl,
+    WarmResult,
+    check_callable,
+)
 from .._flight import AsyncSingleFlight
 from .._runner import AsyncClient, AsyncRunner, require_bytes_replies
 from .._serializers import Serializer
@@ -36,10 +45,11 @@ class AsyncCache:
       background (stale-while-revalidate); a failing refresh keeps the stale value.
     - ``"xfetch"``: as ``"lock"``, and in addition each read may refresh early, with a
       probability that rises as expiry nears and with the loader's stored duration (Vattani et
-      al., VLDB 2015), decided in the script on the server's clock.
+      al., VLDB 2015), decided on the server's clock.
     - ``None``: no cross-process protection (still single-flight in the process).
 
-    A hit is one ``EVALSHA``; with ``local=N`` a hit in the in-process near cache is none,
+    A hit is one round trip (``MGET`` + ``TIME`` pipelined, judged here on the server's clock;
+    one ``EVALSHA`` on a cluster); with ``local=N`` a hit in the in-process near cache is none,
     and writes anywhere invalidate every process's near cache over pub/sub. Bulk operations
     (`get_many`, `set_many`, `delete_many`, `get_or_load_many`) take one round trip per node;
     `clear` empties the namespace in O(1) round trips (a generation counter, see the docs).
@@ -124,12 +134,15 @@ class AsyncCache:
             fail_open=fail_open,
             cluster=self._runner.cluster,
             rng=rng,
+            lean_hits=not self._runner.cluster,
+            asynchronous=self._runner.asynchronous,
+            flights=AsyncSingleFlight(),
+            spawn=self._runner.spawn,
         )
         require_bytes_replies(
             self._runner,
             "the cache stores binary payloads (msgpack, signed pickle, any serializer's bytes)",
         )
-        self._flights = AsyncSingleFlight()
         # The near cache's invalidation channel, read in the background (see _ensure_listener).
         self._listener: AsyncSubscriber | None = None
 
@@ -189,7 +202,8 @@ class AsyncCache:
     async def get(self, key: str | bytes, default: Any = None) -> Any:
         """The fresh value of ``key``, or ``default`` (miss, expired, or an unreadable entry).
 
-        One ``EVALSHA``; none when the near cache has it.
+        One round trip (``MGET`` + ``TIME``; ``EVALSHA`` on a cluster); none when the near
+        cache has it.
         """
         self._ensure_listener()
         return await self._runner.run(self._core.get(key, default))
@@ -330,21 +344,8 @@ class AsyncCache:
             LockTimeoutError: another process held the recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised, when no stale value could be served.
         """
-        entry = self._core.check_load(key, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        value: T = await self._flights.do(entry, lambda: self._get_or_load(entry, loader, ttl))
-        return value
-
-    async def _get_or_load(
-        self,
-        entry: bytes,
-        loader: AsyncLoader[Any],
-        ttl: Ttl | None,
-    ) -> Any:
-        token = self._core.new_token()
-        value, refresh = await self._runner.run(self._core.get_or_load(entry, loader, ttl, token))
-        if refresh:
-            self._runner.spawn(self._core.refresh(entry, loader, ttl, token))
+        value: T = await self._runner.run(self._core.get_or_load(key, loader, ttl))
         return value
 
     async def get_or_load_many(
@@ -367,15 +368,8 @@ class AsyncCache:
             LockTimeoutError: another process held a key's recompute lock past ``wait_timeout``.
             Exception: what ``loader`` raised.
         """
-        listed, entries = self._core.check_load_many(keys, loader, ttl, self._runner.asynchronous)
         self._ensure_listener()
-        token = self._core.new_token()
-        values, refresh = await self._runner.run(
-            self._core.get_or_load_many(listed, entries, loader, ttl, token)
-        )
-        if refresh:
-            self._runner.spawn(self._core.refresh_many(refresh, loader, ttl, token))
-        return values
+        return await self._runner.run(self._core.get_or_load_many(keys, loader, ttl))
 
     def cached(
         self, ttl: Ttl | None = None, key: str | Callable[..., str] | None = None

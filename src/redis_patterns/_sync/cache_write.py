@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .._core.cache import FlushResult, WriteBehindCore, WriteThroughCore
 from .._core.cache_types import Loader
+from .._core.cache_write import FlushResult, WriteBehindCore, WriteThroughCore
 from .._core.replication import check_wait_replicas
 from .._validate import Duration
 from .cache import Cache

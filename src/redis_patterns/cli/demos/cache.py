@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..._core.cache import PendingWrite, Stampede
+from ..._core.cache_types import Stampede
+from ..._core.cache_write import PendingWrite
 from ..._sync.cache import Cache
 from ..._sync.cache_write import WriteBehind
 from ..demo import DemoContext, section
@@ -110,7 +111,7 @@ def demo_cache(ctx: DemoContext) -> bool:
     rounds = 2000
     timings = {}
     for label, cache in (
-        ("Redis hit (one EVALSHA)", remote),
+        ("Redis hit (one round trip)", remote),
         ("near-cache hit (no round trip)", near),
     ):
         started = time.perf_counter()

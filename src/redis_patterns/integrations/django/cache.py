@@ -34,7 +34,7 @@ from django.utils.crypto import salted_hmac
 
 from ... import _logging
 from ..._async.cache import AsyncCache
-from ..._core.cache import FOREVER, Ttl
+from ..._core.cache_types import FOREVER, Ttl
 from ..._errors import BackendError
 from ..._sync.cache import Cache
 from ._location import client_for
