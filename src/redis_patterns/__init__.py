@@ -62,6 +62,7 @@ from ._errors import (
     StaleFenceError,
     TransactionConflictError,
 )
+from ._redis import autopipeline
 from ._scripting import FunctionLibrary, Script
 from ._sentinel import sentinel_client
 from ._serializers import Serializer
@@ -181,6 +182,7 @@ __all__ = [
     "WriteThrough",
     "__version__",
     "async_transaction",
+    "autopipeline",
     "connect",
     "sentinel_client",
     "stop_on_signals",

@@ -10,6 +10,7 @@ place, `backend_errors` (which calls `map_backend_error`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -56,6 +57,7 @@ __all__ = [
     "SyncClient",
     "SyncPipeline",
     "TransactionFunction",
+    "autopipeline",
     "backend_errors",
     "check_clients",
     "client_features",
@@ -325,6 +327,132 @@ def _initialize(runner: Context) -> Steps[None]:
         yield Invoke(runner.initialize)
 
 
+# --- auto-pipelining ---------------------------------------------------------------------------
+
+_BATCHER = "_redis_patterns_batcher"
+# Commands that hold their connection until something happens: pipelined with other tasks'
+# commands they would hold every reply behind them back, so they always go out on their own.
+_BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+        "XREAD",
+        "XREADGROUP",
+    }
+)
+
+
+class _Batcher:
+    """An asyncio client's auto-pipeline: the commands its tasks issue in one turn of the event
+    loop go out together, as one pipeline, and each reply goes back to the task that asked.
+
+    The first command of a turn starts a flush task, which runs in the next turn, after every
+    task that was ready in this one had its say. A lone command is sent as itself (one
+    ``execute_command``, exactly as without batching); several are one ``pipeline(transaction=
+    False)``. The flush is a task of its own, so a cancelled caller cannot break it for the
+    others: its command is left out when it was cancelled before the flush, its reply dropped
+    after. Nothing is ever re-sent here: a pipeline that fails (a lost connection, a timeout)
+    fails every command in it with that error (outcome unknown), and the steps map it.
+    """
+
+    __slots__ = ("_flushes", "_pending", "client", "enabled")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.enabled = True
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
+
+    def execute_command(self, *args: Any) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._pending:
+            flush = loop.create_task(self._flush())
+            self._flushes.add(flush)
+            flush.add_done_callback(self._flushes.discard)
+        self._pending.append((args, future))
+        return future
+
+    async def _flush(self) -> None:
+        batch = [(args, future) for args, future in self._pending if not future.done()]
+        self._pending = []
+        try:
+            if len(batch) == 1:
+                args, future = batch[0]
+                replies = [await self.client.execute_command(*args)]
+            elif batch:
+                pipe = self.client.pipeline(transaction=False)
+                for args, _ in batch:
+                    pipe.execute_command(*args)
+                replies = list(await pipe.execute(raise_on_error=False))
+            else:
+                return
+        except BaseException as exc:
+            for _, future in batch:
+                _settle(future, exc)
+            if not isinstance(exc, Exception):
+                raise  # the loop is cancelling the flush (shutting down): let it
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            _settle(future, reply)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Give ``future`` its reply or error, unless its task stopped waiting (cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _batcher(client: Any) -> _Batcher:
+    batcher = getattr(client, _BATCHER, None)
+    if not isinstance(batcher, _Batcher):
+        batcher = _Batcher(client)
+        setattr(client, _BATCHER, batcher)
+    return batcher
+
+
+def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
+    """Turn auto-pipelining on or off for every pattern that uses the asyncio ``client``.
+
+    With it on, the commands that concurrent tasks send through ``client`` in one turn of the
+    event loop go out as one pipeline (one write, one round trip) rather than one by one;
+    a lone call is still exactly one command. Cluster clients are not batched (yet).
+
+    Raises:
+        TypeError: ``client`` is not an asyncio redis-py client, or ``enabled`` is not a bool.
+    """
+    if not isinstance(client, ASYNC_TYPES):
+        raise TypeError(f"expected an asyncio redis-py client, got {_describe(client)}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    _batcher(client).enabled = enabled
+
+
+def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
+    """How to send one command on ``client``: through its auto-pipeline when the runner is
+    asyncio, the client standalone and batching on, and the call needs no routing options."""
+    if runner.asynchronous and not options and not isinstance(client, _CLUSTER_TYPES):
+        batcher = _batcher(client)
+        if batcher.enabled:
+            return batcher.execute_command
+    send: Callable[..., Any] = client.execute_command
+    return send
+
+
 def _eval_args(effect: Eval) -> tuple[Any, ...]:
     return (len(effect.keys), *effect.keys, *effect.args)
 
@@ -336,7 +464,7 @@ def eval_steps(effect: Eval, runner: Context) -> Steps[Any]:
         yield from _initialize(runner)
     client = runner.clients[effect.node or 0]
     check_slots(client, effect.keys)
-    send = client.execute_command
+    send = _sender(runner, client, None)
     with _SCRIPT_ERRORS:
         try:
             return (yield Invoke(send, ("EVALSHA", effect.script.sha, *_eval_args(effect))))
@@ -350,14 +478,15 @@ def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
     check_slots(client, effect.keys)
     args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
     options = _fcall_options(client, effect.keys)
+    send = _sender(runner, client, options)
     with _SCRIPT_ERRORS:
         try:
-            return (yield Invoke(client.execute_command, args, options))
+            return (yield Invoke(send, args, options))
         except rex.ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
         yield Invoke(client.execute_command, effect.library.load_command().args)
-        return (yield Invoke(client.execute_command, args, options))
+        return (yield Invoke(send, args, options))
 
 
 def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
@@ -375,7 +504,9 @@ def command_steps(effect: Command, runner: Context) -> Steps[Any]:
     with _COMMAND_ERRORS:
         client = runner.clients[effect.node or 0]
         options = _command_options(client, effect.args)
-        return (yield Invoke(client.execute_command, effect.args, options))
+        if effect.args and str(effect.args[0]).upper() in _BLOCKING:
+            return (yield Invoke(client.execute_command, effect.args, options))
+        return (yield Invoke(_sender(runner, client, options), effect.args, options))
 
 
 def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
