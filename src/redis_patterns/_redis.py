@@ -354,54 +354,80 @@ class _Batcher:
     """An asyncio client's auto-pipeline: the commands its tasks issue in one turn of the event
     loop go out together, as one pipeline, and each reply goes back to the task that asked.
 
-    The first command of a turn starts a flush task, which runs in the next turn, after every
-    task that was ready in this one had its say. A lone command is sent as itself (one
-    ``execute_command``, exactly as without batching); several are one ``pipeline(transaction=
-    False)``. The flush is a task of its own, so a cancelled caller cannot break it for the
-    others: its command is left out when it was cancelled before the flush, its reply dropped
-    after. Nothing is ever re-sent here: a pipeline that fails (a lost connection, a timeout)
-    fails every command in it with that error (outcome unknown), and the steps map it.
+    The first command of a turn makes its task the batch's sender: it yields one turn
+    (``sleep(0)``), so every task that was ready in this turn adds its command, then takes the
+    batch. Alone, it sends its command itself, one ``execute_command`` exactly as without
+    batching (a lone caller pays one loop turn, no task). With company, the pipeline
+    (``transaction=False``) runs in a task of its own, so no caller's cancellation can break
+    it for the others: a command cancelled before the batch is taken is left out, a reply
+    whose caller stopped waiting is dropped. Nothing is ever re-sent here: a pipeline that
+    fails (a lost connection, a timeout) fails every command in it with that error (outcome
+    unknown), which the steps map like any other.
     """
 
-    __slots__ = ("_flushes", "_pending", "client", "enabled")
+    __slots__ = ("_pending", "_sending", "client", "enabled")
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.enabled = True
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
-        self._flushes: set[asyncio.Task[None]] = set()  # strong references while they run
+        # This turn's batch (None: no sender is waiting); the sender's own entry has no future.
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] | None = None
+        self._sending: set[asyncio.Task[None]] = set()  # strong references while they run
 
-    def execute_command(self, *args: Any) -> asyncio.Future[Any]:
+    async def execute_command(self, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            flush = loop.create_task(self._flush())
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
-        self._pending.append((args, future))
-        return future
-
-    async def _flush(self) -> None:
-        batch = [(args, future) for args, future in self._pending if not future.done()]
-        self._pending = []
+        if self._pending is not None:  # a sender is waiting: ride along
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((args, future))
+            return await future
+        self._pending = [(args, None)]
         try:
-            if len(batch) == 1:
-                args, future = batch[0]
-                replies = [await self.client.execute_command(*args)]
-            elif batch:
+            await asyncio.sleep(0)  # one turn: the other ready tasks add their commands
+        except asyncio.CancelledError:
+            self._send_in_task(self._take()[1:])  # the others still go out
+            raise
+        batch = self._take()
+        if len(batch) == 1:
+            return await self.client.execute_command(*args)
+        mine: asyncio.Future[Any] = loop.create_future()
+        batch[0] = (args, mine)
+        self._send_in_task(batch)
+        return await mine
+
+    def _take(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]:
+        batch, self._pending = self._pending or [], None
+        return [(args, f) for args, f in batch if f is None or not f.done()]
+
+    def _send_in_task(
+        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]
+    ) -> None:
+        futures = [f for _, f in batch if f is not None]
+        if not futures:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._send([args for args, _ in batch], futures)
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, commands: list[tuple[Any, ...]], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        try:
+            if len(commands) == 1:
+                replies = [await self.client.execute_command(*commands[0])]
+            else:
                 pipe = self.client.pipeline(transaction=False)
-                for args, _ in batch:
+                for args in commands:
                     pipe.execute_command(*args)
                 replies = list(await pipe.execute(raise_on_error=False))
-            else:
-                return
         except BaseException as exc:
-            for _, future in batch:
+            for future in futures:
                 _settle(future, exc)
             if not isinstance(exc, Exception):
-                raise  # the loop is cancelling the flush (shutting down): let it
+                raise  # the loop is cancelling the task (shutting down): let it
             return
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for future, reply in zip(futures, replies, strict=True):
             _settle(future, reply)
 
 
