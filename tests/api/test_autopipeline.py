@@ -196,3 +196,12 @@ async def test_limiter_admits_stay_exact_under_100_tasks(
             assert sum(d.allowed for d in decisions) == 37
         else:
             assert not any(d.allowed for d in decisions)
+
+
+def test_autopipeline_refuses_what_it_cannot_batch(valkey_server: EmbeddedServer) -> None:
+    sync_client = valkey_server.client()
+    with pytest.raises(TypeError, match="asyncio redis-py client"):
+        autopipeline(sync_client, False)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bool"):
+        autopipeline(valkey_server.client(asyncio=True), 0)  # type: ignore[arg-type]
+    sync_client.close()
