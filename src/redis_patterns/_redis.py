@@ -365,26 +365,30 @@ class _Batcher:
     unknown), which the steps map like any other.
     """
 
-    __slots__ = ("_pending", "_sending", "client", "enabled")
+    __slots__ = ("_loop", "_pending", "_sending", "client", "enabled")
 
     def __init__(self, client: Any) -> None:
         self.client = client
         self.enabled = True
         # This turn's batch (None: no sender is waiting); the sender's own entry has no future.
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that batch
         self._sending: set[asyncio.Task[None]] = set()  # strong references while they run
 
     async def execute_command(self, *args: Any) -> Any:
         loop = asyncio.get_running_loop()
-        if self._pending is not None:  # a sender is waiting: ride along
+        if self._pending is not None and self._loop is loop:  # a sender waits: ride along
             future: asyncio.Future[Any] = loop.create_future()
             self._pending.append((args, future))
             return await future
-        self._pending = [(args, None)]
+        # (A batch left by another loop, stopped mid-turn, is abandoned with that loop.)
+        self._pending, self._loop = [(args, None)], loop
         try:
             await asyncio.sleep(0)  # one turn: the other ready tasks add their commands
-        except asyncio.CancelledError:
-            self._send_in_task(self._take()[1:])  # the others still go out
+        except BaseException:  # cancelled, or closed with its loop
+            rest = self._take()[1:]
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to answer
+                self._send_in_task(rest)  # the others still go out
             raise
         batch = self._take()
         if len(batch) == 1:
