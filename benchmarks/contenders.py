@@ -233,11 +233,27 @@ def cache_group() -> Group:
     )
 
 
-async def _ours_acache(env: Env) -> AsyncOp:
-    cache = redis_patterns.AsyncCache(env.aclient(), env.name("acache"), 600)
-    await cache.set("k", VALUE)
-    env.on_aclose(cache.aclose)
-    return lambda: cache.get("k")
+def _aclient(env: Env, *, batching: bool) -> Any:
+    """A fresh asyncio client, auto-pipelined (the default) or not."""
+    client = env.aclient()
+    redis_patterns.autopipeline(client, batching)
+    return client
+
+
+def _ours_acache(*, batching: bool = True) -> Contender:
+    async def make(env: Env) -> AsyncOp:
+        cache = redis_patterns.AsyncCache(_aclient(env, batching=batching), env.name("ac"), 600)
+        await cache.set("k", VALUE)
+        env.on_aclose(cache.aclose)
+        return lambda: cache.get("k")
+
+    if batching:
+        return Contender("redis-patterns AsyncCache.get", "ours", make)
+    return Contender("redis-patterns AsyncCache.get without batching", "ours", make, note=_OFF)
+
+
+# What the "batching off" rows show: the same class on a client without auto-pipelining.
+_OFF = "autopipeline(client, False): each call its own write"
 
 
 async def _cashews(env: Env) -> AsyncOp:
@@ -268,7 +284,8 @@ async def _aiocache(env: Env) -> AsyncOp:
 
 def _async_cache_contenders() -> tuple[Contender, ...]:
     return (
-        Contender("redis-patterns AsyncCache.get", "ours", _ours_acache),
+        _ours_acache(),
+        _ours_acache(batching=False),
         Contender("cashews get", "peer", _cashews),
         Contender("aiocache get", "peer", _aiocache, note="JsonSerializer"),
     )
@@ -360,13 +377,16 @@ def session_group() -> Group:
 # --- 100 concurrent asyncio tasks -----------------------------------------------------------------
 
 
-def _ours_alimiter(name: str) -> Contender:
+def _ours_alimiter(name: str, *, batching: bool = True) -> Contender:
     async def make(env: Env) -> AsyncOp:
-        limiter = bench_ratelimit.make_ours(env.aclient(), name, FAST, DAY, aio=True)
+        client = _aclient(env, batching=batching)
+        limiter = bench_ratelimit.make_ours(client, name, FAST, DAY, aio=True)
         key = env.name(name)
         return lambda: limiter.hit(key)
 
-    return Contender(name, "ours", make)
+    if batching:
+        return Contender(name, "ours", make)
+    return Contender(name + " without batching", "ours", make, note=_OFF)
 
 
 def _limits_alimiter(name: str) -> Contender:
@@ -407,6 +427,7 @@ def concurrent_limiter_group() -> Group:
         (
             *_concurrent_floors(),
             *(_ours_alimiter(name) for name in bench_ratelimit.OURS),
+            _ours_alimiter("redis-patterns FixedWindow", batching=False),
             *(_limits_alimiter(name) for name in bench_ratelimit.LIMITS_STRATEGIES),
         ),
     )
@@ -422,6 +443,62 @@ def concurrent_cache_group() -> Group:
     )
 
 
+# --- the ASGI middleware end to end ----------------------------------------------------------
+
+
+def _asgi(*, limited: bool, batching: bool = True) -> Contender:
+    """One GET through httpx's in-process ASGI transport to a Starlette app, with or without
+    `RateLimitMiddleware` (a fixed window no run fills, keyed by the client address)."""
+
+    async def make(env: Env) -> AsyncOp:
+        import httpx
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        from redis_patterns.integrations.ratelimit_asgi import RateLimitMiddleware
+
+        async def home(request: Any) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        app: Any = Starlette(routes=[Route("/", home)])
+        if limited:
+            client = _aclient(env, batching=batching)
+            limiter = redis_patterns.AsyncFixedWindow(client, FAST, DAY, name=env.name("asgi"))
+            app = RateLimitMiddleware(app, limiter=limiter)
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        env.on_aclose(http.aclose)
+
+        async def request() -> object:
+            response = await http.get("/")
+            assert response.status_code == 200
+            return response
+
+        return request
+
+    if not limited:
+        return Contender("Starlette, no limiter", "floor", make, note="the app alone")
+    if batching:
+        return Contender("Starlette + RateLimitMiddleware", "ours", make, note="FixedWindow")
+    return Contender(
+        "Starlette + RateLimitMiddleware without batching",
+        "ours",
+        make,
+        note="FixedWindow; " + _OFF,
+    )
+
+
+def concurrent_asgi_group() -> Group:
+    return Group(
+        "casgi",
+        "100 concurrent asyncio tasks: ASGI requests (httpx.ASGITransport, Starlette)",
+        "concurrent",
+        "Starlette, no limiter",
+        (_asgi(limited=False), _asgi(limited=True), _asgi(limited=True, batching=False)),
+        note="requests/s in process: the app, httpx's transport and the middleware share one CPU",
+    )
+
+
 def groups() -> list[Group]:
     return [
         lock_group(),
@@ -431,4 +508,5 @@ def groups() -> list[Group]:
         session_group(),
         concurrent_limiter_group(),
         concurrent_cache_group(),
+        concurrent_asgi_group(),
     ]

@@ -64,6 +64,7 @@ from ._errors import (
     StaleFenceError,
     TransactionConflictError,
 )
+from ._redis import autopipeline
 from ._scripting import FunctionLibrary, Script
 from ._sentinel import sentinel_client
 from ._serializers import Serializer
@@ -183,6 +184,7 @@ __all__ = [
     "WriteThrough",
     "__version__",
     "async_transaction",
+    "autopipeline",
     "connect",
     "metrics",
     "sentinel_client",

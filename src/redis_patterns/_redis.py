@@ -10,6 +10,7 @@ place, `backend_errors` (which calls `map_backend_error`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Generator, Sequence
@@ -57,6 +58,7 @@ __all__ = [
     "SyncClient",
     "SyncPipeline",
     "TransactionFunction",
+    "autopipeline",
     "backend_errors",
     "check_clients",
     "client_features",
@@ -339,6 +341,162 @@ def _initialize(runner: Context) -> Steps[None]:
         yield Invoke(runner.initialize)
 
 
+# --- auto-pipelining ---------------------------------------------------------------------------
+
+_BATCHER = "_redis_patterns_batcher"
+# Commands that hold their connection until something happens: pipelined with other tasks'
+# commands they would hold every reply behind them back, so they always go out on their own.
+_BLOCKING = frozenset(
+    {
+        "BLPOP",
+        "BRPOP",
+        "BRPOPLPUSH",
+        "BLMOVE",
+        "BLMPOP",
+        "BZPOPMIN",
+        "BZPOPMAX",
+        "BZMPOP",
+        "WAIT",
+        "WAITAOF",
+        "XREAD",
+        "XREADGROUP",
+    }
+)
+
+
+class _Batcher:
+    """An asyncio client's auto-pipeline: the commands its tasks issue in one turn of the event
+    loop go out together, as one pipeline, and each reply goes back to the task that asked.
+
+    The first command of a turn makes its task the batch's sender: it yields one turn
+    (``sleep(0)``), so every task that was ready in this turn adds its command, then takes the
+    batch. Alone, it sends its command itself, one ``execute_command`` exactly as without
+    batching (a lone caller pays one loop turn, no task). With company, the pipeline
+    (``transaction=False``) runs in a task of its own, so no caller's cancellation can break
+    it for the others: a command cancelled before the batch is taken is left out, a reply
+    whose caller stopped waiting is dropped. Nothing is ever re-sent here: a pipeline that
+    fails (a lost connection, a timeout) fails every command in it with that error (outcome
+    unknown), which the steps map like any other.
+    """
+
+    __slots__ = ("_loop", "_pending", "_sending", "client", "enabled")
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.enabled = True
+        # This turn's batch (None: no sender is waiting); the sender's own entry has no future.
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that batch
+        self._sending: set[asyncio.Task[None]] = set()  # strong references while they run
+
+    async def execute_command(self, *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._pending is not None and self._loop is loop:  # a sender waits: ride along
+            future: asyncio.Future[Any] = loop.create_future()
+            self._pending.append((args, future))
+            return await future
+        # (A batch left by another loop, stopped mid-turn, is abandoned with that loop.)
+        self._pending, self._loop = [(args, None)], loop
+        try:
+            await asyncio.sleep(0)  # one turn: the other ready tasks add their commands
+        except BaseException:  # cancelled, or closed with its loop
+            rest = self._take()[1:]
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to answer
+                self._send_in_task(rest)  # the others still go out
+            raise
+        batch = self._take()
+        if len(batch) == 1:
+            return await self.client.execute_command(*args)
+        mine: asyncio.Future[Any] = loop.create_future()
+        batch[0] = (args, mine)
+        self._send_in_task(batch)
+        return await mine
+
+    def _take(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]:
+        batch, self._pending = self._pending or [], None
+        return [(args, f) for args, f in batch if f is None or not f.done()]
+
+    def _send_in_task(
+        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]
+    ) -> None:
+        futures = [f for _, f in batch if f is not None]
+        if not futures:
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._send([args for args, _ in batch], futures)
+        )
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _send(
+        self, commands: list[tuple[Any, ...]], futures: list[asyncio.Future[Any]]
+    ) -> None:
+        try:
+            if len(commands) == 1:
+                replies = [await self.client.execute_command(*commands[0])]
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                for args in commands:
+                    pipe.execute_command(*args)
+                replies = list(await pipe.execute(raise_on_error=False))
+        except BaseException as exc:
+            for future in futures:
+                _settle(future, exc)
+            if not isinstance(exc, Exception):
+                raise  # the loop is cancelling the task (shutting down): let it
+            return
+        for future, reply in zip(futures, replies, strict=True):
+            _settle(future, reply)
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    """Give ``future`` its reply or error, unless its task stopped waiting (cancelled)."""
+    if future.done():
+        return
+    if isinstance(outcome, asyncio.CancelledError):
+        future.cancel()
+    elif isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+def _batcher(client: Any) -> _Batcher:
+    batcher = getattr(client, _BATCHER, None)
+    if not isinstance(batcher, _Batcher):
+        batcher = _Batcher(client)
+        setattr(client, _BATCHER, batcher)
+    return batcher
+
+
+def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
+    """Turn auto-pipelining on or off for every pattern that uses the asyncio ``client``.
+
+    With it on, the commands that concurrent tasks send through ``client`` in one turn of the
+    event loop go out as one pipeline (one write, one round trip) rather than one by one;
+    a lone call is still exactly one command. Cluster clients are not batched (yet).
+
+    Raises:
+        TypeError: ``client`` is not an asyncio redis-py client, or ``enabled`` is not a bool.
+    """
+    if not isinstance(client, ASYNC_TYPES):
+        raise TypeError(f"expected an asyncio redis-py client, got {_describe(client)}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    _batcher(client).enabled = enabled
+
+
+def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
+    """How to send one command on ``client``: through its auto-pipeline when the runner is
+    asyncio, the client standalone and batching on, and the call needs no routing options."""
+    if runner.asynchronous and not options and not isinstance(client, _CLUSTER_TYPES):
+        batcher = _batcher(client)
+        if batcher.enabled:
+            return batcher.execute_command
+    send: Callable[..., Any] = client.execute_command
+    return send
+
+
 def _eval_args(effect: Eval) -> tuple[Any, ...]:
     return (len(effect.keys), *effect.keys, *effect.args)
 
@@ -350,7 +508,7 @@ def eval_steps(effect: Eval, runner: Context) -> Steps[Any]:
         yield from _initialize(runner)
     client = runner.clients[effect.node or 0]
     check_slots(client, effect.keys)
-    send = client.execute_command
+    send = _sender(runner, client, None)
     with _SCRIPT_ERRORS:
         try:
             return (yield Invoke(send, ("EVALSHA", effect.script.sha, *_eval_args(effect))))
@@ -364,14 +522,15 @@ def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
     check_slots(client, effect.keys)
     args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
     options = _fcall_options(client, effect.keys)
+    send = _sender(runner, client, options)
     with _SCRIPT_ERRORS:
         try:
-            return (yield Invoke(client.execute_command, args, options))
+            return (yield Invoke(send, args, options))
         except rex.ResponseError as exc:
             if "function not found" not in str(exc).lower():
                 raise
         yield Invoke(client.execute_command, effect.library.load_command().args)
-        return (yield Invoke(client.execute_command, args, options))
+        return (yield Invoke(send, args, options))
 
 
 def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
@@ -389,7 +548,9 @@ def command_steps(effect: Command, runner: Context) -> Steps[Any]:
     with _COMMAND_ERRORS:
         client = runner.clients[effect.node or 0]
         options = _command_options(client, effect.args)
-        return (yield Invoke(client.execute_command, effect.args, options))
+        if effect.args and str(effect.args[0]).upper() in _BLOCKING:
+            return (yield Invoke(client.execute_command, effect.args, options))
+        return (yield Invoke(_sender(runner, client, options), effect.args, options))
 
 
 def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
