@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Generator, Sequence
+from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 
@@ -486,13 +487,22 @@ def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
     _batcher(client).enabled = enabled
 
 
-def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
-    """How to send one command on ``client``: through its auto-pipeline when the runner is
-    asyncio, the client standalone and batching on, and the call needs no routing options."""
-    if runner.asynchronous and not options and not isinstance(client, _CLUSTER_TYPES):
+def _batching(runner: Context, client: Any) -> _Batcher | None:
+    """The client's auto-pipeline, when the runner is asyncio, the client standalone and
+    batching on for it; else ``None``."""
+    if runner.asynchronous and not isinstance(client, _CLUSTER_TYPES):
         batcher = _batcher(client)
         if batcher.enabled:
-            return batcher.execute_command
+            return batcher
+    return None
+
+
+def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
+    """How to send one command on ``client``: through its auto-pipeline (`_batching`) when
+    the call needs no routing options."""
+    batcher = None if options else _batching(runner, client)
+    if batcher is not None:
+        return batcher.execute_command
     send: Callable[..., Any] = client.execute_command
     return send
 
@@ -577,10 +587,12 @@ def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
     for item in effect.effects:
         if isinstance(item, Eval):
             check_slots(client, item.keys)
-    results = yield from _pipelined(client, effect.effects, sha=True)
+    batcher = _batching(runner, client)
+    send = _pipelined if batcher is None else partial(_batched, batcher)
+    results = yield from send(client, effect.effects, sha=True)
     retry = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
     if retry:
-        again = yield from _pipelined(client, [effect.effects[i] for i in retry], sha=False)
+        again = yield from send(client, [effect.effects[i] for i in retry], sha=False)
         for index, result in zip(retry, again, strict=True):
             results[index] = result
     return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
@@ -592,6 +604,27 @@ def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> 
         pipe.execute_command(*_pipeline_args(effect, sha=sha), **_pipeline_options(client, effect))
     with _COMMAND_ERRORS:
         return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
+
+
+def _batched(
+    batcher: _Batcher, client: Any, effects: Sequence[Eval | Command], *, sha: bool
+) -> Steps[list[Any]]:
+    """A `Pipeline`'s items through the client's auto-pipeline: they join this turn's batch,
+    so the pipelines of concurrent tasks (a cache hit's ``MGET`` and ``TIME``) share one write
+    with everything else sent in that turn. Replies come back in order; a lost link fails the
+    whole pipeline, as it would alone."""
+    commands = [_pipeline_args(effect, sha=sha) for effect in effects]
+    with _COMMAND_ERRORS:
+        return list((yield Invoke(_gather_batched, (batcher, commands))))
+
+
+async def _gather_batched(batcher: _Batcher, commands: list[tuple[Any, ...]]) -> list[Any]:
+    sent = (batcher.execute_command(*args) for args in commands)
+    replies = await asyncio.gather(*sent, return_exceptions=True)
+    for reply in replies:  # an error reply stays in its place; anything else fails them all
+        if isinstance(reply, BaseException) and not isinstance(reply, rex.ResponseError):
+            raise reply
+    return list(replies)
 
 
 def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:

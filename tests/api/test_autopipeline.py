@@ -85,14 +85,41 @@ async def test_a_lone_call_is_one_command(
     proxied: tuple[FaultProxy, redis.asyncio.Redis], valkey_server: EmbeddedServer, prefix: str
 ) -> None:
     proxy, client = proxied
+    limiter = AsyncFixedWindow(client, N, DAY, name=prefix)
+    await limiter.hit("warm")  # the script cached
+    before = proxy.stats.forwarded_requests
+    with _counter(valkey_server) as seen:
+        assert (await limiter.hit("k")).allowed
+    assert proxy.stats.forwarded_requests - before == 1
+    assert seen.names == ["EVALSHA"]  # sent as it is, not as a pipeline of one
+
+
+async def test_a_lone_cache_hit_is_its_own_two_commands_in_one_write(
+    proxied: tuple[FaultProxy, redis.asyncio.Redis], valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    proxy, client = proxied
     cache = AsyncCache(client, prefix)
     await cache.set("a", 1)
-    await cache.get("a")  # the script cached
     before = proxy.stats.forwarded_requests
     with _counter(valkey_server) as seen:
         assert await cache.get("a") == 1
     assert proxy.stats.forwarded_requests - before == 1
-    assert len(seen.names) == 1
+    assert seen.names == ["MGET", "TIME"]  # the hit's own pipeline, through the batcher
+
+
+async def test_concurrent_cache_hits_share_one_write(
+    proxied: tuple[FaultProxy, redis.asyncio.Redis], valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    """Each hit is a pipeline of MGET and TIME; 50 concurrent hits join one batch."""
+    proxy, client = proxied
+    cache = AsyncCache(client, prefix)
+    await cache.set("a", 1)
+    before = proxy.stats.forwarded_requests
+    with _counter(valkey_server) as seen:
+        assert await asyncio.gather(*(cache.get("a") for _ in range(50))) == [1] * 50
+    assert proxy.stats.forwarded_requests - before == 1
+    assert sorted(set(seen.names)) == ["MGET", "TIME"]
+    assert len(seen.names) == 100
 
 
 async def test_noscript_resends_only_those_items_as_eval(
