@@ -587,29 +587,31 @@ async def test_dropped_async_lock_stops_renewing_and_expires(backend: Backend, p
 def test_held_lock_in_with_still_renews(backend: Backend, prefix: str) -> None:
     # The weak reference must not let a lock that is only referenced by its `with` statement
     # be collected: the statement keeps it alive until it exits.
-    rival = Lock(backend.client(), prefix, ttl=1.5)
-    with Lock(backend.client(), prefix, ttl=1.5, auto_renew=True):
+    rival = Lock(backend.client(), prefix, ttl=3.0)
+    with Lock(backend.client(), prefix, ttl=3.0, auto_renew=True):
         gc.collect()
-        # 2.5 ttls: held only by renewing (a ttl long enough that a loaded machine renews in time)
-        deadline = time.monotonic() + 3.75
+        # 2.5 ttls: held only by renewing. The ttl is long enough that a loaded machine renews
+        # in time (1.5 s missed a renewal once, at load 15): the renewer runs every ttl / 3 s,
+        # and a full collection of the suite's heap holds the GIL for a while.
+        deadline = time.monotonic() + 7.5
         while time.monotonic() < deadline:
             assert rival.acquire(blocking=False) is False
             gc.collect()
-            time.sleep(0.05)
+            time.sleep(0.25)
     assert rival.acquire(blocking=False)
     rival.release()
 
 
 async def test_held_async_lock_in_async_with_still_renews(backend: Backend, prefix: str) -> None:
     client = backend.async_client()
-    rival = AsyncLock(client, prefix, ttl=1.5)
-    async with AsyncLock(client, prefix, ttl=1.5, auto_renew=True):
+    rival = AsyncLock(client, prefix, ttl=3.0)
+    async with AsyncLock(client, prefix, ttl=3.0, auto_renew=True):
         gc.collect()
-        deadline = time.monotonic() + 3.75
+        deadline = time.monotonic() + 7.5  # as above
         while time.monotonic() < deadline:
             assert await rival.acquire(blocking=False) is False
             gc.collect()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
     assert await rival.acquire(blocking=False)
     await rival.release()
     await client.aclose()

@@ -53,6 +53,8 @@ __all__ = ["Backend", "faketime_or_skip", "independent_servers"]
 REQUIRE_REDIS7 = "REDIS_PATTERNS_REQUIRE_REDIS7"
 REQUIRE_FAKETIME = "REDIS_PATTERNS_REQUIRE_FAKETIME"
 FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+# How long a backend's client may take to open a connection (see Backend.client).
+CONNECT_TIMEOUT = 10.0
 # The servers a failover topology fixture runs on (its parameters).
 _TOPOLOGY_KINDS = ["valkey", "redis7"]
 
@@ -178,7 +180,12 @@ class Backend:
         return [("127.0.0.1", s.port) for s in self.servers if s.port is not None]
 
     def client(self, **kwargs: Any) -> redis.Redis | redis.cluster.RedisCluster:
-        """A new sync client (closed at the end of the test)."""
+        """A new sync client (closed at the end of the test).
+
+        Unless given, a connection may take 10 s to open (connect()'s default is 2 s): on a
+        loaded test machine a local connect has taken longer than 2 s.
+        """
+        kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
         made: redis.Redis | redis.cluster.RedisCluster
         if self.embedded_cluster is not None:
             made = self.embedded_cluster.client(**kwargs)
@@ -192,9 +199,11 @@ class Backend:
     ) -> redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster:
         """A new asyncio client (close it with ``await client.aclose()``).
 
-        Its pool allows 512 connections, so a test can run hundreds of concurrent tasks.
+        Its pool allows 512 connections, so a test can run hundreds of concurrent tasks; a
+        connection may take 10 s to open, as for `client`.
         """
         kwargs.setdefault("max_connections", 512)
+        kwargs.setdefault("socket_connect_timeout", CONNECT_TIMEOUT)
         made: redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
         if self.embedded_cluster is not None:
             made = self.embedded_cluster.client(asyncio=True, **kwargs)
