@@ -1,5 +1,6 @@
 """The redis-py boundary: client kinds, slot checks, command arguments, error conversion, and each
-command-sending effect as the redis-py calls that perform it.
+command-sending effect as the redis-py calls that perform it (WATCH transactions:
+`_redis_transaction`; auto-pipelining: `_autopipeline`).
 
 The runners import no redis. They ask this module how to perform an effect: a generator that
 yields `Invoke` steps, each one call on a redis-py object, which the sync runner makes and the
@@ -10,9 +11,7 @@ place, `backend_errors` (which calls `map_backend_error`).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import inspect
 from collections.abc import Awaitable, Callable, Generator, Sequence
 from functools import partial
 from types import TracebackType
@@ -26,6 +25,7 @@ import redis.exceptions as rex
 from redis.crc import key_slot
 
 from . import _metrics
+from ._autopipeline import BLOCKING, Batcher, batcher_of, gather_batched
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -46,8 +46,6 @@ from ._plan import (
     KeyT,
     Pipeline,
     Replicated,
-    Transaction,
-    TransactionAttempt,
 )
 
 __all__ = [
@@ -72,7 +70,6 @@ __all__ = [
     "node_address",
     "pipeline_steps",
     "replicated_steps",
-    "transaction_steps",
 ]
 
 T = TypeVar("T")
@@ -342,134 +339,6 @@ def _initialize(runner: Context) -> Steps[None]:
         yield Invoke(runner.initialize)
 
 
-# --- auto-pipelining ---------------------------------------------------------------------------
-
-_BATCHER = "_redis_patterns_batcher"
-# Commands that hold their connection until something happens: pipelined with other tasks'
-# commands they would hold every reply behind them back, so they always go out on their own.
-_BLOCKING = frozenset(
-    {
-        "BLPOP",
-        "BRPOP",
-        "BRPOPLPUSH",
-        "BLMOVE",
-        "BLMPOP",
-        "BZPOPMIN",
-        "BZPOPMAX",
-        "BZMPOP",
-        "WAIT",
-        "WAITAOF",
-        "XREAD",
-        "XREADGROUP",
-    }
-)
-
-
-class _Batcher:
-    """An asyncio client's auto-pipeline: the commands its tasks issue in one turn of the event
-    loop go out together, as one pipeline, and each reply goes back to the task that asked.
-
-    The first command of a turn makes its task the batch's sender: it yields one turn
-    (``sleep(0)``), so every task that was ready in this turn adds its command, then takes the
-    batch. Alone, it sends its command itself, one ``execute_command`` exactly as without
-    batching (a lone caller pays one loop turn, no task). With company, the pipeline
-    (``transaction=False``) runs in a task of its own, so no caller's cancellation can break
-    it for the others: a command cancelled before the batch is taken is left out, a reply
-    whose caller stopped waiting is dropped. Nothing is ever re-sent here: a pipeline that
-    fails (a lost connection, a timeout) fails every command in it with that error (outcome
-    unknown), which the steps map like any other.
-    """
-
-    __slots__ = ("_loop", "_pending", "_sending", "client", "enabled")
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.enabled = True
-        # This turn's batch (None: no sender is waiting); the sender's own entry has no future.
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that batch
-        self._sending: set[asyncio.Task[None]] = set()  # strong references while they run
-
-    async def execute_command(self, *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._pending is not None and self._loop is loop:  # a sender waits: ride along
-            future: asyncio.Future[Any] = loop.create_future()
-            self._pending.append((args, future))
-            return await future
-        # (A batch left by another loop, stopped mid-turn, is abandoned with that loop.)
-        self._pending, self._loop = [(args, None)], loop
-        try:
-            await asyncio.sleep(0)  # one turn: the other ready tasks add their commands
-        except BaseException:  # cancelled, or closed with its loop
-            rest = self._take()[1:]
-            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is left to answer
-                self._send_in_task(rest)  # the others still go out
-            raise
-        batch = self._take()
-        if len(batch) == 1:
-            return await self.client.execute_command(*args)
-        mine: asyncio.Future[Any] = loop.create_future()
-        batch[0] = (args, mine)
-        self._send_in_task(batch)
-        return await mine
-
-    def _take(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]:
-        batch, self._pending = self._pending or [], None
-        return [(args, f) for args, f in batch if f is None or not f.done()]
-
-    def _send_in_task(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]
-    ) -> None:
-        futures = [f for _, f in batch if f is not None]
-        if not futures:
-            return
-        task = asyncio.get_running_loop().create_task(
-            self._send([args for args, _ in batch], futures)
-        )
-        self._sending.add(task)
-        task.add_done_callback(self._sending.discard)
-
-    async def _send(
-        self, commands: list[tuple[Any, ...]], futures: list[asyncio.Future[Any]]
-    ) -> None:
-        try:
-            if len(commands) == 1:
-                replies = [await self.client.execute_command(*commands[0])]
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for args in commands:
-                    pipe.execute_command(*args)
-                replies = list(await pipe.execute(raise_on_error=False))
-        except BaseException as exc:
-            for future in futures:
-                _settle(future, exc)
-            if not isinstance(exc, Exception):
-                raise  # the loop is cancelling the task (shutting down): let it
-            return
-        for future, reply in zip(futures, replies, strict=True):
-            _settle(future, reply)
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    """Give ``future`` its reply or error, unless its task stopped waiting (cancelled)."""
-    if future.done():
-        return
-    if isinstance(outcome, asyncio.CancelledError):
-        future.cancel()
-    elif isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
-def _batcher(client: Any) -> _Batcher:
-    batcher = getattr(client, _BATCHER, None)
-    if not isinstance(batcher, _Batcher):
-        batcher = _Batcher(client)
-        setattr(client, _BATCHER, batcher)
-    return batcher
-
-
 def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
     """Turn auto-pipelining on or off for every pattern that uses the asyncio ``client``.
 
@@ -484,14 +353,14 @@ def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
         raise TypeError(f"expected an asyncio redis-py client, got {_describe(client)}")
     if not isinstance(enabled, bool):
         raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    _batcher(client).enabled = enabled
+    batcher_of(client).enabled = enabled
 
 
-def _batching(runner: Context, client: Any) -> _Batcher | None:
+def _batching(runner: Context, client: Any) -> Batcher | None:
     """The client's auto-pipeline, when the runner is asyncio, the client standalone and
     batching on for it; else ``None``."""
     if runner.asynchronous and not isinstance(client, _CLUSTER_TYPES):
-        batcher = _batcher(client)
+        batcher = batcher_of(client)
         if batcher.enabled:
             return batcher
     return None
@@ -558,7 +427,7 @@ def command_steps(effect: Command, runner: Context) -> Steps[Any]:
     with _COMMAND_ERRORS:
         client = runner.clients[effect.node or 0]
         options = _command_options(client, effect.args)
-        if effect.args and str(effect.args[0]).upper() in _BLOCKING:
+        if effect.args and str(effect.args[0]).upper() in BLOCKING:
             return (yield Invoke(client.execute_command, effect.args, options))
         return (yield Invoke(_sender(runner, client, options), effect.args, options))
 
@@ -607,7 +476,7 @@ def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> 
 
 
 def _batched(
-    batcher: _Batcher, client: Any, effects: Sequence[Eval | Command], *, sha: bool
+    batcher: Batcher, client: Any, effects: Sequence[Eval | Command], *, sha: bool
 ) -> Steps[list[Any]]:
     """A `Pipeline`'s items through the client's auto-pipeline: they join this turn's batch,
     so the pipelines of concurrent tasks (a cache hit's ``MGET`` and ``TIME``) share one write
@@ -615,16 +484,7 @@ def _batched(
     whole pipeline, as it would alone."""
     commands = [_pipeline_args(effect, sha=sha) for effect in effects]
     with _COMMAND_ERRORS:
-        return list((yield Invoke(_gather_batched, (batcher, commands))))
-
-
-async def _gather_batched(batcher: _Batcher, commands: list[tuple[Any, ...]]) -> list[Any]:
-    sent = (batcher.execute_command(*args) for args in commands)
-    replies = await asyncio.gather(*sent, return_exceptions=True)
-    for reply in replies:  # an error reply stays in its place; anything else fails them all
-        if isinstance(reply, BaseException) and not isinstance(reply, rex.ResponseError):
-            raise reply
-    return list(replies)
+        return list((yield Invoke(gather_batched, (batcher, commands))))
 
 
 def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
@@ -665,172 +525,3 @@ def replicated_steps(effect: Replicated, runner: Context) -> Steps[tuple[Any, in
         if isinstance(mapped, BaseException):
             raise mapped
     return reply, int(acked)
-
-
-# --- transactions ------------------------------------------------------------------------------
-
-# redis-py raises WatchError for three different things; only the first two are conflicts.
-_CONFLICTS = ("Watched variable changed", "Slot rebalancing")
-# A slot that moved while we were reading (resharding): the client has learnt the new owner,
-# so the attempt is retried from WATCH like a conflict.
-_MOVED = (rex.MovedError, rex.AskError, rex.TryAgainError)
-# After these a cluster client's map may name a node that is gone or no longer owns the slot.
-_STALE_MAP = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.SlotNotCoveredError)
-
-
-class _Failed(Exception):
-    """A transaction attempt's redis-py error and what it means (``None``: a WATCH conflict)."""
-
-    def __init__(self, raw: BaseException, error: BaseException | None) -> None:
-        super().__init__(raw)
-        self.raw = raw
-        self.error = error
-
-
-def _transaction_error(exc: BaseException, phase: str) -> BaseException | None:
-    """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
-
-    redis-py also raises WatchError when the connection dies while keys are watched. Before
-    EXEC nothing was applied; during EXEC the server may have committed, so that is an
-    outcome-unknown error, never a conflict to replay.
-    """
-    if isinstance(exc, rex.WatchError) and str(exc).startswith(_CONFLICTS):
-        return None
-    if isinstance(exc, _MOVED) and phase != "exec":
-        return None
-    lost = isinstance(exc, rex.WatchError | rex.ConnectionError | rex.TimeoutError)
-    if lost and phase == "exec":
-        return BackendTimeoutError(
-            f"the connection failed during EXEC; the transaction may or may not have been "
-            f"applied (outcome unknown): {exc}"
-        )
-    if lost:
-        return BackendUnavailableError(
-            f"the connection failed before EXEC; nothing was applied: {exc}"
-        )
-    return map_backend_error(exc)
-
-
-def _in_multi(pipe: Any) -> bool:
-    """Whether ``fn`` called ``pipe.multi()`` (redis-py keeps the flag per pipeline kind)."""
-    strategy = getattr(pipe, "_execution_strategy", None)  # cluster pipelines
-    if strategy is not None:
-        return bool(getattr(strategy, "_explicit_transaction", False))
-    return bool(getattr(pipe, "explicit_transaction", False))
-
-
-def _connection_lost(exc: BaseException) -> bool:
-    if isinstance(exc, rex.WatchError):
-        return not str(exc).startswith(_CONFLICTS)  # "A ConnectionError occurred while watching"
-    return isinstance(exc, rex.ConnectionError | rex.TimeoutError)
-
-
-def _forget_watch(pipe: Any) -> Steps[None]:
-    """After its connection failed, let a pipeline go without UNWATCH.
-
-    redis-py's reset sends UNWATCH when it thinks it is still watching, on the same connection
-    object, which reconnects to its old address: a Sentinel-managed connection then bypasses
-    the Sentinels and, after a failover, settles on the demoted primary for good (every later
-    transaction failed at EXEC with READONLY). A closed connection watches nothing anyway.
-    """
-    connection = getattr(pipe, "connection", None)  # standalone pipelines only
-    if connection is not None:
-        pipe.watching = False
-        yield Invoke(connection.disconnect)
-
-
-def _unwatch_with_exec(pipe: Any) -> None:
-    """EXEC ends the WATCH on the server, and a failed connection watches nothing: tell the
-    pipeline so, or its reset after a failed EXEC sends UNWATCH (see `_forget_watch`). A
-    conflict is still reported (EXEC's nil reply), and so is a lost connection."""
-    if getattr(pipe, "connection", None) is not None:
-        pipe.watching = False
-
-
-def _no_silent_reconnect(pipe: Any) -> None:
-    """Make connection errors surface from a cluster transaction pipeline.
-
-    redis-py's cluster ``TransactionStrategy`` (8.1) retries a command after a connection error
-    on a *new* connection, which has not WATCHed anything: the optimistic check would silently
-    vanish and EXEC could overwrite a concurrent write. Its retry object is a private per-pipeline
-    copy; with no retries the error reaches us, and the plan retries from WATCH (or reports
-    outcome unknown). Standalone pipelines raise on their own.
-    """
-    retry = getattr(getattr(pipe, "_execution_strategy", None), "_retry", None)
-    if retry is not None:
-        retry.update_retries(0)
-
-
-def _cluster_refresh(
-    client: object, exc: BaseException | None, keys: Sequence[KeyT]
-) -> dict[str, Any] | None:
-    """The arguments to refresh ``client``'s cluster map with after a failed transaction, or
-    ``None`` when there is nothing to refresh.
-
-    redis-py refreshes the map itself after a plain command's connection error, but its cluster
-    transaction pipeline does so only on every 5th error *of one pipeline object* (sync 8.1)
-    or of the client (asyncio), and a transaction uses a new pipeline each time: after a master
-    was killed, every later transaction went to the dead node until some plain command
-    refreshed the map. Refreshing is a read (``CLUSTER SLOTS``; the node that just failed is
-    asked last); the failed attempt is never re-sent, so the outcome-unknown rule holds.
-    """
-    if not isinstance(client, _CLUSTER_TYPES) or not isinstance(exc, _STALE_MAP):
-        return None
-    cluster: Any = client
-    failed = None
-    with contextlib.suppress(*REDIS_ERRORS):
-        failed = cluster.get_node_from_key(keys[0]).name if keys else None
-    return {"last_failed_node_name": failed}
-
-
-def transaction_steps(effect: Transaction, runner: Context) -> Steps[TransactionAttempt]:
-    """One WATCH / ``fn(pipe)`` / EXEC attempt on a pinned connection (see `Transaction`)."""
-    client = runner.clients[effect.node or 0]
-    check_slots(client, effect.watch)
-    phase = "watch"
-    try:
-        with backend_errors(mapper=lambda exc: _Failed(exc, _transaction_error(exc, phase))):
-            # ``with client.pipeline(...) as pipe`` (``async with``: an asyncio cluster pipeline
-            # initializes its client on entering), written out as steps.
-            made = client.pipeline(transaction=True)
-            if runner.asynchronous:
-                enter, leave = made.__aenter__, made.__aexit__
-            else:
-                enter, leave = made.__enter__, made.__exit__
-            pipe = yield Invoke(enter)
-            abandoned = False
-            try:
-                _no_silent_reconnect(pipe)
-                if effect.watch:
-                    yield Invoke(pipe.watch, effect.watch)
-                phase = "fn"
-                value = yield Invoke(effect.fn, (pipe,))
-                if inspect.isawaitable(value) and not runner.asynchronous:
-                    close = getattr(value, "close", None)
-                    if close is not None:
-                        close()  # don't leave a never-awaited coroutine behind
-                    raise TypeError("fn returned an awaitable: use async_transaction for async fn")
-                if not _in_multi(pipe):
-                    return TransactionAttempt(True, value, None)
-                phase = "exec"
-                _unwatch_with_exec(pipe)
-                return TransactionAttempt(True, value, list((yield Invoke(pipe.execute))))
-            except GeneratorExit:  # closed mid-attempt (its runner is gone): nothing can be sent
-                abandoned = True
-                raise
-            except REDIS_ERRORS as exc:
-                if _connection_lost(exc):
-                    with contextlib.suppress(*REDIS_ERRORS, OSError):
-                        yield from _forget_watch(pipe)
-                raise
-            finally:
-                if not abandoned:
-                    yield Invoke(leave, (None, None, None))
-    except _Failed as failed:
-        refresh = _cluster_refresh(client, failed.raw, effect.watch)
-        if refresh is not None:
-            with contextlib.suppress(RedisPatternsError, OSError), _COMMAND_ERRORS:
-                yield Invoke(client.nodes_manager.initialize, (), refresh)
-        if failed.error is None:
-            return TransactionAttempt(False)
-        raise failed.error from failed.raw

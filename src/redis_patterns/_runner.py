@@ -56,8 +56,8 @@ from ._redis import (
     node_address,
     pipeline_steps,
     replicated_steps,
-    transaction_steps,
 )
+from ._redis_transaction import transaction_steps
 
 __all__ = [
     "AsyncClient",

@@ -1,0 +1,193 @@
+"""The redis-py boundary for WATCH transactions: one attempt (WATCH, ``fn(pipe)``, EXEC) on a
+pinned connection as `Invoke` steps, and what each redis-py error of an attempt means."""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import redis.exceptions as rex
+
+from ._errors import BackendTimeoutError, BackendUnavailableError, RedisPatternsError
+from ._plan import KeyT, Transaction, TransactionAttempt
+from ._redis import (
+    _CLUSTER_TYPES,
+    _COMMAND_ERRORS,
+    REDIS_ERRORS,
+    Context,
+    Invoke,
+    Steps,
+    backend_errors,
+    check_slots,
+    map_backend_error,
+)
+
+__all__ = ["transaction_steps"]
+
+# redis-py raises WatchError for three different things; only the first two are conflicts.
+_CONFLICTS = ("Watched variable changed", "Slot rebalancing")
+# A slot that moved while we were reading (resharding): the client has learnt the new owner,
+# so the attempt is retried from WATCH like a conflict.
+_MOVED = (rex.MovedError, rex.AskError, rex.TryAgainError)
+# After these a cluster client's map may name a node that is gone or no longer owns the slot.
+_STALE_MAP = (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, rex.SlotNotCoveredError)
+
+
+class _Failed(Exception):
+    """A transaction attempt's redis-py error and what it means (``None``: a WATCH conflict)."""
+
+    def __init__(self, raw: BaseException, error: BaseException | None) -> None:
+        super().__init__(raw)
+        self.raw = raw
+        self.error = error
+
+
+def _transaction_error(exc: BaseException, phase: str) -> BaseException | None:
+    """``None`` for a WATCH conflict (retry from WATCH); otherwise the error to raise.
+
+    redis-py also raises WatchError when the connection dies while keys are watched. Before
+    EXEC nothing was applied; during EXEC the server may have committed, so that is an
+    outcome-unknown error, never a conflict to replay.
+    """
+    if isinstance(exc, rex.WatchError) and str(exc).startswith(_CONFLICTS):
+        return None
+    if isinstance(exc, _MOVED) and phase != "exec":
+        return None
+    lost = isinstance(exc, rex.WatchError | rex.ConnectionError | rex.TimeoutError)
+    if lost and phase == "exec":
+        return BackendTimeoutError(
+            f"the connection failed during EXEC; the transaction may or may not have been "
+            f"applied (outcome unknown): {exc}"
+        )
+    if lost:
+        return BackendUnavailableError(
+            f"the connection failed before EXEC; nothing was applied: {exc}"
+        )
+    return map_backend_error(exc)
+
+
+def _in_multi(pipe: Any) -> bool:
+    """Whether ``fn`` called ``pipe.multi()`` (redis-py keeps the flag per pipeline kind)."""
+    strategy = getattr(pipe, "_execution_strategy", None)  # cluster pipelines
+    if strategy is not None:
+        return bool(getattr(strategy, "_explicit_transaction", False))
+    return bool(getattr(pipe, "explicit_transaction", False))
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    if isinstance(exc, rex.WatchError):
+        return not str(exc).startswith(_CONFLICTS)  # "A ConnectionError occurred while watching"
+    return isinstance(exc, rex.ConnectionError | rex.TimeoutError)
+
+
+def _forget_watch(pipe: Any) -> Steps[None]:
+    """After its connection failed, let a pipeline go without UNWATCH.
+
+    redis-py's reset sends UNWATCH when it thinks it is still watching, on the same connection
+    object, which reconnects to its old address: a Sentinel-managed connection then bypasses
+    the Sentinels and, after a failover, settles on the demoted primary for good (every later
+    transaction failed at EXEC with READONLY). A closed connection watches nothing anyway.
+    """
+    connection = getattr(pipe, "connection", None)  # standalone pipelines only
+    if connection is not None:
+        pipe.watching = False
+        yield Invoke(connection.disconnect)
+
+
+def _unwatch_with_exec(pipe: Any) -> None:
+    """EXEC ends the WATCH on the server, and a failed connection watches nothing: tell the
+    pipeline so, or its reset after a failed EXEC sends UNWATCH (see `_forget_watch`). A
+    conflict is still reported (EXEC's nil reply), and so is a lost connection."""
+    if getattr(pipe, "connection", None) is not None:
+        pipe.watching = False
+
+
+def _no_silent_reconnect(pipe: Any) -> None:
+    """Make connection errors surface from a cluster transaction pipeline.
+
+    redis-py's cluster ``TransactionStrategy`` (8.1) retries a command after a connection error
+    on a *new* connection, which has not WATCHed anything: the optimistic check would silently
+    vanish and EXEC could overwrite a concurrent write. Its retry object is a private per-pipeline
+    copy; with no retries the error reaches us, and the plan retries from WATCH (or reports
+    outcome unknown). Standalone pipelines raise on their own.
+    """
+    retry = getattr(getattr(pipe, "_execution_strategy", None), "_retry", None)
+    if retry is not None:
+        retry.update_retries(0)
+
+
+def _cluster_refresh(
+    client: object, exc: BaseException | None, keys: Sequence[KeyT]
+) -> dict[str, Any] | None:
+    """The arguments to refresh ``client``'s cluster map with after a failed transaction, or
+    ``None`` when there is nothing to refresh.
+
+    redis-py refreshes the map itself after a plain command's connection error, but its cluster
+    transaction pipeline does so only on every 5th error *of one pipeline object* (sync 8.1)
+    or of the client (asyncio), and a transaction uses a new pipeline each time: after a master
+    was killed, every later transaction went to the dead node until some plain command
+    refreshed the map. Refreshing is a read (``CLUSTER SLOTS``; the node that just failed is
+    asked last); the failed attempt is never re-sent, so the outcome-unknown rule holds.
+    """
+    if not isinstance(client, _CLUSTER_TYPES) or not isinstance(exc, _STALE_MAP):
+        return None
+    cluster: Any = client
+    failed = None
+    with contextlib.suppress(*REDIS_ERRORS):
+        failed = cluster.get_node_from_key(keys[0]).name if keys else None
+    return {"last_failed_node_name": failed}
+
+
+def transaction_steps(effect: Transaction, runner: Context) -> Steps[TransactionAttempt]:
+    """One WATCH / ``fn(pipe)`` / EXEC attempt on a pinned connection (see `Transaction`)."""
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.watch)
+    phase = "watch"
+    try:
+        with backend_errors(mapper=lambda exc: _Failed(exc, _transaction_error(exc, phase))):
+            # ``with client.pipeline(...) as pipe`` (``async with``: an asyncio cluster pipeline
+            # initializes its client on entering), written out as steps.
+            made = client.pipeline(transaction=True)
+            if runner.asynchronous:
+                enter, leave = made.__aenter__, made.__aexit__
+            else:
+                enter, leave = made.__enter__, made.__exit__
+            pipe = yield Invoke(enter)
+            abandoned = False
+            try:
+                _no_silent_reconnect(pipe)
+                if effect.watch:
+                    yield Invoke(pipe.watch, effect.watch)
+                phase = "fn"
+                value = yield Invoke(effect.fn, (pipe,))
+                if inspect.isawaitable(value) and not runner.asynchronous:
+                    close = getattr(value, "close", None)
+                    if close is not None:
+                        close()  # don't leave a never-awaited coroutine behind
+                    raise TypeError("fn returned an awaitable: use async_transaction for async fn")
+                if not _in_multi(pipe):
+                    return TransactionAttempt(True, value, None)
+                phase = "exec"
+                _unwatch_with_exec(pipe)
+                return TransactionAttempt(True, value, list((yield Invoke(pipe.execute))))
+            except GeneratorExit:  # closed mid-attempt (its runner is gone): nothing can be sent
+                abandoned = True
+                raise
+            except REDIS_ERRORS as exc:
+                if _connection_lost(exc):
+                    with contextlib.suppress(*REDIS_ERRORS, OSError):
+                        yield from _forget_watch(pipe)
+                raise
+            finally:
+                if not abandoned:
+                    yield Invoke(leave, (None, None, None))
+    except _Failed as failed:
+        refresh = _cluster_refresh(client, failed.raw, effect.watch)
+        if refresh is not None:
+            with contextlib.suppress(RedisPatternsError, OSError), _COMMAND_ERRORS:
+                yield Invoke(client.nodes_manager.initialize, (), refresh)
+        if failed.error is None:
+            return TransactionAttempt(False)
+        raise failed.error from failed.raw
