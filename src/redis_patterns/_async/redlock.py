@@ -8,7 +8,7 @@ from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import AsyncClient, AsyncRunner, node_address
 from .._validate import Duration
-from .lease import AsyncLease
+from .lock import AsyncLease
 
 __all__ = ["AsyncRedlock"]
 

@@ -14,7 +14,7 @@ from .._plan import Command, Eval, Gather, Now, Plan, Sleep
 from .._script import package_script
 from .._validate import check_int, check_number, duration_ms
 from .backoff import backoff_delay
-from .lease import Acquired, LeaseCore, as_text
+from .lock import Acquired, LeaseCore, as_text
 
 __all__ = ["CLOCK_SLACK", "EPOCH_KEY", "RedlockCore"]
 

@@ -9,7 +9,7 @@ from .._core.redlock import RedlockCore
 from .._errors import ConfigurationError, LockTimeoutError
 from .._runner import SyncClient, SyncRunner, node_address
 from .._validate import Duration
-from .lease import Lease
+from .lock import Lease
 
 __all__ = ["Redlock"]
 
