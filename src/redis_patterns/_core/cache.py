@@ -20,13 +20,13 @@ from .cache_keys import (
     _batch,
     _raise_first,
 )
-from .cache_load import CacheLoads
+from .cache_load_many import CacheManyLoads
 from .cache_types import Ttl
 
 __all__ = ["CacheCore"]
 
 
-class CacheCore(CacheLoads):
+class CacheCore(CacheManyLoads):
     """The plans shared by `Cache` and `AsyncCache` (configuration, keys and loads below)."""
 
     @property
@@ -200,8 +200,6 @@ class CacheCore(CacheLoads):
 
     # --- bulk operations -----------------------------------------------------------------
 
-    # --- bulk operations -----------------------------------------------------------------
-
     def get_many(self, keys: Iterable[Any], default: Any) -> Plan[list[Any]]:
         _, entries = self._entries(keys)
         values: dict[bytes, Any] = {}
@@ -277,11 +275,5 @@ class CacheCore(CacheLoads):
             )
             for batch in self._batches(distinct)
         ]
-        for entry in distinct:
-            self.on_invalidate(entry)
-        try:
-            replies = yield from _batch(effects)
-        finally:
-            for entry in distinct:
-                self.on_invalidate(entry)
+        replies = yield from self._write_batch(distinct, effects)
         return sum(int(r) for r in replies)

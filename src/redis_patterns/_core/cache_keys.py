@@ -1,5 +1,5 @@
-"""What every cache plan shares: configuration, keys (buckets, generations), entries' header
-encoding and decoding, the near cache's hooks and the scripts' effects."""
+"""What every cache plan shares: configuration, keys (buckets, generations, batches), stats
+and metrics, failing open."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from .._errors import BackendError, ConfigurationError
 from .._keys import check_name, make_key
 from .._logging import coalesced
 from .._plan import Command, Eval, Pipeline, Plan
-from .._script import package_script
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
 from .cache_near import NearCache
 from .cache_types import Flights, Forever, NoFlights, Stampede, Ttl
-from .pubsub import Message
 
 __all__ = ["BUCKETS", "MAX_BATCH", "MAX_EXACT", "CacheEntries", "KeyBuilder"]
 
@@ -315,63 +313,6 @@ class CacheEntries:
         base = self.ttl_ms if ttl is None else duration_ms(ttl, "ttl")
         return max(1, round(base * (1 - self.jitter * self._rng.random())))
 
-    def encode(self, value: Any) -> bytes:
-        """Serialize ``value``; `ConfigurationError` (naming the type) if it cannot be stored."""
-        payload = self.serializer.dumps(value)
-        if len(payload) > self.max_value_bytes:
-            raise ConfigurationError(
-                f"value of type {type(value).__name__} is {len(payload)} bytes serialized; "
-                f"max_value_bytes is {self.max_value_bytes}"
-            )
-        return payload
-
-    def encode_entry(self, value: Any) -> tuple[str, bytes]:
-        """``(format tag, payload)``: an `int` is stored as decimal text under the tag ``int``
-        whatever the serializer (JSON's own text for it is already decimal), so `incr` can
-        change it in a script; everything else goes through the serializer."""
-        if type(value) is int and self.serializer.name != "json":
-            return "int", str(value).encode()
-        return self.serializer.name, self.encode(value)
-
-    def payload_of(self, entry_key: bytes, raw: bytes) -> tuple[str, bytes] | None:
-        """``(format tag, payload)`` of a stored entry, or None (logged) if malformed or foreign."""
-        parts = raw.split(b":", 5)
-        if len(parts) != 6 or parts[0] != b"rp2":
-            self._count("malformed")
-            # Coalesced: after an upgrade every older entry (rp1) is malformed once.
-            message = "cache entry %r is malformed; treated as a miss"
-            coalesced(log, ("malformed", self.namespace), message, entry_key)
-            return None
-        tag = parts[1].decode("ascii", "replace")
-        if tag != self.serializer.name and tag != "int":
-            self._count("malformed")
-            message = (
-                "cache entry %r was written with serializer %r, this cache uses %r; treated as "
-                "a miss (never decoded)"
-            )
-            kind = ("foreign", self.namespace, tag)
-            coalesced(log, kind, message, entry_key, tag, self.serializer.name)
-            return None
-        return tag, parts[5]
-
-    def decode(self, entry_key: bytes, payload: bytes, tag: str | None = None) -> Any:
-        """The value in ``payload``, or `_MISSING` (logged) if it cannot be decoded."""
-        try:
-            if tag == "int":
-                return int(payload)
-            return self.serializer.loads(payload)
-        except Exception as exc:  # a hostile or corrupt entry is a miss, never a crash
-            self._count("malformed")
-            message = "cache entry %r cannot be decoded (%s); treated as a miss"
-            coalesced(log, ("undecodable", self.namespace, type(exc)), message, entry_key, exc)
-            return _MISSING
-
-    def _read(self, entry_key: bytes, raw: bytes | None) -> Any:
-        if raw is None:
-            return _MISSING
-        parsed = self.payload_of(entry_key, raw)
-        return _MISSING if parsed is None else self.decode(entry_key, parsed[1], parsed[0])
-
     def _count(self, what: str, n: int = 1) -> None:
         """Add to one of `stats` and, with metrics on, to its metric (one recording point)."""
         self.stats[what] += n
@@ -385,47 +326,6 @@ class CacheEntries:
         counts as misses the reads that loaded)."""
         if _metrics.on:
             _metrics.CACHE_MISSES.record(self._labels, n)
-
-    # --- near cache ----------------------------------------------------------------------
-
-    def near_get(self, entry_key: bytes) -> Any:
-        """The near cache's value for ``entry_key``, or `_MISSING` (zero round trips)."""
-        if self.near is None:
-            return _MISSING
-        raw = self.near.get(entry_key)
-        if raw is None:
-            return _MISSING
-        if _metrics.on:
-            _metrics.CACHE_NEAR_HITS.record(self._labels)
-        return self._read(entry_key, raw)
-
-    def _near_put(self, entry_key: bytes, raw: bytes, left_ms: int, generation: int) -> None:
-        if self.near is not None:
-            ttl = self.near.max_age if left_ms < 0 else left_ms / 1000  # -1: no expiry
-            self.near.put(entry_key, raw, ttl, generation)
-
-    def on_invalidate(self, entry_key: bytes) -> None:
-        if self.near is not None:
-            self.near.invalidate(entry_key)
-
-    def on_invalidate_all(self) -> None:
-        if self.near is not None:
-            self.near.clear()
-
-    def on_message(self, message: Message) -> None:
-        """An invalidation ``<origin>:<entry key>`` (``<origin>:*``: everything, a `clear`);
-        our own writes were applied already."""
-        origin, _, entry = message.data.partition(b":")
-        if origin == self.origin.encode():
-            return
-        if entry == b"*":
-            self.on_invalidate_all()
-        else:
-            self.on_invalidate(entry)
-
-    def on_subscription_state(self, healthy: bool) -> None:
-        if self.near is not None:
-            self.near.set_healthy(healthy)
 
     # --- fail open -----------------------------------------------------------------------
 
@@ -441,93 +341,6 @@ class CacheEntries:
             type(exc).__name__,
             exc,
         )
-
-    # --- the scripts' effects ------------------------------------------------------------
-
-    def _get_eval(self, entry: bytes, mode: int, token: str, r: float | None = None) -> Eval:
-        if r is None:
-            r = 1.0 - self._rng.random()  # in (0, 1]: log(r) is finite
-        return package_script("cache_get").eval(
-            (entry, self.lock_key(entry), self.gen_key(entry)),
-            (mode, token, self.lock_ttl_ms, self.beta, r),
-        )
-
-    def _set_eval(
-        self,
-        entry: bytes,
-        payload: bytes,
-        soft: int,
-        delta: int,
-        token: str,
-        stale: bool = True,
-        *,
-        tag: str | None = None,
-        generation: str = "",
-        only_absent: bool = False,
-    ) -> Eval:
-        return package_script("cache_set").eval(
-            (entry, self.lock_key(entry), self.gen_key(entry)),
-            (
-                self.serializer.name if tag is None else tag,
-                payload,
-                soft,
-                self.stale_ms if stale else 0,
-                delta,
-                token,
-                self.lock_ttl_ms,
-                self.channel,
-                self.origin,
-                generation,
-                1 if only_absent else 0,
-            ),
-        )
-
-    def _write(self, entries: list[bytes], effect: Eval) -> Plan[Any]:
-        """Send a write, dropping this process's near copies before it and after its reply."""
-        for entry in entries:
-            self.on_invalidate(entry)
-        try:
-            return (yield effect)
-        finally:
-            for entry in entries:  # the reply arrived: no read begun before now may store
-                self.on_invalidate(entry)
-
-    # --- hits without the script --------------------------------------------------------
-
-    def lean_read(self, entry: bytes) -> Plan[tuple[Any, bytes, int]]:
-        """The entry, its generation counter and the server's clock in one round trip
-        (``MGET`` + ``TIME`` pipelined): the value never passes through Lua. Returns
-        ``(raw entry or None, generation, server ms)``."""
-        (raw, generation), (seconds, micros) = _raise_first(
-            (yield Pipeline((Command(("MGET", entry, self.gen_key(entry))), Command(("TIME",)))))
-        )
-        return raw, generation or b"0", int(seconds) * 1000 + int(micros) // 1000
-
-    def judge(
-        self, raw: bytes | None, generation: bytes, now_ms: int, r: float | None = None
-    ) -> tuple[int, int]:
-        """``(status, ms until soft expiry)`` of a `lean_read`, as ``cache_get.lua`` judges it
-        (without taking a lock): `_FRESH` (-1: no soft expiry), `_STALE`, `_MISS` (absent, or
-        of an older generation), `_MALFORMED`, or `_EARLY` for a fresh entry that xfetch
-        would refresh early with the random draw ``r``."""
-        if raw is None:
-            return _MISS, 0
-        parts = raw.split(b":", 5)
-        if len(parts) != 6 or parts[0] != b"rp2":
-            return _MALFORMED, 0
-        soft, took, written = parts[2].removeprefix(b"="), parts[3], parts[4]
-        if not (soft.isdigit() and took.isdigit() and written.isdigit()):
-            return _MALFORMED, 0
-        if written != generation:
-            return _MISS, 0
-        if soft == b"0":
-            return _FRESH, -1
-        left = int(soft) - now_ms
-        if left <= 0:
-            return _STALE, 0
-        if r is not None and int(took) * self.beta * -math.log(r) >= left:
-            return _EARLY, left
-        return _FRESH, left
 
     # --- batches --------------------------------------------------------------------------
 

@@ -1,21 +1,34 @@
-"""The cache's loading plans: get_or_load (one loader across processes), its bulk twin,
-background refreshes, warming."""
+"""One key's reads and loads: the entry's header, the near cache's hooks, the read and store
+scripts' effects, the lean read, and get_or_load (one loader across processes)."""
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection
 from typing import Any
 
 from .. import _metrics
 from .._errors import BackendError, ConfigurationError, LockTimeoutError
 from .._logging import coalesced
-from .._plan import Call, Now, Pipeline, Plan, Sleep
+from .._plan import Call, Command, Eval, Now, Pipeline, Plan, Sleep
 from .._script import package_script
-from .._validate import Duration, check_int, duration_ms
-from .cache_keys import _EARLY, _FRESH, _MISSING, _MODES, _STALE, CacheEntries, _batch, _text
-from .cache_types import Ttl, WarmResult, check_callable
+from .cache_keys import (
+    _EARLY,
+    _FRESH,
+    _MALFORMED,
+    _MISS,
+    _MISSING,
+    _MODES,
+    _STALE,
+    CacheEntries,
+    _batch,
+    _raise_first,
+    _text,
+)
+from .cache_types import Ttl, check_callable
+from .pubsub import Message
 
 __all__ = ["CacheLoads"]
 
@@ -23,70 +36,199 @@ log = logging.getLogger("redis_patterns.cache")
 
 
 class CacheLoads(CacheEntries):
-    """The plans that read and load: `get_or_load`, `get_or_load_many`, `warm`."""
+    """The plans that read and load: `get_or_load`, with the entries' header, the near cache's
+    hooks and the read and store scripts' effects that every read and write uses."""
 
-    def _read_many(
-        self, entries: list[bytes], mode: int, token: str
-    ) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
-        """``{entry: (status, raw, took, left, generation)}`` for distinct ``entries``."""
-        batches = self._batches(entries)
-        effects = []
-        for batch in batches:
-            rs = [1.0 - self._rng.random() for _ in batch]
-            effects.append(
-                package_script("cache_get_many").eval(
-                    self._many_keys(batch), (mode, token, self.lock_ttl_ms, self.beta, *rs)
-                )
+    # --- the entry's header --------------------------------------------------------------
+
+    def encode(self, value: Any) -> bytes:
+        """Serialize ``value``; `ConfigurationError` (naming the type) if it cannot be stored."""
+        payload = self.serializer.dumps(value)
+        if len(payload) > self.max_value_bytes:
+            raise ConfigurationError(
+                f"value of type {type(value).__name__} is {len(payload)} bytes serialized; "
+                f"max_value_bytes is {self.max_value_bytes}"
             )
-        replies = yield from _batch(effects)
-        out: dict[bytes, tuple[int, Any, int, int, str]] = {}
-        for batch, reply in zip(batches, replies, strict=True):
-            generation = _text(reply[0])
-            for i, entry in enumerate(batch):
-                status, raw, took, left = reply[1 + 4 * i : 5 + 4 * i]
-                out[entry] = (int(status), raw, int(took), int(left), generation)
-        return out
+        return payload
 
-    def _store_many(
+    def encode_entry(self, value: Any) -> tuple[str, bytes]:
+        """``(format tag, payload)``: an `int` is stored as decimal text under the tag ``int``
+        whatever the serializer (JSON's own text for it is already decimal), so `incr` can
+        change it in a script; everything else goes through the serializer."""
+        if type(value) is int and self.serializer.name != "json":
+            return "int", str(value).encode()
+        return self.serializer.name, self.encode(value)
+
+    def payload_of(self, entry_key: bytes, raw: bytes) -> tuple[str, bytes] | None:
+        """``(format tag, payload)`` of a stored entry, or None (logged) if malformed or foreign."""
+        parts = raw.split(b":", 5)
+        if len(parts) != 6 or parts[0] != b"rp2":
+            self._count("malformed")
+            # Coalesced: after an upgrade every older entry (rp1) is malformed once.
+            message = "cache entry %r is malformed; treated as a miss"
+            coalesced(log, ("malformed", self.namespace), message, entry_key)
+            return None
+        tag = parts[1].decode("ascii", "replace")
+        if tag != self.serializer.name and tag != "int":
+            self._count("malformed")
+            message = (
+                "cache entry %r was written with serializer %r, this cache uses %r; treated as "
+                "a miss (never decoded)"
+            )
+            kind = ("foreign", self.namespace, tag)
+            coalesced(log, kind, message, entry_key, tag, self.serializer.name)
+            return None
+        return tag, parts[5]
+
+    def decode(self, entry_key: bytes, payload: bytes, tag: str | None = None) -> Any:
+        """The value in ``payload``, or `_MISSING` (logged) if it cannot be decoded."""
+        try:
+            if tag == "int":
+                return int(payload)
+            return self.serializer.loads(payload)
+        except Exception as exc:  # a hostile or corrupt entry is a miss, never a crash
+            self._count("malformed")
+            message = "cache entry %r cannot be decoded (%s); treated as a miss"
+            coalesced(log, ("undecodable", self.namespace, type(exc)), message, entry_key, exc)
+            return _MISSING
+
+    def _read(self, entry_key: bytes, raw: bytes | None) -> Any:
+        if raw is None:
+            return _MISSING
+        parsed = self.payload_of(entry_key, raw)
+        return _MISSING if parsed is None else self.decode(entry_key, parsed[1], parsed[0])
+
+    # --- near cache ----------------------------------------------------------------------
+
+    def near_get(self, entry_key: bytes) -> Any:
+        """The near cache's value for ``entry_key``, or `_MISSING` (zero round trips)."""
+        if self.near is None:
+            return _MISSING
+        raw = self.near.get(entry_key)
+        if raw is None:
+            return _MISSING
+        if _metrics.on:
+            _metrics.CACHE_NEAR_HITS.record(self._labels)
+        return self._read(entry_key, raw)
+
+    def _near_put(self, entry_key: bytes, raw: bytes, left_ms: int, generation: int) -> None:
+        if self.near is not None:
+            ttl = self.near.max_age if left_ms < 0 else left_ms / 1000  # -1: no expiry
+            self.near.put(entry_key, raw, ttl, generation)
+
+    def on_invalidate(self, entry_key: bytes) -> None:
+        if self.near is not None:
+            self.near.invalidate(entry_key)
+
+    def on_invalidate_all(self) -> None:
+        if self.near is not None:
+            self.near.clear()
+
+    def on_message(self, message: Message) -> None:
+        """An invalidation ``<origin>:<entry key>`` (``<origin>:*``: everything, a `clear`);
+        our own writes were applied already."""
+        origin, _, entry = message.data.partition(b":")
+        if origin == self.origin.encode():
+            return
+        if entry == b"*":
+            self.on_invalidate_all()
+        else:
+            self.on_invalidate(entry)
+
+    def on_subscription_state(self, healthy: bool) -> None:
+        if self.near is not None:
+            self.near.set_healthy(healthy)
+
+    # --- the scripts' effects ------------------------------------------------------------
+
+    def _get_eval(self, entry: bytes, mode: int, token: str, r: float | None = None) -> Eval:
+        if r is None:
+            r = 1.0 - self._rng.random()  # in (0, 1]: log(r) is finite
+        return package_script("cache_get").eval(
+            (entry, self.lock_key(entry), self.gen_key(entry)),
+            (mode, token, self.lock_ttl_ms, self.beta, r),
+        )
+
+    def _set_eval(
         self,
-        encoded: dict[bytes, tuple[str, bytes, int]],
+        entry: bytes,
+        payload: bytes,
+        soft: int,
+        delta: int,
         token: str,
-        generations: Mapping[bytes, str] | None = None,
-        delta: int = 0,
-    ) -> Plan[dict[bytes, bool]]:
-        """Store entries, one script per slot and batch; with a loader's ``token``, each batch
-        only if the generation its first entry was read under (``generations``) still holds:
-        one counter per batch, since a batch lives in one slot."""
-        batches = self._batches(list(encoded))
-        effects = []
-        for batch in batches:
-            generation = "" if generations is None else generations[batch[0]]
-            args: list[Any] = [
-                self.stale_ms,
+        stale: bool = True,
+        *,
+        tag: str | None = None,
+        generation: str = "",
+        only_absent: bool = False,
+    ) -> Eval:
+        return package_script("cache_set").eval(
+            (entry, self.lock_key(entry), self.gen_key(entry)),
+            (
+                self.serializer.name if tag is None else tag,
+                payload,
+                soft,
+                self.stale_ms if stale else 0,
+                delta,
+                token,
                 self.lock_ttl_ms,
                 self.channel,
                 self.origin,
-                token,
                 generation,
-            ]
-            for entry in batch:
-                tag, payload, soft = encoded[entry]
-                args += (tag, payload, soft, delta)
-            effects.append(
-                package_script("cache_set_many").eval(self._many_keys(batch), tuple(args))
-            )
-        for entry in encoded:
+                1 if only_absent else 0,
+            ),
+        )
+
+    def _write(self, entries: list[bytes], effect: Eval) -> Plan[Any]:
+        """Send a write, dropping this process's near copies before it and after its reply."""
+        return (yield from self._write_batch(entries, [effect]))[0]
+
+    def _write_batch(self, entries: Collection[bytes], effects: list[Eval]) -> Plan[list[Any]]:
+        """`_write` for several scripts, in one round trip (per node)."""
+        for entry in entries:
             self.on_invalidate(entry)
         try:
-            replies = yield from _batch(effects)
+            return (yield from _batch(effects))
         finally:
-            for entry in encoded:
+            for entry in entries:  # the reply arrived: no read begun before now may store
                 self.on_invalidate(entry)
-        stored: dict[bytes, bool] = {}
-        for batch, reply in zip(batches, replies, strict=True):
-            for entry, flag in zip(batch, reply, strict=True):
-                stored[entry] = bool(flag)
-        return stored
+
+    def lean_read(self, entry: bytes) -> Plan[tuple[Any, bytes, int]]:
+        """The entry, its generation counter and the server's clock in one round trip
+        (``MGET`` + ``TIME`` pipelined): the value never passes through Lua. Returns
+        ``(raw entry or None, generation, server ms)``."""
+        (raw, generation), (seconds, micros) = _raise_first(
+            (yield Pipeline((Command(("MGET", entry, self.gen_key(entry))), Command(("TIME",)))))
+        )
+        return raw, generation or b"0", int(seconds) * 1000 + int(micros) // 1000
+
+    def judge(
+        self, raw: bytes | None, generation: bytes, now_ms: int, r: float | None = None
+    ) -> tuple[int, int]:
+        """``(status, ms until soft expiry)`` of a `lean_read`, as ``cache_get.lua`` judges it
+        (without taking a lock): `_FRESH` (-1: no soft expiry), `_STALE`, `_MISS` (absent, or
+        of an older generation), `_MALFORMED`, or `_EARLY` for a fresh entry that xfetch
+        would refresh early with the random draw ``r``."""
+        if raw is None:
+            return _MISS, 0
+        parts = raw.split(b":", 5)
+        if len(parts) != 6 or parts[0] != b"rp2":
+            return _MALFORMED, 0
+        soft, took, written = parts[2].removeprefix(b"="), parts[3], parts[4]
+        if not (soft.isdigit() and took.isdigit() and written.isdigit()):
+            return _MALFORMED, 0
+        if written != generation:
+            return _MISS, 0
+        if soft == b"0":
+            return _FRESH, -1
+        left = int(soft) - now_ms
+        if left <= 0:
+            return _STALE, 0
+        if r is not None and int(took) * self.beta * -math.log(r) >= left:
+            return _EARLY, left
+        return _FRESH, left
+
+    # --- one key's load -------------------------------------------------------------------
 
     @staticmethod
     def new_token() -> str:
@@ -261,19 +403,6 @@ class CacheLoads(CacheEntries):
     def _unlock(self, entry: bytes, token: str, backoff_ms: int) -> Plan[None]:
         yield package_script("cache_unlock").eval((self.lock_key(entry),), (token, backoff_ms))
 
-    def _unlock_many(self, entries: list[bytes], token: str, backoff_ms: int) -> Plan[None]:
-        """`_unlock_quietly` of several locks in one round trip (per node)."""
-        effects = [
-            package_script("cache_unlock").eval((self.lock_key(e),), (token, backoff_ms))
-            for e in entries
-        ]
-        try:
-            yield from _batch(effects)
-        except BackendError as exc:
-            if not self.fail_open:
-                raise
-            self.failed_open("releasing recompute locks", exc)
-
     def _unlock_quietly(self, entry: bytes, token: str, backoff_ms: int) -> Plan[None]:
         """`_unlock`, except that with ``fail_open`` a backend error is logged, not raised
         (the loader's own outcome is what the caller must see)."""
@@ -294,218 +423,3 @@ class CacheLoads(CacheEntries):
         except Exception as exc:
             message = "refreshing cache key %r failed (%r); the stale value stays in place"
             coalesced(log, ("refresh", type(exc)), message, entry, exc)
-
-    def get_or_load_many(
-        self, keys: Iterable[Any], loader: Callable[[list[Any]], Any], ttl: Ttl | None
-    ) -> Plan[list[Any]]:
-        """`Cache.get_or_load_many`, whole: check the arguments, `read_or_load_many`, and the
-        stale or early-expiring entries' refresh started in the background."""
-        listed, entries = self._entries(keys)
-        check_callable(loader, "loader", asynchronous=self.asynchronous)
-        self.check_ttl(ttl)
-        token = self.new_token()
-        values, refresh = yield from self.read_or_load_many(listed, entries, loader, ttl, token)
-        if refresh:
-            yield from self._start(self.refresh_many(refresh, loader, ttl, token))
-        return values
-
-    def read_or_load_many(
-        self,
-        listed: list[Any],
-        entries: list[bytes],
-        loader: Callable[[list[Any]], Any],
-        ttl: Ttl | None,
-        token: str,
-    ) -> Plan[tuple[list[Any], dict[bytes, Any]]]:
-        """`get_or_load` for many keys: one read per node, one loader call for the misses.
-
-        Each miss's recompute lock is taken in the same read; the keys whose lock this caller
-        got are loaded together (``loader(keys) -> mapping``) and stored in one round trip
-        per node; keys another process is loading are read again until it stored them (or
-        ``wait_timeout``). Returns the values in the order asked and ``{entry: key}`` of the
-        stale or early-expiring entries served whose lock this caller took: the facade
-        refreshes those in the background.
-        """
-        key_of = dict(zip(entries, listed, strict=True))
-        values: dict[bytes, Any] = {}
-        for entry in key_of:
-            value = self.near_get(entry)
-            if value is not _MISSING:
-                values[entry] = value
-        pending = [e for e in key_of if e not in values]
-        refresh: dict[bytes, Any] = {}
-        near_generation = self.near.generation if self.near is not None else 0
-        deadline: float | None = None
-        pause = 0.01
-        while pending:
-            try:
-                read = yield from self._read_many(pending, self.mode, token)
-            except BackendError as exc:
-                if not self.fail_open:
-                    raise
-                self.failed_open("get_or_load_many", exc)
-                loaded = yield from self._call_many(loader, [key_of[e] for e in pending])
-                values.update((e, loaded.get(key_of[e])) for e in pending)
-                break
-            load: dict[bytes, str] = {}
-            waiting = []
-            for entry in pending:
-                status, raw, took, left, generation = read[entry]
-                if status in (_FRESH, _EARLY, _STALE):
-                    value = self._read(entry, raw)
-                    if value is not _MISSING:
-                        self._count("hits")
-                        values[entry] = value
-                        if status == _FRESH:
-                            self._near_put(entry, raw, left, near_generation)
-                        elif status == _STALE:
-                            self._count("stale_served")
-                        else:
-                            self._count("early_refreshes")
-                        if took:
-                            refresh[entry] = key_of[entry]
-                        continue
-                    load[entry] = generation  # a foreign or corrupt entry: replace it
-                elif took:
-                    load[entry] = generation
-                else:
-                    waiting.append(entry)
-            if load:
-                self._count("misses", len(load))
-                loaded_values = yield from self._load_many(load, key_of, loader, ttl, token)
-                values.update(loaded_values)
-            pending = waiting
-            if not pending:
-                break
-            what = f"{pending[:3]!r}{'...' if len(pending) > 3 else ''}"
-            deadline, pause = yield from self._wait_for_loader(deadline, pause, what)
-        return [values.get(entry) for entry in entries], refresh
-
-    def _call_many(
-        self, loader: Callable[[list[Any]], Any], keys: list[Any]
-    ) -> Plan[Mapping[Any, Any]]:
-        loaded = yield Call(loader, (keys,))
-        if not isinstance(loaded, Mapping):
-            raise ConfigurationError(
-                f"a get_or_load_many loader must return a mapping of key to value, not "
-                f"{type(loaded).__name__}"
-            )
-        return loaded
-
-    def _load_many(
-        self,
-        load: dict[bytes, str],
-        key_of: dict[bytes, Any],
-        loader: Callable[[list[Any]], Any],
-        ttl: Ttl | None,
-        token: str,
-    ) -> Plan[dict[bytes, Any]]:
-        """Load the entries whose lock we hold (one loader call) and store them conditionally."""
-        started = yield Now()
-        self._count("loads", len(load))
-        try:
-            loaded = yield from self._call_many(loader, [key_of[e] for e in load])
-            values = {e: loaded.get(key_of[e]) for e in load}
-            encoded: dict[bytes, tuple[str, bytes, int]] = {}
-            for entry, value in values.items():
-                if value is None and self.negative_ms is None:
-                    continue
-                soft = self.negative_ms if value is None else self.soft_ms(ttl, forever=True)
-                tag, payload = self.encode_entry(value)
-                encoded[entry] = (tag, payload, soft or 0)
-        except BaseException as exc:
-            failed = isinstance(exc, Exception) and not isinstance(exc, ConfigurationError)
-            if failed:
-                self._count("load_errors", len(load))
-            yield from self._unlock_many(list(load), token, self.backoff_ms if failed else 0)
-            raise
-        finished = yield Now()
-        if _metrics.on:
-            _metrics.CACHE_LOAD_SECONDS.record(self._labels, finished - started)
-        delta = max(0, round((finished - started) * 1000))
-        # Entries the loader gave nothing for (or None, without negative_ttl) are not cached:
-        # let their locks go at once.
-        yield from self._unlock_many([e for e in load if e not in encoded], token, 0)
-        try:
-            if encoded:
-                yield from self._store_many(encoded, token, load, delta)
-        except BackendError as exc:
-            if not self.fail_open:
-                raise
-            self.failed_open("storing loaded values", exc)
-        return values
-
-    def refresh_many(
-        self,
-        refresh: dict[bytes, Any],
-        loader: Callable[[list[Any]], Any],
-        ttl: Ttl | None,
-        token: str,
-    ) -> Plan[None]:
-        """Reload stale or early-expiring entries in the background; on failure keep them."""
-        self._count("refreshes", len(refresh))
-        try:
-            yield from self._load_many(dict.fromkeys(refresh, ""), refresh, loader, ttl, token)
-        except Exception as exc:
-            message = "refreshing %d cache keys failed (%r); the stale values stay in place"
-            coalesced(log, ("refresh", type(exc)), message, len(refresh), exc)
-
-    def warm(
-        self,
-        items: Mapping[Any, Any] | Iterable[Any],
-        loader: Callable[..., Any] | None,
-        ttl: Duration | None,
-        batch_size: int,
-        progress: Callable[[int, int], Any] | None,
-    ) -> Plan[WarmResult]:
-        if ttl is not None:
-            duration_ms(ttl, "ttl")
-        check_int(batch_size, "batch_size", minimum=1)
-        if progress is not None and not callable(progress):
-            raise ConfigurationError(f"progress must be callable, not {type(progress).__name__}")
-        if loader is None:
-            pairs = list(items.items() if isinstance(items, Mapping) else items)
-            for pair in pairs:
-                if not (isinstance(pair, tuple) and len(pair) == 2):
-                    raise ConfigurationError(
-                        "warm() needs a mapping or (key, value) pairs, or keys with loader="
-                    )
-                self.entry_key(pair[0])
-            keys = [k for k, _ in pairs]
-        else:
-            keys = list(items)
-            for k in keys:
-                self.entry_key(k)
-            pairs = []
-        total = len(keys)
-        stored = skipped = done = 0
-        token = "warm:" + self.new_token()  # stores only where no loader holds the lock
-        for start in range(0, total, batch_size):
-            batch_keys = keys[start : start + batch_size]
-            if loader is None:
-                batch = pairs[start : start + batch_size]
-            else:
-                loaded = yield Call(loader, (batch_keys,))
-                if not isinstance(loaded, Mapping):
-                    raise ConfigurationError(
-                        f"warm loader must return a mapping of key to value, not "
-                        f"{type(loaded).__name__}"
-                    )
-                batch = [(k, loaded[k]) for k in batch_keys if k in loaded]
-            effects = []
-            for k, v in batch:
-                entry = self.entry_key(k)
-                tag, payload = self.encode_entry(v)
-                effects.append(self._set_eval(entry, payload, self.soft_ms(ttl), 0, token, tag=tag))
-            replies = (yield Pipeline(tuple(effects))) if effects else []
-            for reply in replies:
-                if isinstance(reply, BaseException):
-                    raise reply
-                if reply == 1:
-                    stored += 1
-                else:
-                    skipped += 1
-            done += len(batch_keys)
-            if progress is not None:
-                yield Call(progress, (done, total))
-        return WarmResult(stored, skipped)
