@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from redis_patterns import AsyncSessionStore, SessionStore
-from redis_patterns._core.sessions import _PRUNE_EVERY
+from redis_patterns._core.sessions_users import _PRUNE_EVERY
 from redis_patterns.testing.pytest_plugin import Backend
 
 

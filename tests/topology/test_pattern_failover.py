@@ -50,7 +50,7 @@ from redis_patterns import (
     WriteBehind,
     transaction,
 )
-from redis_patterns._core.sessions import _bucket
+from redis_patterns._core.sessions_types import _bucket
 from redis_patterns.testing import Event
 from redis_patterns.testing.history import (
     check_at_least_once,

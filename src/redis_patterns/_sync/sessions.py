@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from .._core.replication import check_wait_replicas
-from .._core.sessions import KEEP, Session, SessionChanges, SessionCore, SessionOutcome, _Keep
+from .._core.sessions import KEEP, Session, SessionChanges, SessionCore, SessionOutcome
+from .._core.sessions_types import _Keep
 from .._plan import Plan
 from .._runner import SyncClient, SyncRunner, require_bytes_replies
 from .._serializers import Serializer

@@ -1,0 +1,111 @@
+"""What every session plan shares: the store's configuration, its keys, fields' encoding."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+from .._errors import BackendError, ConfigurationError, ConfigurationTypeError
+from .._keys import check_name, make_key
+from .._plan import ArgT, Command, Plan
+from .._serializers import Serializer, get_serializer
+from .._validate import Duration, duration_ms, optional_duration_ms
+from .sessions_types import KEEP, Session, _bucket, _earliest, check_field
+
+__all__ = ["SessionKeys"]
+
+
+class SessionKeys:
+    """A store's validated configuration, the keys of a session and of a user's index, and the
+    encoding of fields and expiries (the layout is in ``sessions``' docstring)."""
+
+    __slots__ = ("_labels", "absolute_ms", "idle_ms", "namespace", "serializer", "wait_replicas")
+
+    def __init__(
+        self,
+        namespace: str,
+        idle_ttl: Duration,
+        absolute_ttl: Duration | None,
+        serializer: str | Serializer,
+        wait_replicas: int = 0,
+    ) -> None:
+        # checked against the client's kind by the store (check_wait_replicas)
+        self.wait_replicas = wait_replicas
+        if not isinstance(namespace, str):
+            raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
+        check_name(namespace, "namespace")
+        self.namespace = namespace
+        self.idle_ms = duration_ms(idle_ttl, "idle_ttl")
+        self.absolute_ms = optional_duration_ms(absolute_ttl, "absolute_ttl")
+        if self.absolute_ms is not None and self.absolute_ms < self.idle_ms:
+            raise ConfigurationError(
+                f"absolute_ttl ({absolute_ttl!r}) must be >= idle_ttl ({idle_ttl!r}) or None"
+            )
+        self.serializer = get_serializer(serializer)
+        # the metrics' label sets: found, missing, create, update, rotated
+        self._labels = (
+            (namespace, "found"),
+            (namespace, "missing"),
+            (namespace, "create"),
+            (namespace, "update"),
+            (namespace,),
+        )
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def session_key(self, bucket: str, token: str) -> bytes:
+        return make_key(self.namespace, bucket.encode(), "s:" + token)
+
+    def index_key(self, user_id: str) -> bytes:
+        return make_key(self.namespace, _bucket(user_id).encode(), "u:" + user_id)
+
+    def _key_of(self, sid: str) -> bytes:
+        return self.session_key(sid[:3], sid[4:])
+
+    # -- encoding -----------------------------------------------------------------------------
+
+    def encode(self, mapping: object, what: str = "data") -> list[tuple[str, bytes]]:
+        """Check field names and serialize values; raises before any I/O."""
+        if not isinstance(mapping, Mapping):
+            raise ConfigurationTypeError(f"{what} must be a mapping, not {type(mapping).__name__}")
+        return [(check_field(k, what), self.serializer.dumps(v)) for k, v in mapping.items()]
+
+    def _session(
+        self, sid: str, now_ms: int, ttl_ms: int, flat: list[bytes], size: int | None = None
+    ) -> Session:
+        """The `Session` of ``flat`` field/value pairs (its first ``size`` items, default all)."""
+        data: dict[str, Any] = {}
+        meta: dict[bytes, bytes] = {}
+        for i in range(0, len(flat) if size is None else size, 2):
+            name, raw = flat[i], flat[i + 1]
+            if name.startswith(b":"):
+                meta[name] = raw
+                continue
+            try:
+                data[name.decode()] = self.serializer.loads(raw)
+            except ValueError as exc:  # never guess (and never unpickle): report it
+                raise BackendError(
+                    f"session field {name!r} does not hold valid {self.serializer.name}: {exc}"
+                ) from exc
+        user = meta.get(b":u")
+        return Session(
+            id=sid,
+            user_id=None if user is None else user.decode(),
+            created_at=int(meta.get(b":c", now_ms)) / 1000,
+            idle_expires_at=(now_ms + ttl_ms) / 1000,
+            absolute_expires_at=_earliest(meta.get(b":a"), meta.get(b":d")),
+            ttl=ttl_ms / 1000,
+            data=MappingProxyType(data),
+        )
+
+    def _own_expiry(self, idle_ttl: object, expires_in: object) -> tuple[int, int]:
+        """A session's own idle lifetime and deadline as script arguments (ms; -1 keeps, 0
+        removes, from ``KEEP`` and ``None``)."""
+        idle = -1 if idle_ttl is KEEP else optional_duration_ms(idle_ttl, "idle_ttl") or 0
+        deadline = -1 if expires_in is KEEP else optional_duration_ms(expires_in, "expires_in")
+        return idle, deadline or 0
+
+    def _command(self, *args: ArgT) -> Plan[Any]:
+        reply = yield Command(args)
+        return reply
