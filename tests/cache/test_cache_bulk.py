@@ -299,21 +299,26 @@ def test_each_operation_is_one_command(backend: Backend, prefix: str) -> None:
     keys = _same_bucket(5)
     _warm(cache, keys)
     cache.set_many({k: i for i, k in enumerate(keys)})
-    cases: list[tuple[str, Any]] = [
-        ("get_many", lambda: cache.get_many(keys)),
-        ("set_many", lambda: cache.set_many({k: 1 for k in keys})),
-        ("add", lambda: cache.add(keys[0], 2)),
-        ("incr", lambda: cache.incr(keys[0])),
-        ("decr", lambda: cache.decr(keys[0])),
-        ("touch", lambda: cache.touch(keys[0], 30)),
-        ("exists", lambda: cache.exists(keys[0])),
-        ("get_or_load_many hit", lambda: cache.get_or_load_many(keys, dict)),
-        ("delete_many", lambda: cache.delete_many(keys)),
+    # Plain reads on a standalone server keep values out of Lua (issue 16): the entries and
+    # their generation (MGET) and the server's clock (TIME) pipelined; `exists` reads only the
+    # header (GETRANGE). A cluster runs the read script (TIME names no key to route by).
+    many = ["EVALSHA"] if backend.is_cluster else ["MGET", "TIME"]
+    probe = ["EVALSHA"] if backend.is_cluster else ["GET", "GETRANGE", "TIME"]
+    cases: list[tuple[str, Any, list[str]]] = [
+        ("get_many", lambda: cache.get_many(keys), many),
+        ("set_many", lambda: cache.set_many({k: 1 for k in keys}), ["EVALSHA"]),
+        ("add", lambda: cache.add(keys[0], 2), ["EVALSHA"]),
+        ("incr", lambda: cache.incr(keys[0]), ["EVALSHA"]),
+        ("decr", lambda: cache.decr(keys[0]), ["EVALSHA"]),
+        ("touch", lambda: cache.touch(keys[0], 30), ["EVALSHA"]),
+        ("exists", lambda: cache.exists(keys[0]), probe),
+        ("get_or_load_many hit", lambda: cache.get_or_load_many(keys, dict), ["EVALSHA"]),
+        ("delete_many", lambda: cache.delete_many(keys), ["EVALSHA"]),
     ]
-    for name, call in cases:
+    for name, call, expected in cases:
         with backend.counter() as seen:
             call()
-        assert seen.names == ["EVALSHA"], name
+        assert seen.names == expected, name
     with backend.counter() as seen:  # misses: the read taking the locks, then the store
         assert cache.get_or_load_many(keys, lambda ks: dict.fromkeys(ks, 7)) == [7] * 5
     assert seen.names == ["EVALSHA", "EVALSHA"]
@@ -331,7 +336,8 @@ def test_reads_without_a_stale_window_are_one_mget(backend: Backend, prefix: str
         assert fast.get("missing", "d") == "d"
         assert fast.get_many(keys) == [0, 1, 2]
     assert seen.names == ["MGET", "MGET", "MGET"]
-    # An entry written with a stale window needs the script (server time): one more trip.
+    # An entry written with a stale window needs the server's time: one more trip, the read
+    # script on a cluster, MGET + TIME on a standalone server.
     slow = Cache(client, prefix, 60, stampede="lock", stale_ttl=30, jitter=0)
     slow.set("s", "v", ttl=0.05)
     slow.get_many(["s"])  # the scripts are cached on the node owning "s"
@@ -340,7 +346,8 @@ def test_reads_without_a_stale_window_are_one_mget(backend: Backend, prefix: str
     with backend.counter() as seen:
         assert fast.get("s") is None  # stale: not a fresh value
         assert fast.get_many(["s"]) == [None]
-    assert seen.names == ["MGET", "EVALSHA", "MGET", "EVALSHA"]
+    judged = ["EVALSHA"] if backend.is_cluster else ["MGET", "TIME"]
+    assert seen.names == ["MGET", *judged, "MGET", *judged]
     fast.clear()
     with backend.counter() as seen:
         assert fast.get(keys[1]) is None  # the generation moved: a miss without the script
@@ -348,6 +355,42 @@ def test_reads_without_a_stale_window_are_one_mget(backend: Backend, prefix: str
     assert fast.get_many(keys) == [None] * 3
     fast.set(keys[0], "forever", ttl=FOREVER)
     assert fast.get(keys[0]) == "forever"
+
+
+def test_lean_reads_judge_as_the_script_does(backend: Backend, prefix: str) -> None:
+    """get_many and exists without the script (standalone) give the script's answers: a stale
+    entry, an entry of an older generation and a malformed one are misses; a 1 MB value is
+    probed by its header (the GETRANGE reply is the first 128 bytes, never the value)."""
+    client: Any = backend.client()
+    cache = Cache(client, prefix, 60, stampede="lock", stale_ttl=30, jitter=0)
+    big = "x" * 1_000_000
+    cache.set_many({"fresh": 1, "big": big})
+    cache.set("stale", 2, ttl=0.05)
+    time.sleep(0.15)  # "stale" is past its soft expiry, inside its stale window
+    client.set(cache.key_of("junk"), b"not an entry")
+    with backend.counter() as seen:
+        assert cache.get_many(["fresh", "stale", "junk", "big", "none"]) == [
+            1,
+            None,
+            None,
+            big,
+            None,
+        ]
+        assert [cache.exists(k) for k in ("fresh", "stale", "junk", "big", "none")] == [
+            True,
+            False,
+            False,
+            True,
+            False,
+        ]
+    if not backend.is_cluster:
+        assert "EVALSHA" not in seen.names
+        assert seen.names.count("GETRANGE") == 5
+    cache.clear()  # a new generation: every entry written before is gone for both
+    assert cache.get_many(["fresh", "big"]) == [None, None]
+    assert cache.exists("fresh") is False
+    assert cache.get_or_load("big", lambda: "reloaded") == "reloaded"
+    assert cache.exists("big") is True
 
 
 def test_clear_costs_the_same_whatever_the_number_of_keys(backend: Backend, prefix: str) -> None:
@@ -402,21 +445,23 @@ async def test_async_operations_and_counts(backend: Backend, prefix: str) -> Non
         return {k: k * 2 for k in ks}
 
     assert await cache.get_or_load_many([*keys, "zz"], load) == [0, 10, 2, "zzzz"]
-    calls: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-        ("get_many", lambda: cache.get_many(keys)),
-        ("set_many", lambda: cache.set_many(dict.fromkeys(keys, 1))),
-        ("incr", lambda: cache.incr(keys[0])),
-        ("add", lambda: cache.add(keys[0], 1)),
-        ("touch", lambda: cache.touch(keys[0], 30)),
-        ("exists", lambda: cache.exists(keys[0])),
-        ("get_or_load_many hit", lambda: cache.get_or_load_many(keys, load)),
-        ("delete_many", lambda: cache.delete_many(keys)),
+    many = ["EVALSHA"] if backend.is_cluster else ["MGET", "TIME"]
+    probe = ["EVALSHA"] if backend.is_cluster else ["GET", "GETRANGE", "TIME"]
+    calls: list[tuple[str, Callable[[], Awaitable[Any]], list[str]]] = [
+        ("get_many", lambda: cache.get_many(keys), many),
+        ("set_many", lambda: cache.set_many(dict.fromkeys(keys, 1)), ["EVALSHA"]),
+        ("incr", lambda: cache.incr(keys[0]), ["EVALSHA"]),
+        ("add", lambda: cache.add(keys[0], 1), ["EVALSHA"]),
+        ("touch", lambda: cache.touch(keys[0], 30), ["EVALSHA"]),
+        ("exists", lambda: cache.exists(keys[0]), probe),
+        ("get_or_load_many hit", lambda: cache.get_or_load_many(keys, load), ["EVALSHA"]),
+        ("delete_many", lambda: cache.delete_many(keys), ["EVALSHA"]),
     ]
-    for name, call in calls:
+    for name, call, expected in calls:
         await call()  # warm the node's script cache
         with backend.counter() as seen:
             await call()
-        assert seen.names == ["EVALSHA"], name
+        assert seen.names == expected, name
 
     @cache.cached()
     async def square(x: int) -> int:

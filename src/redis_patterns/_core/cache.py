@@ -11,6 +11,7 @@ from .._plan import Command, Pipeline, Plan
 from .._script import package_script
 from .cache_keys import (
     _FRESH,
+    _MISS,
     _MISSING,
     _NOT_INTEGER,
     _OVERFLOW,
@@ -19,11 +20,16 @@ from .cache_keys import (
     MAX_EXACT,
     _batch,
     _raise_first,
+    _text,
 )
 from .cache_load_many import CacheManyLoads
 from .cache_types import Ttl
 
 __all__ = ["CacheCore"]
+
+# Enough for any entry's header (rp2:<tag <= 32>:=<soft>:<took>:<generation>:), so a probe
+# reads the header and never the value.
+_HEADER_BYTES = 128
 
 
 class CacheCore(CacheManyLoads):
@@ -71,8 +77,7 @@ class CacheCore(CacheManyLoads):
                         self._missed()
                         return default
                     return value
-                status, raw, _, left, _ = yield self._get_eval(entry, 0, "")
-            elif self.lean_hits:
+            if self.lean_hits:
                 raw, written, now = yield from self.lean_read(entry)
                 status, left = self.judge(raw, written, now)
             else:
@@ -95,13 +100,37 @@ class CacheCore(CacheManyLoads):
         if self.near is not None and self.near.get(entry) is not None:
             return True
         try:
-            status, _, _, _, _ = yield self._get_eval(entry, 4, "")
+            if self.lean_hits:
+                status = yield from self._lean_probe(entry)
+            else:
+                status, _, _, _, _ = yield self._get_eval(entry, 4, "")
         except BackendError as exc:
             if not self.fail_open:
                 raise
             self.failed_open("exists", exc)
             return False
         return bool(status == _FRESH)
+
+    def _lean_probe(self, entry: bytes) -> Plan[int]:
+        """`exists` without the script: the generation, the entry's first bytes (its header,
+        never its value) and the server's clock in one round trip; the status the read script
+        would give in probe mode."""
+        generation, head, (seconds, micros) = _raise_first(
+            (
+                yield Pipeline(
+                    (
+                        Command(("GET", self.gen_key(entry))),
+                        Command(("GETRANGE", entry, 0, _HEADER_BYTES - 1)),
+                        Command(("TIME",)),
+                    )
+                )
+            )
+        )
+        now = int(seconds) * 1000 + int(micros) // 1000
+        status = self.judge(head or None, generation or b"0", now)[0]  # b"": no such key
+        if head and status == _MISS:  # of an older generation: the script deletes it
+            status, _, _, _, _ = yield self._get_eval(entry, 4, "")
+        return int(status)
 
     def set(
         self, key: object, value: Any, ttl: Ttl | None, *, only_absent: bool = False
@@ -219,7 +248,10 @@ class CacheCore(CacheManyLoads):
         if wanted:
             generation = self.near.generation if self.near is not None else 0
             try:
-                read = yield from self._read_many(wanted, 0, "")
+                if self.lean_hits:
+                    read = yield from self._lean_many(wanted)
+                else:
+                    read = yield from self._read_many(wanted, 0, "")
             except BackendError as exc:
                 if not self.fail_open:
                     raise
@@ -236,6 +268,27 @@ class CacheCore(CacheManyLoads):
         if _metrics.on:
             self._missed(sum(1 for entry in set(entries) if entry not in values))
         return [values.get(entry, default) for entry in entries]
+
+    def _lean_many(self, wanted: list[bytes]) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
+        """`lean_read` for many keys: one ``MGET`` (generation first) per batch and one
+        ``TIME``, all in one round trip, judged as the read script would in mode 0; the
+        values never pass through Lua. The same shape as `_read_many`'s answer."""
+        batches = self._batches(wanted)
+        mgets = [Command(("MGET", self.gen_key(b[0]), *b)) for b in batches]
+        *replies, (seconds, micros) = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
+        now = int(seconds) * 1000 + int(micros) // 1000
+        out: dict[bytes, tuple[int, Any, int, int, str]] = {}
+        for batch, reply in zip(batches, replies, strict=True):
+            generation = reply[0] or b"0"
+            for entry, raw in zip(batch, reply[1:], strict=True):
+                status, left = self.judge(raw, generation, now)
+                out[entry] = (status, raw, 0, left, _text(generation))
+        # An entry of an older generation (a `clear` came since) is a miss either way; the
+        # read script, asked again for those, deletes them so their memory is reclaimed now.
+        older = [entry for entry, (status, raw, *_) in out.items() if raw and status == _MISS]
+        if older:
+            out.update((yield from self._read_many(older, 0, "")))
+        return out
 
     def _fast_many(self, wanted: list[bytes], values: dict[bytes, Any]) -> Plan[list[bytes]]:
         """`fast_reads` for many keys: one ``MGET`` (generation first) per slot and batch.
