@@ -20,7 +20,6 @@ from .cache_keys import (
     MAX_EXACT,
     _batch,
     _raise_first,
-    _text,
 )
 from .cache_load_many import CacheManyLoads
 from .cache_types import Ttl
@@ -250,6 +249,12 @@ class CacheCore(CacheManyLoads):
             try:
                 if self.lean_hits:
                     read = yield from self._lean_many(wanted)
+                    # An entry of an older generation (a `clear` came since) is a miss either
+                    # way; the read script, asked again for those, deletes it so its memory is
+                    # reclaimed now.
+                    older = [e for e, (status, raw, *_) in read.items() if raw and status == _MISS]
+                    if older:
+                        read.update((yield from self._read_many(older, 0, "")))
                 else:
                     read = yield from self._read_many(wanted, 0, "")
             except BackendError as exc:
@@ -268,27 +273,6 @@ class CacheCore(CacheManyLoads):
         if _metrics.on:
             self._missed(sum(1 for entry in set(entries) if entry not in values))
         return [values.get(entry, default) for entry in entries]
-
-    def _lean_many(self, wanted: list[bytes]) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
-        """`lean_read` for many keys: one ``MGET`` (generation first) per batch and one
-        ``TIME``, all in one round trip, judged as the read script would in mode 0; the
-        values never pass through Lua. The same shape as `_read_many`'s answer."""
-        batches = self._batches(wanted)
-        mgets = [Command(("MGET", self.gen_key(b[0]), *b)) for b in batches]
-        *replies, (seconds, micros) = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
-        now = int(seconds) * 1000 + int(micros) // 1000
-        out: dict[bytes, tuple[int, Any, int, int, str]] = {}
-        for batch, reply in zip(batches, replies, strict=True):
-            generation = reply[0] or b"0"
-            for entry, raw in zip(batch, reply[1:], strict=True):
-                status, left = self.judge(raw, generation, now)
-                out[entry] = (status, raw, 0, left, _text(generation))
-        # An entry of an older generation (a `clear` came since) is a miss either way; the
-        # read script, asked again for those, deletes them so their memory is reclaimed now.
-        older = [entry for entry, (status, raw, *_) in out.items() if raw and status == _MISS]
-        if older:
-            out.update((yield from self._read_many(older, 0, "")))
-        return out
 
     def _fast_many(self, wanted: list[bytes], values: dict[bytes, Any]) -> Plan[list[bytes]]:
         """`fast_reads` for many keys: one ``MGET`` (generation first) per slot and batch.

@@ -10,10 +10,10 @@ from typing import Any
 from .. import _metrics
 from .._errors import BackendError, ConfigurationError
 from .._logging import coalesced
-from .._plan import Call, Now, Pipeline, Plan
+from .._plan import Call, Command, Now, Pipeline, Plan
 from .._script import package_script
 from .._validate import Duration, check_int, duration_ms
-from .cache_keys import _EARLY, _FRESH, _MISSING, _STALE, _batch, _text
+from .cache_keys import _EARLY, _FRESH, _MISSING, _MODES, _STALE, _batch, _raise_first, _text
 from .cache_load import CacheLoads
 from .cache_types import Ttl, WarmResult, check_callable
 
@@ -26,16 +26,24 @@ class CacheManyLoads(CacheLoads):
     """The bulk plans that read and load: `get_or_load_many`, `warm`."""
 
     def _read_many(
-        self, entries: list[bytes], mode: int, token: str
+        self,
+        entries: list[bytes],
+        mode: int,
+        token: str,
+        rs: Mapping[bytes, float] | None = None,
     ) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
-        """``{entry: (status, raw, took, left, generation)}`` for distinct ``entries``."""
+        """``{entry: (status, raw, took, left, generation)}`` for distinct ``entries``, by the
+        read script (``rs``: xfetch's draws, made here if not given)."""
         batches = self._batches(entries)
         effects = []
         for batch in batches:
-            rs = [1.0 - self._rng.random() for _ in batch]
+            if rs is None:
+                draws = [1.0 - self._rng.random() for _ in batch]
+            else:
+                draws = [rs[entry] for entry in batch]
             effects.append(
                 package_script("cache_get_many").eval(
-                    self._many_keys(batch), (mode, token, self.lock_ttl_ms, self.beta, *rs)
+                    self._many_keys(batch), (mode, token, self.lock_ttl_ms, self.beta, *draws)
                 )
             )
         replies = yield from _batch(effects)
@@ -45,6 +53,26 @@ class CacheManyLoads(CacheLoads):
             for i, entry in enumerate(batch):
                 status, raw, took, left = reply[1 + 4 * i : 5 + 4 * i]
                 out[entry] = (int(status), raw, int(took), int(left), generation)
+        return out
+
+    def _lean_many(
+        self, wanted: list[bytes], rs: Mapping[bytes, float] | None = None
+    ) -> Plan[dict[bytes, tuple[int, Any, int, int, str]]]:
+        """`lean_read` for many keys: one ``MGET`` (generation first) per batch and one
+        ``TIME``, all in one round trip, each entry judged as the read script would (with
+        ``rs``, xfetch's draws: an early refresh is `_EARLY`); the values never pass through
+        Lua. The shape of `_read_many`'s answer, with no lock taken."""
+        batches = self._batches(wanted)
+        mgets = [Command(("MGET", self.gen_key(b[0]), *b)) for b in batches]
+        *replies, (seconds, micros) = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
+        now = int(seconds) * 1000 + int(micros) // 1000
+        out: dict[bytes, tuple[int, Any, int, int, str]] = {}
+        for batch, reply in zip(batches, replies, strict=True):
+            generation = reply[0] or b"0"
+            for entry, raw in zip(batch, reply[1:], strict=True):
+                r = None if rs is None else rs[entry]
+                status, left = self.judge(raw, generation, now, r)
+                out[entry] = (status, raw, 0, left, _text(generation))
         return out
 
     def _store_many(
@@ -137,9 +165,23 @@ class CacheManyLoads(CacheLoads):
         near_generation = self.near.generation if self.near is not None else 0
         deadline: float | None = None
         pause = 0.01
+        # Fresh hits are judged here (`_lean_many`, as `read_or_load` does for one key): only
+        # the misses, stale entries and early refreshes go on to the script, which takes their
+        # recompute locks on the same xfetch draws.
+        lean = self.lean_hits
+        rs = None
+        if lean and self.mode == _MODES["xfetch"]:
+            rs = {entry: 1.0 - self._rng.random() for entry in pending}
         while pending:
             try:
-                read = yield from self._read_many(pending, self.mode, token)
+                if lean:
+                    lean = False
+                    read = yield from self._lean_many(pending, rs)
+                    rest = [e for e in pending if read[e][0] != _FRESH]
+                    if rest:
+                        read.update((yield from self._read_many(rest, self.mode, token, rs)))
+                else:
+                    read = yield from self._read_many(pending, self.mode, token)
             except BackendError as exc:
                 if not self.fail_open:
                     raise
