@@ -13,7 +13,7 @@ from .._callbacks import acall_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
 from .._errors import BackendError, BackendUnavailableError, ConfigurationError
 from .._logging import coalesced
-from .._pubsub import AsyncPubSubTransport
+from .._pubsub_async import AsyncPubSubTransport
 from .._runner import AsyncClient, AsyncRunner
 from .._validate import check_callable, duration_ms
 

@@ -14,7 +14,7 @@ from .._callbacks import call_back
 from .._core.pubsub import Gap, Message, PublisherCore, SubscriberCore
 from .._errors import BackendError, BackendUnavailableError, ConfigurationError
 from .._logging import coalesced
-from .._pubsub import PubSubTransport
+from .._pubsub_sync import PubSubTransport
 from .._runner import SyncClient, SyncRunner
 from .._validate import check_callable, duration_ms
 
