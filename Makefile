@@ -33,8 +33,9 @@ test: lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The oldest and newest supported Pythons (pyenv's, where installed): each in a venv of its own,
-# the server-free tests and the public API's on Valkey and a cluster. A missing interpreter is
-# reported as skipped, or a failure under REDIS_PATTERNS_REQUIRE_PYTHONS=1 (as .ci/run sets).
+# the server-free tests, the package's scripts on a server and the public API's on Valkey and a
+# cluster. A missing interpreter is reported as skipped, or a failure under
+# REDIS_PATTERNS_REQUIRE_PYTHONS=1 (as .ci/run sets).
 PYTHONS ?= 3.10 3.13
 PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 test-pythons:
@@ -50,7 +51,7 @@ test-pythons:
 		[ -x .venv-$$version/bin/python ] || $$python -m venv .venv-$$version || exit 1; \
 		.venv-$$version/bin/python -m pip install -q --upgrade pip || exit 1; \
 		.venv-$$version/bin/pip install -q -e '.[dev]' || exit 1; \
-		.venv-$$version/bin/pytest tests/unit tests/api --backends valkey,cluster -q \
+		.venv-$$version/bin/pytest tests/unit tests/lua tests/api --backends valkey,cluster -q \
 			$(PYTEST_ARGS) || exit 1; \
 	done
 
