@@ -1,6 +1,6 @@
 """A stream worker process for the fault tests: handles entries until SIGTERM, then reports.
 
-Usage: python tests/streams/streams_worker_proc.py NODES NAME CONSUMER FLAVOR CLAIM_IDLE BATCH
+Usage: python tests/faults/streams_worker_proc.py NODES NAME CONSUMER FLAVOR CLAIM_IDLE BATCH
        SLEEP HANG [REAP_IDLE]
 NODES is ``host:port`` for a standalone server or ``cluster:host:port,host:port,...``.
 Every handled id is counted in the hash ``<NAME>:handled`` (HINCRBY id 1), and the number of
