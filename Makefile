@@ -37,11 +37,9 @@ test: lint
 # cluster. A missing interpreter is reported as skipped, or a failure under
 # REDIS_PATTERNS_REQUIRE_PYTHONS=1 (as .ci/run sets). The `fault` and `slow` cases (processes
 # killed, servers restarted, concurrency runs) are left to `make test` on the main Python: with
-# them each Python took 5 min instead of 4. Not yet test_pubsub_api.py: on Python 3.13 an
-# AsyncSubscriber that subscribes while another task reads leaves a connection unclosed (a
-# ResourceWarning, an error under filterwarnings), seen once the file joined tests/api.
+# them each Python took 5 min instead of 4.
 PYTHONS ?= 3.10 3.13
-PYTHONS_SELECT := -m "not fault and not slow" --ignore=tests/api/test_pubsub_api.py
+PYTHONS_SELECT := -m "not fault and not slow"
 PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 test-pythons:
 	@for version in $(PYTHONS); do \

@@ -21,6 +21,8 @@ per primary owning them (``SSUBSCRIBE`` must be sent to the channel's slot owner
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import redis.asyncio.cluster
@@ -86,3 +88,14 @@ async def _cluster_async(client: Any) -> Any:
 def _cluster_sync(client: Any) -> redis.cluster.RedisCluster | None:
     """The client if it is a Cluster's (a sync one mapped its slots when it was made)."""
     return client if isinstance(client, redis.cluster.RedisCluster) else None
+
+
+# One reader at a time on a subscriber's links: a task (or thread) that subscribes and waits
+# for the confirmation reads the link too, and two reads in flight on one connection break it
+# (redis-py reconnects it under both, leaking the old socket and opening a gap).
+def _read_lock_async() -> asyncio.Lock:
+    return asyncio.Lock()
+
+
+def _read_lock_sync() -> threading.Lock:
+    return threading.Lock()

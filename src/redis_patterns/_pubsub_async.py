@@ -20,6 +20,7 @@ from ._pubsub import (
     _link_kwargs,
     _main_node,
     _node_connection_async,
+    _read_lock_async,
 )
 from ._redis import AsyncClient, check_clients
 
@@ -34,6 +35,9 @@ class AsyncPubSubTransport:
         self._links: dict[str, Any] = {}
         self._rotation = 0
         self._opened = False
+        # Held by whoever reads the links (`AsyncSubscriber`: a read slice, a reconnection, a
+        # subscription's confirmation), so two reads are never in flight on one connection.
+        self.read_lock = _read_lock_async()
 
     @property
     def is_open(self) -> bool:

@@ -21,6 +21,7 @@ from ._pubsub import (
     _link_kwargs,
     _main_node,
     _node_connection_sync,
+    _read_lock_sync,
 )
 from ._redis import SyncClient, check_clients
 
@@ -35,6 +36,9 @@ class PubSubTransport:
         self._links: dict[str, Any] = {}
         self._rotation = 0
         self._opened = False
+        # Held by whoever reads the links (`Subscriber`: a read slice, a reconnection, a
+        # subscription's confirmation), so two reads are never in flight on one connection.
+        self.read_lock = _read_lock_sync()
 
     @property
     def is_open(self) -> bool:

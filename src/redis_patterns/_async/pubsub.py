@@ -160,7 +160,8 @@ class AsyncSubscriber:
             BackendUnavailableError: the server cannot be reached (nothing is retried here).
         """
         if not self._core.connected:
-            await self._connect()
+            async with self._transport.read_lock:
+                await self._connect()
 
     async def get(self, timeout: float | None = None) -> Message | None:
         """The next message, waiting up to ``timeout`` seconds (``None``: until one comes).
@@ -256,7 +257,8 @@ class AsyncSubscriber:
             if not self._core.connected:
                 await self._reconnect(deadline)
             else:
-                message = await self._read_once(deadline)
+                async with self._transport.read_lock:  # one read slice: a subscriber waits
+                    message = await self._read_once(deadline)  # at most that long
                 if message is not None:
                     return message
             if deadline is not None and time.monotonic() >= deadline:
@@ -340,7 +342,8 @@ class AsyncSubscriber:
         if self._closed or self._core.retry_wait(time.monotonic()) > 0:
             return
         try:
-            await self._connect()
+            async with self._transport.read_lock:  # not during the backoff above
+                await self._connect()
         except BackendError as exc:
             await self._lost(exc)
 
@@ -379,10 +382,13 @@ class AsyncSubscriber:
             return
         self._changes.append((add, channels, patterns))
         if not self._reading:
-            try:
-                await self._apply_changes()
-            except BackendError as exc:
-                await self._drop(exc)  # the next read reconnects with every subscription
+            # A reader that starts meanwhile waits for this confirmation (its reads and ours
+            # on one link would break it); one that was reading applies the change itself.
+            async with self._transport.read_lock:
+                try:
+                    await self._apply_changes()
+                except BackendError as exc:
+                    await self._drop(exc)  # the next read reconnects with every subscription
 
     async def _apply_changes(self) -> None:
         if not self._core.connected:

@@ -161,7 +161,8 @@ class Subscriber:
             BackendUnavailableError: the server cannot be reached (nothing is retried here).
         """
         if not self._core.connected:
-            self._connect()
+            with self._transport.read_lock:
+                self._connect()
 
     def get(self, timeout: float | None = None) -> Message | None:
         """The next message, waiting up to ``timeout`` seconds (``None``: until one comes).
@@ -257,7 +258,8 @@ class Subscriber:
             if not self._core.connected:
                 self._reconnect(deadline)
             else:
-                message = self._read_once(deadline)
+                with self._transport.read_lock:  # one read slice: a subscriber waits
+                    message = self._read_once(deadline)  # at most that long
                 if message is not None:
                     return message
             if deadline is not None and time.monotonic() >= deadline:
@@ -341,7 +343,8 @@ class Subscriber:
         if self._closed or self._core.retry_wait(time.monotonic()) > 0:
             return
         try:
-            self._connect()
+            with self._transport.read_lock:  # not during the backoff above
+                self._connect()
         except BackendError as exc:
             self._lost(exc)
 
@@ -380,10 +383,13 @@ class Subscriber:
             return
         self._changes.append((add, channels, patterns))
         if not self._reading:
-            try:
-                self._apply_changes()
-            except BackendError as exc:
-                self._drop(exc)  # the next read reconnects with every subscription
+            # A reader that starts meanwhile waits for this confirmation (its reads and ours
+            # on one link would break it); one that was reading applies the change itself.
+            with self._transport.read_lock:
+                try:
+                    self._apply_changes()
+                except BackendError as exc:
+                    self._drop(exc)  # the next read reconnects with every subscription
 
     def _apply_changes(self) -> None:
         if not self._core.connected:
