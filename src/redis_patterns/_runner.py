@@ -54,9 +54,8 @@ from ._redis import (
     is_cluster,
     map_backend_error,
     node_address,
-    pipeline_steps,
-    replicated_steps,
 )
+from ._redis_pipeline import pipeline_steps, replicated_steps
 from ._redis_transaction import transaction_steps
 
 __all__ = [

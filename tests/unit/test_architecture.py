@@ -89,7 +89,10 @@ LAYERS: list[tuple[str, set[str]]] = [
     ),
     ("effects", {"_plan", "_script"}),
     ("pure core", {"_core"}),
-    ("redis-py boundary", {"_autopipeline", "_redis", "_redis_transaction", "_clients", "_pubsub"}),
+    (
+        "redis-py boundary",
+        {"_autopipeline", "_redis", "_redis_pipeline", "_redis_transaction", "_clients", "_pubsub"},
+    ),
     ("runners", {"_runner"}),
     ("facades", {"_async", "_sync", "_scripting"}),
     (
@@ -100,7 +103,8 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 # Who may import redis: the boundary, the embedded servers and what drives them, the tools, and
 # the Django settings reader (it builds a client from a Django cache/session URL).
-REDIS_IMPORTERS = {"_redis", "_redis_transaction", "_autopipeline", "_clients", "_pubsub"}
+REDIS_IMPORTERS = {"_redis", "_redis_pipeline", "_redis_transaction", "_autopipeline"}
+REDIS_IMPORTERS |= {"_clients", "_pubsub"}
 REDIS_IMPORTERS |= {"_topology", "_embedded", "_embedded_cluster"}
 REDIS_IMPORTERS |= {"_connect", "_sentinel", "cli", "testing", "integrations.django._location"}
 
