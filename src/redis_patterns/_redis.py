@@ -110,8 +110,17 @@ def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
 
+# An isinstance check against redis-py's cluster classes costs about 2 µs (their metaclass is
+# typing's _ProtocolMeta), as much as the rest of a step: the answer is kept per client class.
+_CLUSTER_KINDS: dict[type, bool] = {}
+
+
 def is_cluster(client: object) -> bool:
-    return isinstance(client, _CLUSTER_TYPES)
+    kind = type(client)
+    cluster = _CLUSTER_KINDS.get(kind)
+    if cluster is None:
+        cluster = _CLUSTER_KINDS[kind] = issubclass(kind, _CLUSTER_TYPES)
+    return cluster
 
 
 def decodes_responses(client: object) -> bool:
@@ -126,7 +135,7 @@ def node_address(client: object) -> str:
     Raises:
         TypeError: ``client`` is a cluster client (it has no single address).
     """
-    if isinstance(client, _CLUSTER_TYPES):
+    if is_cluster(client):
         raise TypeError("expected a standalone client, got a cluster client")
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if kwargs.get("path"):
@@ -154,7 +163,7 @@ def client_features(client: object) -> Features:
 
 def check_slots(client: object, keys: Sequence[KeyT]) -> None:
     """Refuse, before any I/O, keys that a cluster would spread over several slots."""
-    if len(keys) > 1 and isinstance(client, _CLUSTER_TYPES):
+    if len(keys) > 1 and is_cluster(client):
         slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
         if len(slots) > 1:
             raise CrossSlotError(
@@ -354,7 +363,7 @@ def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
 def _batching(runner: Context, client: Any) -> Batcher | None:
     """The client's auto-pipeline, when the runner is asyncio, the client standalone and
     batching on for it; else ``None``."""
-    if runner.asynchronous and not isinstance(client, _CLUSTER_TYPES):
+    if runner.asynchronous and not is_cluster(client):
         batcher = batcher_of(client)
         if batcher.enabled:
             return batcher
@@ -410,7 +419,7 @@ def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
 def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
     """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
     keys (``COMMAND GETKEYS``), an extra round trip per call."""
-    if keys and isinstance(client, _CLUSTER_TYPES):
+    if keys and is_cluster(client):
         cluster: Any = client  # redis-py types the key as str; bytes work the same
         return {"target_nodes": cluster.get_node_from_key(keys[0])}
     return {}
@@ -437,6 +446,6 @@ def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
     `Subscriber` links to the same default node first, so a client's publishes and
     subscriptions meet there.
     """
-    if args and args[0] == "PUBLISH" and isinstance(client, _CLUSTER_TYPES):
+    if args and args[0] == "PUBLISH" and is_cluster(client):
         return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
     return None

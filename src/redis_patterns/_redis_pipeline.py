@@ -25,7 +25,6 @@ import redis.exceptions as rex
 from ._autopipeline import Batcher
 from ._plan import Command, Eval, Pipeline, Replicated
 from ._redis import (
-    _CLUSTER_TYPES,
     _COMMAND_ERRORS,
     Context,
     Invoke,
@@ -35,6 +34,7 @@ from ._redis import (
     _initialize,
     _map_item,
     check_slots,
+    is_cluster,
 )
 
 __all__ = ["exchange_steps", "pipeline_steps", "replicated_steps"]
@@ -91,6 +91,11 @@ def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
     batcher = _batching(runner, client)
     send = _pipelined if batcher is None else partial(_batched, batcher)
     results = yield from send(client, effect.effects, sha=True)
+    for result in results:
+        if isinstance(result, rex.RedisError):
+            break
+    else:
+        return results  # the common case, with nothing to map or send again
     retry = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
     if retry:
         again = yield from send(client, [effect.effects[i] for i in retry], sha=False)
@@ -102,7 +107,7 @@ def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
 def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> Steps[list[Any]]:
     commands = [_pipeline_args(effect, sha=sha) for effect in effects]
     with _COMMAND_ERRORS:
-        if not isinstance(client, _CLUSTER_TYPES):
+        if not is_cluster(client):
             return (yield from exchange_steps(client, commands))
         pipe = client.pipeline(transaction=False)
         for effect, args in zip(effects, commands, strict=True):
@@ -138,7 +143,7 @@ def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
     """Route a pipelined script call on a cluster by its first key: redis-py's cluster pipeline
     (8.x) otherwise asks the server for the keys of each EVALSHA (``COMMAND GETKEYS``), one
     extra round trip per item, one after the other."""
-    if isinstance(effect, Eval) and effect.keys and isinstance(client, _CLUSTER_TYPES):
+    if isinstance(effect, Eval) and effect.keys and is_cluster(client):
         cluster: Any = client  # redis-py types the key as str; bytes work the same
         return {"target_nodes": cluster.get_node_from_key(effect.keys[0])}
     return {}
