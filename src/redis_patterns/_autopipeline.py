@@ -4,12 +4,12 @@ event loop go out as one pipeline, each reply back to its task (see `Batcher`)."
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeAlias
 
-import redis.exceptions as rex
-
-__all__ = ["BLOCKING", "Batcher", "batcher_of", "gather_batched"]
+__all__ = ["BLOCKING", "Batcher", "batcher_of"]
 
 _ATTRIBUTE = "_redis_patterns_batcher"
 # Commands that hold their connection until something happens: pipelined with other tasks'
@@ -32,18 +32,28 @@ BLOCKING = frozenset(
 )
 
 
+# One caller's part of a batch: its commands, whether it asked for one command (its reply, or
+# its error reply raised) or for a pipeline (the list of replies, error replies in place), and
+# the future that gets them (None: the sender's own part, which it reads itself).
+_Part: TypeAlias = "tuple[Sequence[tuple[Any, ...]], bool, asyncio.Future[Any] | None]"
+# What `Batcher._join` answers a sender that found itself alone in its turn.
+_ALONE: Any = object()
+
+
 class Batcher:
     """An asyncio client's auto-pipeline: the commands its tasks issue in one turn of the event
     loop go out together, as one pipeline, and each reply goes back to the task that asked.
 
-    The first command of a turn makes its task the batch's sender: it yields one turn
-    (``sleep(0)``), so every task that was ready in this turn adds its command, then takes the
-    batch. Alone, it sends its command itself, one ``execute_command`` exactly as without
-    batching (a lone caller pays one loop turn, no task). With company, the pipeline
-    (``transaction=False``) runs in a task of its own, so no caller's cancellation can break
-    it for the others: a command cancelled before the batch is taken is left out, a reply
+    The first caller of a turn becomes the batch's sender: it yields one turn (``sleep(0)``),
+    so every task that was ready in this turn adds its command (or a whole pipeline: a cache
+    hit's ``MGET`` and ``TIME``, `join`), then takes the batch. Alone, it sends its command
+    itself, one ``execute_command`` exactly as without batching, and a pipeline comes back to
+    its steps to be sent as without batching: a lone caller pays one loop turn, no task, no
+    future, and not even the turn when no other task is ready to run in it. With company, the
+    pipeline (``transaction=False``) runs in a task of its own, so no caller's cancellation can
+    break it for the others: a part cancelled before the batch is taken is left out, a reply
     whose caller stopped waiting is dropped. Nothing is ever re-sent here: a pipeline that
-    fails (a lost connection, a timeout) fails every command in it with that error (outcome
+    fails (a lost connection, a timeout) fails every part in it with that error (outcome
     unknown), which the steps map like any other.
     """
 
@@ -52,19 +62,46 @@ class Batcher:
     def __init__(self, client: Any) -> None:
         self.client = client
         self.enabled = True
-        # This turn's batch (None: no sender is waiting); the sender's own entry has no future.
-        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]] | None = None
+        self._pending: list[_Part] | None = None  # this turn's batch (None: no sender waits)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that batch
         self._sending: set[asyncio.Task[None]] = set()  # strong references while they run
 
-    async def execute_command(self, *args: Any) -> Any:
+    def execute_command(self, *args: Any) -> Awaitable[Any]:
+        """One command's reply, sent with this turn's batch; an error reply is raised."""
+        if self._alone():
+            return self.client.execute_command(*args)  # type: ignore[no-any-return]
+        return self._command(args)
+
+    def join(self, commands: Sequence[tuple[Any, ...]]) -> Awaitable[list[Any] | None] | None:
+        """The replies of ``commands`` (error replies in place), sent with this turn's batch;
+        ``None`` (at once, or awaited) when they are alone in it: the caller sends them."""
+        return None if self._alone() else self._pipeline(commands)
+
+    def _alone(self) -> bool:
+        """Whether a call now is alone in its turn without waiting for it: no sender waits,
+        and no other task will run before the loop polls again (`_nothing_else_ready`)."""
+        loop = asyncio.get_running_loop()
+        waiting = self._pending is not None and self._loop is loop
+        return not waiting and _nothing_else_ready(loop)
+
+    async def _command(self, args: tuple[Any, ...]) -> Any:
+        reply = await self._join((args,), True)
+        if reply is _ALONE:
+            return await self.client.execute_command(*args)
+        return reply
+
+    async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
+        replies = await self._join(commands, False)
+        return None if replies is _ALONE else replies
+
+    async def _join(self, commands: Sequence[tuple[Any, ...]], single: bool) -> Any:
         loop = asyncio.get_running_loop()
         if self._pending is not None and self._loop is loop:  # a sender waits: ride along
             future: asyncio.Future[Any] = loop.create_future()
-            self._pending.append((args, future))
+            self._pending.append((commands, single, future))
             return await future
         # (A batch left by another loop, stopped mid-turn, is abandoned with that loop.)
-        self._pending, self._loop = [(args, None)], loop
+        self._pending, self._loop = [(commands, single, None)], loop
         try:
             await asyncio.sleep(0)  # one turn: the other ready tasks add their commands
         except BaseException:  # cancelled, or closed with its loop
@@ -74,33 +111,27 @@ class Batcher:
             raise
         batch = self._take()
         if len(batch) == 1:
-            return await self.client.execute_command(*args)
+            return _ALONE
         mine: asyncio.Future[Any] = loop.create_future()
-        batch[0] = (args, mine)
+        batch[0] = (commands, single, mine)
         self._send_in_task(batch)
         return await mine
 
-    def _take(self) -> list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]:
+    def _take(self) -> list[_Part]:
         batch, self._pending = self._pending or [], None
-        return [(args, f) for args, f in batch if f is None or not f.done()]
+        return [part for part in batch if part[2] is None or not part[2].done()]
 
-    def _send_in_task(
-        self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any] | None]]
-    ) -> None:
-        futures = [f for _, f in batch if f is not None]
-        if not futures:
+    def _send_in_task(self, batch: list[_Part]) -> None:
+        if not batch:
             return
-        task = asyncio.get_running_loop().create_task(
-            self._send([args for args, _ in batch], futures)
-        )
+        task = asyncio.get_running_loop().create_task(self._send(batch))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
 
-    async def _send(
-        self, commands: list[tuple[Any, ...]], futures: list[asyncio.Future[Any]]
-    ) -> None:
+    async def _send(self, batch: list[_Part]) -> None:
+        commands = [args for part in batch for args in part[0]]
         try:
-            if len(commands) == 1:
+            if len(batch) == 1 and batch[0][1]:
                 replies = [await self.client.execute_command(*commands[0])]
             else:
                 pipe = self.client.pipeline(transaction=False)
@@ -108,18 +139,33 @@ class Batcher:
                     pipe.execute_command(*args)
                 replies = list(await pipe.execute(raise_on_error=False))
         except BaseException as exc:
-            for future in futures:
+            for _, _, future in batch:
                 _settle(future, exc)
             if not isinstance(exc, Exception):
                 raise  # the loop is cancelling the task (shutting down): let it
             return
-        for future, reply in zip(futures, replies, strict=True):
-            _settle(future, reply)
+        start = 0
+        for part, single, future in batch:
+            end = start + len(part)
+            _settle(future, replies[start] if single else replies[start:end])
+            start = end
 
 
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether nothing else runs in this turn of ``loop`` before it polls for I/O again.
+
+    asyncio's own loops keep this turn's callbacks (each ready task's next step) in ``_ready``,
+    as they have since Python 3.4; the running one has been taken off it. Empty, no other task
+    can send a command before the next poll, so a lone caller sends at once rather than pay a
+    loop turn. Another loop (uvloop) does not say: the caller waits the turn.
+    """
+    ready = getattr(loop, "_ready", None)
+    return isinstance(ready, collections.deque) and not ready
+
+
+def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
     """Give ``future`` its reply or error, unless its task stopped waiting (cancelled)."""
-    if future.done():
+    if future is None or future.done():
         return
     if isinstance(outcome, asyncio.CancelledError):
         future.cancel()
@@ -135,12 +181,3 @@ def batcher_of(client: Any) -> Batcher:
         batcher = Batcher(client)
         setattr(client, _ATTRIBUTE, batcher)
     return batcher
-
-
-async def gather_batched(batcher: Batcher, commands: list[tuple[Any, ...]]) -> list[Any]:
-    sent = (batcher.execute_command(*args) for args in commands)
-    replies = await asyncio.gather(*sent, return_exceptions=True)
-    for reply in replies:  # an error reply stays in its place; anything else fails them all
-        if isinstance(reply, BaseException) and not isinstance(reply, rex.ResponseError):
-            raise reply
-    return list(replies)

@@ -31,9 +31,12 @@ def check_name(value: object, what: str = "name", *, raw_key: bool = False) -> b
     suffixes that follow them. ``raw_key=True`` is for a complete key the user owns (braces
     allowed: a hash tag is theirs to choose).
     """
-    if isinstance(value, bool) or not isinstance(value, str | bytes):
+    if isinstance(value, str):
+        raw = value.encode("utf-8", "surrogateescape")
+    elif isinstance(value, bytes):
+        raw = value
+    else:
         raise ConfigurationTypeError(f"{what} must be str or bytes, not {type(value).__name__}")
-    raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     if not raw:
         raise ConfigurationError(f"{what} must not be empty")
     if len(raw) > MAX_NAME_BYTES:

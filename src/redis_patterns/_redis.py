@@ -1,6 +1,6 @@
 """The redis-py boundary: client kinds, slot checks, command arguments, error conversion, and each
-command-sending effect as the redis-py calls that perform it (WATCH transactions:
-`_redis_transaction`; auto-pipelining: `_autopipeline`).
+command-sending effect as the redis-py calls that perform it (pipelines: `_redis_pipeline`;
+WATCH transactions: `_redis_transaction`; auto-pipelining: `_autopipeline`).
 
 The runners import no redis. They ask this module how to perform an effect: a generator that
 yields `Invoke` steps, each one call on a redis-py object, which the sync runner makes and the
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from functools import partial
 from types import TracebackType
 from typing import Any, NamedTuple, Protocol, TypeAlias, TypeVar
 
@@ -25,7 +24,7 @@ import redis.exceptions as rex
 from redis.crc import key_slot
 
 from . import _metrics
-from ._autopipeline import BLOCKING, Batcher, batcher_of, gather_batched
+from ._autopipeline import BLOCKING, Batcher, batcher_of
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -44,8 +43,6 @@ from ._plan import (
     Features,
     Gather,
     KeyT,
-    Pipeline,
-    Replicated,
 )
 
 __all__ = [
@@ -68,8 +65,6 @@ __all__ = [
     "is_cluster",
     "map_backend_error",
     "node_address",
-    "pipeline_steps",
-    "replicated_steps",
 ]
 
 T = TypeVar("T")
@@ -115,8 +110,17 @@ def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
 
+# An isinstance check against redis-py's cluster classes costs about 2 µs (their metaclass is
+# typing's _ProtocolMeta), as much as the rest of a step: the answer is kept per client class.
+_CLUSTER_KINDS: dict[type, bool] = {}
+
+
 def is_cluster(client: object) -> bool:
-    return isinstance(client, _CLUSTER_TYPES)
+    kind = type(client)
+    cluster = _CLUSTER_KINDS.get(kind)
+    if cluster is None:
+        cluster = _CLUSTER_KINDS[kind] = issubclass(kind, _CLUSTER_TYPES)
+    return cluster
 
 
 def decodes_responses(client: object) -> bool:
@@ -131,7 +135,7 @@ def node_address(client: object) -> str:
     Raises:
         TypeError: ``client`` is a cluster client (it has no single address).
     """
-    if isinstance(client, _CLUSTER_TYPES):
+    if is_cluster(client):
         raise TypeError("expected a standalone client, got a cluster client")
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {})
     if kwargs.get("path"):
@@ -159,7 +163,7 @@ def client_features(client: object) -> Features:
 
 def check_slots(client: object, keys: Sequence[KeyT]) -> None:
     """Refuse, before any I/O, keys that a cluster would spread over several slots."""
-    if len(keys) > 1 and isinstance(client, _CLUSTER_TYPES):
+    if len(keys) > 1 and is_cluster(client):
         slots = {key_slot(k.encode() if isinstance(k, str) else k) for k in keys}
         if len(slots) > 1:
             raise CrossSlotError(
@@ -359,7 +363,7 @@ def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
 def _batching(runner: Context, client: Any) -> Batcher | None:
     """The client's auto-pipeline, when the runner is asyncio, the client standalone and
     batching on for it; else ``None``."""
-    if runner.asynchronous and not isinstance(client, _CLUSTER_TYPES):
+    if runner.asynchronous and not is_cluster(client):
         batcher = batcher_of(client)
         if batcher.enabled:
             return batcher
@@ -415,7 +419,7 @@ def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
 def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
     """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
     keys (``COMMAND GETKEYS``), an extra round trip per call."""
-    if keys and isinstance(client, _CLUSTER_TYPES):
+    if keys and is_cluster(client):
         cluster: Any = client  # redis-py types the key as str; bytes work the same
         return {"target_nodes": cluster.get_node_from_key(keys[0])}
     return {}
@@ -442,86 +446,6 @@ def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
     `Subscriber` links to the same default node first, so a client's publishes and
     subscriptions meet there.
     """
-    if args and args[0] == "PUBLISH" and isinstance(client, _CLUSTER_TYPES):
+    if args and args[0] == "PUBLISH" and is_cluster(client):
         return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
     return None
-
-
-def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
-    """Every item in one pipelined round trip; the items that met ``NOSCRIPT`` are sent again
-    as ``EVAL`` in a second one. A failed item's library error takes its place in the list."""
-    if not runner.ready:
-        yield from _initialize(runner)
-    client = runner.clients[0]
-    for item in effect.effects:
-        if isinstance(item, Eval):
-            check_slots(client, item.keys)
-    batcher = _batching(runner, client)
-    send = _pipelined if batcher is None else partial(_batched, batcher)
-    results = yield from send(client, effect.effects, sha=True)
-    retry = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
-    if retry:
-        again = yield from send(client, [effect.effects[i] for i in retry], sha=False)
-        for index, result in zip(retry, again, strict=True):
-            results[index] = result
-    return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
-
-
-def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> Steps[list[Any]]:
-    pipe = client.pipeline(transaction=False)
-    for effect in effects:
-        pipe.execute_command(*_pipeline_args(effect, sha=sha), **_pipeline_options(client, effect))
-    with _COMMAND_ERRORS:
-        return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
-
-
-def _batched(
-    batcher: Batcher, client: Any, effects: Sequence[Eval | Command], *, sha: bool
-) -> Steps[list[Any]]:
-    """A `Pipeline`'s items through the client's auto-pipeline: they join this turn's batch,
-    so the pipelines of concurrent tasks (a cache hit's ``MGET`` and ``TIME``) share one write
-    with everything else sent in that turn. Replies come back in order; a lost link fails the
-    whole pipeline, as it would alone."""
-    commands = [_pipeline_args(effect, sha=sha) for effect in effects]
-    with _COMMAND_ERRORS:
-        return list((yield Invoke(gather_batched, (batcher, commands))))
-
-
-def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
-    if isinstance(effect, Command):
-        return effect.args
-    if sha:
-        return ("EVALSHA", effect.script.sha, *_eval_args(effect))
-    return ("EVAL", effect.script.source, *_eval_args(effect))
-
-
-def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
-    """Route a pipelined script call on a cluster by its first key: redis-py's cluster pipeline
-    (8.x) otherwise asks the server for the keys of each EVALSHA (``COMMAND GETKEYS``), one
-    extra round trip per item, one after the other."""
-    if isinstance(effect, Eval) and effect.keys and isinstance(client, _CLUSTER_TYPES):
-        cluster: Any = client  # redis-py types the key as str; bytes work the same
-        return {"target_nodes": cluster.get_node_from_key(effect.keys[0])}
-    return {}
-
-
-def replicated_steps(effect: Replicated, runner: Context) -> Steps[tuple[Any, int]]:
-    """The write and ``WAIT`` in one pipelined round trip, on one connection (``WAIT`` counts
-    the replicas that have the connection's writes so far). After ``NOSCRIPT`` both are sent
-    again: ``WAIT`` must follow the write that ran."""
-    if not runner.ready:
-        yield from _initialize(runner)
-    client = runner.clients[0]
-    check_slots(client, effect.write.keys)
-    items: tuple[Eval | Command, ...] = (
-        effect.write,
-        Command(("WAIT", effect.replicas, effect.timeout_ms)),
-    )
-    replies = yield from _pipelined(client, items, sha=True)
-    if isinstance(replies[0], rex.NoScriptError):
-        replies = yield from _pipelined(client, items, sha=False)
-    reply, acked = (_map_item(item, result) for item, result in zip(items, replies, strict=True))
-    for mapped in (reply, acked):
-        if isinstance(mapped, BaseException):
-            raise mapped
-    return reply, int(acked)

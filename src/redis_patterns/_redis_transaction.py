@@ -13,7 +13,6 @@ import redis.exceptions as rex
 from ._errors import BackendTimeoutError, BackendUnavailableError, RedisPatternsError
 from ._plan import KeyT, Transaction, TransactionAttempt
 from ._redis import (
-    _CLUSTER_TYPES,
     _COMMAND_ERRORS,
     REDIS_ERRORS,
     Context,
@@ -21,6 +20,7 @@ from ._redis import (
     Steps,
     backend_errors,
     check_slots,
+    is_cluster,
     map_backend_error,
 )
 
@@ -131,7 +131,7 @@ def _cluster_refresh(
     refreshed the map. Refreshing is a read (``CLUSTER SLOTS``; the node that just failed is
     asked last); the failed attempt is never re-sent, so the outcome-unknown rule holds.
     """
-    if not isinstance(client, _CLUSTER_TYPES) or not isinstance(exc, _STALE_MAP):
+    if not is_cluster(client) or not isinstance(exc, _STALE_MAP):
         return None
     cluster: Any = client
     failed = None

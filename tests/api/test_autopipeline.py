@@ -28,6 +28,7 @@ from redis_patterns import (
     autopipeline,
     connect,
 )
+from redis_patterns._autopipeline import batcher_of
 from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.counter import CommandCounter
 from redis_patterns.testing.pytest_plugin import Backend
@@ -105,6 +106,30 @@ async def test_a_lone_cache_hit_is_its_own_two_commands_in_one_write(
         assert await cache.get("a") == 1
     assert proxy.stats.forwarded_requests - before == 1
     assert seen.names == ["MGET", "TIME"]  # the hit's own pipeline, through the batcher
+
+
+async def test_a_lone_caller_waits_a_turn_only_when_another_task_could_join(
+    proxied: tuple[FaultProxy, redis.asyncio.Redis], prefix: str
+) -> None:
+    """With nothing else ready to run, no other task can add a command before the loop polls
+    again: the caller sends at once. With something ready, it waits the turn (and is alone
+    after it, here: the ready callback sends nothing)."""
+    proxy, client = proxied
+    cache = AsyncCache(client, prefix)
+    await cache.set("a", 1)
+    batcher = batcher_of(client)
+    loop = asyncio.get_running_loop()
+    for _ in range(10):  # let whatever the fixtures left ready run first
+        await asyncio.sleep(0)
+    assert batcher.join([("PING",)]) is None  # at once: not an awaitable
+    loop.call_soon(lambda: None)
+    waits = batcher.join([("PING",)])
+    assert waits is not None
+    assert await waits is None  # alone after the turn: the caller sends it
+    before = proxy.stats.forwarded_requests
+    loop.call_soon(lambda: None)
+    assert await cache.get("a") == 1
+    assert proxy.stats.forwarded_requests - before == 1
 
 
 async def test_concurrent_cache_hits_share_one_write(

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
-from typing import Any
 
 import pytest
 import redis
+from _threaded import BOUND
+from _threaded import call_bounded as _call_bounded
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -25,24 +25,6 @@ from redis_patterns.testing import FaultProxy
 pytestmark = pytest.mark.fault
 
 LIMIT = 10**9
-BOUND = 30.0  # generous: a call that has not returned by then is a hang
-
-
-def _call_bounded(fn: Callable[[], Any]) -> BaseException | object:
-    """Run ``fn`` in a thread; its exception or result, or fail if it never returns."""
-    outcome: list[BaseException | object] = []
-
-    def run() -> None:
-        try:
-            outcome.append(fn())
-        except BaseException as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(BOUND)
-    assert not thread.is_alive(), f"the call did not return within {BOUND}s: a hang"
-    return outcome[0]
 
 
 @pytest.fixture

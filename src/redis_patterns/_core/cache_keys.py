@@ -193,6 +193,9 @@ class CacheEntries:
                 "collide with namespace 'a:b' + key 'c'; use '.' or '-', e.g. 'users.v2'"
             )
         self.namespace = ns
+        # A standalone entry's key is this head, the key and "}"; its generation is one key.
+        self._entry_head = b"{cache:" + ns + b":"
+        self._gen_key = make_key("cache", ns, "gen")
         self.ttl_ms = duration_ms(ttl, "ttl")
         self.serializer = get_serializer(serializer, secret=secret)
         if not _TAG.match(self.serializer.name) or self.serializer.name == "int":
@@ -280,7 +283,7 @@ class CacheEntries:
         """
         raw = check_name(key, "key")
         if not self.cluster:
-            return make_key("cache", self.namespace + b":" + raw)
+            return self._entry_head + raw + b"}"  # make_key("cache", namespace + b":" + raw)
         bucket = zlib.crc32(raw) % BUCKETS
         return make_key("cache", self.namespace + b":" + str(bucket).encode()) + b":v:" + raw
 
@@ -293,7 +296,7 @@ class CacheEntries:
     def gen_key(self, entry: bytes) -> bytes:
         """The generation counter that `clear` increments, for ``entry``."""
         if not self.cluster:
-            return make_key("cache", self.namespace, "gen")
+            return self._gen_key
         return entry[: entry.index(b"}") + 1] + b":gen"
 
     def _group(self, entry: bytes) -> bytes:

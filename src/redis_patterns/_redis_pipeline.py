@@ -1,0 +1,171 @@
+"""The redis-py boundary for `Pipeline` and `Replicated` effects: several commands in one write
+on one connection, as `Invoke` steps; on a standalone client without redis-py's ``Pipeline``.
+
+A cache hit is a pipeline (``MGET`` + ``TIME``), so this is a hot path. redis-py's ``Pipeline``
+costs more client CPU than the round trip it saves: an object per call, its command stack, its
+retry closure, its HIMPORT and script bookkeeping, observability hooks. `exchange_steps` does
+what it does for a standalone pipeline and nothing else: one pooled connection, one packed
+write, each reply read through the client's own ``parse_response`` (so redis-py's response
+callbacks apply, for RESP2 or RESP3 and ``decode_responses`` as the client is configured), the
+connection back to the pool. The results are those of ``execute(raise_on_error=False)``, except
+that nothing is re-sent, whatever the client's ``Retry`` (a pipeline may hold writes, and the
+library never re-sends what may have run: docs/architecture.md, "Retries"). Cluster clients
+keep redis-py's ``Pipeline``: routing each item to its node is its job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import Any
+
+import redis
+import redis.exceptions as rex
+
+from ._autopipeline import Batcher
+from ._plan import Command, Eval, Pipeline, Replicated
+from ._redis import (
+    _COMMAND_ERRORS,
+    Context,
+    Invoke,
+    Steps,
+    _batching,
+    _eval_args,
+    _initialize,
+    _map_item,
+    check_slots,
+    is_cluster,
+)
+
+__all__ = ["exchange_steps", "pipeline_steps", "replicated_steps"]
+
+# redis-py before 5.3 names the command a pooled connection is taken for (its Pipeline says
+# "MULTI"); 5.3 and later deprecate any argument there.
+_VERSION = tuple(int(part) for part in redis.__version__.split(".")[:2] if part.isdigit())
+_GET_ARGS: tuple[str, ...] = ("MULTI",) if _VERSION < (5, 3) else ()
+
+
+def exchange_steps(client: Any, commands: Sequence[tuple[Any, ...]]) -> Steps[list[Any]]:
+    """``commands`` in one write on one connection of ``client``'s pool, and their replies in
+    order, each parsed by ``client`` as ``execute_command`` would; an error reply is its
+    ``ResponseError`` in its place, and the replies after it are still read.
+
+    Nothing is re-sent. A failure on the link (a reset, a timeout) is raised as redis-py's
+    error once the connection is closed: a connection whose replies were not all read never
+    goes back to the pool, where the next caller would read them as its own.
+    """
+    pool = client.connection_pool
+    connection = yield Invoke(pool.get_connection, _GET_ARGS)
+    abandoned = False
+    try:
+        yield Invoke(connection.send_packed_command, (connection.pack_commands(commands),))
+        replies: list[Any] = []
+        for args in commands:
+            try:
+                replies.append((yield Invoke(client.parse_response, (connection, args[0]))))
+            except rex.ResponseError as exc:
+                replies.append(exc)
+        return replies
+    except GeneratorExit:  # closed mid-flight (its runner is gone): nothing more can be awaited,
+        abandoned = True  # and the pool never lends this connection again
+        raise
+    except BaseException:
+        # redis-py closes the connection itself when a read or write fails; this also covers
+        # a failure between them (a response callback's, a cancellation).
+        yield Invoke(connection.disconnect)
+        raise
+    finally:
+        if not abandoned:
+            yield Invoke(pool.release, (connection,))
+
+
+def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
+    """Every item in one pipelined round trip; the items that met ``NOSCRIPT`` are sent again
+    as ``EVAL`` in a second one. A failed item's library error takes its place in the list."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[0]
+    for item in effect.effects:
+        if isinstance(item, Eval):
+            check_slots(client, item.keys)
+    batcher = _batching(runner, client)
+    send = _pipelined if batcher is None else partial(_batched, batcher)
+    results = yield from send(client, effect.effects, sha=True)
+    for result in results:
+        if isinstance(result, rex.RedisError):
+            break
+    else:
+        return results  # the common case, with nothing to map or send again
+    retry = [i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError)]
+    if retry:
+        again = yield from send(client, [effect.effects[i] for i in retry], sha=False)
+        for index, result in zip(retry, again, strict=True):
+            results[index] = result
+    return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
+
+
+def _pipelined(client: Any, effects: Sequence[Eval | Command], *, sha: bool) -> Steps[list[Any]]:
+    commands = [_pipeline_args(effect, sha=sha) for effect in effects]
+    with _COMMAND_ERRORS:
+        if not is_cluster(client):
+            return (yield from exchange_steps(client, commands))
+        pipe = client.pipeline(transaction=False)
+        for effect, args in zip(effects, commands, strict=True):
+            pipe.execute_command(*args, **_pipeline_options(client, effect))
+        return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
+
+
+def _batched(
+    batcher: Batcher, client: Any, effects: Sequence[Eval | Command], *, sha: bool
+) -> Steps[list[Any]]:
+    """A `Pipeline`'s items through the client's auto-pipeline: they join this turn's batch,
+    so the pipelines of concurrent tasks (a cache hit's ``MGET`` and ``TIME``) share one write
+    with everything else sent in that turn. Replies come back in order; a lost link fails the
+    whole pipeline, as it would alone. Alone in its turn, the pipeline is sent here, as it is
+    without batching."""
+    commands = [_pipeline_args(effect, sha=sha) for effect in effects]
+    with _COMMAND_ERRORS:
+        replies = yield Invoke(batcher.join, (commands,))
+    if replies is None:
+        return (yield from _pipelined(client, effects, sha=sha))
+    return list(replies)
+
+
+def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:
+    if isinstance(effect, Command):
+        return effect.args
+    if sha:
+        return ("EVALSHA", effect.script.sha, *_eval_args(effect))
+    return ("EVAL", effect.script.source, *_eval_args(effect))
+
+
+def _pipeline_options(client: Any, effect: Eval | Command) -> dict[str, Any]:
+    """Route a pipelined script call on a cluster by its first key: redis-py's cluster pipeline
+    (8.x) otherwise asks the server for the keys of each EVALSHA (``COMMAND GETKEYS``), one
+    extra round trip per item, one after the other."""
+    if isinstance(effect, Eval) and effect.keys and is_cluster(client):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(effect.keys[0])}
+    return {}
+
+
+def replicated_steps(effect: Replicated, runner: Context) -> Steps[tuple[Any, int]]:
+    """The write and ``WAIT`` in one pipelined round trip, on one connection (``WAIT`` counts
+    the replicas that have the connection's writes so far). After ``NOSCRIPT`` both are sent
+    again: ``WAIT`` must follow the write that ran."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[0]
+    check_slots(client, effect.write.keys)
+    items: tuple[Eval | Command, ...] = (
+        effect.write,
+        Command(("WAIT", effect.replicas, effect.timeout_ms)),
+    )
+    replies = yield from _pipelined(client, items, sha=True)
+    if isinstance(replies[0], rex.NoScriptError):
+        replies = yield from _pipelined(client, items, sha=False)
+    reply, acked = (_map_item(item, result) for item, result in zip(items, replies, strict=True))
+    for mapped in (reply, acked):
+        if isinstance(mapped, BaseException):
+            raise mapped
+    return reply, int(acked)
