@@ -1,6 +1,7 @@
-"""The redis-py boundary: client kinds, slot checks, command arguments, error conversion, and each
-command-sending effect as the redis-py calls that perform it (pipelines: `_redis_pipeline`;
-WATCH transactions: `_redis_transaction`; auto-pipelining: `_autopipeline`).
+"""The redis-py boundary: client kinds, slot checks, command arguments, error conversion and the
+steps' vocabulary (`Invoke`, `Context`); each command-sending effect as the redis-py calls that
+perform it is in `_redis_steps` (WATCH transactions: `_redis_transaction`; auto-pipelining:
+`_autopipeline`).
 
 The runners import no redis. They ask this module how to perform an effect: a generator that
 yields `Invoke` steps, each one call on a redis-py object, which the sync runner makes and the
@@ -24,7 +25,7 @@ import redis.exceptions as rex
 from redis.crc import key_slot
 
 from . import _metrics
-from ._autopipeline import BLOCKING, Batcher, batcher_of
+from ._autopipeline import Batcher, batcher_of
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -39,7 +40,6 @@ from ._errors import (
 from ._plan import (
     Command,
     Eval,
-    FCall,
     Features,
     Gather,
     KeyT,
@@ -58,10 +58,7 @@ __all__ = [
     "backend_errors",
     "check_clients",
     "client_features",
-    "command_steps",
     "decodes_responses",
-    "eval_steps",
-    "fcall_steps",
     "is_cluster",
     "map_backend_error",
     "node_address",
@@ -367,85 +364,4 @@ def _batching(runner: Context, client: Any) -> Batcher | None:
         batcher = batcher_of(client)
         if batcher.enabled:
             return batcher
-    return None
-
-
-def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
-    """How to send one command on ``client``: through its auto-pipeline (`_batching`) when
-    the call needs no routing options."""
-    batcher = None if options else _batching(runner, client)
-    if batcher is not None:
-        return batcher.execute_command
-    send: Callable[..., Any] = client.execute_command
-    return send
-
-
-def _eval_args(effect: Eval) -> tuple[Any, ...]:
-    return (len(effect.keys), *effect.keys, *effect.args)
-
-
-def eval_steps(effect: Eval, runner: Context) -> Steps[Any]:
-    """``EVALSHA``; on ``NOSCRIPT`` (after ``SCRIPT FLUSH`` or a restart: the script did not
-    run) ``EVAL`` once, which runs the script and caches it."""
-    if not runner.ready:
-        yield from _initialize(runner)
-    client = runner.clients[effect.node or 0]
-    check_slots(client, effect.keys)
-    send = _sender(runner, client, None)
-    with _SCRIPT_ERRORS:
-        try:
-            return (yield Invoke(send, ("EVALSHA", effect.script.sha, *_eval_args(effect))))
-        except rex.NoScriptError:
-            return (yield Invoke(send, ("EVAL", effect.script.source, *_eval_args(effect))))
-
-
-def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
-    """``FCALL``; when the server does not know the function, load the library and call again."""
-    client = runner.clients[effect.node or 0]
-    check_slots(client, effect.keys)
-    args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
-    options = _fcall_options(client, effect.keys)
-    send = _sender(runner, client, options)
-    with _SCRIPT_ERRORS:
-        try:
-            return (yield Invoke(send, args, options))
-        except rex.ResponseError as exc:
-            if "function not found" not in str(exc).lower():
-                raise
-        yield Invoke(client.execute_command, effect.library.load_command().args)
-        return (yield Invoke(send, args, options))
-
-
-def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
-    """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
-    keys (``COMMAND GETKEYS``), an extra round trip per call."""
-    if keys and is_cluster(client):
-        cluster: Any = client  # redis-py types the key as str; bytes work the same
-        return {"target_nodes": cluster.get_node_from_key(keys[0])}
-    return {}
-
-
-def command_steps(effect: Command, runner: Context) -> Steps[Any]:
-    if not runner.ready:
-        yield from _initialize(runner)
-    with _COMMAND_ERRORS:
-        client = runner.clients[effect.node or 0]
-        options = _command_options(client, effect.args)
-        if effect.args and str(effect.args[0]).upper() in BLOCKING:
-            return (yield Invoke(client.execute_command, effect.args, options))
-        return (yield Invoke(_sender(runner, client, options), effect.args, options))
-
-
-def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
-    """Send a plain ``PUBLISH`` on a cluster to the client's default node, every time.
-
-    redis-py would send it to the node owning the channel's slot. A message run on another node
-    than the subscriber's reaches it over the cluster bus a moment later than one run on its own
-    node, so one publisher's messages to two channels could overtake each other, and one
-    published before a subscription was confirmed could still reach it (both seen under load).
-    `Subscriber` links to the same default node first, so a client's publishes and
-    subscriptions meet there.
-    """
-    if args and args[0] == "PUBLISH" and is_cluster(client):
-        return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
     return None

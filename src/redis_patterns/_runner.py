@@ -47,15 +47,18 @@ from ._redis import (
     TransactionFunction,
     check_clients,
     client_features,
-    command_steps,
     decodes_responses,
-    eval_steps,
-    fcall_steps,
     is_cluster,
     map_backend_error,
     node_address,
 )
-from ._redis_pipeline import pipeline_steps, replicated_steps
+from ._redis_steps import (
+    command_steps,
+    eval_steps,
+    fcall_steps,
+    pipeline_steps,
+    replicated_steps,
+)
 from ._redis_transaction import transaction_steps
 
 __all__ = [

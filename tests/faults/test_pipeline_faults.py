@@ -22,7 +22,7 @@ from redis_patterns import (
 )
 from redis_patterns._plan import Command, Gather, Pipeline
 from redis_patterns._redis import Invoke
-from redis_patterns._redis_pipeline import exchange_steps
+from redis_patterns._redis_steps import exchange_steps
 from redis_patterns._runner import AsyncRunner, SyncRunner
 from redis_patterns.testing import FaultProxy
 

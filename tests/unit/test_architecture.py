@@ -91,7 +91,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("pure core", {"_core"}),
     (
         "redis-py boundary",
-        {"_autopipeline", "_redis", "_redis_pipeline", "_redis_transaction", "_clients"}
+        {"_autopipeline", "_redis", "_redis_steps", "_redis_transaction", "_clients"}
         | {"_pubsub", "_pubsub_async", "_pubsub_sync"},
     ),
     ("runners", {"_runner"}),
@@ -104,7 +104,7 @@ LAYERS: list[tuple[str, set[str]]] = [
 ]
 # Who may import redis: the boundary, the embedded servers and what drives them, the tools, and
 # the Django settings reader (it builds a client from a Django cache/session URL).
-REDIS_IMPORTERS = {"_redis", "_redis_pipeline", "_redis_transaction", "_autopipeline", "_clients"}
+REDIS_IMPORTERS = {"_redis", "_redis_steps", "_redis_transaction", "_autopipeline", "_clients"}
 REDIS_IMPORTERS |= {"_pubsub", "_pubsub_async", "_pubsub_sync"}
 REDIS_IMPORTERS |= {"_topology", "_embedded", "_embedded_cluster"}
 REDIS_IMPORTERS |= {"_connect", "_sentinel", "cli", "testing", "integrations.django._location"}

@@ -1,5 +1,6 @@
-"""The redis-py boundary for `Pipeline` and `Replicated` effects: several commands in one write
-on one connection, as `Invoke` steps; on a standalone client without redis-py's ``Pipeline``.
+"""Each effect that sends commands, as `Invoke` steps of redis-py calls: `Eval` (``EVALSHA``,
+``EVAL`` after ``NOSCRIPT``), `FCall`, `Command`, and `Pipeline` / `Replicated` (several commands
+in one write on one connection; on a standalone client without redis-py's ``Pipeline``).
 
 A cache hit is a pipeline (``MGET`` + ``TIME``), so this is a hot path. redis-py's ``Pipeline``
 costs more client CPU than the round trip it saves: an object per call, its command stack, its
@@ -15,29 +16,36 @@ keep redis-py's ``Pipeline``: routing each item to its node is its job.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import redis
 import redis.exceptions as rex
 
-from ._autopipeline import Batcher
-from ._plan import Command, Eval, Pipeline, Replicated
+from ._autopipeline import BLOCKING, Batcher
+from ._plan import Command, Eval, FCall, KeyT, Pipeline, Replicated
 from ._redis import (
     _COMMAND_ERRORS,
+    _SCRIPT_ERRORS,
     Context,
     Invoke,
     Steps,
     _batching,
-    _eval_args,
     _initialize,
     _map_item,
     check_slots,
     is_cluster,
 )
 
-__all__ = ["exchange_steps", "pipeline_steps", "replicated_steps"]
+__all__ = [
+    "command_steps",
+    "eval_steps",
+    "exchange_steps",
+    "fcall_steps",
+    "pipeline_steps",
+    "replicated_steps",
+]
 
 # redis-py before 5.3 names the command a pooled connection is taken for (its Pipeline says
 # "MULTI"); 5.3 and later deprecate any argument there.
@@ -169,3 +177,84 @@ def replicated_steps(effect: Replicated, runner: Context) -> Steps[tuple[Any, in
         if isinstance(mapped, BaseException):
             raise mapped
     return reply, int(acked)
+
+
+def _sender(runner: Context, client: Any, options: dict[str, Any] | None) -> Callable[..., Any]:
+    """How to send one command on ``client``: through its auto-pipeline (`_batching`) when
+    the call needs no routing options."""
+    batcher = None if options else _batching(runner, client)
+    if batcher is not None:
+        return batcher.execute_command
+    send: Callable[..., Any] = client.execute_command
+    return send
+
+
+def _eval_args(effect: Eval) -> tuple[Any, ...]:
+    return (len(effect.keys), *effect.keys, *effect.args)
+
+
+def eval_steps(effect: Eval, runner: Context) -> Steps[Any]:
+    """``EVALSHA``; on ``NOSCRIPT`` (after ``SCRIPT FLUSH`` or a restart: the script did not
+    run) ``EVAL`` once, which runs the script and caches it."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.keys)
+    send = _sender(runner, client, None)
+    with _SCRIPT_ERRORS:
+        try:
+            return (yield Invoke(send, ("EVALSHA", effect.script.sha, *_eval_args(effect))))
+        except rex.NoScriptError:
+            return (yield Invoke(send, ("EVAL", effect.script.source, *_eval_args(effect))))
+
+
+def fcall_steps(effect: FCall, runner: Context) -> Steps[Any]:
+    """``FCALL``; when the server does not know the function, load the library and call again."""
+    client = runner.clients[effect.node or 0]
+    check_slots(client, effect.keys)
+    args = ("FCALL", effect.function, len(effect.keys), *effect.keys, *effect.args)
+    options = _fcall_options(client, effect.keys)
+    send = _sender(runner, client, options)
+    with _SCRIPT_ERRORS:
+        try:
+            return (yield Invoke(send, args, options))
+        except rex.ResponseError as exc:
+            if "function not found" not in str(exc).lower():
+                raise
+        yield Invoke(client.execute_command, effect.library.load_command().args)
+        return (yield Invoke(send, args, options))
+
+
+def _fcall_options(client: Any, keys: Sequence[KeyT]) -> dict[str, Any]:
+    """Route FCALL on a cluster by its first key; otherwise redis-py asks the server for the
+    keys (``COMMAND GETKEYS``), an extra round trip per call."""
+    if keys and is_cluster(client):
+        cluster: Any = client  # redis-py types the key as str; bytes work the same
+        return {"target_nodes": cluster.get_node_from_key(keys[0])}
+    return {}
+
+
+def command_steps(effect: Command, runner: Context) -> Steps[Any]:
+    if not runner.ready:
+        yield from _initialize(runner)
+    with _COMMAND_ERRORS:
+        client = runner.clients[effect.node or 0]
+        options = _command_options(client, effect.args)
+        if effect.args and str(effect.args[0]).upper() in BLOCKING:
+            return (yield Invoke(client.execute_command, effect.args, options))
+        return (yield Invoke(_sender(runner, client, options), effect.args, options))
+
+
+def _command_options(client: Any, args: Sequence[Any]) -> dict[str, Any] | None:
+    """Send a plain ``PUBLISH`` on a cluster to the client's default node, every time.
+
+    redis-py would send it to the node owning the channel's slot. A message run on another node
+    than the subscriber's reaches it over the cluster bus a moment later than one run on its own
+    node, so one publisher's messages to two channels could overtake each other, and one
+    published before a subscription was confirmed could still reach it (both seen under load).
+    `Subscriber` links to the same default node first, so a client's publishes and
+    subscriptions meet there.
+    """
+    if args and args[0] == "PUBLISH" and is_cluster(client):
+        return {"target_nodes": "default-node"}  # RedisCluster.DEFAULT_NODE, sync and asyncio
+    return None
