@@ -20,6 +20,7 @@ from .cache_keys import (
     MAX_EXACT,
     _batch,
     _raise_first,
+    _server_ms,
 )
 from .cache_load_many import CacheManyLoads
 from .cache_types import Ttl
@@ -114,7 +115,7 @@ class CacheCore(CacheManyLoads):
         """`exists` without the script: the generation, the entry's first bytes (its header,
         never its value) and the server's clock in one round trip; the status the read script
         would give in probe mode."""
-        generation, head, (seconds, micros) = _raise_first(
+        generation, head, clock = _raise_first(
             (
                 yield Pipeline(
                     (
@@ -125,7 +126,7 @@ class CacheCore(CacheManyLoads):
                 )
             )
         )
-        now = int(seconds) * 1000 + int(micros) // 1000
+        now = _server_ms(clock)
         status = self.judge(head or None, generation or b"0", now)[0]  # b"": no such key
         if head and status == _MISS:  # of an older generation: the script deletes it
             status, _, _, _, _ = yield self._get_eval(entry, 4, "")

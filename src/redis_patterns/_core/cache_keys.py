@@ -129,6 +129,13 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else str(value)
 
 
+def _server_ms(time_reply: Sequence[Any]) -> int:
+    """A ``TIME`` reply (seconds, microseconds) as the server's clock in ms, as the scripts
+    compute it."""
+    seconds, micros = time_reply
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
 def _raise_first(replies: list[Any]) -> list[Any]:
     """The replies of a `Pipeline`, raising the first failed item's error."""
     for reply in replies:

@@ -25,6 +25,7 @@ from .cache_keys import (
     CacheEntries,
     _batch,
     _raise_first,
+    _server_ms,
     _text,
 )
 from .cache_types import Ttl, check_callable
@@ -197,10 +198,10 @@ class CacheLoads(CacheEntries):
         """The entry, its generation counter and the server's clock in one round trip
         (``MGET`` + ``TIME`` pipelined): the value never passes through Lua. Returns
         ``(raw entry or None, generation, server ms)``."""
-        (raw, generation), (seconds, micros) = _raise_first(
+        (raw, generation), clock = _raise_first(
             (yield Pipeline((Command(("MGET", entry, self.gen_key(entry))), Command(("TIME",)))))
         )
-        return raw, generation or b"0", int(seconds) * 1000 + int(micros) // 1000
+        return raw, generation or b"0", _server_ms(clock)
 
     def judge(
         self, raw: bytes | None, generation: bytes, now_ms: int, r: float | None = None

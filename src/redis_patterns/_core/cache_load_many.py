@@ -13,7 +13,17 @@ from .._logging import coalesced
 from .._plan import Call, Command, Now, Pipeline, Plan
 from .._script import package_script
 from .._validate import Duration, check_int, duration_ms
-from .cache_keys import _EARLY, _FRESH, _MISSING, _MODES, _STALE, _batch, _raise_first, _text
+from .cache_keys import (
+    _EARLY,
+    _FRESH,
+    _MISSING,
+    _MODES,
+    _STALE,
+    _batch,
+    _raise_first,
+    _server_ms,
+    _text,
+)
 from .cache_load import CacheLoads
 from .cache_types import Ttl, WarmResult, check_callable
 
@@ -64,8 +74,8 @@ class CacheManyLoads(CacheLoads):
         Lua. The shape of `_read_many`'s answer, with no lock taken."""
         batches = self._batches(wanted)
         mgets = [Command(("MGET", self.gen_key(b[0]), *b)) for b in batches]
-        *replies, (seconds, micros) = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
-        now = int(seconds) * 1000 + int(micros) // 1000
+        *replies, clock = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
+        now = _server_ms(clock)
         out: dict[bytes, tuple[int, Any, int, int, str]] = {}
         for batch, reply in zip(batches, replies, strict=True):
             generation = reply[0] or b"0"
