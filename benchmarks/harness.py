@@ -70,7 +70,7 @@ class Settings:
     probes: bool = True
     scans: bool = True
     sizes: tuple[int, ...] = (100, 10_000, 100_000, 1_000_000)
-    members: tuple[int, ...] = (1_000, 10_000, 100_000)
+    members: tuple[int, ...] = (1_000, 10_000, 100_000, 1_000_000)
     costs: tuple[int, ...] = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
     scan_rounds: int = 3
     scan_budget: float = 0.6  # seconds per scan cell and round, at least 3 calls
@@ -90,10 +90,6 @@ class Settings:
             scan_rounds=1,
             scan_budget=0.1,
         )
-
-    @classmethod
-    def full(cls) -> Settings:
-        return cls(members=(1_000, 10_000, 100_000, 1_000_000))
 
 
 class Env:

@@ -1,10 +1,10 @@
 """Run the benchmark harness: every contender of issue 16, the size scans, Markdown and a chart.
 
-``python -m benchmarks.run [--quick | --full] [--groups lock,limiter] [--only NAME,...]
+``python -m benchmarks.run [--quick] [--groups lock,limiter] [--only NAME,...]
 [--json PATH] [--markdown PATH] [--chart PATH]``. It starts its own embedded server (nobody else
 uses it), pins itself and the server to different CPUs when there are two, and prints (or
 writes) the Markdown that ``make bench-peers`` puts into docs/benchmarks.md. ``--quick`` is a
-smoke run (a few rounds; numbers not worth reading); ``--full`` adds the 10^6-member board.
+smoke run (a few rounds; numbers not worth reading).
 See `benchmarks.harness` for what each column measures.
 """
 
@@ -131,9 +131,7 @@ def run(
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
-    size = parser.add_mutually_exclusive_group()
-    size.add_argument("--quick", action="store_true", help="a smoke run: few rounds and calls")
-    size.add_argument("--full", action="store_true", help="also the 10^6-member leaderboard")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: few rounds and calls")
     parser.add_argument("--groups", default="", help="comma-separated group keys (default: all)")
     parser.add_argument("--only", default="", help="comma-separated contender names")
     parser.add_argument("--scans", default=None, help="comma-separated scan keys ('' for none)")
@@ -147,7 +145,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--chart", type=Path, help="write the chart (PNG or SVG) here")
     parser.add_argument("--chart-link", help="how the Markdown refers to the chart")
     args = parser.parse_args(argv)
-    settings = Settings.quick() if args.quick else Settings.full() if args.full else Settings()
+    settings = Settings.quick() if args.quick else Settings()
     changes: dict[str, Any] = {"probes": not args.no_probes}
     if args.rounds:
         changes["rounds"] = args.rounds
@@ -156,7 +154,7 @@ def main(argv: list[str]) -> int:
     if args.scans == "":
         changes["scans"] = False
     settings = dataclasses.replace(settings, **changes)
-    flags = " --quick" if args.quick else " --full" if args.full else ""
+    flags = " --quick" if args.quick else ""
     data = run(
         settings,
         groups=[g for g in args.groups.split(",") if g],
