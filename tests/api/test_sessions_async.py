@@ -34,6 +34,26 @@ async def test_async_roundtrip_and_one_command_get(backend: Backend, prefix: str
     await client.aclose()
 
 
+async def test_async_large_session_reads_its_fields_after_the_script(
+    backend: Backend, prefix: str
+) -> None:
+    client = backend.async_client()
+    store = AsyncSessionStore(client, namespace=prefix, idle_ttl=5, absolute_ttl=60)
+    blob = "\u00e9" * 100_000  # 200 KB of UTF-8 once encoded: above the 64 KiB inline limit
+    made = await store.create({"blob": blob, "n": 1}, user_id="bob")
+    await store.get(made.id)
+    with backend.counter() as seen:
+        got = await store.get(made.id)
+    assert seen.names == ["EVALSHA", "HGETALL"]
+    assert got is not None
+    assert dict(got) == {"blob": blob, "n": 1}
+    assert got.user_id == "bob"
+    assert got.ttl == 5.0
+    assert await store.destroy(made.id) is True
+    assert await store.get(made.id) is None
+    await client.aclose()
+
+
 async def test_async_idle_and_absolute_expiry(backend: Backend, prefix: str) -> None:
     client = backend.async_client()
     idle = AsyncSessionStore(client, namespace=prefix, idle_ttl=0.3)

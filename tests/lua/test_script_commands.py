@@ -211,11 +211,23 @@ def test_session_read_runs_exactly_these_commands(
     store = SessionStore(client, idle_ttl=60, absolute_ttl=3600)
     small = store.create({"user": "alice", "cart": 3}).id
     large = store.create({f"f{i}": i for i in range(40)}).id
+    # the large field among others: MEMORY USAGE's default 5 samples would miss it
+    huge = store.create({**{f"f{i}": i for i in range(8)}, "blob": "x" * 200_000}).id
     store.get(small)  # loads the script
-    read = {"evalsha": 1, "hgetall": 1, "time": 1, "pexpire": 1}
+    read = {"evalsha": 1, "memory|usage": 1, "hgetall": 1, "time": 1, "pexpire": 1}
     # the metadata comes from the HGETALL reply...
     assert commands(client, lambda: store.get(small)) == Counter(read)
     # ...or, for a session of many fields, from an HMGET rather than a look at every field
     assert commands(client, lambda: store.get(large)) == Counter({**read, "hmget": 1})
+    # a session above 64 KiB is not copied through Lua: the script slides its expiry from the
+    # HMGET of its metadata, and a plain HGETALL after it reads the fields as stored
+    session = store.get(huge)
+    assert session is not None
+    assert session["blob"] == "x" * 200_000
+    assert session["f7"] == 7
+    assert session.ttl == 60
+    assert commands(client, lambda: store.get(huge)) == Counter({**read, "hmget": 1})
     missing = small[:-1] + ("A" if small[-1] != "A" else "B")
-    assert commands(client, lambda: store.get(missing)) == Counter({"evalsha": 1, "hgetall": 1})
+    assert commands(client, lambda: store.get(missing)) == Counter(
+        {"evalsha": 1, "memory|usage": 1}
+    )

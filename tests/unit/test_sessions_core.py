@@ -32,7 +32,7 @@ def test_get_is_one_eval_and_decodes_metadata_apart() -> None:
     assert isinstance(effects[0], Eval)
     assert effects[0].script.name == "session_get"
     assert effects[0].keys == (f"{{sess:{sid[:3]}}}:s:{sid[4:]}".encode(),)
-    assert effects[0].args == (1_800_000,)
+    assert effects[0].args == (1_800_000, 64 * 1024)
     assert session is not None
     assert dict(session) == {"cart": [1, 2]}
     assert session.user_id == "42"
@@ -41,6 +41,27 @@ def test_get_is_one_eval_and_decodes_metadata_apart() -> None:
     assert session.idle_expires_at == 1802.0
     assert session.ttl == 1800.0
     assert sid not in repr(session)  # the id is a credential
+
+
+def test_a_large_session_is_read_by_hgetall_after_the_script_slid_it() -> None:
+    c = core()
+    sid = new_session_id(None)
+    stored = {b":c": b"1000", b"big": b'"' + b"x" * 10 + b'"'}
+    session, effects = run_canned(c.get(sid), [[2000, 1800000], stored])
+    read, fetch = effects
+    assert isinstance(read, Eval)
+    assert isinstance(fetch, Command)
+    assert fetch.args == ("HGETALL", read.keys[0])
+    assert session is not None
+    assert dict(session) == {"big": "x" * 10}
+    assert session.created_at == 1.0
+    assert session.idle_expires_at == 1802.0
+
+
+def test_a_large_session_gone_before_its_hgetall_is_none() -> None:
+    value, effects = run_canned(core().get(new_session_id(None)), [[2000, 1800000], {}])
+    assert value is None
+    assert len(effects) == 2
 
 
 def test_unknown_session_is_none() -> None:
