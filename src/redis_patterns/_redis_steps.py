@@ -22,6 +22,7 @@ from typing import Any
 
 import redis
 import redis.exceptions as rex
+from hiredis import pack_command as _hiredis_pack
 
 from ._autopipeline import BLOCKING, Batcher
 from ._plan import Command, Eval, FCall, KeyT, Pipeline, Replicated
@@ -43,6 +44,7 @@ __all__ = [
     "eval_steps",
     "exchange_steps",
     "fcall_steps",
+    "pack_commands",
     "pipeline_steps",
     "replicated_steps",
 ]
@@ -51,6 +53,32 @@ __all__ = [
 # "MULTI"); 5.3 and later deprecate any argument there.
 _VERSION = tuple(int(part) for part in redis.__version__.split(".")[:2] if part.isdigit())
 _GET_ARGS: tuple[str, ...] = ("MULTI",) if _VERSION < (5, 3) else ()
+
+
+def pack_commands(connection: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
+    """``commands`` as the bytes of one write on ``connection``.
+
+    hiredis's packer (C) when the connection encodes as it does (UTF-8, strict), else redis-py's
+    own. redis-py's asyncio connections never use hiredis to pack, and theirs costs about five
+    times the client CPU (6 against 1.4 µs for a cache hit's ``MGET`` + ``TIME``). The bytes are
+    the same: hiredis writes an int as its digits and a float as its ``repr``, as redis-py does.
+    Anything it cannot take (a bool, ``None``, a bytearray, a lone surrogate, a command name with a
+    space that redis-py would split) goes to redis-py's packer, which packs or refuses it as
+    without this.
+    """
+    encoder = connection.encoder
+    if encoder.encoding in _UTF8 and encoder.encoding_errors == "strict":
+        try:
+            packed = [_hiredis_pack(args) for args in commands]
+        except (TypeError, UnicodeError):
+            pass
+        else:
+            if not any(isinstance(args[0], str) and " " in args[0] for args in commands):
+                return packed
+    return connection.pack_commands(commands)
+
+
+_UTF8 = frozenset({"utf-8", "utf8", "UTF-8"})
 
 
 def exchange_steps(client: Any, commands: Sequence[tuple[Any, ...]]) -> Steps[list[Any]]:
@@ -66,7 +94,7 @@ def exchange_steps(client: Any, commands: Sequence[tuple[Any, ...]]) -> Steps[li
     connection = yield Invoke(pool.get_connection, _GET_ARGS)
     abandoned = False
     try:
-        yield Invoke(connection.send_packed_command, (connection.pack_commands(commands),))
+        yield Invoke(connection.send_packed_command, (pack_commands(connection, commands),))
         replies: list[Any] = []
         for args in commands:
             try:
