@@ -53,19 +53,25 @@ _VERSION = tuple(int(part) for part in redis.__version__.split(".")[:2] if part.
 _GET_ARGS: tuple[str, ...] = ("MULTI",) if _VERSION < (5, 3) else ()
 
 
-def exchange_steps(client: Any, commands: Sequence[tuple[Any, ...]]) -> Steps[list[Any]]:
+def exchange_steps(
+    client: Any, commands: Sequence[tuple[Any, ...]], *, sending: Callable[[], None] | None = None
+) -> Steps[list[Any]]:
     """``commands`` in one write on one connection of ``client``'s pool, and their replies in
     order, each parsed by ``client`` as ``execute_command`` would; an error reply is its
     ``ResponseError`` in its place, and the replies after it are still read.
 
     Nothing is re-sent. A failure on the link (a reset, a timeout) is raised as redis-py's
     error once the connection is closed: a connection whose replies were not all read never
-    goes back to the pool, where the next caller would read them as its own.
+    goes back to the pool, where the next caller would read them as its own. ``sending`` is
+    called once the connection is ready, just before the write (from then on the server may
+    run the commands).
     """
     pool = client.connection_pool
     connection = yield Invoke(pool.get_connection, _GET_ARGS)
     abandoned = False
     try:
+        if sending is not None:
+            sending()
         yield Invoke(connection.send_packed_command, (connection.pack_commands(commands),))
         replies: list[Any] = []
         for args in commands:
