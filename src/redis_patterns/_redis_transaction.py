@@ -263,6 +263,14 @@ def _exec_replies(queued: list[Any], executed: Any) -> list[Any]:
     return [q if isinstance(q, rex.ResponseError) else executed for q in queued]
 
 
+def _queue(pipe: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Queue ``commands`` on ``pipe``. One step that returns nothing: an asyncio cluster
+    pipeline's ``execute_command`` returns the pipeline, which is awaitable, and awaiting it
+    (re-initializing it) empties its queue."""
+    for args in commands:
+        pipe.execute_command(*args)
+
+
 def _cluster_multi(
     client: Any, runner: Context, commands: list[tuple[Any, ...]], began: Callable[[], None]
 ) -> Steps[list[Any]]:
@@ -274,8 +282,7 @@ def _cluster_multi(
     abandoned = False
     try:
         _no_silent_reconnect(pipe)
-        for args in commands:
-            yield Invoke(pipe.execute_command, args)
+        yield Invoke(_queue, (pipe, commands))
         began()
         return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
     except GeneratorExit:  # closed mid-flight (its runner is gone): nothing can be sent
