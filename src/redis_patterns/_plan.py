@@ -23,6 +23,7 @@ __all__ = [
     "FCall",
     "Features",
     "Gather",
+    "Multi",
     "Now",
     "Pipeline",
     "Plan",
@@ -166,6 +167,24 @@ class Pipeline:
     effects: tuple[Eval | Command, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Multi:
+    """Send several `Eval`/`Command` effects between ``MULTI`` and ``EXEC``, in one round trip
+    and without WATCH: they run as one atomic block, nothing interleaved.
+
+    The result is EXEC's replies in order, a failed item's error in its place (an item refused
+    while queued fails the block: each item then holds that refusal or ``EXECABORT``). An item
+    that met ``NOSCRIPT`` sends the whole block again, that item as ``EVAL``: write a block so
+    that one of its scripts not running leaves nothing a second run does not undo (the cache's
+    big store: its commit stores only what its prep prepared in this block). A connection lost
+    once the block was being written raises ``BackendTimeoutError`` (outcome unknown), never a
+    silent replay. On a cluster every key of the block must share one slot.
+    """
+
+    effects: tuple[Eval | Command, ...]
+    node: int | None = None
+
+
 @dataclass(slots=True)
 class Features:
     """What one client's server is known to support, learnt by the plans that probe it.
@@ -194,6 +213,7 @@ class Replicated:
 
 Effect: TypeAlias = (
     "Eval | FCall | Command | Sleep | Now | Gather | Transaction | Call | Pipeline | Replicated"
+    " | Multi"
 )
 Plan: TypeAlias = Generator["Effect", Any, T]
 

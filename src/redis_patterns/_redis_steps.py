@@ -74,26 +74,37 @@ def pack_commands(connection: Any, commands: Sequence[tuple[Any, ...]]) -> Any:
             pass
         else:
             if not any(isinstance(args[0], str) and " " in args[0] for args in commands):
+                # one buffer, so one send (a sync connection sends each item on its own):
+                # unless it is big, when copying it all once more costs more than the sends
+                if len(packed) > 1 and sum(map(len, packed)) <= _JOIN_BYTES:
+                    return [b"".join(packed)]
                 return packed
     return connection.pack_commands(commands)
 
 
 _UTF8 = frozenset({"utf-8", "utf8", "UTF-8"})
+_JOIN_BYTES = 64 * 1024
 
 
-def exchange_steps(client: Any, commands: Sequence[tuple[Any, ...]]) -> Steps[list[Any]]:
+def exchange_steps(
+    client: Any, commands: Sequence[tuple[Any, ...]], *, sending: Callable[[], None] | None = None
+) -> Steps[list[Any]]:
     """``commands`` in one write on one connection of ``client``'s pool, and their replies in
     order, each parsed by ``client`` as ``execute_command`` would; an error reply is its
     ``ResponseError`` in its place, and the replies after it are still read.
 
     Nothing is re-sent. A failure on the link (a reset, a timeout) is raised as redis-py's
     error once the connection is closed: a connection whose replies were not all read never
-    goes back to the pool, where the next caller would read them as its own.
+    goes back to the pool, where the next caller would read them as its own. ``sending`` is
+    called once the connection is ready, just before the write (from then on the server may
+    run the commands).
     """
     pool = client.connection_pool
     connection = yield Invoke(pool.get_connection, _GET_ARGS)
     abandoned = False
     try:
+        if sending is not None:
+            sending()
         yield Invoke(connection.send_packed_command, (pack_commands(connection, commands),))
         replies: list[Any] = []
         for args in commands:

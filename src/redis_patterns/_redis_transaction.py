@@ -1,30 +1,34 @@
-"""The redis-py boundary for WATCH transactions: one attempt (WATCH, ``fn(pipe)``, EXEC) on a
-pinned connection as `Invoke` steps, and what each redis-py error of an attempt means."""
+"""The redis-py boundary for transactions: one WATCH attempt (WATCH, ``fn(pipe)``, EXEC) on a
+pinned connection, and a `Multi` block (MULTI, its items, EXEC in one write), as `Invoke`
+steps, and what each redis-py error of them means."""
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions as rex
 
 from ._errors import BackendTimeoutError, BackendUnavailableError, RedisPatternsError
-from ._plan import KeyT, Transaction, TransactionAttempt
+from ._plan import Command, Eval, KeyT, Multi, Transaction, TransactionAttempt
 from ._redis import (
     _COMMAND_ERRORS,
     REDIS_ERRORS,
     Context,
     Invoke,
     Steps,
+    _initialize,
+    _map_item,
     backend_errors,
     check_slots,
     is_cluster,
     map_backend_error,
 )
+from ._redis_steps import _pipeline_args, exchange_steps
 
-__all__ = ["transaction_steps"]
+__all__ = ["multi_steps", "transaction_steps"]
 
 # redis-py raises WatchError for three different things; only the first two are conflicts.
 _CONFLICTS = ("Watched variable changed", "Slot rebalancing")
@@ -140,6 +144,15 @@ def _cluster_refresh(
     return {"last_failed_node_name": failed}
 
 
+def _transactional(client: Any, runner: Context) -> tuple[Callable[[], Any], Callable[..., Any]]:
+    """How to enter and leave ``with client.pipeline(transaction=True) as pipe`` (``async
+    with``: an asyncio cluster pipeline initializes its client on entering), as steps."""
+    made = client.pipeline(transaction=True)
+    if runner.asynchronous:
+        return made.__aenter__, made.__aexit__
+    return made.__enter__, made.__exit__
+
+
 def transaction_steps(effect: Transaction, runner: Context) -> Steps[TransactionAttempt]:
     """One WATCH / ``fn(pipe)`` / EXEC attempt on a pinned connection (see `Transaction`)."""
     client = runner.clients[effect.node or 0]
@@ -147,13 +160,7 @@ def transaction_steps(effect: Transaction, runner: Context) -> Steps[Transaction
     phase = "watch"
     try:
         with backend_errors(mapper=lambda exc: _Failed(exc, _transaction_error(exc, phase))):
-            # ``with client.pipeline(...) as pipe`` (``async with``: an asyncio cluster pipeline
-            # initializes its client on entering), written out as steps.
-            made = client.pipeline(transaction=True)
-            if runner.asynchronous:
-                enter, leave = made.__aenter__, made.__aexit__
-            else:
-                enter, leave = made.__enter__, made.__exit__
+            enter, leave = _transactional(client, runner)
             pipe = yield Invoke(enter)
             abandoned = False
             try:
@@ -191,3 +198,96 @@ def transaction_steps(effect: Transaction, runner: Context) -> Steps[Transaction
         if failed.error is None:
             return TransactionAttempt(False)
         raise failed.error from failed.raw
+
+
+# --- Multi: a block without WATCH -----------------------------------------------------------
+
+# A cluster refuses a block queued on a node that no longer owns its slot (MOVED or ASK while
+# queueing, then EXECABORT): nothing ran, and redis-py has learnt the new owner, so the block
+# is sent again, as often as redis-py follows a plain command's redirections.
+_REDIRECTS = 3
+
+
+def multi_steps(effect: Multi, runner: Context) -> Steps[list[Any]]:
+    """The block in one round trip; after ``NOSCRIPT`` the whole block once more, the items
+    that met it as ``EVAL`` (see `Multi`). A failed item's library error takes its place."""
+    if not runner.ready:
+        yield from _initialize(runner)
+    client = runner.clients[effect.node or 0]
+    check_slots(client, [k for item in effect.effects if isinstance(item, Eval) for k in item.keys])
+    results = yield from _multi(client, runner, effect.effects, frozenset())
+    missing = frozenset(i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError))
+    if missing:
+        results = yield from _multi(client, runner, effect.effects, missing)
+    return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
+
+
+def _multi(
+    client: Any, runner: Context, effects: Sequence[Eval | Command], as_eval: frozenset[int]
+) -> Steps[list[Any]]:
+    """One block's replies (redis-py's, errors in place): the ``EVAL`` of the items in
+    ``as_eval``, the ``EVALSHA`` of the other scripts."""
+    commands = [_pipeline_args(e, sha=i not in as_eval) for i, e in enumerate(effects)]
+    sent = False
+
+    def began() -> None:
+        nonlocal sent
+        sent = True
+
+    def mapped(exc: BaseException) -> BaseException:
+        if sent and isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+            return BackendTimeoutError(
+                f"the connection failed while a MULTI/EXEC block was sent or answered; it may "
+                f"or may not have been applied (outcome unknown): {exc}"
+            )
+        return map_backend_error(exc)
+
+    with backend_errors(mapper=mapped):
+        if not is_cluster(client):
+            block = [("MULTI",), *commands, ("EXEC",)]
+            replies = yield from exchange_steps(client, block, sending=began)
+            return _exec_replies(replies[1:-1], replies[-1])
+        for attempt in range(_REDIRECTS + 1):
+            try:
+                return (yield from _cluster_multi(client, runner, commands, began))
+            except (rex.MovedError, rex.AskError):
+                if attempt == _REDIRECTS:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def _exec_replies(queued: list[Any], executed: Any) -> list[Any]:
+    """EXEC's replies; when EXEC refused the block (EXECABORT), each item's refusal or that."""
+    if isinstance(executed, list):
+        return executed
+    return [q if isinstance(q, rex.ResponseError) else executed for q in queued]
+
+
+def _queue(pipe: Any, commands: list[tuple[Any, ...]]) -> None:
+    """Queue ``commands`` on ``pipe``. One step that returns nothing: an asyncio cluster
+    pipeline's ``execute_command`` returns the pipeline, which is awaitable, and awaiting it
+    (re-initializing it) empties its queue."""
+    for args in commands:
+        pipe.execute_command(*args)
+
+
+def _cluster_multi(
+    client: Any, runner: Context, commands: list[tuple[Any, ...]], began: Callable[[], None]
+) -> Steps[list[Any]]:
+    """The block through redis-py's cluster transaction pipeline (it routes it by its slot),
+    with its re-sending off: a block lost on its way must not be run twice. redis-py connects
+    and writes in one call here, so any lost connection counts as outcome unknown."""
+    enter, leave = _transactional(client, runner)
+    pipe = yield Invoke(enter)
+    abandoned = False
+    try:
+        _no_silent_reconnect(pipe)
+        yield Invoke(_queue, (pipe, commands))
+        began()
+        return list((yield Invoke(pipe.execute, (), {"raise_on_error": False})))
+    except GeneratorExit:  # closed mid-flight (its runner is gone): nothing can be sent
+        abandoned = True
+        raise
+    finally:
+        if not abandoned:
+            yield Invoke(leave, (None, None, None))

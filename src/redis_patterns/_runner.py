@@ -28,6 +28,7 @@ from ._plan import (
     Eval,
     FCall,
     Gather,
+    Multi,
     Now,
     Pipeline,
     Plan,
@@ -59,7 +60,7 @@ from ._redis_steps import (
     pipeline_steps,
     replicated_steps,
 )
-from ._redis_transaction import transaction_steps
+from ._redis_transaction import multi_steps, transaction_steps
 
 __all__ = [
     "AsyncClient",
@@ -128,6 +129,8 @@ def effect_steps(effect: Effect, runner: SyncRunner | AsyncRunner) -> Steps[Any]
             return fcall_steps(effect, runner)
         case Replicated():
             return replicated_steps(effect, runner)
+        case Multi():
+            return multi_steps(effect, runner)
     raise TypeError(f"unknown effect {effect!r}")
 
 

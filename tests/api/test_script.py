@@ -19,12 +19,6 @@ return redis.call('INCRBY', KEYS[1], amount)
 """
 
 
-def _flush_scripts(backend: Backend) -> None:
-    for server in backend.servers:
-        with server.client() as node:
-            node.script_flush()
-
-
 def test_call_runs_evalsha_once_cached(backend: Backend, prefix: str) -> None:
     client = backend.client()
     script = Script(INCR_BY)
@@ -42,7 +36,7 @@ def test_recovers_from_script_flush_mid_run(backend: Backend, prefix: str) -> No
     total = 0
     for i in range(1, 7):
         if i in (3, 5):
-            _flush_scripts(backend)
+            backend.flush_scripts()
             with backend.counter() as seen:
                 total = script(client, keys=[key], args=[i])
             # The flushed script is loaded by EVAL exactly once, and ran exactly once.
@@ -58,7 +52,7 @@ async def test_async_recovers_from_script_flush_mid_run(backend: Backend, prefix
     script = Script(INCR_BY)
     key = f"{prefix}:n"
     assert await script(client, keys=[key], args=[1]) == 1
-    _flush_scripts(backend)
+    backend.flush_scripts()
     with backend.counter() as seen:
         assert await script(client, keys=[key], args=[1]) == 2
     assert seen.names == ["EVALSHA", "EVAL"]

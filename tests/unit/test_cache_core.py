@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from redis_patterns import Cache, ConfigurationError, LockTimeoutError
+from redis_patterns import Cache, ConfigurationError, LockTimeoutError, ScriptError
 from redis_patterns._core.cache import CacheCore
 from redis_patterns._flight import SingleFlight
-from redis_patterns._plan import Call, Command, Eval, Now, Pipeline, Sleep, run_canned
+from redis_patterns._plan import Call, Command, Eval, Multi, Now, Pipeline, Sleep, run_canned
 
 
 def _core(**overrides: object) -> CacheCore:
@@ -287,3 +287,48 @@ def test_lean_get_or_load_hit_and_stale_entry() -> None:
     assert [type(e) for e in effects] == [Pipeline, Eval]
     assert isinstance(effects[1], Eval)
     assert effects[1].args[:2] == (1, "tok")
+
+
+def test_a_big_value_is_stored_in_one_block_without_lua_seeing_it() -> None:
+    core = _core(max_value_bytes=10**6, stampede=None)
+    core.big_value_bytes = 100
+    value = "x" * 200
+    stored, effects = run_canned(core.set("k", value, 1.0), [[1, 201, 1]])
+    assert stored is True
+    (block,) = effects
+    assert isinstance(block, Multi)
+    prep, append, commit = block.effects
+    entry, lock, gen = b"{cache:ns:k}", b"{cache:ns:k}:lock", b"{cache:ns}:gen"
+    scratch = b"{cache:ns:k}:set"
+    assert isinstance(prep, Eval)
+    assert prep.script.name == "cache_set_prep"
+    assert prep.keys == (entry, lock, gen, scratch)
+    assert prep.args == ("json", 1000, 0, 0, "", "", 0, 60_000)  # no payload
+    assert append == Command(("APPEND", scratch, f'"{value}"'.encode()))
+    assert isinstance(commit, Eval)
+    assert commit.script.name == "cache_set_commit"
+    assert commit.keys == (scratch, entry, lock)
+    assert commit.args == (202, 0, "", 1000, core.channel, core.origin)
+    # Below the threshold: the one script, payload included.
+    stored, effects = run_canned(core.set("k", "small", 1.0), [1])
+    assert [type(e) for e in effects] == [Eval]
+    assert effects[0].script.name == "cache_set"  # type: ignore[union-attr]
+
+
+def test_a_big_store_dropped_or_refused_in_its_block() -> None:
+    core = _core(max_value_bytes=10**6)
+    core.big_value_bytes = 1
+    stored, _ = run_canned(core.set("k", 1, 1.0, only_absent=True), [[0, 1, 0]])
+    assert stored is False
+    refused = ScriptError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    with pytest.raises(ScriptError, match="WRONGTYPE"):
+        run_canned(core.set("k", 1, 1.0, only_absent=True), [[refused, 1, 0]])
+
+
+def test_cluster_scratch_key_shares_the_entry_slot() -> None:
+    core = _core(cluster=True)
+    entry = core.entry_key("k")
+    scratch = core.scratch_key(entry)
+    assert scratch.startswith(entry[: entry.index(b"}") + 1])
+    assert scratch.endswith(b":w:k")
+    assert redis.crc.key_slot(scratch) == redis.crc.key_slot(entry)

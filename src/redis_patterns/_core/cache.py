@@ -138,8 +138,11 @@ class CacheCore(CacheManyLoads):
         entry = self.entry_key(key)
         soft = self.soft_ms(ttl, forever=True)
         tag, payload = self.encode_entry(value)
-        stored = yield from self._write(
-            [entry], self._set_eval(entry, payload, soft, 0, "", tag=tag, only_absent=only_absent)
+        stored = yield from self._invalidating(
+            [entry],
+            self._set(
+                self._set_eval(entry, payload, soft, 0, "", tag=tag, only_absent=only_absent)
+            ),
         )
         return bool(stored)
 

@@ -24,7 +24,7 @@ from .._validate import Duration, check_int, duration_ms
 from .cache_near import NearCache
 from .cache_types import Flights, Forever, NoFlights, Stampede, Ttl
 
-__all__ = ["BUCKETS", "MAX_BATCH", "MAX_EXACT", "CacheEntries", "KeyBuilder"]
+__all__ = ["BIG_VALUE_BYTES", "BUCKETS", "MAX_BATCH", "MAX_EXACT", "CacheEntries", "KeyBuilder"]
 
 log = logging.getLogger("redis_patterns.cache")
 
@@ -37,6 +37,10 @@ _SLOW: Any = object()  # a fast read found an entry only the read script can jud
 BUCKETS = 1024  # hash tags of a namespace on a cluster: each has its own generation counter
 MAX_BATCH = 500  # keys per script call of the bulk operations: bounds the time a script runs
 MAX_EXACT = 2**53 - 1  # incr/decr work on integers a Lua number (a double) holds exactly
+# From this size (bytes) up a value's store keeps it out of Lua: MULTI, a prep script, APPEND,
+# a commit script, EXEC. Below it the one script costs the server less (docs/cache.md, "Big
+# values": about 8 KiB on Redis 7.0, 12 KiB on Valkey 9).
+BIG_VALUE_BYTES = 16 * 1024
 
 _NOT_INTEGER, _OVERFLOW = -1, -2
 
@@ -239,6 +243,8 @@ class CacheEntries:
         )
         self.backoff_ms = duration_ms(error_backoff, "error_backoff", allow_zero=True)
         self.max_value_bytes = check_int(max_value_bytes, "max_value_bytes", minimum=1)
+        # A payload this big or bigger is stored without passing through Lua (`_set`).
+        self.big_value_bytes = BIG_VALUE_BYTES
         self.near: NearCache | None = None
         if local is not None:
             size = check_int(local, "local", minimum=1)
@@ -299,6 +305,15 @@ class CacheEntries:
             return entry + b":lock"
         tag = entry.index(b"}") + 1  # the namespace and the bucket hold no brace
         return entry[:tag] + b":l:" + entry[tag + 3 :]
+
+    def scratch_key(self, entry: bytes) -> bytes:
+        """Where a big value's store assembles the entry (header, then the payload) before
+        renaming it into place, in the entry's slot; it exists only inside that MULTI/EXEC
+        block. Standalone ``...:set`` after the entry; cluster ``{...}:w:<key>``."""
+        if not self.cluster:
+            return entry + b":set"
+        tag = entry.index(b"}") + 1
+        return entry[:tag] + b":w:" + entry[tag + 3 :]
 
     def gen_key(self, entry: bytes) -> bytes:
         """The generation counter that `clear` increments, for ``entry``."""

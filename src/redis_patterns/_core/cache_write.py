@@ -205,7 +205,7 @@ class WriteBehindCore:
                         payload,
                     )
                 )
-                yield cache._set_eval(entry, payload, soft, 0, "")
+                yield from cache._set(cache._set_eval(entry, payload, soft, 0, ""))
         finally:
             self.cache.on_invalidate(entry)
         self.stats["written"] += 1

@@ -30,12 +30,11 @@ local generation = redis.call('GET', KEYS[3]) or '0'
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 if only_absent then
-  local entry = redis.call('GET', KEYS[1])
-  if entry then
-    local soft, written = string.match(entry, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
-    if written == generation and (soft == '0' or tonumber(soft) > now) then
-      return 0
-    end
+  -- The header only (it fits in 128 bytes): a big old value stays out of Lua.
+  local head = redis.call('GETRANGE', KEYS[1], 0, 127)
+  local soft, written = string.match(head, '^rp2:[^:]*:=?(%d+):%d+:(%d+):')
+  if written == generation and (soft == '0' or tonumber(soft) > now) then
+    return 0
   end
 end
 local holder = redis.call('GET', KEYS[2])

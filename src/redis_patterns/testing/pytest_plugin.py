@@ -220,6 +220,12 @@ class Backend:
                 found.extend(node.scan_iter(match=match, count=1000))
         return found
 
+    def flush_scripts(self) -> None:
+        """``SCRIPT FLUSH`` on every node: the next script call meets ``NOSCRIPT``."""
+        for server in self.servers:
+            with server.client() as node:
+                node.script_flush()
+
     def counter(self) -> CommandCounter:
         """A `CommandCounter` over every node of this backend."""
         return CommandCounter(self.nodes)
