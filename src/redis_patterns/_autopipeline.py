@@ -242,7 +242,7 @@ class ClusterBatcher(Batcher):
             replies = await self.exchange(node, commands)
         except BaseException as exc:
             if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
-                self.client._initialize = True  # as redis-py: the node may have failed over
+                await self._lost(node)
             for _, _, future in parts:
                 _settle(future, exc)
             if not isinstance(exc, Exception):
@@ -266,6 +266,15 @@ class ClusterBatcher(Batcher):
             else:
                 _settle(future, replies[start] if single else replies[start:end])
             start = end
+
+    async def _lost(self, node: Any) -> None:
+        """What redis-py does when a command's link to ``node`` fails: the node's other
+        connections are closed (the idle ones now, the busy ones when they come back), and the
+        client re-reads its slot map before its next command (the node may have failed over)."""
+        with contextlib.suppress(AttributeError):  # redis-py 8 names
+            node.update_active_connections_for_reconnect()
+            await node.disconnect_free_connections()
+        self.client._initialize = True
 
     async def _ask(
         self, commands: list[tuple[Any, ...]], replies: list[Any], asked: list[int]
