@@ -187,8 +187,8 @@ class ClusterBatcher(Batcher):
     to re-read) goes the unbatched way, sent by its caller through redis-py's own routing; so
     does a part alone on its node (the same one write). The nodes' writes run concurrently and
     fail alone: a lost link or a timeout fails every part on that node with that error
-    (outcome unknown) and nothing is re-sent, as redis-py's cluster pipeline would; it only
-    makes the client re-read its slot map before the next command, as redis-py does. A
+    (outcome unknown) and nothing is re-sent (redis-py's cluster pipeline would send it all
+    again); the client only re-reads its slot map before its next command, as redis-py does. A
     ``MOVED``, ``ASK`` or ``TRYAGAIN`` reply means the command did not run, so it may be sent
     again: an ``ASK`` item goes to the node it names behind ``ASKING`` (`_ask`); after a
     ``MOVED`` the slot map is corrected, and the item, like any still redirected, goes to its
@@ -248,16 +248,19 @@ class ClusterBatcher(Batcher):
             if not isinstance(exc, Exception):
                 raise
             return
-        asked = [i for i, reply in enumerate(replies) if type(reply) is rex.AskError]
-        if asked:
-            await self._ask(commands, replies, asked)
-        # Correct the slot map once per moved slot, as redis-py does on MOVED (redis-py 8;
-        # an older one corrects it when the caller's unbatched re-send meets the MOVED).
-        move_slot = getattr(self.client.nodes_manager, "move_slot", None)
-        moved = {r.slot_id: r for r in replies if isinstance(r, rex.MovedError)}
-        for error in moved.values():
+        # What follows only saves the unbatched re-send of a redirected item a round trip: if
+        # it fails, the item keeps its redirection, and every future is still settled below.
+        with contextlib.suppress(Exception):
+            asked = [i for i, reply in enumerate(replies) if type(reply) is rex.AskError]
+            if asked:
+                await self._ask(commands, replies, asked)
+            # Correct the slot map once per moved slot, as redis-py does on MOVED (redis-py 8;
+            # an older one corrects it when the caller's unbatched re-send meets the MOVED).
+            move_slot = getattr(self.client.nodes_manager, "move_slot", None)
+            moved = {r.slot_id: r for r in replies if isinstance(r, rex.MovedError)}
             if move_slot is not None:
-                await move_slot(error)
+                for error in moved.values():
+                    await move_slot(error)
         start = 0
         for part, single, future in parts:
             end = start + len(part)
@@ -303,6 +306,8 @@ class ClusterBatcher(Batcher):
             try:
                 again = await self.exchange(node, sent)
             except Exception as exc:
+                if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                    await self._lost(node)
                 again = [exc] * len(sent)
             for k, index in enumerate(indices):
                 replies[index] = again[2 * k + 1]
