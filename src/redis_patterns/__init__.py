@@ -64,7 +64,7 @@ from ._errors import (
     StaleFenceError,
     TransactionConflictError,
 )
-from ._redis import autopipeline
+from ._redis_steps import autopipeline
 from ._scripting import FunctionLibrary, Script
 from ._sentinel import sentinel_client
 from ._serializers import Serializer

@@ -1,15 +1,19 @@
 """Auto-pipelining for asyncio clients: the commands concurrent tasks send in one turn of the
-event loop go out as one pipeline, each reply back to its task (see `Batcher`)."""
+event loop go out as one pipeline (one per node on a cluster), each reply back to its task (see
+`Batcher` and `ClusterBatcher`)."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import contextlib
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeAlias
 
-__all__ = ["BLOCKING", "Batcher", "batcher_of"]
+import redis.asyncio.cluster
+import redis.exceptions as rex
+
+__all__ = ["BLOCKING", "REDIRECTED", "Batcher", "ClusterBatcher", "batcher_of"]
 
 _ATTRIBUTE = "_redis_patterns_batcher"
 # Commands that hold their connection until something happens: pipelined with other tasks'
@@ -151,6 +155,178 @@ class Batcher:
             start = end
 
 
+# Error replies that say a cluster node did not run the command (its slot is served elsewhere,
+# for good or during a migration, or its keys are split by one): it is safe to send it again.
+REDIRECTED = (rex.AskError, rex.TryAgainError)  # MovedError is an AskError
+# Where a command keeps its keys, for the commands the patterns send (any other is not batched
+# on a cluster): its one key second, every argument after the name a key, or none (``TIME``
+# rides along on its part's node; alone it goes the unbatched way). Scripts name their keys.
+# fmt: off
+_ONE_KEY = frozenset({
+    "GET", "SET", "GETRANGE", "INCR", "INCRBY", "PTTL", "EXPIRE", "PEXPIRE", "HGET", "HGETALL",
+    "HSET", "HINCRBY", "ZADD", "ZINCRBY", "ZSCORE", "ZRANK", "ZREVRANK", "ZRANGE", "ZREVRANGE",
+    "ZREM", "ZCARD", "XADD", "XRANGE", "XREVRANGE", "XLEN", "XTRIM", "XDEL", "XACK", "XCLAIM",
+    "XAUTOCLAIM", "XPENDING", "DELIFEQ",
+})
+# fmt: on
+_ALL_KEYS = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
+_SCRIPTS = frozenset({"EVAL", "EVALSHA", "FCALL", "FCALL_RO"})
+_NO_KEYS = frozenset({"TIME"})
+# Sends ``commands`` in one write on one connection of a cluster node: their replies, error
+# replies in place (`_redis_steps.node_exchange`).
+NodeExchange: TypeAlias = "Callable[[Any, Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]"
+
+
+class ClusterBatcher(Batcher):
+    """An asyncio cluster client's auto-pipeline: a turn's commands go out as one write per
+    node, each on one connection of its node, and each reply goes back to its task.
+
+    A part (one caller's command or pipeline) goes to the primary that serves all its keys, by
+    the client's slot map, without I/O. A part whose node cannot be told (a command not in the
+    key table above, keys in several slots or on several nodes, a slot map the client is about
+    to re-read) goes the unbatched way, sent by its caller through redis-py's own routing; so
+    does a part alone on its node (the same one write). The nodes' writes run concurrently and
+    fail alone: a lost link or a timeout fails every part on that node with that error
+    (outcome unknown) and nothing is re-sent (redis-py's cluster pipeline would send it all
+    again); the client only re-reads its slot map before its next command, as redis-py does. A
+    ``MOVED``, ``ASK`` or ``TRYAGAIN`` reply means the command did not run, so it may be sent
+    again: an ``ASK`` item goes to the node it names behind ``ASKING`` (`_ask`); after a
+    ``MOVED`` the slot map is corrected, and the item, like any still redirected, goes to its
+    caller, which sends it again the unbatched way.
+    """
+
+    __slots__ = ("exchange",)
+
+    def __init__(self, client: Any, exchange: NodeExchange) -> None:
+        super().__init__(client)
+        self.exchange = exchange
+
+    async def _send(self, batch: list[_Part]) -> None:
+        nodes: dict[str, tuple[Any, list[_Part]]] = {}
+        stale = getattr(self.client, "_initialize", False)  # redis-py re-reads the map first
+        for part in batch:
+            node = None if stale else self._node_of(part[0])
+            if node is None:
+                _settle(part[2], _ALONE)
+            else:
+                nodes.setdefault(node.name, (node, []))[1].append(part)
+        for node, parts in list(nodes.values()):
+            if len(parts) == 1:
+                _settle(parts[0][2], _ALONE)
+                del nodes[node.name]
+        await asyncio.gather(*(self._send_to(node, parts) for node, parts in nodes.values()))
+
+    def _node_of(self, commands: Sequence[tuple[Any, ...]]) -> Any:
+        """The primary that serves every key of ``commands``, or ``None`` (also for arguments
+        it cannot read: redis-py, sending them unbatched, says what is wrong with them)."""
+        found = None
+        for args in commands:
+            try:
+                keys = _keys(args)
+                slots = {self.client.keyslot(key) for key in keys or ()}
+            except Exception:
+                return None
+            if keys is None or len(slots) > 1:
+                return None
+            if not slots:
+                continue
+            owners = self.client.nodes_manager.slots_cache.get(slots.pop())
+            if not owners or (found is not None and owners[0].name != found.name):
+                return None
+            found = owners[0]
+        return found
+
+    async def _send_to(self, node: Any, parts: list[_Part]) -> None:
+        commands = [args for part in parts for args in part[0]]
+        try:
+            replies = await self.exchange(node, commands)
+        except BaseException as exc:
+            if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                await self._lost(node)
+            for _, _, future in parts:
+                _settle(future, exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        # What follows only saves the unbatched re-send of a redirected item a round trip: if
+        # it fails, the item keeps its redirection, and every future is still settled below.
+        with contextlib.suppress(Exception):
+            asked = [i for i, reply in enumerate(replies) if type(reply) is rex.AskError]
+            if asked:
+                await self._ask(commands, replies, asked)
+            # Correct the slot map once per moved slot, as redis-py does on MOVED (redis-py 8;
+            # an older one corrects it when the caller's unbatched re-send meets the MOVED).
+            move_slot = getattr(self.client.nodes_manager, "move_slot", None)
+            moved = {r.slot_id: r for r in replies if isinstance(r, rex.MovedError)}
+            if move_slot is not None:
+                for error in moved.values():
+                    await move_slot(error)
+        start = 0
+        for part, single, future in parts:
+            end = start + len(part)
+            if single and isinstance(replies[start], REDIRECTED):
+                _settle(future, _ALONE)  # its caller sends it again, routed by redis-py
+            else:
+                _settle(future, replies[start] if single else replies[start:end])
+            start = end
+
+    async def _lost(self, node: Any) -> None:
+        """What redis-py does when a command's link to ``node`` fails: the node's other
+        connections are closed (the idle ones now, the busy ones when they come back), and the
+        client re-reads its slot map before its next command (the node may have failed over)."""
+        with contextlib.suppress(AttributeError):  # redis-py 8 names
+            node.update_active_connections_for_reconnect()
+            await node.disconnect_free_connections()
+        self.client._initialize = True
+
+    async def _ask(
+        self, commands: list[tuple[Any, ...]], replies: list[Any], asked: list[int]
+    ) -> None:
+        """Send the items answered ``ASK`` (a slot half-way through a migration, the key gone:
+        the item did not run) to the node the answer names, each behind ``ASKING`` on the same
+        connection, one write per node; their replies take the ``ASK``'s place.
+
+        Not left to redis-py: its asyncio client sends ``ASKING`` and the command as two
+        commands, each on whichever of the node's connections is free, so concurrent
+        redirected calls lose the ``ASKING`` (seen: with 20 concurrent calls on a migrating
+        slot, unbatched calls failed). An item whose node is unknown keeps its ``ASK`` and goes
+        the unbatched way; a lost link fails its items (outcome unknown), as any batch.
+        """
+        manager = self.client.nodes_manager
+        remap = getattr(manager, "remap_host_port", None)
+        nodes: dict[str, tuple[Any, list[int]]] = {}
+        for index in asked:
+            error = replies[index]
+            address = (error.host, error.port) if remap is None else remap(error.host, error.port)
+            node = manager.get_node(host=address[0], port=address[1])
+            if node is not None:
+                nodes.setdefault(node.name, (node, []))[1].append(index)
+        for node, indices in nodes.values():
+            sent = [args for i in indices for args in (("ASKING",), commands[i])]
+            try:
+                again = await self.exchange(node, sent)
+            except Exception as exc:
+                if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+                    await self._lost(node)
+                again = [exc] * len(sent)
+            for k, index in enumerate(indices):
+                replies[index] = again[2 * k + 1]
+
+
+def _keys(args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+    """The keys of one command by the table above, ``None`` for a command not in it."""
+    name = args[0].decode() if isinstance(args[0], bytes) else str(args[0])
+    name = name.upper()
+    if name in _SCRIPTS:
+        keys = tuple(args[3 : 3 + int(args[2])])
+        return keys or None  # a script without keys runs anywhere: redis-py picks
+    if name in _ONE_KEY:
+        return tuple(args[1:2]) or None
+    if name in _ALL_KEYS:
+        return tuple(args[1:]) or None
+    return () if name in _NO_KEYS else None
+
+
 def _nothing_else_ready(loop: asyncio.AbstractEventLoop) -> bool:
     """Whether nothing else runs in this turn of ``loop`` before it polls for I/O again.
 
@@ -175,9 +351,14 @@ def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def batcher_of(client: Any) -> Batcher:
+def batcher_of(client: Any, exchange: NodeExchange) -> Batcher:
+    """The auto-pipeline of ``client``, made on first use (a cluster client's sends through
+    ``exchange``)."""
     batcher = getattr(client, _ATTRIBUTE, None)
     if not isinstance(batcher, Batcher):
-        batcher = Batcher(client)
+        if isinstance(client, redis.asyncio.cluster.RedisCluster):
+            batcher = ClusterBatcher(client, exchange)
+        else:
+            batcher = Batcher(client)
         setattr(client, _ATTRIBUTE, batcher)
     return batcher

@@ -1,7 +1,7 @@
 """The redis-py boundary: client kinds, slot checks, command arguments, error conversion and the
 steps' vocabulary (`Invoke`, `Context`); each command-sending effect as the redis-py calls that
 perform it is in `_redis_steps` (WATCH transactions: `_redis_transaction`; auto-pipelining:
-`_autopipeline`).
+`_autopipeline`, switched by `_redis_steps.autopipeline`).
 
 The runners import no redis. They ask this module how to perform an effect: a generator that
 yields `Invoke` steps, each one call on a redis-py object, which the sync runner makes and the
@@ -25,7 +25,6 @@ import redis.exceptions as rex
 from redis.crc import key_slot
 
 from . import _metrics
-from ._autopipeline import Batcher, batcher_of
 from ._errors import (
     BackendError,
     BackendTimeoutError,
@@ -54,7 +53,6 @@ __all__ = [
     "SyncClient",
     "SyncPipeline",
     "TransactionFunction",
-    "autopipeline",
     "backend_errors",
     "check_clients",
     "client_features",
@@ -338,30 +336,3 @@ class Context(Protocol):
 def _initialize(runner: Context) -> Steps[None]:
     with _COMMAND_ERRORS:
         yield Invoke(runner.initialize)
-
-
-def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
-    """Turn auto-pipelining on or off for every pattern that uses the asyncio ``client``.
-
-    With it on, the commands that concurrent tasks send through ``client`` in one turn of the
-    event loop go out as one pipeline (one write, one round trip) rather than one by one;
-    a lone call is still exactly one command. Cluster clients are not batched (yet).
-
-    Raises:
-        TypeError: ``client`` is not an asyncio redis-py client, or ``enabled`` is not a bool.
-    """
-    if not isinstance(client, ASYNC_TYPES):
-        raise TypeError(f"expected an asyncio redis-py client, got {_describe(client)}")
-    if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
-    batcher_of(client).enabled = enabled
-
-
-def _batching(runner: Context, client: Any) -> Batcher | None:
-    """The client's auto-pipeline, when the runner is asyncio, the client standalone and
-    batching on for it; else ``None``."""
-    if runner.asynchronous and not is_cluster(client):
-        batcher = batcher_of(client)
-        if batcher.enabled:
-            return batcher
-    return None

@@ -1,6 +1,8 @@
 """Each effect that sends commands, as `Invoke` steps of redis-py calls: `Eval` (``EVALSHA``,
 ``EVAL`` after ``NOSCRIPT``), `FCall`, `Command`, and `Pipeline` / `Replicated` (several commands
-in one write on one connection; on a standalone client without redis-py's ``Pipeline``).
+in one write on one connection; on a standalone client without redis-py's ``Pipeline``), and
+the asyncio clients' auto-pipelines (`autopipeline`; one node's share of a cluster batch is an
+exchange on that node, `node_exchange`).
 
 A cache hit is a pipeline (``MGET`` + ``TIME``), so this is a hot path. redis-py's ``Pipeline``
 costs more client CPU than the round trip it saves: an object per call, its command stack, its
@@ -10,29 +12,34 @@ write, each reply read through the client's own ``parse_response`` (so redis-py'
 callbacks apply, for RESP2 or RESP3 and ``decode_responses`` as the client is configured), the
 connection back to the pool. The results are those of ``execute(raise_on_error=False)``, except
 that nothing is re-sent, whatever the client's ``Retry`` (a pipeline may hold writes, and the
-library never re-sends what may have run: docs/architecture.md, "Retries"). Cluster clients
-keep redis-py's ``Pipeline``: routing each item to its node is its job.
+library never re-sends what may have run: docs/architecture.md, "Retries"). A cluster
+client's pipeline sent on its own keeps redis-py's ``Pipeline``: routing each item to its node
+is its job; in an auto-pipelined batch each node's share is an exchange on that node.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
 import redis
+import redis.asyncio.cluster
 import redis.exceptions as rex
 from hiredis import pack_command as _hiredis_pack
 
-from ._autopipeline import BLOCKING, Batcher
+from ._autopipeline import BLOCKING, REDIRECTED, Batcher, batcher_of
 from ._plan import Command, Eval, FCall, KeyT, Pipeline, Replicated
 from ._redis import (
     _COMMAND_ERRORS,
     _SCRIPT_ERRORS,
+    ASYNC_TYPES,
+    AsyncClient,
     Context,
     Invoke,
     Steps,
-    _batching,
+    _describe,
     _initialize,
     _map_item,
     check_slots,
@@ -40,10 +47,12 @@ from ._redis import (
 )
 
 __all__ = [
+    "autopipeline",
     "command_steps",
     "eval_steps",
     "exchange_steps",
     "fcall_steps",
+    "node_exchange",
     "pack_commands",
     "pipeline_steps",
     "replicated_steps",
@@ -126,6 +135,89 @@ def exchange_steps(
             yield Invoke(pool.release, (connection,))
 
 
+class _NodeLink:
+    """A cluster node as `exchange_steps` takes a client: its connections as the pool, its
+    parser (the node's response callbacks are the cluster client's)."""
+
+    __slots__ = ("_node", "connection_pool", "parse_response")
+
+    def __init__(self, node: Any) -> None:
+        self._node = node
+        self.connection_pool = self
+        self.parse_response = node.parse_response
+
+    async def get_connection(self, *_: Any) -> Any:
+        connection = self._node.acquire_connection()
+        # A connection marked after a failure elsewhere on the node (redis-py 7+) reconnects.
+        if getattr(connection, "should_reconnect", bool)():
+            await connection.disconnect()
+        return connection
+
+    def release(self, connection: Any) -> None:
+        self._node.release(connection)
+
+
+async def node_exchange(node: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """`exchange_steps` on one connection of the asyncio cluster ``node``, driven here: the
+    cluster batcher's task that calls it has no runner."""
+    steps = exchange_steps(_NodeLink(node), commands)
+    reply: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = steps.send(reply) if error is None else steps.throw(error)
+        except StopIteration as stop:
+            replies: list[Any] = stop.value
+            return replies
+        assert isinstance(step, Invoke)  # exchange_steps gathers nothing
+        try:
+            reply, error = step.func(*step.args), None
+            if inspect.isawaitable(reply):
+                reply = await reply
+        except BaseException as exc:
+            reply, error = None, exc
+
+
+def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
+    """Turn auto-pipelining on or off for every pattern that uses the asyncio ``client``.
+
+    With it on, the commands that concurrent tasks send through ``client`` in one turn of the
+    event loop go out as one pipeline (one write, one round trip) rather than one by one; on a
+    cluster client, one pipeline per node, each on one connection of its node. A lone call is
+    still exactly one command, and nothing is ever re-sent: a lost link fails every call that
+    was in flight on it (outcome unknown). It is on by default.
+
+    Raises:
+        TypeError: ``client`` is not an asyncio redis-py client, or ``enabled`` is not a bool.
+    """
+    if not isinstance(client, ASYNC_TYPES):
+        raise TypeError(f"expected an asyncio redis-py client, got {_describe(client)}")
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    batcher_of(client, node_exchange).enabled = enabled
+
+
+# A cluster client is batched when its nodes lend connections one at a time and take them back
+# (`ClusterNode.release`, in recent redis-py) and it reads from primaries only: a batch goes to
+# a slot's primary.
+_NODE_LINKS = hasattr(redis.asyncio.cluster.ClusterNode, "release")
+
+
+def _batching(runner: Context, client: Any) -> Batcher | None:
+    """The client's auto-pipeline, when the runner is asyncio and batching is on for the
+    client (and it can be batched: see `_NODE_LINKS`); else ``None``."""
+    if not runner.asynchronous:
+        return None
+    if is_cluster(client) and not (
+        _NODE_LINKS
+        and not getattr(client, "read_from_replicas", False)
+        and getattr(client, "load_balancing_strategy", None) is None
+    ):
+        return None
+    batcher = batcher_of(client, node_exchange)
+    return batcher if batcher.enabled else None
+
+
 def pipeline_steps(effect: Pipeline, runner: Context) -> Steps[list[Any]]:
     """Every item in one pipelined round trip; the items that met ``NOSCRIPT`` are sent again
     as ``EVAL`` in a second one. A failed item's library error takes its place in the list."""
@@ -168,14 +260,22 @@ def _batched(
     """A `Pipeline`'s items through the client's auto-pipeline: they join this turn's batch,
     so the pipelines of concurrent tasks (a cache hit's ``MGET`` and ``TIME``) share one write
     with everything else sent in that turn. Replies come back in order; a lost link fails the
-    whole pipeline, as it would alone. Alone in its turn, the pipeline is sent here, as it is
-    without batching."""
+    whole pipeline, as it would alone. Alone in its turn (or on its cluster node), the pipeline
+    is sent here, as it is without batching."""
     commands = [_pipeline_args(effect, sha=sha) for effect in effects]
     with _COMMAND_ERRORS:
         replies = yield Invoke(batcher.join, (commands,))
     if replies is None:
         return (yield from _pipelined(client, effects, sha=sha))
-    return list(replies)
+    results = list(replies)
+    # On a cluster: the items a node did not run (MOVED, ASK, TRYAGAIN), sent again the
+    # unbatched way, which follows the redirection (the others ran: they are not re-sent).
+    moved = [i for i, result in enumerate(results) if isinstance(result, REDIRECTED)]
+    if moved:
+        again = yield from _pipelined(client, [effects[i] for i in moved], sha=sha)
+        for index, result in zip(moved, again, strict=True):
+            results[index] = result
+    return results
 
 
 def _pipeline_args(effect: Eval | Command, *, sha: bool) -> tuple[Any, ...]:

@@ -29,6 +29,7 @@ from redis_patterns import (
     connect,
 )
 from redis_patterns._autopipeline import batcher_of
+from redis_patterns._redis_steps import node_exchange
 from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.counter import CommandCounter
 from redis_patterns.testing.pytest_plugin import Backend
@@ -117,7 +118,7 @@ async def test_a_lone_caller_waits_a_turn_only_when_another_task_could_join(
     proxy, client = proxied
     cache = AsyncCache(client, prefix)
     await cache.set("a", 1)
-    batcher = batcher_of(client)
+    batcher = batcher_of(client, node_exchange)
     loop = asyncio.get_running_loop()
     for _ in range(10):  # let whatever the fixtures left ready run first
         await asyncio.sleep(0)
