@@ -42,6 +42,9 @@ BLOCKING = frozenset(
 _Part: TypeAlias = "tuple[Sequence[tuple[Any, ...]], bool, asyncio.Future[Any] | None]"
 # What `Batcher._join` answers a sender that found itself alone in its turn.
 _ALONE: Any = object()
+# Sends ``commands`` in one write on one connection of a standalone client or of a cluster
+# node: their replies, error replies in place (`_redis_steps.node_exchange`).
+Exchange: TypeAlias = "Callable[[Any, Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]"
 
 
 class Batcher:
@@ -54,17 +57,19 @@ class Batcher:
     itself, one ``execute_command`` exactly as without batching, and a pipeline comes back to
     its steps to be sent as without batching: a lone caller pays one loop turn, no task, no
     future, and not even the turn when no other task is ready to run in it. With company, the
-    pipeline (``transaction=False``) runs in a task of its own, so no caller's cancellation can
-    break it for the others: a part cancelled before the batch is taken is left out, a reply
-    whose caller stopped waiting is dropped. Nothing is ever re-sent here: a pipeline that
-    fails (a lost connection, a timeout) fails every part in it with that error (outcome
-    unknown), which the steps map like any other.
+    batch goes out as one write on one connection (``exchange``; not redis-py's ``Pipeline``,
+    which would follow a re-sending ``Retry`` and packs in Python) in a task of its own, so no
+    caller's cancellation can break it for the others: a part cancelled before the batch is
+    taken is left out, a reply whose caller stopped waiting is dropped. Nothing is ever re-sent
+    here: a batch that fails (a lost connection, a timeout) fails every part in it with that
+    error (outcome unknown), which the steps map like any other.
     """
 
-    __slots__ = ("_loop", "_pending", "_sending", "client", "enabled")
+    __slots__ = ("_loop", "_pending", "_sending", "client", "enabled", "exchange")
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, exchange: Exchange) -> None:
         self.client = client
+        self.exchange = exchange
         self.enabled = True
         self._pending: list[_Part] | None = None  # this turn's batch (None: no sender waits)
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of that batch
@@ -138,10 +143,7 @@ class Batcher:
             if len(batch) == 1 and batch[0][1]:
                 replies = [await self.client.execute_command(*commands[0])]
             else:
-                pipe = self.client.pipeline(transaction=False)
-                for args in commands:
-                    pipe.execute_command(*args)
-                replies = list(await pipe.execute(raise_on_error=False))
+                replies = await self.exchange(self.client, commands)
         except BaseException as exc:
             for _, _, future in batch:
                 _settle(future, exc)
@@ -172,9 +174,6 @@ _ONE_KEY = frozenset({
 _ALL_KEYS = frozenset({"MGET", "DEL", "UNLINK", "EXISTS", "TOUCH"})
 _SCRIPTS = frozenset({"EVAL", "EVALSHA", "FCALL", "FCALL_RO"})
 _NO_KEYS = frozenset({"TIME"})
-# Sends ``commands`` in one write on one connection of a cluster node: their replies, error
-# replies in place (`_redis_steps.node_exchange`).
-NodeExchange: TypeAlias = "Callable[[Any, Sequence[tuple[Any, ...]]], Awaitable[list[Any]]]"
 
 
 class ClusterBatcher(Batcher):
@@ -195,11 +194,7 @@ class ClusterBatcher(Batcher):
     caller, which sends it again the unbatched way.
     """
 
-    __slots__ = ("exchange",)
-
-    def __init__(self, client: Any, exchange: NodeExchange) -> None:
-        super().__init__(client)
-        self.exchange = exchange
+    __slots__ = ()
 
     async def _send(self, batch: list[_Part]) -> None:
         nodes: dict[str, tuple[Any, list[_Part]]] = {}
@@ -351,14 +346,14 @@ def _settle(future: asyncio.Future[Any] | None, outcome: Any) -> None:
         future.set_result(outcome)
 
 
-def batcher_of(client: Any, exchange: NodeExchange) -> Batcher:
-    """The auto-pipeline of ``client``, made on first use (a cluster client's sends through
-    ``exchange``)."""
+def batcher_of(client: Any, exchange: Exchange) -> Batcher:
+    """The auto-pipeline of ``client``, made on first use; its batches go out through
+    ``exchange``."""
     batcher = getattr(client, _ATTRIBUTE, None)
     if not isinstance(batcher, Batcher):
         if isinstance(client, redis.asyncio.cluster.RedisCluster):
             batcher = ClusterBatcher(client, exchange)
         else:
-            batcher = Batcher(client)
+            batcher = Batcher(client, exchange)
         setattr(client, _ATTRIBUTE, batcher)
     return batcher

@@ -158,9 +158,10 @@ class _NodeLink:
 
 
 async def node_exchange(node: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-    """`exchange_steps` on one connection of the asyncio cluster ``node``, driven here: the
-    cluster batcher's task that calls it has no runner."""
-    steps = exchange_steps(_NodeLink(node), commands)
+    """`exchange_steps` on one connection of ``node``, an asyncio cluster node or a standalone
+    asyncio client, driven here: the batcher's task that calls it has no runner."""
+    link = _NodeLink(node) if isinstance(node, redis.asyncio.cluster.ClusterNode) else node
+    steps = exchange_steps(link, commands)
     reply: Any = None
     error: BaseException | None = None
     while True:

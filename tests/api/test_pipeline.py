@@ -252,3 +252,32 @@ def test_a_client_that_resends_does_not_resend_a_pipeline(
         proxy.pass_through()
         assert proxy.stats.matched_requests == 1  # sent once
         assert runner.perform(effect) == [3, b"3"]  # the lost one ran, once
+
+
+async def test_a_client_that_resends_does_not_resend_an_auto_pipelined_batch(
+    valkey_server: EmbeddedServer, fault_proxy: Any, prefix: str
+) -> None:
+    """The batch concurrent tasks share goes out as one write, not through redis-py's
+    ``Pipeline`` (which follows the client's Retry): a lost reply fails every task's pipeline,
+    and each ran once."""
+    proxy: FaultProxy = fault_proxy(valkey_server)
+    client = redis.asyncio.Redis(host=proxy.host, port=proxy.port, socket_timeout=5)
+    try:
+        retry = client.get_retry()
+        assert retry is not None
+        assert retry.get_retries() > 0
+        with pytest.warns(RedisPatternsWarning, match="applied twice"):
+            runner = AsyncRunner(client)
+        effect = Pipeline((Command(("INCR", f"{prefix}:n")), Command(("GET", f"{prefix}:n"))))
+        assert await runner.perform(effect) == [1, b"1"]
+        proxy.drop_replies(match="INCR")
+        before = proxy.stats.forwarded_requests
+        results = await asyncio.gather(
+            *(runner.perform(effect) for _ in range(10)), return_exceptions=True
+        )
+        assert all(isinstance(r, BackendUnavailableError) for r in results), results
+        proxy.pass_through()
+        assert proxy.stats.forwarded_requests - before == 1  # one batch, sent once
+        assert await runner.perform(effect) == [12, b"12"]  # the lost ones ran, once each
+    finally:
+        await client.aclose()
