@@ -8,8 +8,11 @@ example), each through redis-py, the same driver as ours.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import json
 import warnings
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +20,7 @@ import orjson
 
 import redis_patterns
 from benchmarks import bench_locks, bench_ratelimit
-from benchmarks.harness import AsyncOp, Contender, Env, Group, Kind, Op
+from benchmarks.harness import AsyncOp, ClusterEnv, Contender, Env, Group, Kind, NotMeasured, Op
 
 DAY = 86400
 FAST = 10**9  # a limit no run reaches: every hit is admitted, so all do the same work
@@ -499,6 +502,210 @@ def concurrent_asgi_group() -> Group:
     )
 
 
+# --- 100 concurrent asyncio tasks on a 3-master cluster ------------------------------------------
+
+
+def _keys(env: Env, label: str) -> list[str]:
+    """One key per task, with no hash tag: their slots spread over the masters."""
+    stem = env.name(label)
+    return [f"{stem}:{i}" for i in range(env.settings.tasks)]
+
+
+def _cycling(keys: list[str]) -> Callable[[], str]:
+    """Each call the next key: the tasks of one turn use all the keys, every node gets some."""
+    return itertools.cycle(keys).__next__
+
+
+def _cluster_env(env: Env) -> ClusterEnv:
+    assert isinstance(env, ClusterEnv), "a cluster group runs on a ClusterEnv"
+    return env
+
+
+async def _first(op: AsyncOp) -> AsyncOp:
+    """``op`` after one call alone: redis-py's asyncio cluster client, given 100 concurrent
+    commands before it has read the slot map, failed them ("Connection closed by server")."""
+    await op()
+    return op
+
+
+async def _cluster_get(env: Env) -> AsyncOp:
+    cenv = _cluster_env(env)
+    client = cenv.acluster()
+    keys = _keys(env, "cget")
+    for name in keys:
+        await client.set(name, VALUE_JSON)
+    key = _cycling(keys)
+    return lambda: client.get(key())
+
+
+async def _node_pipelines(env: Env) -> AsyncOp:
+    """The ceiling: the same 100 GETs sorted by master beforehand, sent as one raw redis-py
+    pipeline per master on its own connection, the masters' concurrently."""
+    cenv = _cluster_env(env)
+    by_node: dict[tuple[str, int], list[str]] = {}
+    for key in _keys(env, "npipe"):
+        by_node.setdefault(cenv.node_of(key), []).append(key)
+    clients = []
+    for (host, port), keys in by_node.items():
+        client = cenv.node_aclient(host, port)
+        for key in keys:
+            await client.set(key, VALUE_JSON)
+        clients.append((client, keys))
+
+    async def send(client: Any, keys: list[str]) -> object:
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+        return await pipe.execute()
+
+    async def op() -> object:
+        return await asyncio.gather(*(send(client, keys) for client, keys in clients))
+
+    return op
+
+
+async def _cluster_pipeline(env: Env) -> AsyncOp:
+    client = _cluster_env(env).acluster()
+    keys = _keys(env, "cpipe")
+    for key in keys:
+        await client.set(key, VALUE_JSON)
+
+    async def op() -> object:
+        pipe = client.pipeline()
+        for key in keys:
+            pipe.get(key)
+        return await pipe.execute()
+
+    return op
+
+
+def _cluster_fixed_window(*, batching: bool = True) -> Contender:
+    async def make(env: Env) -> AsyncOp:
+        client = _cluster_env(env).acluster()
+        redis_patterns.autopipeline(client, batching)
+        limiter = redis_patterns.AsyncFixedWindow(client, FAST, DAY)
+        key = _cycling(_keys(env, "fw"))
+        return await _first(lambda: limiter.hit(key()))
+
+    if batching:
+        return Contender("redis-patterns FixedWindow", "ours", make)
+    return Contender("redis-patterns FixedWindow without batching", "ours", make, note=_OFF)
+
+
+def _cluster_cache(*, batching: bool = True) -> Contender:
+    async def make(env: Env) -> AsyncOp:
+        client = _cluster_env(env).acluster()
+        redis_patterns.autopipeline(client, batching)
+        cache = redis_patterns.AsyncCache(client, env.name("ac"), 600)
+        keys = [f"k{i}" for i in range(env.settings.tasks)]
+        for name in keys:
+            await cache.set(name, VALUE)
+        env.on_aclose(cache.aclose)
+        key = _cycling(keys)
+        return lambda: cache.get(key())
+
+    if batching:
+        return Contender("redis-patterns AsyncCache.get", "ours", make)
+    return Contender("redis-patterns AsyncCache.get without batching", "ours", make, note=_OFF)
+
+
+async def _limits_cluster(env: Env) -> AsyncOp:
+    import limits
+    import limits.aio.storage
+    import limits.aio.strategies
+
+    storage = limits.aio.storage.RedisClusterStorage(
+        f"async+redis+cluster://{_cluster_env(env).cluster_url}", implementation="redispy"
+    )
+    strategy = limits.aio.strategies.FixedWindowRateLimiter(storage)
+    item = limits.RateLimitItemPerSecond(FAST, DAY)
+    key = _cycling(_keys(env, "limits"))
+    return await _first(lambda: strategy.hit(item, key()))
+
+
+async def _cashews_cluster(env: Env) -> AsyncOp:
+    """cashews' cluster backend with ``max_connections`` raised to the tasks' number: with
+    its default 10, redis-py's cluster client raises `MaxConnectionsError` for the 11th
+    concurrent call (it does not wait, as cashews' standalone pool does), and cashews' default
+    ``suppress`` turns that into a miss, so most "hits" would not reach the server."""
+    import cashews
+
+    cache = cashews.Cache()
+    cache.setup(f"{env.url}?cluster=true&max_connections={env.settings.tasks}")
+    keys = _keys(env, "cashews")
+    for name in keys:
+        await cache.set(name, VALUE, expire=600)
+    env.on_aclose(cache.close)
+    key = _cycling(keys)
+
+    def op() -> Awaitable[object]:  # a plain function, as the other rows' lambdas
+        got: Awaitable[object] = cache.get(key())
+        return got
+
+    if await asyncio.gather(*(op() for _ in keys)) != [VALUE] * len(keys):
+        raise RuntimeError("cashews missed hits under 100 concurrent gets")
+    return op
+
+
+async def _aiocache_cluster(env: Env) -> AsyncOp:
+    raise NotMeasured("aiocache's RedisCache connects to one endpoint: it has no cluster client")
+
+
+CLUSTER_GET = "redis.asyncio RedisCluster GET"
+
+
+def concurrent_cluster_group() -> Group:
+    return Group(
+        "ccluster",
+        "100 concurrent asyncio tasks on a 3-master cluster: fixed window hits and cache hits",
+        "concurrent",
+        CLUSTER_GET,
+        (
+            Contender(CLUSTER_GET, "floor", _cluster_get, note="the baseline, redis-py's routing"),
+            Contender(
+                "raw pipelines per master (100 GETs)",
+                "floor",
+                _node_pipelines,
+                ops_per_call=100,
+                tasks=1,
+                note=(
+                    "the ceiling: one task, keys sorted by master beforehand, one redis.asyncio "
+                    "pipeline per master, the masters' concurrently"
+                ),
+            ),
+            Contender(
+                "redis.asyncio RedisCluster pipeline of 100 GETs",
+                "floor",
+                _cluster_pipeline,
+                ops_per_call=100,
+                tasks=1,
+                note="one task: redis-py's own cluster pipeline, which routes every command",
+            ),
+            _cluster_fixed_window(),
+            _cluster_fixed_window(batching=False),
+            Contender(
+                "limits fixed window (async)",
+                "peer",
+                _limits_cluster,
+                note="RedisClusterStorage, implementation='redispy'",
+            ),
+            _cluster_cache(),
+            _cluster_cache(batching=False),
+            Contender(
+                "cashews get", "peer", _cashews_cluster, note="cluster=true, max_connections=100"
+            ),
+            Contender("aiocache get", "peer", _aiocache_cluster),
+        ),
+        note=(
+            "one key per task (100 keys with no hash tag, spread over the masters), each call "
+            "the next key; the masters run on the standalone server's CPUs (one CPU when pinned), "
+            "and the cluster client is `EmbeddedCluster.client(asyncio=True)` (configured as "
+            "`connect`'s: finite timeouts, no re-sending)"
+        ),
+        topology="cluster",
+    )
+
+
 def groups() -> list[Group]:
     return [
         lock_group(),
@@ -509,4 +716,5 @@ def groups() -> list[Group]:
         concurrent_limiter_group(),
         concurrent_cache_group(),
         concurrent_asgi_group(),
+        concurrent_cluster_group(),
     ]

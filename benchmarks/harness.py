@@ -16,6 +16,12 @@ it reads the server's ``INFO stats cpu commandstats`` (outside the timed part), 
   parsing and socket I/O included, minus the harness's own ``INFO`` calls (calibrated).
 - request bytes/op: the server's ``total_net_input_bytes``: bytes the clients wrote to their
   sockets, counted by the server, so no client is touched; minus the ``INFO`` request itself.
+- ops per server read, per node: its top-level commands (commandstats, as above) per operation
+  and per ``total_reads_processed`` (socket reads), less the ``INFO``'s read and the handshake
+  of connections opened in the window: the batch size each node saw.
+
+A cluster group (``Group.topology``) runs on a `ClusterEnv`: the same measures, the server ones
+read from every master and summed (ops per read stays per master).
 
 A separate sample after warm-up counts, per operation, the top-level commands (``MONITOR``) and
 the round trips: calls of redis-py's ``send_packed_command`` (sync and asyncio), one per socket
@@ -41,16 +47,18 @@ from typing import Any, Literal
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
 import redis.asyncio.connection
 import redis.connection
 
-from redis_patterns import EmbeddedServer
+from redis_patterns import EmbeddedCluster, EmbeddedServer
 from redis_patterns.testing.counter import HANDSHAKE, CommandCounter
 
 Op = Callable[[], object]
 AsyncOp = Callable[[], Awaitable[object]]
 Mode = Literal["sync", "async", "concurrent"]
 Kind = Literal["floor", "ours", "peer"]
+Topology = Literal["standalone", "cluster"]
 
 # Scripts and transactions: their commandstats usec includes the commands they run.
 CONTAINERS = frozenset({"eval", "evalsha", "eval_ro", "evalsha_ro", "fcall", "fcall_ro", "exec"})
@@ -101,18 +109,25 @@ class Env:
         self.host = "127.0.0.1"
         self.port = int(server.port or 0)
         self.url = server.url
+        self.nodes = [(self.host, self.port)]  # the servers the operations reach
         self._clients: list[Any] = []
         self._closers: list[Callable[[], object]] = []
         self._async_closers: list[Callable[[], Awaitable[object]]] = []
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A plain redis-py client (defaults, like a user's), closed at the end."""
-        client = redis.Redis(host=self.host, port=self.port, **kwargs)
+        return self.node_client(self.host, self.port, **kwargs)
+
+    def node_client(self, host: str, port: int, **kwargs: Any) -> redis.Redis:
+        client = redis.Redis(host=host, port=port, **kwargs)
         self._clients.append(client)
         return client
 
     def aclient(self, **kwargs: Any) -> redis.asyncio.Redis:
-        client = redis.asyncio.Redis(host=self.host, port=self.port, **kwargs)
+        return self.node_aclient(self.host, self.port, **kwargs)
+
+    def node_aclient(self, host: str, port: int, **kwargs: Any) -> redis.asyncio.Redis:
+        client = redis.asyncio.Redis(host=host, port=port, **kwargs)
         self.on_aclose(client.aclose)
         return client
 
@@ -142,6 +157,32 @@ class Env:
         self._clients.clear()
 
 
+class ClusterEnv(Env):
+    """An `Env` on an `EmbeddedCluster`: its masters are the nodes, `acluster` makes clients.
+
+    ``client()`` and ``url`` still name one node (the first master), for what needs one
+    server; ``cluster_url`` lists every master, as the peers' cluster URLs do.
+    """
+
+    def __init__(self, cluster: EmbeddedCluster, settings: Settings) -> None:
+        masters = cluster.masters()
+        super().__init__(masters[0], settings)
+        self.cluster = cluster
+        self.nodes = [(self.host, int(m.port or 0)) for m in masters]
+        self.cluster_url = ",".join(f"{h}:{p}" for h, p in self.nodes)
+
+    def acluster(self, **kwargs: Any) -> redis.asyncio.cluster.RedisCluster:
+        """An asyncio cluster client as `EmbeddedCluster.client` configures it (like
+        `redis_patterns.connect`'s: finite timeouts, no re-sending), closed at the end."""
+        client = self.cluster.client(asyncio=True, **kwargs)
+        self.on_aclose(client.aclose)
+        return client
+
+    def node_of(self, key: str) -> tuple[str, int]:
+        """The address of the master serving ``key`` now (asks the servers)."""
+        return (self.host, int(self.cluster.master_of(key).port or 0))
+
+
 @dataclass(frozen=True)
 class Contender:
     """One operation of one library. ``make`` builds it (an ImportError: not installed)."""
@@ -163,6 +204,7 @@ class Group:
     baseline: str  # the contender every ratio divides by
     contenders: tuple[Contender, ...]
     note: str = ""
+    topology: Topology = "standalone"  # "cluster": run on a 3-master cluster (`ClusterEnv`)
 
 
 @dataclass
@@ -187,6 +229,7 @@ class Row:
     names: str = ""
     inside: str = ""
     throughput: float | None = None  # concurrent mode: operations/s, median per round
+    ops_per_read: list[float] | None = None  # per node (`Env.nodes` order): its batch size
     probe: str = ""
     correct: bool | None = None
 
@@ -198,6 +241,7 @@ class GroupResult:
     mode: str
     baseline: str
     note: str
+    topology: str = "standalone"
     rows: list[Row] = field(default_factory=list)
 
 
@@ -210,37 +254,52 @@ class Snapshot:
     usec: dict[str, int]
     cpu: float
     net_in: int
+    reads: tuple[int, ...] = ()  # ``total_reads_processed`` per node: socket reads it served
+    node_calls: tuple[dict[str, int], ...] = ()  # commandstats calls per node
 
 
 class ServerStats:
-    """``INFO stats cpu commandstats`` from a dedicated connection, with the INFO's own cost."""
+    """``INFO stats cpu commandstats`` from a dedicated connection to each of the env's nodes
+    (one, or a cluster's masters), summed over the nodes but the reads, with the INFOs' cost."""
 
     def __init__(self, env: Env) -> None:
-        self._client = env.client()
+        self._clients = [env.node_client(host, port) for host, port in env.nodes]
         self.info_bytes = 0
         self.info_cpu = 0.0
+        self.info_reads: tuple[int, ...] = (0,) * len(self._clients)
 
     def snapshot(self) -> Snapshot:
-        info = self._client.execute_command("INFO", "stats", "cpu", "commandstats")
-        calls: dict[str, int] = {}
-        usec: dict[str, int] = {}
-        for key, value in info.items():
-            if key.startswith("cmdstat_") and isinstance(value, dict):
-                calls[key[8:]] = int(value["calls"])
-                usec[key[8:]] = int(value["usec"])
-        cpu = float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-        return Snapshot(calls, usec, cpu, int(info["total_net_input_bytes"]))
+        calls: Counter[str] = Counter()
+        usec: Counter[str] = Counter()
+        cpu, net_in = 0.0, 0
+        reads: list[int] = []
+        node_calls: list[dict[str, int]] = []
+        for client in self._clients:
+            info = client.execute_command("INFO", "stats", "cpu", "commandstats")
+            node_calls.append({})
+            for key, value in info.items():
+                if key.startswith("cmdstat_") and isinstance(value, dict):
+                    node_calls[-1][key[8:]] = int(value["calls"])
+                    calls[key[8:]] += int(value["calls"])
+                    usec[key[8:]] += int(value["usec"])
+            cpu += float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+            net_in += int(info["total_net_input_bytes"])
+            reads.append(int(info["total_reads_processed"]))
+        return Snapshot(dict(calls), dict(usec), cpu, net_in, tuple(reads), tuple(node_calls))
 
     def calibrate(self, windows: int = 7) -> None:
-        """What a window with no operation shows: the INFO request's bytes and the CPU."""
-        cpus, sizes = [], []
+        """What a window with no operation shows: the INFO requests' bytes and reads (the
+        closing INFO's own), and the CPU."""
+        cpus, sizes, reads = [], [], []
         for _ in range(windows):
             before = self.snapshot()
             after = self.snapshot()
             cpus.append(after.cpu - before.cpu)
             sizes.append(after.net_in - before.net_in)
+            reads.append([a - b for a, b in zip(after.reads, before.reads, strict=True)])
         self.info_cpu = statistics.median(cpus)
         self.info_bytes = min(sizes)
+        self.info_reads = tuple(min(column) for column in zip(*reads, strict=True))
 
 
 @dataclass
@@ -254,6 +313,8 @@ class Tally:
     server_usec: float = 0.0
     server_cpu: float = 0.0
     net_in: int = 0
+    reads: list[int] = field(default_factory=list)  # per node
+    node_top: list[float] = field(default_factory=list)  # top-level commands per node
 
     def add(
         self,
@@ -271,6 +332,25 @@ class Tally:
         self.server_usec += top_level_usec(before, after, top_per_op, ops)
         self.server_cpu += after.cpu - before.cpu
         self.net_in += after.net_in - before.net_in
+        # A connection opened in the window reads its handshake command by command: not the
+        # operations' reads (ops per read is the batch size each node saw).
+        reads = [
+            a - b - sum(n - nb.get(name, 0) for name, n in na.items() if _handshake(name))
+            for a, b, nb, na in zip(
+                after.reads, before.reads, before.node_calls, after.node_calls, strict=True
+            )
+        ]
+        self.reads = _plus(self.reads, reads)
+        self.node_top = _plus(self.node_top, top_level_calls(before, after, top_per_op, ops))
+
+
+def _handshake(name: str) -> bool:
+    return name.split("|", 1)[0].upper() in HANDSHAKE
+
+
+def _plus(sums: list[Any], values: Sequence[Any]) -> list[Any]:
+    """Per-node sums: ``values`` added to ``sums`` (empty before the first window)."""
+    return [a + b for a, b in zip(sums, values, strict=True)] if sums else list(values)
 
 
 def top_level_usec(
@@ -289,6 +369,25 @@ def top_level_usec(
         if calls > 0 and top > 0:
             total += (usec - before.usec.get(name, 0)) * min(1.0, top / calls)
     return total
+
+
+def top_level_calls(
+    before: Snapshot, after: Snapshot, top_per_op: dict[str, float], ops: int
+) -> list[float]:
+    """Per node, the commands sent at top level in a window (as `top_level_usec` shares a
+    command's calls between top level and nested): what the node's socket reads carried."""
+    shares = {}
+    for name, calls in after.calls.items():
+        window = calls - before.calls.get(name, 0)
+        top = top_per_op.get(name.split("|", 1)[0], 0.0) * ops
+        if window > 0 and top > 0:
+            shares[name] = min(1.0, top / window)
+    return [
+        sum(
+            (n_after.get(name, 0) - n_before.get(name, 0)) * share for name, share in shares.items()
+        )
+        for n_before, n_after in zip(before.node_calls, after.node_calls, strict=True)
+    ]
 
 
 # --- round trips: redis-py's writes --------------------------------------------------------------
@@ -386,9 +485,15 @@ def _names(counts: Counter[str], ops: int) -> str:
 # --- running ---------------------------------------------------------------------------------
 
 
+class NotMeasured(Exception):
+    """Raised by a factory whose contender cannot run here; the message says why."""
+
+
 def _error(exc: BaseException) -> str:
     if isinstance(exc, ImportError):
         return f"not installed ({exc.name or exc})"
+    if isinstance(exc, NotMeasured):
+        return f"not measured: {exc}"
     line = traceback.format_exception_only(type(exc), exc)[-1].strip()
     return f"error: {line[:160]}"
 
@@ -454,6 +559,13 @@ class Rounds:
             row.client_bytes = sample.client_bytes
             row.names = sample.names
             row.inside = sample.inside
+            idle_reads = [tally.windows * n for n in stats.info_reads]
+            reads = [max(0, r - i) for r, i in zip(tally.reads, idle_reads, strict=True)]
+            per_op = sum(sample.top_per_op.values())  # top-level commands per operation
+            if reads and per_op:
+                row.ops_per_read = [
+                    t / per_op / r if r else 0.0 for t, r in zip(tally.node_top, reads, strict=True)
+                ]
             ratios = [r[name] / r[baseline] for r in self.per_round if name in r and baseline in r]
             if ratios:
                 row.ratio = statistics.median(ratios)
@@ -461,7 +573,10 @@ class Rounds:
 
 
 def _start(group: Group) -> tuple[GroupResult, dict[str, Row], dict[str, Sample]]:
-    return GroupResult(group.key, group.title, group.mode, group.baseline, group.note), {}, {}
+    result = GroupResult(
+        group.key, group.title, group.mode, group.baseline, group.note, group.topology
+    )
+    return result, {}, {}
 
 
 def _measured_row(result: GroupResult, contender: Contender) -> Row:
@@ -481,7 +596,7 @@ def run_sync_group(group: Group, env: Env, stats: ServerStats) -> GroupResult:
             for _ in range(settings.warmup):
                 op()
             meter = WriteMeter()
-            with CommandCounter([(env.host, env.port)]) as seen, meter.active():
+            with CommandCounter(env.nodes) as seen, meter.active():
                 for _ in range(settings.sample):
                     op()
             samples[contender.name] = _sample(seen, meter, settings.sample)
@@ -532,11 +647,15 @@ async def run_async_group(group: Group, env: Env, stats: ServerStats) -> GroupRe
         try:
             op = await contender.make(env)
             await _concurrently(op, tasks, max(tasks, settings.warmup))
+            if concurrent:  # tasks that queued behind a cluster client's first slot-map
+                # read did not all open a connection: a second pass opens what they need
+                await _concurrently(op, tasks, max(tasks, settings.warmup))
             meter = WriteMeter()
             sample_calls = tasks if concurrent else settings.sample
-            with CommandCounter([(env.host, env.port)]) as seen, meter.active():
+            with CommandCounter(env.nodes) as seen, meter.active():
                 await _concurrently(op, tasks, sample_calls)
-            samples[contender.name] = _sample(seen, meter, sample_calls * contender.ops_per_call)
+            ops_done = sample_calls * contender.ops_per_call
+            samples[contender.name] = _sample(seen, meter, ops_done)
             ops[contender.name] = (op, tasks, calls, calls * contender.ops_per_call)
             rows[contender.name] = row
         except Exception as exc:
@@ -597,6 +716,19 @@ def pinned(server_pid: int | None, enabled: bool = True) -> Iterator[str]:
         )
     finally:
         for tid, mask in previous.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, mask)
+
+
+def pin_like(pids: Sequence[int | None], model: int | None) -> None:
+    """Give every thread of ``pids`` the CPUs of process ``model`` (the standalone server, as
+    `pinned` left it): servers started later, e.g. a cluster's nodes, inherit this process's
+    CPU otherwise, and would compete with the client for it."""
+    if not hasattr(os, "sched_setaffinity") or model is None:
+        return
+    mask = os.sched_getaffinity(model)
+    for pid in pids:
+        for tid in _threads(pid) if pid is not None else ():
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(tid, mask)
 

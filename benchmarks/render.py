@@ -66,6 +66,15 @@ CONCURRENT: list[tuple[str, str, str, list[str]]] = [
     ("GCRA hits", "climiter", "redis-patterns GCRA", ["limits fixed window (async)"]),
     ("cache hits", "ccache", "redis-patterns AsyncCache.get", ["cashews get", "aiocache get"]),
 ]
+# 100 concurrent tasks on a 3-master cluster (group "ccluster"): (operation, ours, peers);
+# ours is also shown without batching, and against the ceiling.
+CLUSTER_GROUP = "ccluster"
+CLUSTER_CEILING = "raw pipelines per master (100 GETs)"
+OFF = " without batching"
+CLUSTER: list[tuple[str, str, list[str]]] = [
+    ("fixed window hits", "redis-patterns FixedWindow", ["limits fixed window (async)"]),
+    ("cache hits", "redis-patterns AsyncCache.get", ["cashews get", "aiocache get"]),
+]
 
 
 def _f(value: float | None, digits: int = 1) -> str:
@@ -78,6 +87,13 @@ def _f(value: float | None, digits: int = 1) -> str:
 
 def _count(value: float | None) -> str:
     return "?" if value is None else f"{value:g}"
+
+
+def _per_node(values: list[float] | None) -> str:
+    """Operations per server read, one figure per node (a cluster's masters)."""
+    if not values:
+        return "-"
+    return ", ".join(f"{value:.0f}" if value >= 10 else f"{value:.1f}" for value in values)
 
 
 def _rows(data: dict[str, Any], group: str) -> dict[str, dict[str, Any]]:
@@ -150,6 +166,7 @@ def summary(data: dict[str, Any]) -> list[str]:
             f"| {label} | {_f(ours['throughput'], 0)} | {shown} | {_f(peer_rate, 0)} | "
             f"{_gap(ours['throughput'], peer_rate)} |"
         )
+    lines += cluster_summary(data)
     cache_rows = _scan_rows(data, "cache-size")
     get, floor = cache_rows.get("Cache.get (hit)"), cache_rows.get("redis-py GET (floor)")
     if get and floor:
@@ -172,16 +189,56 @@ def summary(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def cluster_summary(data: dict[str, Any]) -> list[str]:
+    """The cluster rows of goal 3: ours with batching on and off, the ceiling, the best peer,
+    and how many operations each master read per socket read (its batch size)."""
+    rows = _rows(data, CLUSTER_GROUP)
+    ceiling = rows.get(CLUSTER_CEILING)
+    ceiling_rate = ceiling["throughput"] if _ok(ceiling) and ceiling else None
+    lines = [
+        "",
+        "| 100 concurrent tasks, 3-master cluster | batching on: ops/s | off: ops/s | on / off "
+        "| ceiling: ops/s | on / ceiling | best peer | peer: ops/s | on / peer "
+        "| ops per server read, by master: on | off |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    for label, ours_name, peers in CLUSTER:
+        ours, off = rows.get(ours_name), rows.get(ours_name + OFF)
+        if not _ok(ours):
+            continue
+        assert ours is not None
+        off_rate = off["throughput"] if _ok(off) and off else None
+        peer = _best_peer(rows, peers, "throughput", lowest=False)
+        shown = peer["name"] if peer else "(none installed)"
+        peer_rate = peer["throughput"] if peer else None
+        off_reads = _per_node(off["ops_per_read"]) if _ok(off) and off else "-"
+        reads = f"{_per_node(ours['ops_per_read'])} | {off_reads}"
+        lines.append(
+            f"| {label} | {_f(ours['throughput'], 0)} | {_f(off_rate, 0)} | "
+            f"{_gap(ours['throughput'], off_rate)} | {_f(ceiling_rate, 0)} | "
+            f"{_gap(ours['throughput'], ceiling_rate)} | {shown} | {_f(peer_rate, 0)} | "
+            f"{_gap(ours['throughput'], peer_rate)} | {reads} |"
+        )
+    return lines if len(lines) > 3 else []
+
+
 def group_table(group: dict[str, Any]) -> list[str]:
     concurrent = group["mode"] == "concurrent"
     lines = [f"#### {group['title']}", ""]
+    if group.get("topology") == "cluster":
+        lines += [
+            "Measured on the cluster: server columns are summed over the masters; ops per "
+            "server read is per master (its `total_reads_processed`), the batch size it saw.",
+            "",
+        ]
     if group["note"]:
         lines += [group["note"] + ".", ""]
     if concurrent:
         lines += [
             "| contender | ops/s | x GET | client CPU µs | server µs | server CPU µs | "
-            "request B | commands | writes | top-level commands | inside scripts / EXEC |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+            "request B | commands | writes | ops per server read | top-level commands "
+            "| inside scripts / EXEC |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
         ]
     else:
         lines += [
@@ -190,16 +247,17 @@ def group_table(group: dict[str, Any]) -> list[str]:
             "| correct |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---|",
         ]
+    blank = lines[-1].count("|") - 3  # the cells after a failed row's name and status
     for row in group["rows"]:
         name = row["name"] + (f" ({row['note']})" if row["note"] else "")
         if row["status"] != "ok":
-            blank = 10 if concurrent else 11
             lines.append(f"| {name} | {row['status']} |" + " |" * blank)
             continue
+        reads = f" {_per_node(row['ops_per_read'])} |" if concurrent else ""
         common = (
             f"{_f(row['client_us'])} | {_f(row['server_us'])} | {_f(row['server_cpu_us'])} | "
-            f"{_f(row['bytes'], 0)} | {_count(row['commands'])} | {_count(row['round_trips'])} | "
-            f"{row['names'] or '(none)'} | {row['inside'] or '-'}"
+            f"{_f(row['bytes'], 0)} | {_count(row['commands'])} | {_count(row['round_trips'])} |"
+            f"{reads} {row['names'] or '(none)'} | {row['inside'] or '-'}"
         )
         if concurrent:
             lines.append(
@@ -259,7 +317,8 @@ def markdown(data: dict[str, Any], chart: str | None) -> str:
         "contender; x GET is the median of the per-round ratios of time per call to the GET "
         f"baseline in the same round (range: lowest-highest round). Concurrent rows: "
         f"{meta['tasks']} tasks, {meta['concurrent_rounds']} rounds of "
-        f"{meta['concurrent_calls']} operations.",
+        f"{meta['concurrent_calls']} operations."
+        + (f" Cluster rows: {meta['cluster']}." if meta.get("cluster") else ""),
         "",
         "Columns (see *How the harness measures* in docs/benchmarks.md): client CPU µs is "
         "`process_time` per call; server µs is `INFO commandstats` usec of the top-level "
@@ -282,6 +341,13 @@ def markdown(data: dict[str, Any], chart: str | None) -> str:
         for scan in data["scans"]:
             lines += scan_table(scan)
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _labelled(row: dict[str, Any], group: dict[str, Any]) -> dict[str, Any]:
+    """The row, its name marked when it was measured on the cluster (names repeat)."""
+    if group.get("topology") != "cluster":
+        return row
+    return {**row, "name": row["name"] + " (cluster)"}
 
 
 COLORS = {"ours": "#c0392b", "peer": "#2c7fb8", "floor": "#999999"}
@@ -314,7 +380,7 @@ def chart(data: dict[str, Any], path: Path) -> bool:
 
     def entries(concurrent: bool, key: str) -> list[tuple[str, dict[str, Any]]]:
         return [
-            (group["key"], row)
+            (group["key"], _labelled(row, group))
             for group in data["groups"]
             if (group["mode"] == "concurrent") == concurrent
             for row in group["rows"]

@@ -3,8 +3,10 @@
 ``python -m benchmarks.run [--quick] [--groups lock,limiter] [--only NAME,...]
 [--json PATH] [--markdown PATH] [--chart PATH]``. It starts its own embedded server (nobody else
 uses it), pins itself and the server to different CPUs when there are two, and prints (or
-writes) the Markdown that ``make bench-peers`` puts into docs/benchmarks.md. ``--quick`` is a
-smoke run (a few rounds; numbers not worth reading).
+writes) the Markdown that ``make bench-peers`` puts into docs/benchmarks.md. The cluster groups run
+last, on a 3-master `EmbeddedCluster` the harness starts for them once the standalone groups are
+done (its nodes on the server's CPU). ``--quick`` is a smoke run (a few rounds; numbers not
+worth reading).
 See `benchmarks.harness` for what each column measures.
 """
 
@@ -24,17 +26,20 @@ import redis
 
 from benchmarks import contenders, render, scans
 from benchmarks.harness import (
+    ClusterEnv,
     Env,
     Group,
+    GroupResult,
     ServerStats,
     Settings,
     as_dict,
     collect_garbage,
+    pin_like,
     pinned,
     run_group,
     server_label,
 )
-from redis_patterns import EmbeddedServer
+from redis_patterns import EmbeddedCluster, EmbeddedServer
 
 
 def _load() -> str:
@@ -70,6 +75,35 @@ def _select(groups: list[Group], keys: list[str], only: list[str]) -> list[Group
     return picked
 
 
+def _run_cluster_groups(
+    groups: list[Group],
+    settings: Settings,
+    binary: str | None,
+    server: EmbeddedServer,
+    progress: bool,
+) -> tuple[str, list[GroupResult]]:
+    """The cluster groups on a 3-master cluster of their own (the standalone server idle);
+    returns what the cluster was and the groups' results."""
+    if not groups:
+        return "", []
+    results = []
+    with EmbeddedCluster(3, binary) as cluster:
+        pin_like([node.pid for node in cluster.nodes], server.pid)
+        version = server_label(Env(cluster.nodes[0], settings))
+        label = f"a 3-master cluster of {version}, its nodes on the standalone server's CPUs"
+        for group in groups:
+            if progress:
+                print(f"group {group.key} (cluster) ...", file=sys.stderr, flush=True)
+            env = ClusterEnv(cluster, settings)
+            stats = ServerStats(env)
+            stats.calibrate()
+            results.append(run_group(group, env, stats))
+            for node in cluster.masters():
+                _flush(node)
+            collect_garbage()
+    return label, results
+
+
 def run(
     settings: Settings,
     *,
@@ -95,11 +129,18 @@ def run(
         label = server_label(stats_env)
         group_results = []
         for group in selected:
+            if group.topology != "standalone":
+                continue
             if progress:
                 print(f"group {group.key} ...", file=sys.stderr, flush=True)
             group_results.append(run_group(group, Env(server, settings), stats))
             _flush(server)
             collect_garbage()
+        clustered = [g for g in selected if g.topology == "cluster"]
+        cluster, cluster_results = _run_cluster_groups(
+            clustered, settings, binary, server, progress
+        )
+        group_results += cluster_results
         scan_results = []
         for key in wanted_scans:
             if progress:
@@ -113,6 +154,7 @@ def run(
     return {
         "meta": {
             "server": label,
+            "cluster": cluster,
             "pinning": pinning,
             "cpus": os.cpu_count(),
             "date": datetime.date.today().isoformat(),

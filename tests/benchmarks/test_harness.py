@@ -18,25 +18,14 @@ ROOT = Path(__file__).resolve().parents[2]
 ROW_KEYS = {
     "name", "kind", "status", "note", "ratio", "ratio_lo", "ratio_hi", "wall_us", "client_us",
     "server_us", "server_cpu_us", "bytes", "commands", "round_trips", "client_bytes", "names",
-    "inside", "throughput", "probe", "correct",
+    "inside", "throughput", "ops_per_read", "probe", "correct",
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("harness")
-    only = ",".join(
-        [
-            "redis-patterns Lock",
-            "redis-patterns TokenBucket",
-            "redis-patterns AsyncCache.get",
-            "redis-patterns AsyncCache.get without batching",
-            "redis.asyncio pipeline of 100 GETs",
-        ]
-    )
+def _harness(out: Path, groups: str, only: list[str], scans: str) -> dict[str, Any]:
     command = [
         sys.executable, "-m", "benchmarks.run", "--quick", "--no-pin",
-        "--groups", "lock,limiter,ccache", "--only", only, "--scans", "limiter-cost",
+        "--groups", groups, "--only", ",".join(only), "--scans", scans,
         "--json", str(out / "report.json"), "--markdown", str(out / "report.md"),
     ]  # fmt: skip
     result = subprocess.run(
@@ -51,6 +40,28 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((out / "report.json").read_text())
     data["markdown"] = (out / "report.md").read_text()
     return data
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    only = [
+        "redis-patterns Lock",
+        "redis-patterns TokenBucket",
+        "redis-patterns AsyncCache.get",
+        "redis-patterns AsyncCache.get without batching",
+        "redis.asyncio pipeline of 100 GETs",
+    ]
+    return _harness(tmp_path_factory.mktemp("harness"), "lock,limiter,ccache", only, "limiter-cost")
+
+
+@pytest.fixture(scope="module")
+def cluster_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    only = [
+        "redis-patterns FixedWindow",
+        "redis-patterns FixedWindow without batching",
+        "raw pipelines per master (100 GETs)",
+    ]
+    return _harness(tmp_path_factory.mktemp("cluster"), "ccluster", only, "")
 
 
 def _rows(report: dict[str, Any], group: str) -> dict[str, dict[str, Any]]:
@@ -125,3 +136,33 @@ def test_scan_and_markdown(report: dict[str, Any]) -> None:
     assert "| lock acquire+release |" in text
     assert "| token bucket hit |" in text
     assert "#### Rate limiters by the cost of one hit" in text
+
+
+def test_cluster_rows_report_writes_per_operation_and_the_masters_reads(
+    cluster_report: dict[str, Any],
+) -> None:
+    """The harness starts its own 3-master cluster for the cluster group."""
+    assert cluster_report["meta"]["cluster"].startswith("a 3-master cluster of ")
+    (group,) = cluster_report["groups"]
+    assert (group["key"], group["topology"]) == ("ccluster", "cluster")
+    rows = _rows(cluster_report, "ccluster")
+    assert list(rows) == [
+        "redis.asyncio RedisCluster GET",
+        "raw pipelines per master (100 GETs)",
+        "redis-patterns FixedWindow",
+        "redis-patterns FixedWindow without batching",
+    ]
+    for row in rows.values():
+        assert set(row) == ROW_KEYS
+        assert row["status"] == "ok", row
+        assert row["throughput"] > 0
+        assert len(row["ops_per_read"]) == 3  # one figure per master (measured, not asserted)
+    # the sample: 100 tasks, one call each, in one turn, over three masters
+    assert rows["redis-patterns FixedWindow"]["round_trips"] == 0.03
+    assert rows["redis-patterns FixedWindow without batching"]["round_trips"] == 1
+    assert rows["raw pipelines per master (100 GETs)"]["round_trips"] == 0.03
+    assert rows["redis-patterns FixedWindow"]["names"] == "EVALSHA"
+    text = cluster_report["markdown"]
+    assert "| 100 concurrent tasks, 3-master cluster |" in text
+    assert "| fixed window hits |" in text
+    assert "#### 100 concurrent asyncio tasks on a 3-master cluster" in text
