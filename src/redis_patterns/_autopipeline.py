@@ -54,7 +54,7 @@ class Batcher:
     The first caller of a turn becomes the batch's sender: it yields one turn (``sleep(0)``),
     so every task that was ready in this turn adds its command (or a whole pipeline: a cache
     hit's ``MGET`` and ``TIME``, `join`), then takes the batch. Alone, it sends its command
-    itself, one ``execute_command`` exactly as without batching, and a pipeline comes back to
+    itself, an exchange of its own exactly as without batching, and a pipeline comes back to
     its steps to be sent as without batching: a lone caller pays one loop turn, no task, no
     future, and not even the turn when no other task is ready to run in it. With company, the
     batch goes out as one write on one connection (``exchange``; not redis-py's ``Pipeline``,
@@ -77,16 +77,16 @@ class Batcher:
 
     def execute_command(self, *args: Any) -> Awaitable[Any]:
         """One command's reply, sent with this turn's batch; an error reply is raised."""
-        if self._alone():
-            return self.client.execute_command(*args)  # type: ignore[no-any-return]
+        if self.alone():
+            return self._lone(args)
         return self._command(args)
 
     def join(self, commands: Sequence[tuple[Any, ...]]) -> Awaitable[list[Any] | None] | None:
         """The replies of ``commands`` (error replies in place), sent with this turn's batch;
         ``None`` (at once, or awaited) when they are alone in it: the caller sends them."""
-        return None if self._alone() else self._pipeline(commands)
+        return None if self.alone() else self._pipeline(commands)
 
-    def _alone(self) -> bool:
+    def alone(self) -> bool:
         """Whether a call now is alone in its turn without waiting for it: no sender waits,
         and no other task will run before the loop polls again (`_nothing_else_ready`)."""
         loop = asyncio.get_running_loop()
@@ -96,7 +96,15 @@ class Batcher:
     async def _command(self, args: tuple[Any, ...]) -> Any:
         reply = await self._join((args,), True)
         if reply is _ALONE:
-            return await self.client.execute_command(*args)
+            return await self._lone(args)
+        return reply
+
+    async def _lone(self, args: tuple[Any, ...]) -> Any:
+        """One command sent on its own, as without batching: an exchange of its own, which
+        never re-sends (not ``execute_command``, which follows the client's ``Retry``)."""
+        (reply,) = await self.exchange(self.client, (args,))
+        if isinstance(reply, rex.ResponseError):
+            raise reply
         return reply
 
     async def _pipeline(self, commands: Sequence[tuple[Any, ...]]) -> list[Any] | None:
@@ -140,10 +148,7 @@ class Batcher:
     async def _send(self, batch: list[_Part]) -> None:
         commands = [args for part in batch for args in part[0]]
         try:
-            if len(batch) == 1 and batch[0][1]:
-                replies = [await self.client.execute_command(*commands[0])]
-            else:
-                replies = await self.exchange(self.client, commands)
+            replies = await self.exchange(self.client, commands)
         except BaseException as exc:
             for _, _, future in batch:
                 _settle(future, exc)
@@ -195,6 +200,9 @@ class ClusterBatcher(Batcher):
     """
 
     __slots__ = ()
+
+    async def _lone(self, args: tuple[Any, ...]) -> Any:
+        return await self.client.execute_command(*args)  # redis-py routes it by its keys
 
     async def _send(self, batch: list[_Part]) -> None:
         nodes: dict[str, tuple[Any, list[_Part]]] = {}

@@ -161,15 +161,23 @@ def _risks(client: object) -> str | None:
     count = resends(client)
     timeout = read_timeout(client)
     problems = []
+    cluster = isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
     if count:
         times = "without end" if count >= _FOREVER else f"up to {count} times"
         bounded = timeout is not None and count < _FOREVER
         stall = f", about {(count + 1) * (timeout or 0):g} s" if bounded else ""
+        # On a standalone client the patterns send their scripts and pipelines without the
+        # client's Retry (`_redis_steps`); transactions, blocking reads and the caller's own
+        # commands still go through it.
+        calls = (
+            "a non-idempotent call (a limiter hit, an increment, a queue add)"
+            if cluster
+            else "a non-idempotent call of yours or a transaction's (an increment, a queue add)"
+        )
         problems.append(
-            f"it re-sends a command after a connection error or a timeout ({times}): a script "
-            "whose reply was lost runs again, so a non-idempotent call (a limiter hit, an "
-            "increment, a queue add) is applied twice, and a call to a stalled server waits "
-            f"for every attempt{stall}"
+            f"it re-sends a command after a connection error or a timeout ({times}): a "
+            f"command whose reply was lost runs again, so {calls} is applied twice, and a "
+            f"call to a stalled server waits for every attempt{stall}"
         )
     if timeout is None:
         problems.append(
@@ -178,7 +186,6 @@ def _risks(client: object) -> str | None:
         )
     if not problems:
         return None
-    cluster = isinstance(client, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster)
     fixes = []
     if count:
         if cluster and _REDIS_MAJOR < 6:

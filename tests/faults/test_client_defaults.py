@@ -23,6 +23,7 @@ from redis_patterns import (
     AsyncBoundedCounter,
     AsyncFixedWindow,
     BackendTimeoutError,
+    BackendUnavailableError,
     BoundedCounter,
     EmbeddedCluster,
     EmbeddedServer,
@@ -33,6 +34,7 @@ from redis_patterns import (
 )
 from redis_patterns._server import DEFAULT_CONNECT_TIMEOUT, DEFAULT_SOCKET_TIMEOUT
 from redis_patterns.integrations.ratelimit_flask import rate_limit
+from redis_patterns.testing import FaultProxy
 
 pytestmark = pytest.mark.fault
 
@@ -245,6 +247,44 @@ async def test_warned_client_still_works(valkey_server: EmbeddedServer, prefix: 
         counter = AsyncBoundedCounter(client, f"{prefix}:a", 5)
     assert await counter.incr() == 1
     await client.aclose()
+
+
+def test_a_retrying_client_does_not_resend_a_patterns_command(
+    valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    """A stock client re-sends a command whose reply was lost; a pattern's command on a
+    standalone client goes out in an exchange of its own, never re-sent: the outcome is
+    unknown (it ran once), not applied twice."""
+    with (
+        FaultProxy(valkey_server) as proxy,
+        redis.Redis(host=proxy.host, port=proxy.port) as client,
+    ):
+        with pytest.warns(RedisPatternsWarning, match="applied twice"):
+            counter = BoundedCounter(client, prefix, 100)
+        assert counter.incr() == 1
+        proxy.drop_replies(match=b"EVALSHA")
+        with pytest.raises(BackendUnavailableError):
+            counter.incr()
+        proxy.pass_through()
+        assert proxy.stats.matched_requests == 1  # sent once
+        assert counter.incr() == 3  # the lost one ran, once
+
+
+async def test_a_retrying_asyncio_client_does_not_resend_a_patterns_command(
+    valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    with FaultProxy(valkey_server) as proxy:
+        client = redis.asyncio.Redis(host=proxy.host, port=proxy.port)
+        with pytest.warns(RedisPatternsWarning, match="applied twice"):
+            counter = AsyncBoundedCounter(client, prefix, 100)
+        assert await counter.incr() == 1
+        proxy.drop_replies(match=b"EVALSHA")
+        with pytest.raises(BackendUnavailableError):
+            await counter.incr()
+        proxy.pass_through()
+        assert proxy.stats.matched_requests == 1
+        assert await counter.incr() == 3
+        await client.aclose()
 
 
 def test_warning_is_a_user_warning() -> None:
