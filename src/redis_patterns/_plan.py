@@ -196,6 +196,10 @@ class Features:
 
     delifeq: bool | None = None
     """``DELIFEQ`` and ``SET ... IFEQ`` (Valkey >= 9): compare-and-delete/expire, no script."""
+    nx_block: bool | None = None
+    """A MULTI/EXEC block with ``PEXPIRE key ms NX`` runs: the server takes NX (Redis >= 7.0,
+    every Valkey) and the user may run EXEC (ACL ``@transaction``). A big session write's
+    block needs both (``sessions``); refused (whole: nothing ran), writes go by the script."""
 
 
 @dataclass(frozen=True, slots=True)

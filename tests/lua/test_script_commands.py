@@ -231,3 +231,35 @@ def test_session_read_runs_exactly_these_commands(
     assert commands(client, lambda: store.get(missing)) == Counter(
         {"evalsha": 1, "memory|usage": 1}
     )
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_session_writes_run_exactly_these_commands(
+    server_factory: Callable[..., EmbeddedServer], binary: str | None
+) -> None:
+    """A small write is one script; a big one a MULTI/EXEC block whose only script is the
+    commit (the values go by a plain HSET); a rotation moves the fields without reading them."""
+    client = server_factory(binary).client()
+    store = SessionStore(client, idle_ttl=60)
+    sid = store.create({"user": "alice", "blob": "x" * 200_000}).id
+    store.update(sid, {"n": 1})  # loads the script
+    write = {"evalsha": 1, "hexists": 1, "hset": 1}
+    assert commands(client, lambda: store.update(sid, {"n": 2})) == Counter(write)
+    block = {"multi": 1, "hset": 1, "pexpire": 1, "evalsha": 1, "hexists": 1, "exec": 1}
+    assert commands(client, lambda: store.update(sid, {"blob": "y" * 200_000})) == Counter(block)
+    assert commands(client, lambda: store.update(sid, {"blob": "z" * 200_000}, idle_ttl=30)) == (
+        Counter({**block, "hset": 2, "time": 1, "hmget": 1, "pexpire": 2})
+    )
+    sid = store.rotate(sid) or ""  # loads the script
+    rotate = {"hmget": 2, "evalsha": 1, "exists": 1, "time": 1, "rename": 1, "pexpire": 1}
+    rotated: list[str | None] = []
+    assert commands(client, lambda: rotated.append(store.rotate(sid))) == Counter(rotate)
+    sid = rotated[0] or ""  # the fields moved by RENAME, not read: no HGETALL
+    store.destroy(sid)
+    # a session that ended: the HSET recreated its hash, the commit deletes it
+    assert commands(client, lambda: store.update(sid, {"blob": "y" * 200_000})) == Counter(
+        {**block, "del": 1}
+    )
+    assert commands(client, lambda: store.update(sid, {"n": 3})) == Counter(
+        {"evalsha": 1, "hexists": 1, "del": 1}
+    )

@@ -153,3 +153,73 @@ def test_three_occupied_fresh_ids_is_a_backend_error() -> None:
 
     with pytest.raises(BackendError, match="another writer"):
         run_canned(core().create({"a": 1}, None), [None, None, None])
+
+
+def test_a_big_write_is_one_block_with_session_write_as_its_commit() -> None:
+    from redis_patterns._core.sessions import _LEFTOVER_MS
+    from redis_patterns._plan import Features, Multi
+
+    features = Features()
+    c = core(features=features)
+    sid = new_session_id(None)
+    big = "x" * c.big_write_bytes
+    wrote, effects = run_canned(c.write(sid, {"a": big}, ["b"], 30, KEEP), [[1, 0, 0, 1]])
+    assert wrote is True
+    (block,) = effects
+    assert isinstance(block, Multi)
+    key = c._key_of(sid)
+    hset, hdel, pexpire, commit = block.effects
+    assert isinstance(hset, Command)
+    assert isinstance(hdel, Command)
+    assert hset.args == ("HSET", key, "a", f'"{big}"'.encode())
+    assert hdel.args == ("HDEL", key, "b")
+    assert isinstance(pexpire, Command)
+    assert pexpire.args == ("PEXPIRE", key, _LEFTOVER_MS, "NX")
+    assert isinstance(commit, Eval)
+    assert commit.script.name == "session_write"
+    assert commit.keys == (key,)
+    assert commit.args == (0, 30_000, -1, 1_800_000)  # no fields: the expiry and the check
+    assert features.nx_block is True
+    gone, _ = run_canned(c.write(sid, {"a": big}, []), [[1, 1, 0]])
+    assert gone is False  # the commit found no ':c': the session had ended
+
+
+def test_a_small_write_stays_one_script() -> None:
+    c = core()
+    sid = new_session_id(None)
+    small = "x" * (c.big_write_bytes - 3)  # with its quotes, one byte short
+    wrote, effects = run_canned(c.write(sid, {"a": small}, []), [1])
+    assert wrote is True
+    (script,) = effects
+    assert isinstance(script, Eval)
+    assert script.script.name == "session_write"
+
+
+def test_a_server_without_expire_nx_gets_the_script() -> None:
+    """Before Redis 7.0 PEXPIRE takes no NX: the block is refused while queued (EXECABORT:
+    nothing ran), the write goes by the script, and so does every big write after it."""
+    from redis_patterns import ScriptError
+    from redis_patterns._errors import BackendError
+    from redis_patterns._plan import Features, Multi
+
+    features = Features()
+    c = core(features=features)
+    sid = new_session_id(None)
+    big = "x" * c.big_write_bytes
+    aborted = BackendError("EXECABORT Transaction discarded because of previous errors.")
+    refused = BackendError("wrong number of arguments for 'pexpire' command")
+    wrote, effects = run_canned(c.write(sid, {"a": big}, []), [[aborted, refused, aborted], 1])
+    assert wrote is True
+    block, script = effects
+    assert isinstance(block, Multi)
+    assert isinstance(script, Eval)
+    assert script.script.name == "session_write"
+    assert script.args[:5] == (1, -1, -1, 1_800_000, "a")
+    assert features.nx_block is False
+    _, effects = run_canned(c.write(sid, {"a": big}, []), [1])
+    assert [type(e) for e in effects] == [Eval]
+    # an error of a block that ran is raised, never taken for a missing NX
+    c = core()
+    wrongtype = ScriptError("WRONGTYPE Operation against a key holding the wrong kind of value")
+    with pytest.raises(ScriptError, match="WRONGTYPE"):
+        run_canned(c.write(sid, {"a": big}, []), [[wrongtype, 1, wrongtype]])

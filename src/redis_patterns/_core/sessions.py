@@ -24,13 +24,14 @@ and outcome, checks) ← ``sessions_keys`` (`SessionKeys`: configuration, keys, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Sequence
 from types import MappingProxyType
 from typing import Any
 
 from .. import _metrics
-from .._errors import ConfigurationError
-from .._plan import ArgT, Command, Eval, Plan
+from .._errors import BackendError, ConfigurationError
+from .._plan import ArgT, Command, Eval, Multi, Plan
 from .._script import package_script
 from .._validate import check_int
 from .replication import replicated
@@ -90,6 +91,18 @@ def _wrote(reply: Any) -> bool:
 # which then only slides its expiry: Lua copies every byte it returns twice (about 1.5 ms per MB
 # of server time), a plain HGETALL sends it as stored. Below it, one round trip is cheaper.
 _INLINE_BYTES = 64 * 1024
+
+# The TTL a big write's block gives a key that had none (`SessionCore._write_block`): only a
+# hash it recreated from an ended session, left behind when its commit did not run (NOSCRIPT),
+# which the block sent again deletes; this bounds one whose second send never arrived.
+_LEFTOVER_MS = 10_000
+# How the block is refused whole (EXECABORT: nothing ran): by a server before 7.0, whose
+# PEXPIRE takes no NX (while queueing), or by an ACL user without EXEC (``@transaction``).
+_BLOCK_REFUSED = re.compile(
+    r"wrong number of arguments|syntax error|unsupported option"
+    r"|no permissions to run the 'exec' command",
+    re.I,
+)
 
 
 class SessionCore(SessionUsers):
@@ -171,14 +184,55 @@ class SessionCore(SessionUsers):
         if parse_session_id(sid) is None:
             return False
         assert isinstance(sid, str)
-        # with nothing to change the script still says whether the session exists
-        args: tuple[ArgT, ...] = (len(pairs) // 2, own_idle, deadline_in, self.idle_ms)
-        reply = yield package_script("session_write").eval(
-            (self._key_of(sid),), (*args, *pairs, *doomed)
-        )
+        key = self._key_of(sid)
+        big = sum(len(value) for value in pairs[1::2]) >= self.big_write_bytes
+        if big and self._features.nx_block is not False:
+            reply = yield from self._write_block(key, pairs, doomed, own_idle, deadline_in)
+        else:
+            reply = None
+        if reply is None:
+            # with nothing to change the script still says whether the session exists
+            args: tuple[ArgT, ...] = (len(pairs) // 2, own_idle, deadline_in, self.idle_ms)
+            reply = yield package_script("session_write").eval((key,), (*args, *pairs, *doomed))
         if reply and _metrics.on:
             _metrics.SESSION_WRITES.record(self._labels[3])
         return bool(reply)
+
+    def _write_block(
+        self, key: bytes, pairs: Sequence[ArgT], doomed: list[str], own_idle: int, deadline_in: int
+    ) -> Plan[int | None]:
+        """`write` without passing the values through Lua: ``session_write``'s reply (0 or
+        1), or ``None`` when the block was refused whole (nothing ran): by a server before
+        7.0 (no ``PEXPIRE ... NX``), or by an ACL user who may not run EXEC.
+
+        One block, one round trip: ``MULTI``, ``HSET`` the fields, ``HDEL`` the deleted ones,
+        ``PEXPIRE key <ms> NX``, then ``session_write`` with no fields as the commit, ``EXEC``.
+        The HSET recreates a session that has ended; the commit finds no ``:c`` in it and
+        deletes it, in the same atomic block, so nobody ever sees it. If the commit met
+        ``NOSCRIPT`` the block is sent again (``EVAL``) and decides the same; in between, such
+        a hash is not a session for any script (no ``:c``) and lives ``_LEFTOVER_MS`` at most
+        (the NX gave it that TTL; a live session keeps its own).
+        """
+        block: list[Eval | Command] = [Command(("HSET", key, *pairs))]
+        if doomed:
+            block.append(Command(("HDEL", key, *doomed)))
+        block.append(Command(("PEXPIRE", key, _LEFTOVER_MS, "NX")))
+        commit = (0, own_idle, deadline_in, self.idle_ms)
+        block.append(package_script("session_write").eval((key,), commit))
+        replies = yield Multi(tuple(block))
+        if self._features.nx_block is None:
+            hset, nx = replies[0], replies[-2]
+            # the HSET's own error is EXECABORT only when the block was refused whole
+            if isinstance(hset, BackendError) and any(
+                isinstance(r, BackendError) and _BLOCK_REFUSED.search(str(r)) for r in (hset, nx)
+            ):
+                self._features.nx_block = False
+                return None
+            self._features.nx_block = True
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply  # the HSET's WRONGTYPE first; the commit then raised it too
+        return int(replies[-1])
 
     def incr(self, sid: object, name: object, amount: object) -> Plan[int | None]:
         check_field(name)

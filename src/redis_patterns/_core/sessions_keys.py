@@ -8,19 +8,33 @@ from typing import Any
 
 from .._errors import BackendError, ConfigurationError, ConfigurationTypeError
 from .._keys import check_name, make_key
-from .._plan import ArgT, Command, Plan
+from .._plan import ArgT, Command, Features, Plan
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, duration_ms, optional_duration_ms
 from .sessions_types import KEEP, Session, _bucket, _earliest, check_field
 
-__all__ = ["SessionKeys"]
+__all__ = ["BIG_WRITE_BYTES", "SessionKeys"]
+
+# From this many bytes of values up, a write sends them in a MULTI/EXEC block with plain HSET
+# rather than through session_write.lua, which copies every argument into Lua (docs/sessions.md,
+# "Big writes"; the crossover measured there).
+BIG_WRITE_BYTES = 16 * 1024
 
 
 class SessionKeys:
     """A store's validated configuration, the keys of a session and of a user's index, and the
     encoding of fields and expiries (the layout is in ``sessions``' docstring)."""
 
-    __slots__ = ("_labels", "absolute_ms", "idle_ms", "namespace", "serializer", "wait_replicas")
+    __slots__ = (
+        "_features",
+        "_labels",
+        "absolute_ms",
+        "big_write_bytes",
+        "idle_ms",
+        "namespace",
+        "serializer",
+        "wait_replicas",
+    )
 
     def __init__(
         self,
@@ -29,9 +43,14 @@ class SessionKeys:
         absolute_ttl: Duration | None,
         serializer: str | Serializer,
         wait_replicas: int = 0,
+        features: Features | None = None,
     ) -> None:
         # checked against the client's kind by the store (check_wait_replicas)
         self.wait_replicas = wait_replicas
+        # what the client's server supports (shared by every object on that client)
+        self._features = Features() if features is None else features
+        # a write whose values total this many bytes or more skips Lua (`SessionCore.write`)
+        self.big_write_bytes = BIG_WRITE_BYTES
         if not isinstance(namespace, str):
             raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
         check_name(namespace, "namespace")

@@ -65,7 +65,9 @@ class SessionStore:
     ) -> None:
         self._runner = SyncRunner(client)
         waits = check_wait_replicas(wait_replicas, cluster=self._runner.cluster)
-        self._core = SessionCore(namespace, idle_ttl, absolute_ttl, serializer, waits)
+        self._core = SessionCore(
+            namespace, idle_ttl, absolute_ttl, serializer, waits, self._runner.features
+        )
         # field names, metadata and serialized values are read back as bytes
         require_bytes_replies(self._runner, "the session store reads its fields as bytes")
         self._client = client

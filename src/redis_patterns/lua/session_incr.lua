@@ -4,7 +4,7 @@
 -- returns nil when the session does not exist (nothing is written), else {new value}
 local field = ARGV[1]
 local amount = ARGV[2]
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('HEXISTS', KEYS[1], ':c') == 0 then  -- no ':c': not a session (session_write)
   return nil
 end
 return {redis.call('HINCRBY', KEYS[1], field, amount)}

@@ -11,7 +11,13 @@ local fields = redis.call('HGETALL', KEYS[1])
 if #fields == 0 then
   return nil
 end
-local user_id = redis.call('HGET', KEYS[1], ':u') or ''
+local meta = redis.call('HMGET', KEYS[1], ':c', ':u')
+if not meta[1] then
+  -- no ':c': not a session but what a big write left of one that had ended (session_write)
+  redis.call('DEL', KEYS[1])
+  return nil
+end
+local user_id = meta[2] or ''
 if user_id ~= expected_user then
   return {-1, user_id}
 end

@@ -22,7 +22,7 @@ for _, id in ipairs(members) do
   elseif mode == 'destroy' then
     deleted = deleted + redis.call('DEL', KEYS[k])
     redis.call('ZREM', KEYS[1], id)
-  elseif redis.call('EXISTS', KEYS[k]) == 1 then
+  elseif redis.call('HEXISTS', KEYS[k], ':c') == 1 then  -- a session holds ':c' (session_write)
     table.insert(live, id)
   else
     redis.call('ZREM', KEYS[1], id)

@@ -10,11 +10,17 @@
 -- returns 1 when the session exists and the changes were applied, 0 when it does not (nothing
 --   is written: a write never resurrects an expired or destroyed session). Field writes leave
 --   the TTL alone; an expiry change sets it again from now, as a read does.
+--
+-- A session is a hash holding ':c' (every create writes it, no user field is named so). A key
+-- without it is not one: what a big write's block (HSET, HDEL, PEXPIRE NX, then this with n = 0
+-- as its commit, see SessionCore.write) put into a session that had ended, or left behind when
+-- this did not run in it (NOSCRIPT). It is deleted and 0 returned, here and nowhere else.
 local n = tonumber(ARGV[1])
 local own_idle = tonumber(ARGV[2])
 local deadline_in = tonumber(ARGV[3])
 local idle_ms = tonumber(ARGV[4])
-if redis.call('EXISTS', KEYS[1]) == 0 then
+if redis.call('HEXISTS', KEYS[1], ':c') == 0 then
+  redis.call('DEL', KEYS[1])
   return 0
 end
 local chunk = {}

@@ -1,0 +1,364 @@
+"""Session writes of big values (issue 16): from `BIG_WRITE_BYTES` of values up, `update` (and
+a request's commit) sends MULTI / HSET / [HDEL] / PEXPIRE NX / session_write as commit / EXEC in
+one round trip, the values never passing through Lua, with the outcomes of the one script
+(``session_write.lua``), which smaller writes keep.
+
+The outcome tests run each case down both paths (``path``: the block forced for any size, or
+the script for any size). A session that ended is never resurrected: the commit deletes what
+the HSET recreated, inside the atomic block, and a hash without ``:c`` (what a block whose
+commit did not run leaves) is no session for any operation.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import redis
+
+from redis_patterns import (
+    AsyncSessionStore,
+    EmbeddedServer,
+    SessionChanges,
+    SessionStore,
+    connect,
+)
+from redis_patterns._core.sessions import _LEFTOVER_MS, KEEP
+from redis_patterns._core.sessions_keys import BIG_WRITE_BYTES
+from redis_patterns._plan import Command, Eval, Multi
+from redis_patterns.testing import FaultProxy
+from redis_patterns.testing.pytest_plugin import Backend
+
+BIG = "b" * (2 * BIG_WRITE_BYTES)  # JSON text: the value is this and two quotes
+BLOCK = ["MULTI", "HSET", "PEXPIRE", "EVALSHA", "EXEC"]
+
+
+@pytest.fixture(params=["script", "block"])
+def path(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _store(client: Any, prefix: str, path: str = "", **options: Any) -> SessionStore:
+    store = SessionStore(client, prefix, options.pop("idle_ttl", 60), **options)
+    if path:
+        # Whatever the size: the block (threshold 1 byte) or the one script (never).
+        store._core.big_write_bytes = 1 if path == "block" else 2**62
+    return store
+
+
+def _key(store: SessionStore | AsyncSessionStore, sid: str) -> bytes:
+    return store._core._key_of(sid)
+
+
+def _keys_without_ttl(backend: Backend, prefix: str) -> list[bytes]:
+    client = backend.client()
+    return [key for key in backend.scan(f"*{prefix}*") if client.pttl(key) == -1]
+
+
+# --- exact commands, one round trip ----------------------------------------------------------
+
+
+def test_a_big_update_is_one_block(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix)
+    sid = store.create({"small": 1}).id
+    store.update(sid, {"small": 2})  # the script cached on the session's node
+    with backend.counter() as seen:
+        assert store.update(sid, {"blob": BIG}) is True
+    assert seen.names == BLOCK
+    assert [c.name for c in seen.inside_scripts] == ["HEXISTS"]
+    assert not any(len(arg) > 1024 for c in seen.inside_scripts for arg in c.args)
+    with backend.counter() as seen:
+        assert store.update(sid, {"blob": BIG + "!"}, delete=["small"]) is True
+    assert seen.names == ["MULTI", "HSET", "HDEL", "PEXPIRE", "EVALSHA", "EXEC"]
+    with backend.counter() as seen:
+        assert store.update(sid, {"small": 3}) is True
+    assert seen.names == ["EVALSHA"]
+    session = store.get(sid)
+    assert session is not None
+    assert dict(session) == {"blob": BIG + "!", "small": 3}
+
+
+def test_a_big_update_is_one_round_trip(
+    valkey_server: EmbeddedServer, fault_proxy: Callable[..., FaultProxy], prefix: str
+) -> None:
+    proxy = fault_proxy(valkey_server)
+    with connect(proxy.url, driver_info=None) as client:
+        store = _store(client, prefix)
+        sid = store.create({"blob": "small"}).id
+        store.update(sid, {"blob": BIG})
+        before = proxy.stats.forwarded_requests
+        assert store.update(sid, {"blob": BIG + "!"}) is True
+        assert proxy.stats.forwarded_requests - before == 1
+        session = store.get(sid)
+        assert session is not None
+        assert session["blob"] == BIG + "!"
+
+
+def test_a_request_commit_of_a_big_field_is_one_block(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix)
+    loaded = store.get(store.create({"cart": []}).id)
+    assert loaded is not None
+    store.update(loaded.id, {"cart": []})
+    changes = SessionChanges(loaded=loaded, data={"cart": [BIG]}, changed={"cart": [BIG]})
+    with backend.counter() as seen:
+        outcome = store.commit(changes)
+    assert seen.names == BLOCK
+    assert outcome.sid == loaded.id
+    session = store.get(loaded.id)
+    assert session is not None
+    assert session["cart"] == [BIG]
+
+
+async def test_async_big_update_and_commit(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    store = AsyncSessionStore(client, prefix, 60)
+    sid = (await store.create({"small": 1})).id
+    assert await store.update(sid, {"blob": BIG}) is True
+    with backend.counter() as seen:
+        assert await store.update(sid, {"blob": BIG + "a"}) is True
+    assert seen.names == BLOCK
+    loaded = await store.get(sid)
+    assert loaded is not None
+    assert loaded["blob"] == BIG + "a"
+    await store.destroy(sid)
+    changes = SessionChanges(loaded=loaded, data={"blob": BIG}, changed={"blob": BIG})
+    outcome = await store.commit(changes)
+    assert not outcome.touch_cookie  # ended during the request: dropped, cookie left alone
+    assert await client.exists(_key(store, sid)) == 0
+    await client.aclose()
+
+
+# --- the same outcomes as the script ---------------------------------------------------------
+
+
+def test_fields_set_and_deleted_ttl_left_alone(client: Any, prefix: str, path: str) -> None:
+    store = _store(client, prefix, path, idle_ttl=100)
+    sid = store.create({"a": 1, "b": 2, "c": 3}).id
+    key = _key(store, sid)
+    client.pexpire(key, 50_000)  # a field write leaves the TTL as it is
+    assert store.update(sid, {"a": BIG, "d": [4]}, delete=["b", "missing"]) is True
+    assert 40_000 < client.pttl(key) <= 50_000
+    session = store.get(sid)
+    assert session is not None
+    assert dict(session) == {"a": BIG, "c": 3, "d": [4]}
+    assert session.created_at > 0
+
+
+def test_own_expiry_changes_in_the_same_write(client: Any, prefix: str, path: str) -> None:
+    store = _store(client, prefix, path, idle_ttl=100, absolute_ttl=1000)
+    sid = store.create({"a": 1}).id
+    key = _key(store, sid)
+    assert store.update(sid, {"a": BIG}, idle_ttl=20) is True
+    assert 15_000 < client.pttl(key) <= 20_000
+    assert client.hget(key, ":i") == b"20000"
+    assert store.update(sid, {"a": BIG + "1"}, expires_in=5) is True
+    assert 0 < client.pttl(key) <= 5_000
+    assert client.hexists(key, ":d")
+    assert store.update(sid, {"a": BIG + "2"}, idle_ttl=None, expires_in=None) is True
+    assert 90_000 < client.pttl(key) <= 100_000
+    assert not client.hexists(key, ":i")
+    assert not client.hexists(key, ":d")
+    session = store.get(sid)
+    assert session is not None
+    assert session["a"] == BIG + "2"
+
+
+def test_a_deadline_already_over_ends_the_session(client: Any, prefix: str, path: str) -> None:
+    store = _store(client, prefix, path, idle_ttl=100, absolute_ttl=1000)
+    sid = store.create({"a": 1}).id
+    client.hset(_key(store, sid), ":a", 1)  # the absolute expiry passed long ago
+    assert store.update(sid, {"a": BIG}, idle_ttl=50) is True  # the session existed...
+    assert client.exists(_key(store, sid)) == 0  # ...and ends, as a read would find
+
+
+@pytest.mark.parametrize("end", ["destroy", "expire", "destroy_user", "rotate"])
+def test_a_session_that_ended_is_never_resurrected(
+    backend: Backend, prefix: str, path: str, end: str
+) -> None:
+    client = backend.client()
+    store = _store(client, prefix, path)
+    user = "alice" if end == "destroy_user" else None
+    sid = store.create({"a": 1}, user_id=user).id
+    key = _key(store, sid)
+    if end == "destroy":
+        assert store.destroy(sid)
+    elif end == "expire":
+        client.pexpire(key, 1)
+        assert _wait(lambda: client.exists(key) == 0)
+    elif end == "destroy_user":
+        assert store.destroy_user("alice") == 1
+    else:
+        assert store.rotate(sid) is not None
+    assert store.update(sid, {"a": BIG, "b": BIG}, delete=["a"]) is False
+    assert store.update(sid, {"a": BIG}, idle_ttl=10, expires_in=5) is False
+    assert client.exists(key) == 0
+    assert store.get(sid) is None
+    assert _keys_without_ttl(backend, prefix) == []
+    if user:
+        assert store.sessions_of(user) == []
+
+
+def _wait(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if predicate():
+            return True
+        done.wait(0.01)
+    return predicate()
+
+
+def test_concurrent_big_writes_to_one_session(client: Any, prefix: str) -> None:
+    """Writers of different big fields all keep their change (no lost update), and a destroy
+    among them is never undone by a write that follows it."""
+    store = _store(client, prefix)
+    sid = store.create({}).id
+    writers = [
+        threading.Thread(target=store.update, args=(sid, {f"f{i}": BIG + str(i)})) for i in range(8)
+    ]
+    for thread in writers:
+        thread.start()
+    for thread in writers:
+        thread.join()
+    session = store.get(sid)
+    assert session is not None
+    assert dict(session) == {f"f{i}": BIG + str(i) for i in range(8)}
+    store.destroy(sid)
+    late = [threading.Thread(target=store.update, args=(sid, {"x": BIG})) for _ in range(4)]
+    for thread in late:
+        thread.start()
+    for thread in late:
+        thread.join()
+    assert client.exists(_key(store, sid)) == 0
+
+
+# --- the script cache flushed: the commit meets NOSCRIPT -------------------------------------
+
+
+def test_big_writes_after_a_script_flush(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix)
+    sid = store.create({"a": 1}).id
+    store.update(sid, {"a": BIG})
+    backend.flush_scripts()
+    with backend.counter() as seen:
+        assert store.update(sid, {"a": BIG + "1"}, delete=["x"], idle_ttl=30) is True
+    # the block, then the block again with the commit as EVAL
+    first = ["MULTI", "HSET", "HDEL", "PEXPIRE", "EVALSHA", "EXEC"]
+    assert seen.names == [*first, *first[:4], "EVAL", "EXEC"]
+    session = store.get(sid)
+    assert session is not None
+    assert session["a"] == BIG + "1"
+    assert session.ttl == 30
+    store.destroy(sid)
+    backend.flush_scripts()
+    assert store.update(sid, {"a": BIG + "2"}) is False
+    assert client.exists(_key(store, sid)) == 0
+    assert _keys_without_ttl(backend, prefix) == []
+
+
+def _first_run_only(client: Any, block: Multi) -> list[Any]:
+    """``block`` sent once as `multi_steps` sends it first (every script as EVALSHA) and never
+    again: what a block whose commit met NOSCRIPT, and whose second send never arrived, left."""
+    pipe = client.pipeline(transaction=True)
+    for item in block.effects:
+        if isinstance(item, Eval):
+            pipe.execute_command("EVALSHA", item.script.sha, len(item.keys), *item.keys, *item.args)
+        else:
+            assert isinstance(item, Command)
+            pipe.execute_command(*item.args)
+    return list(pipe.execute(raise_on_error=False))
+
+
+def test_what_a_commit_that_did_not_run_leaves(backend: Backend, prefix: str) -> None:
+    """The HSET ran on an ended session and the commit did not: the hash it left has no ``:c``,
+    a TTL of `_LEFTOVER_MS` at most, and is no session for any operation (and the writes
+    that meet it delete it)."""
+    client = backend.client()
+    store = _store(client, prefix)
+    sid = store.create({"a": 1}).id
+    key = _key(store, sid)
+    store.destroy(sid)
+    plan = store._core.write(sid, {"a": BIG}, ())
+    block = next(plan)
+    assert isinstance(block, Multi)
+    backend.flush_scripts()
+    replies = _first_run_only(client, block)
+    assert isinstance(replies[-1], redis.exceptions.NoScriptError)
+    assert client.hkeys(key) == [b"a"]
+    assert 0 < client.pttl(key) <= _LEFTOVER_MS
+    assert store.get(sid) is None
+    assert store.ttl(sid) is not None  # the key is there (PTTL): until it expires or a write
+    assert store.incr(sid, "n") is None
+    assert store.rotate(sid) is None
+    assert store.rotate(sid, user_id="bob") is None
+    assert store.destroy(sid) is False
+    assert client.exists(key) == 0  # the take deleted it
+    _first_run_only(client, block)
+    assert store.update(sid, {"a": 2}) is False  # a small write deletes it too
+    assert client.exists(key) == 0
+    _first_run_only(client, block)
+    assert store.update(sid, {"a": BIG}) is False  # and so does the next block
+    assert client.exists(key) == 0
+
+
+def test_a_live_session_keeps_its_ttl_through_the_nx(client: Any, prefix: str) -> None:
+    store = _store(client, prefix, "block", idle_ttl=500)
+    sid = store.create({"a": 1}).id
+    store.update(sid, {"a": BIG})
+    assert client.pttl(_key(store, sid)) > 400_000  # not `_LEFTOVER_MS`
+
+
+def test_a_user_index_holds_no_leftover(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix, idle_ttl=60)
+    sid = store.create({"a": 1}, user_id="carol").id
+    key = _key(store, sid)
+    client.pexpire(key, 1)  # idled out; its id stays in the index until a prune
+    assert _wait(lambda: client.exists(key) == 0)
+    plan = store._core.write(sid, {"a": BIG}, (), KEEP, KEEP)
+    block = next(plan)
+    assert isinstance(block, Multi)
+    backend.flush_scripts()
+    _first_run_only(client, block)
+    assert client.exists(key) == 1
+    assert store.sessions_of("carol") == []  # its id left the index
+    assert store.destroy_user("carol") == 0
+
+
+@pytest.mark.backends("valkey", "redis7")
+@pytest.mark.parametrize("transactions", [False, True])
+def test_an_acl_user_without_exec_gets_the_script(
+    backend: Backend, prefix: str, transactions: bool
+) -> None:
+    """EXEC is ``@slow @transaction``: a user limited as docs/sessions.md says may not run it.
+    The block is then refused whole (nothing ran) and big writes go by the script; a user
+    allowed ``@transaction`` gets the block."""
+    admin: Any = backend.client()
+    user = f"acl-{prefix}"[:60]
+    rules = ["+@read", "+@write", "+@scripting", "+@keyspace", "+@fast", "+@connection"]
+    if transactions:
+        rules.append("+@transaction")
+    admin.execute_command(
+        "ACL", "SETUSER", user, "on", ">pw", f"~{{{prefix}:*", "-@all", *rules, "-@dangerous"
+    )
+    try:
+        limited = backend.client(username=user, password="pw")
+        store = SessionStore(limited, prefix, 60)
+        sid = store.create({"a": 1}).id
+        store.update(sid, {"a": 2})  # the script cached
+        with backend.counter() as seen:
+            assert store.update(sid, {"a": BIG}) is True
+        refused = ["MULTI", "EXEC", "EVALSHA"]  # EXEC refused: the queued commands never ran
+        assert seen.names == (BLOCK if transactions else refused)
+        with backend.counter() as seen:
+            assert store.update(sid, {"a": BIG + "!"}) is True
+        assert seen.names == (BLOCK if transactions else ["EVALSHA"])  # remembered
+        session = store.get(sid)
+        assert session is not None
+        assert session["a"] == BIG + "!"
+    finally:
+        admin.execute_command("ACL", "DELUSER", user)
