@@ -11,6 +11,7 @@ from redis_patterns import (
     AsyncBoundedCounter,
     BackendError,
     BoundedCounter,
+    Cache,
     EmbeddedServer,
     PermissionDeniedError,
 )
@@ -74,3 +75,32 @@ async def test_async_acl_user(app_url: str) -> None:
             await AsyncBoundedCounter(client, "nope:c", 1).incr()
     finally:
         await client.aclose()
+
+
+def test_a_user_without_transactions_stores_big_cache_values_by_the_script(
+    valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    """A big value's store is a MULTI/EXEC block; a user without ``@transaction`` is refused
+    it whole (nothing ran), so the store goes by the one script instead, and keeps doing so."""
+    user = f"cache-{prefix.replace(':', '-')}"
+    rules = [
+        *("on", ">cache-secret", "resetkeys", "~*", "allchannels"),
+        *("-@all", "+@read", "+@write", "+@scripting", "+@fast", "+@keyspace", "-@dangerous"),
+    ]
+    with valkey_server.client() as admin:
+        admin.execute_command("ACL SETUSER", user, *rules)
+    url = f"redis://{user}:cache-secret@127.0.0.1:{valkey_server.port}"
+    try:
+        with redis_patterns.connect(url) as client:
+            cache = Cache(client, "app")
+            big = "x" * (cache._core.big_value_bytes + 1)
+            with pytest.raises(BackendError, match="no permissions to run the 'exec'"):
+                SyncRunner(client).perform(Command(("EXEC",)))  # the user may not, indeed
+            cache.set("one", big)
+            assert cache._core.big_block_refused
+            cache.set("two", big + "y")
+            assert (cache.get("one"), cache.get("two")) == (big, big + "y")
+            assert cache.add("one", "other") is False  # the script's checks still apply
+    finally:
+        with valkey_server.client() as admin:
+            admin.execute_command("ACL", "DELUSER", user)
