@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from redis_patterns import (
+    FOREVER,
     GCRA,
+    Cache,
     EmbeddedServer,
     FixedWindow,
     Lock,
@@ -262,4 +264,31 @@ def test_session_writes_run_exactly_these_commands(
     )
     assert commands(client, lambda: store.update(sid, {"n": 3})) == Counter(
         {"evalsha": 1, "hexists": 1, "del": 1}
+    )
+
+
+@pytest.mark.parametrize("binary", BINARIES)
+def test_cache_touch_rewrites_only_the_header(
+    server_factory: Callable[..., EmbeddedServer], binary: str | None
+) -> None:
+    """``touch`` reads the entry's header (``GETRANGE``) and writes the new one over it in
+    place (``SETRANGE``): a 1 MB value never passes through Lua. Only a header whose length
+    changes (no expiry now, so ``0`` for the soft expiry's 13 digits) is rebuilt whole."""
+    client = server_factory(binary).client()
+    cache = Cache(client, "touched", 60, jitter=0, stampede=None, invalidations=False)
+    value = "v" * 1_000_000
+    cache.set("k", value)
+    cache.touch("k", 120)  # the script loaded
+    assert commands(client, lambda: cache.touch("k", 90)) == Counter(
+        {"evalsha": 1, "getrange": 1, "get": 1, "time": 1, "setrange": 1, "pexpire": 1}
+    )
+    assert 85_000 < client.pttl(cache.key_of("k")) <= 90_000
+    assert cache.get("k") == value
+    assert commands(client, lambda: cache.touch("k", FOREVER)) == Counter(
+        {"evalsha": 1, "getrange": 1, "get": 2, "time": 1, "set": 1}
+    )
+    assert client.pttl(cache.key_of("k")) == -1
+    assert cache.get("k") == value
+    assert commands(client, lambda: cache.touch("missing", 90)) == Counter(
+        {"evalsha": 1, "getrange": 1, "get": 1}
     )
