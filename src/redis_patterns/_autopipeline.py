@@ -244,7 +244,10 @@ class ClusterBatcher(Batcher):
         try:
             replies = await self.exchange(node, commands)
         except BaseException as exc:
-            if isinstance(exc, rex.ConnectionError | rex.TimeoutError):
+            # The node's pool had no connection to lend (client-side exhaustion, nothing sent):
+            # not a failed node, as redis-py also tells them apart.
+            lost = not isinstance(exc, getattr(rex, "MaxConnectionsError", ()))
+            if lost and isinstance(exc, rex.ConnectionError | rex.TimeoutError):
                 await self._lost(node)
             for _, _, future in parts:
                 _settle(future, exc)
@@ -253,17 +256,22 @@ class ClusterBatcher(Batcher):
             return
         # What follows only saves the unbatched re-send of a redirected item a round trip: if
         # it fails, the item keeps its redirection, and every future is still settled below.
-        with contextlib.suppress(Exception):
-            asked = [i for i, reply in enumerate(replies) if type(reply) is rex.AskError]
-            if asked:
-                await self._ask(commands, replies, asked)
-            # Correct the slot map once per moved slot, as redis-py does on MOVED (redis-py 8;
-            # an older one corrects it when the caller's unbatched re-send meets the MOVED).
-            move_slot = getattr(self.client.nodes_manager, "move_slot", None)
-            moved = {r.slot_id: r for r in replies if isinstance(r, rex.MovedError)}
-            if move_slot is not None:
-                for error in moved.values():
-                    await move_slot(error)
+        try:
+            with contextlib.suppress(Exception):
+                asked = [i for i, reply in enumerate(replies) if type(reply) is rex.AskError]
+                if asked:
+                    await self._ask(commands, replies, asked)
+                # Correct the slot map once per moved slot, as redis-py does on MOVED (redis-py
+                # 8; an older one corrects it when the caller's unbatched re-send meets it).
+                move_slot = getattr(self.client.nodes_manager, "move_slot", None)
+                moved = {r.slot_id: r for r in replies if isinstance(r, rex.MovedError)}
+                if move_slot is not None:
+                    for error in moved.values():
+                        await move_slot(error)
+        except BaseException as exc:  # cancelled meanwhile (the loop is shutting down)
+            for _, _, future in parts:
+                _settle(future, exc)
+            raise
         start = 0
         for part, single, future in parts:
             end = start + len(part)

@@ -196,6 +196,10 @@ class Features:
 
     delifeq: bool | None = None
     """``DELIFEQ`` and ``SET ... IFEQ`` (Valkey >= 9): compare-and-delete/expire, no script."""
+    transactions: bool | None = None
+    """The user may run ``MULTI``/``EXEC`` (ACL ``@transaction``): learnt by the first `Multi`
+    block; refused, every later block raises `PermissionDeniedError` before sending anything
+    and its pattern takes its script path instead."""
     nx_block: bool | None = None
     """A MULTI/EXEC block with ``PEXPIRE key ms NX`` runs: the server takes NX (Redis >= 7.0,
     every Valkey) and the user may run EXEC (ACL ``@transaction``). A big session write's

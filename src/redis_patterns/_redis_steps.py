@@ -113,6 +113,12 @@ def exchange_steps(
     connection = yield Invoke(pool.get_connection, _GET_ARGS)
     abandoned = False
     try:
+        reader = getattr(connection, "_reader", None)
+        if reader is not None and reader.at_eof():
+            # The server closed this idle asyncio connection (a restart, CLIENT KILL, its idle
+            # timeout): redis-py's pool lends it anyway when maintenance notifications are on
+            # (its default). Nothing was sent on it yet, so reconnecting is no re-send.
+            yield Invoke(connection.disconnect)
         if sending is not None:
             sending()
         yield Invoke(connection.send_packed_command, (pack_commands(connection, commands),))
@@ -205,10 +211,21 @@ def autopipeline(client: AsyncClient, enabled: bool = True) -> None:
 _NODE_LINKS = hasattr(redis.asyncio.cluster.ClusterNode, "release")
 
 
+def _single_connection(client: Any) -> bool:
+    """Whether ``client`` was made with ``single_connection_client``: every command on its one
+    connection (a ``SELECT`` on it holds), which only ``execute_command`` uses (an asyncio
+    client opens it on first use)."""
+    return bool(
+        getattr(client, "single_connection_client", False)  # asyncio
+        or getattr(client, "_single_connection_client", False)  # sync
+    )
+
+
 def _batching(runner: Context, client: Any) -> Batcher | None:
     """The client's auto-pipeline, when the runner is asyncio and batching is on for the
-    client (and it can be batched: see `_NODE_LINKS`); else ``None``."""
-    if not runner.asynchronous:
+    client (and it can be batched: see `_NODE_LINKS`; not a single-connection client's
+    commands, which stay on its connection); else ``None``."""
+    if not runner.asynchronous or _single_connection(client):
         return None
     if is_cluster(client) and not (
         _NODE_LINKS
@@ -332,7 +349,7 @@ def _send(
     A cluster client, a call with routing options and a client made with
     ``single_connection_client`` (whose one connection redis-py guards itself) keep
     ``execute_command``."""
-    if options or is_cluster(client) or getattr(client, "connection", None) is not None:
+    if options or is_cluster(client) or _single_connection(client):
         batcher = None if options else _batching(runner, client)
         send = client.execute_command if batcher is None else batcher.execute_command
         return (yield Invoke(send, args, options))

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.exceptions as rex
 
-from ._errors import BackendTimeoutError, BackendUnavailableError, RedisPatternsError
+from ._errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    PermissionDeniedError,
+    RedisPatternsError,
+)
 from ._plan import Command, Eval, KeyT, Multi, Transaction, TransactionAttempt
 from ._redis import (
     _COMMAND_ERRORS,
@@ -23,6 +29,7 @@ from ._redis import (
     _map_item,
     backend_errors,
     check_slots,
+    client_features,
     is_cluster,
     map_backend_error,
 )
@@ -215,18 +222,38 @@ def multi_steps(effect: Multi, runner: Context) -> Steps[list[Any]]:
         yield from _initialize(runner)
     client = runner.clients[effect.node or 0]
     check_slots(client, [k for item in effect.effects if isinstance(item, Eval) for k in item.keys])
-    results = yield from _multi(client, runner, effect.effects, frozenset())
+    features = client_features(client)
+    if features.transactions is False:
+        raise _refused("nothing was sent")
+    outcome, results = yield from _multi(client, runner, effect.effects, frozenset())
+    if outcome == "bare":
+        # MULTI itself was refused (NOPERM), so each item ran on its own, in order, and EXEC
+        # was refused too: what they did stands and is answered (no NOSCRIPT re-send: they
+        # ran), and no later block is sent (``features.transactions``).
+        features.transactions = False
+    elif outcome == "refused":
+        features.transactions = False  # EXEC refused the queued block: nothing ran
+        raise _refused("nothing ran")
+    else:
+        features.transactions = True
     missing = frozenset(i for i, r in enumerate(results) if isinstance(r, rex.NoScriptError))
+    if missing and outcome == "bare":
+        raise _refused("the items ran one by one, a script of them did not (NOSCRIPT)")
     if missing:
-        results = yield from _multi(client, runner, effect.effects, missing)
+        outcome, results = yield from _multi(client, runner, effect.effects, missing)
+        if outcome != "exec":  # the rights changed in between
+            features.transactions = False
+            raise _refused("on the block's second send, after NOSCRIPT")
     return [_map_item(e, r) for e, r in zip(effect.effects, results, strict=True)]
 
 
 def _multi(
     client: Any, runner: Context, effects: Sequence[Eval | Command], as_eval: frozenset[int]
-) -> Steps[list[Any]]:
-    """One block's replies (redis-py's, errors in place): the ``EVAL`` of the items in
-    ``as_eval``, the ``EVALSHA`` of the other scripts."""
+) -> Steps[tuple[str, list[Any]]]:
+    """One block's outcome and replies (redis-py's, errors in place): the ``EVAL`` of the
+    items in ``as_eval``, the ``EVALSHA`` of the other scripts. The outcome is ``"exec"``
+    (EXEC's replies), ``"bare"`` (MULTI was refused: the items ran one by one; their own
+    replies) or ``"refused"`` (EXEC was refused: nothing ran; no replies)."""
     commands = [_pipeline_args(e, sha=i not in as_eval) for i, e in enumerate(effects)]
     sent = False
 
@@ -246,14 +273,32 @@ def _multi(
         if not is_cluster(client):
             block = [("MULTI",), *commands, ("EXEC",)]
             replies = yield from exchange_steps(client, block, sending=began)
-            return _exec_replies(replies[1:-1], replies[-1])
+            if _no_permission(replies[0]):
+                return "bare", replies[1:-1]
+            if _no_permission(replies[-1]):
+                return "refused", []
+            return "exec", _exec_replies(replies[1:-1], replies[-1])
         for attempt in range(_REDIRECTS + 1):
             try:
-                return (yield from _cluster_multi(client, runner, commands, began))
+                return "exec", (yield from _cluster_multi(client, runner, commands, began))
             except (rex.MovedError, rex.AskError):
                 if attempt == _REDIRECTS:
                     raise
         raise AssertionError("unreachable")
+
+
+def _no_permission(reply: Any) -> bool:
+    """Whether ``reply`` is the refusal of MULTI or EXEC to an ACL user without them."""
+    return isinstance(reply, rex.ResponseError) and bool(
+        re.search(r"no permissions to run the '(multi|exec)' command", str(reply), re.I)
+    )
+
+
+def _refused(what: str) -> PermissionDeniedError:
+    return PermissionDeniedError(
+        "this user may not run MULTI/EXEC (ACL @transaction): a MULTI/EXEC block was refused "
+        f"({what}); grant +@transaction, or the pattern keeps to its script"
+    )
 
 
 def _exec_replies(queued: list[Any], executed: Any) -> list[Any]:

@@ -6,6 +6,7 @@ timeouts that never re-send a command; a pattern given any other client warns on
 
 from __future__ import annotations
 
+import asyncio
 import warnings
 from collections.abc import Callable
 
@@ -285,6 +286,49 @@ async def test_a_retrying_asyncio_client_does_not_resend_a_patterns_command(
         assert proxy.stats.matched_requests == 1
         assert await counter.incr() == 3
         await client.aclose()
+
+
+async def test_a_single_connection_clients_commands_stay_on_its_connection(
+    valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    """``single_connection_client``: every command on the client's one connection, so a
+    ``SELECT`` made on it holds for the patterns too (sync and asyncio, batching on)."""
+    port = valkey_server.port or 0
+    sync = redis.Redis(port=port, single_connection_client=True, retry=Retry(NoBackoff(), 0))
+    sync.execute_command("SELECT", 3)
+    assert BoundedCounter(sync, f"{prefix}:s", 10).incr() == 1
+    client = redis.asyncio.Redis(port=port, single_connection_client=True)
+    with pytest.warns(RedisPatternsWarning):
+        fresh = AsyncBoundedCounter(client, f"{prefix}:fresh", 10)
+    assert await fresh.incr() == 1  # the first command opens the client's one connection
+    await client.execute_command("SELECT", 3)
+    counter = AsyncBoundedCounter(client, f"{prefix}:a", 10)
+    assert await asyncio.gather(*(counter.incr() for _ in range(5))) != []
+    with valkey_server.client(db=3) as three, valkey_server.client() as zero:
+        assert (three.get(f"{prefix}:s"), three.get(f"{prefix}:a")) == (b"1", b"5")
+        assert (zero.get(f"{prefix}:s"), zero.get(f"{prefix}:a")) == (None, None)
+        assert zero.get(f"{prefix}:fresh") == b"1"
+    pool = client.connection_pool
+    assert len(pool._available_connections) + len(pool._in_use_connections) == 1
+    sync.close()
+    await client.aclose()
+
+
+async def test_a_connection_the_server_closed_is_reopened_before_sending(
+    valkey_server: EmbeddedServer, prefix: str
+) -> None:
+    """redis-py's asyncio pool lends a connection the server has closed (CLIENT KILL, a
+    restart, its idle timeout) when maintenance notifications are on, its default: it is
+    reconnected before anything is sent on it, so the call works, and runs once."""
+    client = redis.asyncio.Redis(port=valkey_server.port or 0, socket_timeout=5)
+    with pytest.warns(RedisPatternsWarning):
+        counter = AsyncBoundedCounter(client, f"{prefix}:c", 100)
+    assert await counter.incr() == 1
+    with valkey_server.client() as admin:
+        assert admin.client_kill_filter(_type="normal", skipme=True) >= 1
+    await asyncio.sleep(0.1)  # the close reaches the client's socket
+    assert await counter.incr() == 2
+    await client.aclose()
 
 
 def test_warning_is_a_user_warning() -> None:

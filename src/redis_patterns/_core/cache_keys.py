@@ -245,8 +245,6 @@ class CacheEntries:
         self.max_value_bytes = check_int(max_value_bytes, "max_value_bytes", minimum=1)
         # A payload this big or bigger is stored without passing through Lua (`_set`).
         self.big_value_bytes = BIG_VALUE_BYTES
-        # Set once such a store's MULTI/EXEC block is refused (an ACL user without EXEC).
-        self.big_block_refused = False
         self.near: NearCache | None = None
         if local is not None:
             size = check_int(local, "local", minimum=1)

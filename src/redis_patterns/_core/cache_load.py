@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
 from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 from .. import _metrics
-from .._errors import BackendError, ConfigurationError, LockTimeoutError
+from .._errors import BackendError, ConfigurationError, LockTimeoutError, PermissionDeniedError
 from .._logging import coalesced
 from .._plan import Call, Command, Eval, Multi, Now, Pipeline, Plan, Sleep
 from .._script import package_script
@@ -42,10 +41,6 @@ log = logging.getLogger("redis_patterns.cache")
 # persisted in the same MULTI/EXEC block, so this only bounds one left behind by a block
 # whose commit did not run (NOSCRIPT).
 _SCRATCH_MS = 60_000
-
-
-# EXEC's refusal of a block whose user may not run a transaction (ACL ``@transaction``).
-_EXEC_REFUSED = re.compile(r"no permissions to run the '(exec|multi)' command", re.I)
 
 
 class CacheLoads(CacheEntries):
@@ -205,11 +200,7 @@ class CacheLoads(CacheEntries):
         tag, payload, soft, stale, delta, token, lock_ttl, channel, origin, generation, only = (
             store.args
         )
-        if (
-            not isinstance(payload, bytes)
-            or len(payload) < self.big_value_bytes
-            or self.big_block_refused
-        ):
+        if not isinstance(payload, bytes) or len(payload) < self.big_value_bytes:
             return int((yield store))
         entry, lock, gen = store.keys
         scratch = self.scratch_key(entry if isinstance(entry, bytes) else entry.encode())
@@ -221,13 +212,11 @@ class CacheLoads(CacheEntries):
         commit = package_script("cache_set_commit").eval(
             (scratch, entry, lock), (len(payload), forever, token, lock_ttl, channel, origin)
         )
-        replies = yield Multi((prep, Command(("APPEND", scratch, payload)), commit))
-        if all(isinstance(r, BaseException) for r in replies) and _EXEC_REFUSED.search(
-            str(replies[0])
-        ):
-            # An ACL user without @transaction: the block was refused whole, nothing ran. The
-            # one script decides the same, passing the value through Lua; from now on at once.
-            self.big_block_refused = True
+        try:
+            replies = yield Multi((prep, Command(("APPEND", scratch, payload)), commit))
+        except PermissionDeniedError:
+            # An ACL user without @transaction (learnt once per client; the block did not
+            # run): the one script decides the same, passing the value through Lua.
             return int((yield store))
         # The prep's error (add's WRONGTYPE entry) first; the commit then stored nothing.
         return int(_raise_first(replies)[2])

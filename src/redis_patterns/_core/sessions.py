@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .. import _metrics
-from .._errors import BackendError, ConfigurationError
+from .._errors import BackendError, ConfigurationError, PermissionDeniedError
 from .._plan import ArgT, Command, Eval, Multi, Plan
 from .._script import package_script
 from .._validate import check_int
@@ -96,13 +96,10 @@ _INLINE_BYTES = 64 * 1024
 # hash it recreated from an ended session, left behind when its commit did not run (NOSCRIPT),
 # which the block sent again deletes; this bounds one whose second send never arrived.
 _LEFTOVER_MS = 10_000
-# How the block is refused whole (EXECABORT: nothing ran): by a server before 7.0, whose
-# PEXPIRE takes no NX (while queueing), or by an ACL user without EXEC (``@transaction``).
-_BLOCK_REFUSED = re.compile(
-    r"wrong number of arguments|syntax error|unsupported option"
-    r"|no permissions to run the 'exec' command",
-    re.I,
-)
+# How a server before 7.0, whose PEXPIRE takes no NX, refuses the block whole while queueing
+# (EXECABORT: nothing ran). An ACL user without MULTI/EXEC is told apart by the block itself
+# (`PermissionDeniedError`, `_redis_transaction.multi_steps`).
+_BLOCK_REFUSED = re.compile(r"wrong number of arguments|syntax error|unsupported option", re.I)
 
 
 class SessionCore(SessionUsers):
@@ -219,7 +216,10 @@ class SessionCore(SessionUsers):
         block.append(Command(("PEXPIRE", key, _LEFTOVER_MS, "NX")))
         commit = (0, own_idle, deadline_in, self.idle_ms)
         block.append(package_script("session_write").eval((key,), commit))
-        replies = yield Multi(tuple(block))
+        try:
+            replies = yield Multi(tuple(block))
+        except PermissionDeniedError:
+            return None  # an ACL user without @transaction (learnt once per client)
         if self._features.nx_block is None:
             hset, nx = replies[0], replies[-2]
             # the HSET's own error is EXECABORT only when the block was refused whole
