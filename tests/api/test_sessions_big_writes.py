@@ -68,7 +68,7 @@ def test_a_big_update_is_one_block(backend: Backend, prefix: str) -> None:
     with backend.counter() as seen:
         assert store.update(sid, {"blob": BIG}) is True
     assert seen.names == BLOCK
-    assert [c.name for c in seen.inside_scripts] == ["HEXISTS"]
+    assert [c.name for c in seen.inside_scripts] == ["HEXISTS", "PTTL"]
     assert not any(len(arg) > 1024 for c in seen.inside_scripts for arg in c.args)
     with backend.counter() as seen:
         assert store.update(sid, {"blob": BIG + "!"}, delete=["small"]) is True
@@ -310,6 +310,22 @@ def test_a_live_session_keeps_its_ttl_through_the_nx(client: Any, prefix: str) -
     sid = store.create({"a": 1}).id
     store.update(sid, {"a": BIG})
     assert client.pttl(_key(store, sid)) > 400_000  # not `_LEFTOVER_MS`
+
+
+def test_a_live_session_without_a_ttl_gets_its_own_not_the_leftovers(
+    client: Any, prefix: str
+) -> None:
+    """A session PERSISTed (or restored without a TTL): the block's ``PEXPIRE NX`` gives it
+    ``_LEFTOVER_MS``, and the commit gives it its own lifetime back, as a read would."""
+    store = _store(client, prefix, "block", idle_ttl=500)
+    sid = store.create({"a": 1}).id
+    key = _key(store, sid)
+    client.persist(key)
+    assert store.update(sid, {"a": BIG}) is True
+    assert client.pttl(key) > 400_000  # its idle lifetime again, not `_LEFTOVER_MS`
+    session = store.get(sid)
+    assert session is not None
+    assert session["a"] == BIG
 
 
 def test_a_user_index_holds_no_leftover(backend: Backend, prefix: str) -> None:

@@ -178,7 +178,8 @@ def test_a_big_write_is_one_block_with_session_write_as_its_commit() -> None:
     assert isinstance(commit, Eval)
     assert commit.script.name == "session_write"
     assert commit.keys == (key,)
-    assert commit.args == (0, 30_000, -1, 1_800_000)  # no fields: the expiry and the check
+    # no fields: the check, the expiry, and the TTL its NX gives a key that had none
+    assert commit.args == (-1, 30_000, -1, 1_800_000, _LEFTOVER_MS)
     assert features.nx_block is True
     gone, _ = run_canned(c.write(sid, {"a": big}, []), [[1, 1, 0]])
     assert gone is False  # the commit found no ':c': the session had ended

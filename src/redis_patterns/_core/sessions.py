@@ -214,7 +214,7 @@ class SessionCore(SessionUsers):
         if doomed:
             block.append(Command(("HDEL", key, *doomed)))
         block.append(Command(("PEXPIRE", key, _LEFTOVER_MS, "NX")))
-        commit = (0, own_idle, deadline_in, self.idle_ms)
+        commit = (-1, own_idle, deadline_in, self.idle_ms, _LEFTOVER_MS)
         block.append(package_script("session_write").eval((key,), commit))
         try:
             replies = yield Multi(tuple(block))

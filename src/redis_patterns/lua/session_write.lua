@@ -1,5 +1,7 @@
 -- KEYS[1] the session hash
--- ARGV[1] n: how many field/value pairs follow ARGV[4]
+-- ARGV[1] n: how many field/value pairs follow ARGV[4]; -1: the commit of a big write's block
+--         (its fields were set by HSET, deleted by HDEL), ARGV[5] then the TTL the block's
+--         PEXPIRE NX gave a key that had none, and no fields follow
 -- ARGV[2] the session's own idle lifetime: -1 leaves it, 0 removes it (back to ARGV[4]),
 --         > 0 sets it (ms, field ':i')
 -- ARGV[3] the session's own deadline: -1 leaves it, 0 removes it, > 0 sets it to that many ms
@@ -12,13 +14,18 @@
 --   the TTL alone; an expiry change sets it again from now, as a read does.
 --
 -- A session is a hash holding ':c' (every create writes it, no user field is named so). A key
--- without it is not one: what a big write's block (HSET, HDEL, PEXPIRE NX, then this with n = 0
+-- without it is not one: what a big write's block (HSET, HDEL, PEXPIRE NX, then this with n = -1
 -- as its commit, see SessionCore.write) put into a session that had ended, or left behind when
 -- this did not run in it (NOSCRIPT). It is deleted and 0 returned, here and nowhere else.
 local n = tonumber(ARGV[1])
 local own_idle = tonumber(ARGV[2])
 local deadline_in = tonumber(ARGV[3])
 local idle_ms = tonumber(ARGV[4])
+local first_doomed = 2 * n + 5
+local leftover = nil
+if n < 0 then
+  n, first_doomed, leftover = 0, #ARGV + 1, tonumber(ARGV[5])
+end
 if redis.call('HEXISTS', KEYS[1], ':c') == 0 then
   redis.call('DEL', KEYS[1])
   return 0
@@ -35,7 +42,7 @@ if #chunk > 0 then
   redis.call('HSET', KEYS[1], unpack(chunk))
 end
 chunk = {}
-for i = 2 * n + 5, #ARGV do
+for i = first_doomed, #ARGV do
   table.insert(chunk, ARGV[i])
   if #chunk == 1000 then
     redis.call('HDEL', KEYS[1], unpack(chunk))
@@ -45,7 +52,16 @@ end
 if #chunk > 0 then
   redis.call('HDEL', KEYS[1], unpack(chunk))
 end
-if own_idle < 0 and deadline_in < 0 then
+-- A live session without a TTL (PERSISTed, or restored without one) got the block's leftover
+-- TTL from its PEXPIRE NX, a moment ago in the same EXEC: it gets its own lifetime again, as
+-- a read would give it. (One whose own TTL happens to be within a second of the leftover's
+-- is given its lifetime again too: a read would slide it the same way.)
+local untimed = false
+if leftover then
+  local pttl = redis.call('PTTL', KEYS[1])
+  untimed = pttl <= leftover and pttl > leftover - 1000
+end
+if own_idle < 0 and deadline_in < 0 and not untimed then
   return 1
 end
 local t = redis.call('TIME')
