@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -101,3 +103,18 @@ def replicated_cluster(rp_replicated_cluster: EmbeddedCluster) -> EmbeddedCluste
 @pytest.fixture
 def sentinel(rp_sentinel: SentinelTopology) -> SentinelTopology:
     return rp_sentinel
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Collect, quietly, what redis-py's asyncio cluster clients leave to the collector.
+
+    Their ``ClusterNode`` objects (for a node's second name, or replaced when the slot map is
+    read again) keep their sockets past the client's ``aclose()``, and each warns when it is
+    collected. Left to pytest's own collection after the session, one such warning fails a run
+    whose every test passed (seen once on Python 3.10, not reproduced). Inside a test any
+    ResourceWarning still fails it (``filterwarnings = error``); tests/unit/test_background.py
+    collects the same way before its measured window.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
