@@ -20,6 +20,7 @@ import redis
 
 from redis_patterns import (
     AsyncSessionStore,
+    BackendError,
     EmbeddedServer,
     SessionChanges,
     SessionStore,
@@ -326,6 +327,33 @@ def test_a_live_session_without_a_ttl_gets_its_own_not_the_leftovers(
     session = store.get(sid)
     assert session is not None
     assert session["a"] == BIG
+
+
+# TTLs of its own: long, just above the leftover's, just below it (outside the commit's window)
+@pytest.mark.parametrize("ttl_ms", [None, 60_000, _LEFTOVER_MS + 1_000, _LEFTOVER_MS - 200])
+def test_a_key_of_another_type_is_left_as_it_was(
+    backend: Backend, prefix: str, path: str, ttl_ms: int | None
+) -> None:
+    """Another program's key at a session's name (a shared namespace): a write raises the
+    server's ``WRONGTYPE`` and leaves it as it was. The block's ``HSET`` fails on it but its
+    ``PEXPIRE NX`` does not: the commit takes back the leftover TTL that gave a key that had
+    none, rather than let the key vanish 10 s later; a key with a TTL of its own keeps it."""
+    client = backend.client()
+    store = _store(client, prefix, path)
+    sid = store.create({"a": 1}).id
+    key = _key(store, sid)
+    client.delete(key)
+    client.set(key, b"theirs", px=ttl_ms)
+    for write in ({"blob": BIG}, {"a": 2}):
+        with pytest.raises(BackendError, match="WRONGTYPE"):
+            store.update(sid, write)
+        assert client.get(key) == b"theirs"
+        if ttl_ms is None:
+            assert client.pttl(key) == -1
+        else:
+            assert ttl_ms - 150 < client.pttl(key) <= ttl_ms
+    with pytest.raises(BackendError, match="WRONGTYPE"):
+        store.get(sid)  # not a session, and not nothing either
 
 
 def test_a_user_index_holds_no_leftover(backend: Backend, prefix: str) -> None:

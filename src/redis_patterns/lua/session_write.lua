@@ -11,7 +11,8 @@
 -- ARGV[2n+5..] fields to delete
 -- returns 1 when the session exists and the changes were applied, 0 when it does not (nothing
 --   is written: a write never resurrects an expired or destroyed session). Field writes leave
---   the TTL alone; an expiry change sets it again from now, as a read does.
+--   the TTL alone; an expiry change sets it again from now, as a read does. A key of another
+--   type: the server's WRONGTYPE error, the key left as it was (see the commit below).
 --
 -- A session is a hash holding ':c' (every create writes it, no user field is named so). A key
 -- without it is not one: what a big write's block (HSET, HDEL, PEXPIRE NX, then this with n = -1
@@ -26,7 +27,21 @@ local leftover = nil
 if n < 0 then
   n, first_doomed, leftover = 0, #ARGV + 1, tonumber(ARGV[5])
 end
-if redis.call('HEXISTS', KEYS[1], ':c') == 0 then
+local exists = redis.pcall('HEXISTS', KEYS[1], ':c')
+if type(exists) == 'table' then
+  -- WRONGTYPE: another program's key. The block's HSET failed on it, its PEXPIRE NX did not:
+  -- a key that had no TTL was given the leftover one, in this EXEC, with nothing run since
+  -- (its PTTL is that to the ms); take it back rather than let the key vanish 10 s later.
+  -- (One whose own TTL is within 5 ms of the leftover's at this very moment would lose it.)
+  if leftover then
+    local pttl = redis.call('PTTL', KEYS[1])
+    if pttl <= leftover and pttl > leftover - 5 then
+      redis.call('PERSIST', KEYS[1])
+    end
+  end
+  return exists
+end
+if exists == 0 then
   redis.call('DEL', KEYS[1])
   return 0
 end
