@@ -1,6 +1,6 @@
 """Cache stores of big values (issue 16): from `BIG_VALUE_BYTES` up the value never passes
-through Lua (MULTI / cache_set_prep / APPEND / cache_set_commit / EXEC, one round trip), with
-the outcomes of the one script (``cache_set.lua``), which smaller values keep.
+through Lua (MULTI / SET NX PX / cache_set_prep / APPEND / cache_set_commit / EXEC, one round
+trip), with the outcomes of the one script (``cache_set.lua``), which smaller values keep.
 
 The outcome tests run each case down both paths (``path``: the block forced for any size, or
 the script for any size) and compare with what the script path does.
@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from redis.exceptions import NoScriptError
 
 from redis_patterns import (
     FOREVER,
@@ -24,12 +25,14 @@ from redis_patterns import (
     connect,
 )
 from redis_patterns._core.cache_keys import BIG_VALUE_BYTES
+from redis_patterns._core.cache_load import _SCRATCH_MS
+from redis_patterns._plan import Eval, Multi
 from redis_patterns._script import package_script
 from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.pytest_plugin import Backend
 
 BIG = "b" * (2 * BIG_VALUE_BYTES)  # JSON text: the payload is this and two quotes
-BLOCK = ["MULTI", "EVALSHA", "APPEND", "EVALSHA", "EXEC"]
+BLOCK = ["MULTI", "SET", "EVALSHA", "APPEND", "EVALSHA", "EXEC"]
 
 
 @pytest.fixture(params=["script", "block"])
@@ -223,6 +226,35 @@ def test_big_stores_after_a_script_flush(backend: Backend, prefix: str) -> None:
     assert cache.get("k") == BIG + "2"
     assert client.exists(cache._core.lock_key(cache.key_of("k"))) == 0
     assert _leftovers(backend, prefix) == []
+
+
+def test_a_block_that_met_noscript_and_was_never_sent_again_leaves_nothing_untimed(
+    backend: Backend, prefix: str
+) -> None:
+    """Both scripts of a big store met ``NOSCRIPT`` and the block was not sent again (the link
+    or the process died first): its ``APPEND`` still ran. The scratch key it made lives
+    ``_SCRATCH_MS`` at most, however big, rather than forever. The block here is the one the
+    library sends, run once by hand on a server with no scripts cached."""
+    client = backend.client()
+    cache = _cache(client, prefix)
+    entry = cache.key_of("k")
+    scratch = cache._core.scratch_key(entry)
+    for soft in (60.0, FOREVER):
+        block = next(cache._core.set("k", BIG, soft))  # the plan's one effect: the block
+        assert isinstance(block, Multi)
+        backend.flush_scripts()
+        pipe = client.pipeline(transaction=True)
+        for item in block.effects:
+            if isinstance(item, Eval):
+                keys = item.keys
+                pipe.execute_command("EVALSHA", item.script.sha, len(keys), *keys, *item.args)
+            else:
+                pipe.execute_command(*item.args)
+        replies = pipe.execute(raise_on_error=False)
+        assert [type(r) for r in replies if isinstance(r, Exception)] == [NoScriptError] * 2
+        assert client.exists(entry) == 0  # nothing stored
+        assert 0 < client.pttl(scratch) <= _SCRATCH_MS
+        client.delete(scratch)
 
 
 @pytest.mark.parametrize("loaded", ["cache_set_prep", "cache_set_commit"])

@@ -293,13 +293,15 @@ def test_a_big_value_is_stored_in_one_block_without_lua_seeing_it() -> None:
     core = _core(max_value_bytes=10**6, stampede=None)
     core.big_value_bytes = 100
     value = "x" * 200
-    stored, effects = run_canned(core.set("k", value, 1.0), [[1, 201, 1]])
+    stored, effects = run_canned(core.set("k", value, 1.0), [[True, 1, 201, 1]])
     assert stored is True
     (block,) = effects
     assert isinstance(block, Multi)
-    prep, append, commit = block.effects
+    bound, prep, append, commit = block.effects
     entry, lock, gen = b"{cache:ns:k}", b"{cache:ns:k}:lock", b"{cache:ns}:gen"
     scratch = b"{cache:ns:k}:set"
+    # first a TTL for the scratch key, whatever else runs (the prep's SET replaces it)
+    assert bound == Command(("SET", scratch, b"", "PX", 60_000, "NX"))
     assert isinstance(prep, Eval)
     assert prep.script.name == "cache_set_prep"
     assert prep.keys == (entry, lock, gen, scratch)
@@ -318,11 +320,11 @@ def test_a_big_value_is_stored_in_one_block_without_lua_seeing_it() -> None:
 def test_a_big_store_dropped_or_refused_in_its_block() -> None:
     core = _core(max_value_bytes=10**6)
     core.big_value_bytes = 1
-    stored, _ = run_canned(core.set("k", 1, 1.0, only_absent=True), [[0, 1, 0]])
+    stored, _ = run_canned(core.set("k", 1, 1.0, only_absent=True), [[True, 0, 1, 0]])
     assert stored is False
     refused = ScriptError("WRONGTYPE Operation against a key holding the wrong kind of value")
     with pytest.raises(ScriptError, match="WRONGTYPE"):
-        run_canned(core.set("k", 1, 1.0, only_absent=True), [[refused, 1, 0]])
+        run_canned(core.set("k", 1, 1.0, only_absent=True), [[True, refused, 1, 0]])
 
 
 def test_cluster_scratch_key_shares_the_entry_slot() -> None:

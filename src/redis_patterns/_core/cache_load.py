@@ -37,9 +37,10 @@ T = TypeVar("T")
 
 log = logging.getLogger("redis_patterns.cache")
 
-# How long the scratch key of a big entry without expiry may live (ms): it is renamed and
-# persisted in the same MULTI/EXEC block, so this only bounds one left behind by a block
-# whose commit did not run (NOSCRIPT).
+# How long the scratch key of a big entry without expiry may live (ms), and one a block's
+# APPEND made when its prep did not run: it is renamed (and persisted) or deleted in the same
+# MULTI/EXEC block, so this only bounds one left behind by a block whose commit did not run
+# (NOSCRIPT) and that was never sent again.
 _SCRATCH_MS = 60_000
 
 
@@ -193,9 +194,10 @@ class CacheLoads(CacheEntries):
 
         A payload of `big_value_bytes` or more is not passed through Lua, where receiving it
         alone costs the server about 1.3 ms per MB (issue 16). The same decisions and the same
-        entry, in one block: ``MULTI``, ``cache_set_prep`` (every check; the header into a
-        scratch key), ``APPEND`` of the payload, ``cache_set_commit`` (the scratch key renamed
-        into place), ``EXEC``. One round trip, atomic: no read sees a header without its value.
+        entry, in one block: ``MULTI``, ``SET NX PX`` (a TTL for the scratch key, whatever
+        runs), ``cache_set_prep`` (every check; the header into a scratch key), ``APPEND`` of
+        the payload, ``cache_set_commit`` (the scratch key renamed into place), ``EXEC``. One
+        round trip, atomic: no read sees a header without its value.
         """
         tag, payload, soft, stale, delta, token, lock_ttl, channel, origin, generation, only = (
             store.args
@@ -212,14 +214,18 @@ class CacheLoads(CacheEntries):
         commit = package_script("cache_set_commit").eval(
             (scratch, entry, lock), (len(payload), forever, token, lock_ttl, channel, origin)
         )
+        # The scratch key gets a TTL before anything else writes it: if both scripts met
+        # NOSCRIPT the APPEND still makes it, the payload alone, and should the block never be
+        # sent again it must not stay forever. The prep's SET replaces it with its own.
+        bound = Command(("SET", scratch, b"", "PX", _SCRATCH_MS, "NX"))
         try:
-            replies = yield Multi((prep, Command(("APPEND", scratch, payload)), commit))
+            replies = yield Multi((bound, prep, Command(("APPEND", scratch, payload)), commit))
         except PermissionDeniedError:
             # An ACL user without @transaction (learnt once per client; the block did not
             # run): the one script decides the same, passing the value through Lua.
             return int((yield store))
         # The prep's error (add's WRONGTYPE entry) first; the commit then stored nothing.
-        return int(_raise_first(replies)[2])
+        return int(_raise_first(replies)[3])
 
     def _write(self, entries: list[bytes], effect: Eval) -> Plan[Any]:
         """Send a write, dropping this process's near copies before it and after its reply."""
