@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 from types import MappingProxyType
 from typing import Any
 
@@ -27,6 +28,7 @@ class SessionKeys:
 
     __slots__ = (
         "_features",
+        "_head",
         "_labels",
         "absolute_ms",
         "big_write_bytes",
@@ -55,6 +57,9 @@ class SessionKeys:
             raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
         check_name(namespace, "namespace")
         self.namespace = namespace
+        # a session key is this, its id's bucket, "}:s:", its token (`session_key`): built on
+        # every read, so the namespace is encoded once
+        self._head = make_key(namespace, b"\x00").split(b"\x00")[0]
         self.idle_ms = duration_ms(idle_ttl, "idle_ttl")
         self.absolute_ms = optional_duration_ms(absolute_ttl, "absolute_ttl")
         if self.absolute_ms is not None and self.absolute_ms < self.idle_ms:
@@ -80,7 +85,8 @@ class SessionKeys:
         return make_key(self.namespace, _bucket(user_id).encode(), "u:" + user_id)
 
     def _key_of(self, sid: str) -> bytes:
-        return self.session_key(sid[:3], sid[4:])
+        """`session_key` of a well-formed (ASCII) id."""
+        return self._head + sid[:3].encode() + b"}:s:" + sid[4:].encode()
 
     # -- encoding -----------------------------------------------------------------------------
 
@@ -94,15 +100,16 @@ class SessionKeys:
         self, sid: str, now_ms: int, ttl_ms: int, flat: list[bytes], size: int | None = None
     ) -> Session:
         """The `Session` of ``flat`` field/value pairs (its first ``size`` items, default all)."""
+        loads = self.serializer.loads
         data: dict[str, Any] = {}
         meta: dict[bytes, bytes] = {}
-        for i in range(0, len(flat) if size is None else size, 2):
-            name, raw = flat[i], flat[i + 1]
-            if name.startswith(b":"):
+        pairs = iter(flat) if size is None else islice(flat, size)
+        for name, raw in zip(pairs, pairs, strict=True):
+            if name[:1] == b":":
                 meta[name] = raw
                 continue
             try:
-                data[name.decode()] = self.serializer.loads(raw)
+                data[name.decode()] = loads(raw)
             except ValueError as exc:  # never guess (and never unpickle): report it
                 raise BackendError(
                     f"session field {name!r} does not hold valid {self.serializer.name}: {exc}"

@@ -57,8 +57,13 @@ def _bucket(user_id: str) -> str:
 
 def _earliest(*epoch_ms: bytes | int | None) -> float | None:
     """The earliest of some epoch-ms deadlines in seconds (``None`` and negatives: no deadline)."""
-    given = [int(x) for x in epoch_ms if x is not None and int(x) >= 0]
-    return min(given) / 1000 if given else None
+    earliest = -1
+    for x in epoch_ms:
+        if x is not None:
+            at = int(x)
+            if at >= 0 and (earliest < 0 or at < earliest):
+                earliest = at
+    return None if earliest < 0 else earliest / 1000
 
 
 def _collision() -> BackendError:
