@@ -7,6 +7,9 @@ The outcome tests run each case down both paths (``path``: the block forced for 
 the script for any size). A session that ended is never resurrected: the commit deletes what
 the HSET recreated, inside the atomic block, and a hash without ``:c`` (what a block whose
 commit did not run leaves) is no session for any operation.
+
+Creates from `BIG_CREATE_BYTES` up (the last part): MULTI / HSET scratch / PEXPIRE scratch /
+session_create with no fields, which renames the scratch hash into the session / EXEC.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis
+from redis.exceptions import NoScriptError, ResponseError
 
 from redis_patterns import (
     AsyncSessionStore,
@@ -27,13 +31,16 @@ from redis_patterns import (
     connect,
 )
 from redis_patterns._core.sessions import _LEFTOVER_MS, KEEP
-from redis_patterns._core.sessions_keys import BIG_WRITE_BYTES
+from redis_patterns._core.sessions_keys import BIG_CREATE_BYTES, BIG_WRITE_BYTES
 from redis_patterns._plan import Command, Eval, Multi
+from redis_patterns._script import package_script
 from redis_patterns.testing import FaultProxy
 from redis_patterns.testing.pytest_plugin import Backend
 
 BIG = "b" * (2 * BIG_WRITE_BYTES)  # JSON text: the value is this and two quotes
 BLOCK = ["MULTI", "HSET", "PEXPIRE", "EVALSHA", "EXEC"]
+BIG_CREATE = "c" * (2 * BIG_CREATE_BYTES)
+CREATE_BLOCK = ["MULTI", "HSET", "PEXPIRE", "EVALSHA", "EXEC"]  # into the scratch hash
 
 
 @pytest.fixture(params=["script", "block"])
@@ -44,8 +51,9 @@ def path(request: pytest.FixtureRequest) -> str:
 def _store(client: Any, prefix: str, path: str = "", **options: Any) -> SessionStore:
     store = SessionStore(client, prefix, options.pop("idle_ttl", 60), **options)
     if path:
-        # Whatever the size: the block (threshold 1 byte) or the one script (never).
+        # Whatever the size: the blocks (threshold 1 byte) or the one script (never).
         store._core.big_write_bytes = 1 if path == "block" else 2**62
+        store._core.big_create_bytes = store._core.big_write_bytes
     return store
 
 
@@ -373,14 +381,15 @@ def test_a_user_index_holds_no_leftover(backend: Backend, prefix: str) -> None:
     assert store.destroy_user("carol") == 0
 
 
-@pytest.mark.backends("valkey", "redis7")
+@pytest.mark.backends("valkey", "redis7")  # ACL SETUSER is per node
+@pytest.mark.parametrize("operation", ["update", "create"])
 @pytest.mark.parametrize("transactions", [False, True])
 def test_an_acl_user_without_exec_gets_the_script(
-    backend: Backend, prefix: str, transactions: bool
+    backend: Backend, prefix: str, transactions: bool, operation: str
 ) -> None:
     """EXEC is ``@slow @transaction``: a user limited as docs/sessions.md says may not run it.
-    The block is then refused whole (nothing ran) and big writes go by the script; a user
-    allowed ``@transaction`` gets the block."""
+    The block is then refused whole (nothing ran) and big writes and creates go by the script;
+    a user allowed ``@transaction`` gets the block."""
     admin: Any = backend.client()
     user = f"acl-{prefix}"[:60]
     rules = ["+@read", "+@write", "+@scripting", "+@keyspace", "+@fast", "+@connection"]
@@ -393,16 +402,192 @@ def test_an_acl_user_without_exec_gets_the_script(
         limited = backend.client(username=user, password="pw")
         store = SessionStore(limited, prefix, 60)
         sid = store.create({"a": 1}).id
-        store.update(sid, {"a": 2})  # the script cached
+        store.update(sid, {"a": 2})  # both scripts cached
+
+        def big(value: str) -> str:
+            if operation == "update":
+                assert store.update(sid, {"a": value}) is True
+                return sid
+            return store.create({"a": value}).id
+
+        block = BLOCK if operation == "update" else CREATE_BLOCK
+        value = BIG if operation == "update" else BIG_CREATE
         with backend.counter() as seen:
-            assert store.update(sid, {"a": BIG}) is True
+            big(value)
         refused = ["MULTI", "EXEC", "EVALSHA"]  # EXEC refused: the queued commands never ran
-        assert seen.names == (BLOCK if transactions else refused)
+        assert seen.names == (block if transactions else refused)
         with backend.counter() as seen:
-            assert store.update(sid, {"a": BIG + "!"}) is True
-        assert seen.names == (BLOCK if transactions else ["EVALSHA"])  # remembered
-        session = store.get(sid)
+            made = big(value + "!")
+        assert seen.names == (block if transactions else ["EVALSHA"])  # remembered
+        session = store.get(made)
         assert session is not None
-        assert session["a"] == BIG + "!"
+        assert session["a"] == value + "!"
     finally:
         admin.execute_command("ACL", "DELUSER", user)
+
+
+# --- big creates: the values into a scratch hash the script renames -------------------------
+
+
+def _scratch_keys(backend: Backend, prefix: str) -> list[bytes]:
+    return [key for key in backend.scan(f"*{prefix}*") if b"}:n:" in key]
+
+
+def _load_scripts(backend: Backend) -> None:
+    for server in backend.servers:
+        with server.client() as node:
+            node.script_load(package_script("session_create").source)
+
+
+def test_a_big_create_is_one_block(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix)
+    _load_scripts(backend)
+    with backend.counter() as seen:
+        made = store.create({"blob": BIG_CREATE, "n": 1}, user_id="ada")
+    assert seen.names == CREATE_BLOCK
+    assert dict(made) == {"blob": BIG_CREATE, "n": 1}
+    session = store.get(made.id)
+    assert session is not None
+    assert dict(session) == {"blob": BIG_CREATE, "n": 1}
+    assert session.user_id == "ada"
+    assert store.sessions_of("ada") == [made.id]
+    assert 55_000 < client.pttl(store._core._key_of(made.id)) <= 60_000
+    assert _scratch_keys(backend, prefix) == []
+    # below the threshold (a big write's 16 KiB is not enough): the one script
+    for small in ("small", "m" * (BIG_CREATE_BYTES // 2)):
+        with backend.counter() as seen:
+            store.create({"blob": small})
+        assert seen.names == ["EVALSHA"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"user_id": "bob"},
+        {"user_id": 42, "idle_ttl": 30},
+        {"expires_in": 20},
+        {"user_id": "eve", "idle_ttl": 90, "expires_in": 45},
+    ],
+)
+def test_both_paths_create_the_same_session(
+    backend: Backend, prefix: str, path: str, options: dict[str, Any]
+) -> None:
+    client = backend.client()
+    store = _store(client, prefix, path, absolute_ttl=600)
+    made = store.create({"blob": BIG_CREATE, "cart": [1, 2]}, **options)
+    key = store._core._key_of(made.id)
+    stored = client.hgetall(key)
+    assert set(stored) == {
+        b"blob",
+        b"cart",
+        b":c",
+        b":a",
+        *([b":u"] if "user_id" in options else []),
+        *([b":i"] if "idle_ttl" in options else []),
+        *([b":d"] if "expires_in" in options else []),
+    }
+    assert stored[b"blob"] == f'"{BIG_CREATE}"'.encode()
+    assert stored[b"cart"] == b"[1,2]"
+    idle = options.get("idle_ttl", 60)
+    ttl = min(idle, options.get("expires_in", idle))
+    assert made.ttl == ttl
+    assert (ttl - 5) * 1000 < client.pttl(key) <= ttl * 1000
+    assert made.absolute_expires_at == pytest.approx(
+        made.created_at + min(600, options.get("expires_in", 600)), abs=0.01
+    )
+    if "user_id" in options:
+        assert made.user_id == str(options["user_id"])
+        assert store.sessions_of(str(options["user_id"])) == [made.id]
+    session = store.get(made.id)
+    assert session is not None
+    assert dict(session) == {"blob": BIG_CREATE, "cart": [1, 2]}
+    assert _scratch_keys(backend, prefix) == []
+
+
+def test_a_request_commit_of_a_new_big_session_is_one_block(backend: Backend, prefix: str) -> None:
+    client = backend.client()
+    store = _store(client, prefix)
+    _load_scripts(backend)
+    with backend.counter() as seen:
+        outcome = store.commit(
+            SessionChanges(loaded=None, data={"cart": [BIG_CREATE]}, had_cookie=True)
+        )
+    assert seen.names == CREATE_BLOCK
+    assert outcome.sid is not None
+    session = store.get(outcome.sid)
+    assert session is not None
+    assert session["cart"] == [BIG_CREATE]
+
+
+async def test_async_big_create(backend: Backend, prefix: str) -> None:
+    client = backend.async_client()
+    store = AsyncSessionStore(client, prefix, 60)
+    _load_scripts(backend)
+    await store.create({"warm": "the client"})  # a cluster client's first call maps the slots
+    with backend.counter() as seen:
+        made = await store.create({"blob": BIG_CREATE}, user_id="ada")
+    assert seen.names == CREATE_BLOCK
+    session = await store.get(made.id)
+    assert session is not None
+    assert session["blob"] == BIG_CREATE
+    assert await store.sessions_of("ada") == [made.id]
+    await client.aclose()
+
+
+def test_big_creates_after_a_script_flush(backend: Backend, prefix: str) -> None:
+    """The script met NOSCRIPT inside EXEC (the HSET and PEXPIRE ran): the block is sent again
+    with EVAL, which renames the scratch hash; nothing is left behind."""
+    client = backend.client()
+    store = _store(client, prefix)
+    store.create({"blob": BIG_CREATE})
+    backend.flush_scripts()
+    made = store.create({"blob": BIG_CREATE + "1"}, user_id="ada")
+    session = store.get(made.id)
+    assert session is not None
+    assert session["blob"] == BIG_CREATE + "1"
+    assert store.sessions_of("ada") == [made.id]
+    assert _scratch_keys(backend, prefix) == []
+    assert [k for k in backend.scan(f"*{prefix}*") if client.pttl(k) == -1] == [
+        store._core.index_key("ada")
+    ]  # only the index of a session without absolute expiry has no TTL
+
+
+def test_what_a_block_whose_script_did_not_run_leaves(backend: Backend, prefix: str) -> None:
+    """The block as the library sends it, run once by hand on a server with no scripts cached,
+    and never sent again: no session (nothing reads the scratch hash as one), and the scratch
+    hash expires within ``_LEFTOVER_MS``."""
+    client = backend.client()
+    store = _store(client, prefix)
+    block = next(store._core.create({"blob": BIG_CREATE}, "ada"))  # the plan's first effect
+    assert isinstance(block, Multi)
+    backend.flush_scripts()
+    replies = _first_run_only(client, block)
+    assert isinstance(replies[-1], NoScriptError)
+    (scratch,) = _scratch_keys(backend, prefix)
+    assert 0 < client.pttl(scratch) <= _LEFTOVER_MS
+    assert store.sessions_of("ada") == []
+    sessions = [k for k in backend.scan(f"*{prefix}*") if b"}:s:" in k]
+    assert sessions == []
+
+
+def test_the_script_refuses_a_taken_id_and_a_missing_scratch(client: Any, prefix: str) -> None:
+    """``session_create`` with a scratch hash, called directly: an id already taken leaves that
+    session alone and deletes the scratch hash; a scratch hash that is not there (the block's
+    HSET failed) is an error, never a session without its fields."""
+    store = _store(client, prefix)
+    taken = store.create({"mine": 1}).id
+    key, scratch = store._core._key_of(taken), store._core._scratch_of(taken)
+    script = package_script("session_create")
+    args = (60_000, 0, 0, 0, "", taken, 0, 0, 0)
+    client.hset(scratch, "theirs", "2")
+    assert client.evalsha(client.script_load(script.source), 2, key, scratch, *args) is None
+    assert client.exists(scratch) == 0
+    assert client.hget(key, "mine") == b"1"
+    assert client.hexists(key, "theirs") == 0
+    fresh = "abc." + "A" * 43
+    key, scratch = store._core._key_of(fresh), store._core._scratch_of(fresh)
+    with pytest.raises(ResponseError, match="scratch hash of a big session create is missing"):
+        client.evalsha(script.sha, 2, key, scratch, *args[:5], fresh, 0, 0, 0)
+    assert client.exists(key) == 0

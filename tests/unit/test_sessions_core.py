@@ -185,6 +185,35 @@ def test_a_big_write_is_one_block_with_session_write_as_its_commit() -> None:
     assert gone is False  # the commit found no ':c': the session had ended
 
 
+def test_a_big_create_is_one_block_renaming_a_scratch_hash() -> None:
+    from redis_patterns._core.sessions import _LEFTOVER_MS
+    from redis_patterns._plan import Multi, Replicated
+
+    c = core()
+    big = "x" * c.big_create_bytes
+    reply = [b"1000", b"1800000", -1, 1, -1]
+    session, effects = run_canned(c.create({"a": big}, "ada"), [[1, 1, reply]])
+    (block,) = effects
+    assert isinstance(block, Multi)
+    hset, pexpire, commit = block.effects
+    sid = session.id
+    scratch = c._scratch_of(sid)
+    assert scratch == f"{{sess:{sid[:3]}}}:n:{sid[4:]}".encode()  # the session's slot
+    assert hset == Command(("HSET", scratch, "a", f'"{big}"'.encode()))
+    assert pexpire == Command(("PEXPIRE", scratch, _LEFTOVER_MS))
+    assert isinstance(commit, Eval)
+    assert commit.script.name == "session_create"
+    assert commit.keys == (c._key_of(sid), c.index_key("ada"), scratch)
+    assert commit.args == (1_800_000, 0, 0, 0, "ada", sid, 0, 0, 0)  # no fields
+    assert dict(session) == {"a": big}
+    # below the threshold, or waiting for replicas (the script's WAIT follows it): the script
+    _, effects = run_canned(c.create({"a": "small"}, None), [reply])
+    assert [type(e) for e in effects] == [Eval]
+    waiting = core(wait_replicas=1)
+    _, effects = run_canned(waiting.create({"a": big}, None), [(reply, 1)])
+    assert [type(e) for e in effects] == [Replicated]
+
+
 def test_a_small_write_stays_one_script() -> None:
     c = core()
     sid = new_session_id(None)

@@ -9,6 +9,8 @@ Key layout (``ns`` is the store's namespace, ``b`` a 3-hex-digit bucket):
   start with ``:``.
 - ``{ns:b}:u:<user id>``: the user's index, a sorted set of session ids scored by absolute
   expiry (``+inf`` without one).
+- ``{ns:b}:n:<token>``: a big create's fields for a moment, inside its MULTI/EXEC block (or,
+  when the block's script met NOSCRIPT, until it is sent again: ``_LEFTOVER_MS`` at most).
 
 A session id is ``<b>.<token>``: the bucket, then 43 characters of ``secrets.token_urlsafe(32)``
 (256 random bits). An anonymous session gets a random bucket; a user's sessions all live in the
@@ -100,6 +102,8 @@ _LEFTOVER_MS = 10_000
 # (EXECABORT: nothing ran). An ACL user without MULTI/EXEC is told apart by the block itself
 # (`PermissionDeniedError`, `_redis_transaction.multi_steps`).
 _BLOCK_REFUSED = re.compile(r"wrong number of arguments|syntax error|unsupported option", re.I)
+# `SessionCore._create_block`'s answer when the block was refused whole: create by the script.
+_BY_SCRIPT: Any = object()
 
 
 class SessionCore(SessionUsers):
@@ -127,8 +131,12 @@ class SessionCore(SessionUsers):
                 *(self.idle_ms, self.absolute_ms or 0, 0, 0, uid or "", sid),
                 *(own_idle, 0, deadline_in),
             )
-            create = package_script("session_create").eval(keys, (*args, *pairs))
-            reply = yield from replicated(create, self.wait_replicas, "the new session", _wrote)
+            reply = _BY_SCRIPT
+            if not self.wait_replicas and sum(len(v) for _, v in encoded) >= self.big_create_bytes:
+                reply = yield from self._create_block(sid, keys, args, pairs)
+            if reply is _BY_SCRIPT:
+                create = package_script("session_create").eval(keys, (*args, *pairs))
+                reply = yield from replicated(create, self.wait_replicas, "the new session", _wrote)
             if reply is None:
                 continue
             now_ms, ttl_ms, absolute_at, size, deadline = (int(x) for x in reply)
@@ -194,6 +202,35 @@ class SessionCore(SessionUsers):
         if reply and _metrics.on:
             _metrics.SESSION_WRITES.record(self._labels[3])
         return bool(reply)
+
+    def _create_block(
+        self, sid: str, keys: tuple[bytes, ...], args: tuple[ArgT, ...], pairs: Sequence[ArgT]
+    ) -> Plan[Any]:
+        """`create` without passing the values through Lua: ``session_create``'s reply, or
+        `_BY_SCRIPT` when the block was refused whole (an ACL user who may not run EXEC).
+
+        One block, one round trip: ``MULTI``, ``HSET`` the fields into the id's scratch hash,
+        ``PEXPIRE`` it ``_LEFTOVER_MS``, then ``session_create`` with no fields and the
+        scratch hash as its last key, which renames it into the session (or, on an id
+        collision, deletes it), ``EXEC``. Nobody sees the session without its fields. If the
+        script met ``NOSCRIPT`` the block is sent again (``EVAL``) and decides the same; in
+        between, the scratch hash is no session and lives ``_LEFTOVER_MS`` at most. Waiting for
+        replicas (``wait_replicas``) takes the script, whose ``WAIT`` follows it.
+        """
+        scratch = self._scratch_of(sid)
+        block = (
+            Command(("HSET", scratch, *pairs)),
+            Command(("PEXPIRE", scratch, _LEFTOVER_MS)),
+            package_script("session_create").eval((*keys, scratch), args),
+        )
+        try:
+            replies = yield Multi(block)
+        except PermissionDeniedError:
+            return _BY_SCRIPT  # learnt once per client: later blocks are not even sent
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies[-1]
 
     def _write_block(
         self, key: bytes, pairs: Sequence[ArgT], doomed: list[str], own_idle: int, deadline_in: int

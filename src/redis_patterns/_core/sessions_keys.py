@@ -14,12 +14,16 @@ from .._serializers import Serializer, get_serializer
 from .._validate import Duration, duration_ms, optional_duration_ms
 from .sessions_types import KEEP, Session, _bucket, _earliest, check_field
 
-__all__ = ["BIG_WRITE_BYTES", "SessionKeys"]
+__all__ = ["BIG_CREATE_BYTES", "BIG_WRITE_BYTES", "SessionKeys"]
 
 # From this many bytes of values up, a write sends them in a MULTI/EXEC block with plain HSET
 # rather than through session_write.lua, which copies every argument into Lua (docs/sessions.md,
 # "Big writes"; the crossover measured there).
 BIG_WRITE_BYTES = 16 * 1024
+# From this many bytes of values up, a create puts them into a scratch hash by a plain HSET,
+# which session_create.lua renames into the session (docs/sessions.md, "Big writes"): its block
+# costs the caller more than the one script below about this (the crossover measured there).
+BIG_CREATE_BYTES = 64 * 1024
 
 
 class SessionKeys:
@@ -31,6 +35,7 @@ class SessionKeys:
         "_head",
         "_labels",
         "absolute_ms",
+        "big_create_bytes",
         "big_write_bytes",
         "idle_ms",
         "namespace",
@@ -53,6 +58,7 @@ class SessionKeys:
         self._features = Features() if features is None else features
         # a write whose values total this many bytes or more skips Lua (`SessionCore.write`)
         self.big_write_bytes = BIG_WRITE_BYTES
+        self.big_create_bytes = BIG_CREATE_BYTES
         if not isinstance(namespace, str):
             raise ConfigurationTypeError(f"namespace must be str, not {type(namespace).__name__}")
         check_name(namespace, "namespace")
@@ -87,6 +93,10 @@ class SessionKeys:
     def _key_of(self, sid: str) -> bytes:
         """`session_key` of a well-formed (ASCII) id."""
         return self._head + sid[:3].encode() + b"}:s:" + sid[4:].encode()
+
+    def _scratch_of(self, sid: str) -> bytes:
+        """Where a big create of ``sid`` puts the fields before they become the session."""
+        return self._head + sid[:3].encode() + b"}:n:" + sid[4:].encode()
 
     # -- encoding -----------------------------------------------------------------------------
 

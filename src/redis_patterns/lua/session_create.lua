@@ -1,6 +1,7 @@
 -- KEYS[1] the new session hash (must not exist yet)
--- KEYS[2] optional: the user's index, a sorted set of session ids scored by absolute expiry
---         (epoch ms; +inf when the session has none)
+-- KEYS[2] a user's session only: the user's index, session ids scored by absolute expiry (ms)
+-- KEYS[2] (anonymous) or KEYS[3] optional: a big create's scratch hash, the fields already in
+--         it (HSET in the same MULTI/EXEC block: no value passes through Lua), renamed into KEYS[1]
 -- ARGV[1] idle_ms: the idle lifetime
 -- ARGV[2] absolute_ms: the absolute lifetime from creation, 0 for none
 -- ARGV[3] absolute_at: an absolute expiry (epoch ms) carried over by a rotation, 0 to use ARGV[2]
@@ -12,7 +13,8 @@
 -- ARGV[9] the session's own deadline as ms from now (when ARGV[8] is 0), 0 for none
 -- ARGV[10..] field, value pairs: the user fields, already serialized
 -- returns nil when KEYS[1] exists (an id collision) or a carried absolute expiry or deadline has
---   passed; else {now_ms, ttl_ms, absolute_at_ms or -1, index size or -1, deadline_ms or -1}
+--   passed (the scratch hash deleted); else {now_ms, ttl_ms, absolute_at_ms or -1, index size
+--   or -1, deadline_ms or -1}; an error for a scratch hash that is not there
 local idle_ms = tonumber(ARGV[1])
 local absolute_ms = tonumber(ARGV[2])
 local absolute_at = tonumber(ARGV[3])
@@ -22,9 +24,17 @@ local session_id = ARGV[6]
 local own_idle = tonumber(ARGV[7])
 local deadline = tonumber(ARGV[8])
 local deadline_in = tonumber(ARGV[9])
+local scratch = KEYS[user_id ~= '' and 3 or 2]
+
+local function refuse()
+  if scratch then
+    redis.call('DEL', scratch)
+  end
+  return nil
+end
 
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  return nil
+  return refuse()
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -44,7 +54,7 @@ end
 for _, at in ipairs({absolute_at, deadline}) do
   if at > 0 then
     if at - now <= 0 then
-      return nil
+      return refuse()
     end
     ttl = math.min(ttl, at - now)
   end
@@ -54,6 +64,14 @@ local function fmt(n)
   return string.format('%.0f', n)
 end
 
+if scratch then
+  -- the fields move without being read; the TTL the block gave the scratch is set anew below.
+  -- No scratch hash: the block's HSET failed, and the session is never made without them.
+  local moved = redis.pcall('RENAME', scratch, KEYS[1])
+  if type(moved) == 'table' and moved.err then
+    return redis.error_reply('ERR the scratch hash of a big session create is missing')
+  end
+end
 local meta = {':c', fmt(created_at)}
 if absolute_at > 0 then
   table.insert(meta, ':a')
