@@ -229,6 +229,14 @@ Plan: TypeAlias = Generator["Effect", Any, T]
 _MISSING = object()
 
 
+def raise_first(replies: list[Any]) -> list[Any]:
+    """The replies of a `Pipeline` or `Multi`, raising the first failed item's error."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            raise reply
+    return replies
+
+
 def run_canned(plan: Plan[T], replies: Sequence[object]) -> tuple[T, list[Effect]]:
     """Drive ``plan`` with canned replies, without any server: for unit tests of the logic.
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from .. import _metrics
 from .._errors import BackendError, CacheValueError, ConfigurationError
-from .._plan import Command, Pipeline, Plan
+from .._plan import Command, Pipeline, Plan, raise_first
 from .._script import package_script
 from .cache_keys import (
     _FRESH,
@@ -19,7 +19,6 @@ from .cache_keys import (
     BUCKETS,
     MAX_EXACT,
     _batch,
-    _raise_first,
     _server_ms,
 )
 from .cache_load_many import CacheManyLoads
@@ -115,7 +114,7 @@ class CacheCore(CacheManyLoads):
         """`exists` without the script: the generation, the entry's first bytes (its header,
         never its value) and the server's clock in one round trip; the status the read script
         would give in probe mode."""
-        generation, head, clock = _raise_first(
+        generation, head, clock = raise_first(
             (
                 yield Pipeline(
                     (
@@ -224,7 +223,7 @@ class CacheCore(CacheManyLoads):
             effects = tuple(
                 Command(("INCR", prefix + str(b).encode() + b"}:gen")) for b in range(BUCKETS)
             )
-            _raise_first((yield Pipeline(effects)))
+            raise_first((yield Pipeline(effects)))
             if self.channel:
                 yield Command(("PUBLISH", self.channel, self.origin.encode() + b":*"))
         finally:

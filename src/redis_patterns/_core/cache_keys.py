@@ -18,7 +18,7 @@ from .. import _metrics
 from .._errors import BackendError, ConfigurationError
 from .._keys import check_name, make_key
 from .._logging import coalesced
-from .._plan import Command, Eval, Pipeline, Plan
+from .._plan import Command, Eval, Pipeline, Plan, raise_first
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, check_int, duration_ms
 from .cache_near import NearCache
@@ -140,21 +140,13 @@ def _server_ms(time_reply: Sequence[Any]) -> int:
     return int(seconds) * 1000 + int(micros) // 1000
 
 
-def _raise_first(replies: list[Any]) -> list[Any]:
-    """The replies of a `Pipeline`, raising the first failed item's error."""
-    for reply in replies:
-        if isinstance(reply, BaseException):
-            raise reply
-    return replies
-
-
 def _batch(effects: Sequence[Eval | Command]) -> Plan[list[Any]]:
     """Run commands in one round trip (per node): one alone, several in a pipeline."""
     if len(effects) == 1:
         return [(yield effects[0])]
     if not effects:
         return []
-    return _raise_first((yield Pipeline(tuple(effects))))
+    return raise_first((yield Pipeline(tuple(effects))))
 
 
 # `stats` entries that are also metrics

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from .. import _metrics
 from .._errors import BackendError, ConfigurationError, LockTimeoutError, PermissionDeniedError
 from .._logging import coalesced
-from .._plan import Call, Command, Eval, Multi, Now, Pipeline, Plan, Sleep
+from .._plan import Call, Command, Eval, Multi, Now, Pipeline, Plan, Sleep, raise_first
 from .._script import package_script
 from .cache_keys import (
     _EARLY,
@@ -24,7 +24,6 @@ from .cache_keys import (
     _STALE,
     CacheEntries,
     _batch,
-    _raise_first,
     _server_ms,
     _text,
 )
@@ -225,7 +224,7 @@ class CacheLoads(CacheEntries):
             # run): the one script decides the same, passing the value through Lua.
             return int((yield store))
         # The prep's error (add's WRONGTYPE entry) first; the commit then stored nothing.
-        return int(_raise_first(replies)[3])
+        return int(raise_first(replies)[3])
 
     def _write(self, entries: list[bytes], effect: Eval) -> Plan[Any]:
         """Send a write, dropping this process's near copies before it and after its reply."""
@@ -250,7 +249,7 @@ class CacheLoads(CacheEntries):
         """The entry, its generation counter and the server's clock in one round trip
         (``MGET`` + ``TIME`` pipelined): the value never passes through Lua. Returns
         ``(raw entry or None, generation, server ms)``."""
-        (raw, generation), clock = _raise_first(
+        (raw, generation), clock = raise_first(
             (yield Pipeline((Command(("MGET", entry, self.gen_key(entry))), Command(("TIME",)))))
         )
         return raw, generation or b"0", _server_ms(clock)

@@ -10,7 +10,7 @@ from typing import Any
 from .. import _metrics
 from .._errors import BackendError, ConfigurationError
 from .._logging import coalesced
-from .._plan import Call, Command, Now, Pipeline, Plan
+from .._plan import Call, Command, Now, Pipeline, Plan, raise_first
 from .._script import package_script
 from .._validate import Duration, check_int, duration_ms
 from .cache_keys import (
@@ -20,7 +20,6 @@ from .cache_keys import (
     _MODES,
     _STALE,
     _batch,
-    _raise_first,
     _server_ms,
     _text,
 )
@@ -74,7 +73,7 @@ class CacheManyLoads(CacheLoads):
         Lua. The shape of `_read_many`'s answer, with no lock taken."""
         batches = self._batches(wanted)
         mgets = [Command(("MGET", self.gen_key(b[0]), *b)) for b in batches]
-        *replies, clock = _raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
+        *replies, clock = raise_first((yield Pipeline((*mgets, Command(("TIME",))))))
         now = _server_ms(clock)
         out: dict[bytes, tuple[int, Any, int, int, str]] = {}
         for batch, reply in zip(batches, replies, strict=True):

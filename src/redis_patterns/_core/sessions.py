@@ -33,7 +33,7 @@ from typing import Any
 
 from .. import _metrics
 from .._errors import BackendError, ConfigurationError, PermissionDeniedError
-from .._plan import ArgT, Command, Eval, Multi, Plan
+from .._plan import ArgT, Command, Eval, Multi, Plan, raise_first
 from .._script import package_script
 from .._validate import check_int
 from .replication import replicated
@@ -227,10 +227,7 @@ class SessionCore(SessionUsers):
             replies = yield Multi(block)
         except PermissionDeniedError:
             return _BY_SCRIPT  # learnt once per client: later blocks are not even sent
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply
-        return replies[-1]
+        return raise_first(replies)[-1]
 
     def _write_block(
         self, key: bytes, pairs: Sequence[ArgT], doomed: list[str], own_idle: int, deadline_in: int
@@ -266,10 +263,8 @@ class SessionCore(SessionUsers):
                 self._features.nx_block = False
                 return None
             self._features.nx_block = True
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                raise reply  # the HSET's WRONGTYPE first; the commit then raised it too
-        return int(replies[-1])
+        # the HSET's WRONGTYPE first; the commit then raised it too
+        return int(raise_first(replies)[-1])
 
     def incr(self, sid: object, name: object, amount: object) -> Plan[int | None]:
         check_field(name)

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import Any
 
 from .._errors import BackendError, ConfigurationError, ConfigurationTypeError
-from .._keys import check_name, make_key
+from .._keys import check_name, key_parts, make_key
 from .._plan import ArgT, Command, Features, Plan
 from .._serializers import Serializer, get_serializer
 from .._validate import Duration, duration_ms, optional_duration_ms
@@ -21,7 +21,7 @@ __all__ = ["BIG_CREATE_BYTES", "BIG_WRITE_BYTES", "SessionKeys"]
 # "Big writes"; the crossover measured there).
 BIG_WRITE_BYTES = 16 * 1024
 # From this many bytes of values up, a create puts them into a scratch hash by a plain HSET,
-# which session_create.lua renames into the session (docs/sessions.md, "Big writes"): its block
+# which session_create.lua renames into the session (docs/sessions.md, "Big creates"): its block
 # costs the caller more than the one script below about this (the crossover measured there).
 BIG_CREATE_BYTES = 64 * 1024
 
@@ -65,7 +65,7 @@ class SessionKeys:
         self.namespace = namespace
         # a session key is this, its id's bucket, "}:s:", its token (`session_key`): built on
         # every read, so the namespace is encoded once
-        self._head = make_key(namespace, b"\x00").split(b"\x00")[0]
+        self._head = key_parts(namespace)[0]
         self.idle_ms = duration_ms(idle_ttl, "idle_ttl")
         self.absolute_ms = optional_duration_ms(absolute_ttl, "absolute_ttl")
         if self.absolute_ms is not None and self.absolute_ms < self.idle_ms:

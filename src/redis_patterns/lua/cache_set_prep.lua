@@ -15,8 +15,7 @@
 --
 -- The block MULTI / SET scratch "" PX <ms> NX / this / APPEND scratch <payload> /
 -- cache_set_commit / EXEC stores what cache_set stores, but the value never passes through Lua
--- (issue 16). Every decision of
--- cache_set is taken here; this only writes the entry's header to the scratch key, and the
+-- (issue 16). Every decision of cache_set is taken here; this only writes the entry's header to the scratch key, and the
 -- commit stores what the scratch key then holds, or nothing. What a store changes besides (the
 -- lock, the entry, the invalidation) is the commit's: if the commit did not run (NOSCRIPT),
 -- the block sent again decides the same.
