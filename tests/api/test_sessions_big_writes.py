@@ -591,3 +591,32 @@ def test_the_script_refuses_a_taken_id_and_a_missing_scratch(client: Any, prefix
     with pytest.raises(ResponseError, match="scratch hash of a big session create is missing"):
         client.evalsha(script.sha, 2, key, scratch, *args[:5], fresh, 0, 0, 0)
     assert client.exists(key) == 0
+
+
+# --- destroys: the values stay out of Lua at any size ----------------------------------------
+
+
+def test_a_destroy_reads_no_field(backend: Backend, prefix: str) -> None:
+    """``session_take`` for a destroy deletes the session without HGETALL: a big session's
+    values are neither read into Lua nor sent back (the reply is the clock and the TTL)."""
+    client = backend.client()
+    store = _store(client, prefix)
+    for user in (None, "ada"):
+        sid = store.create({"blob": BIG_CREATE, "n": 1}, user_id=user).id
+        with backend.counter() as seen:
+            assert store.destroy(sid) is True
+        inside = [c.name for c in seen.inside_scripts]
+        assert "HGETALL" not in inside
+        assert inside[-2 if user else -1] == "DEL"
+        assert store.get(sid) is None
+        assert store.destroy(sid) is False
+    assert store.sessions_of("ada") == []
+    assert [k for k in backend.scan(f"*{prefix}*") if b"}:s:" in k] == []
+    # the reply itself: no fields come back from a destroy's take
+    sid = store.create({"blob": BIG_CREATE}).id
+    node = backend.client()
+    take = package_script("session_take")
+    reply = node.eval(take.source, 1, store._core._key_of(sid), "", sid, 0)
+    assert reply[2] == []
+    assert int(reply[1]) > 0
+    assert node.exists(store._core._key_of(sid)) == 0

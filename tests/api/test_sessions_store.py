@@ -574,9 +574,14 @@ def test_round_trips_per_operation(backend: Backend, prefix: str) -> None:
     with backend.counter() as seen:
         other_user = store.rotate(same_user or "", user_id="someone-else")
     assert sorted(seen.names) == ["EVALSHA", "EVALSHA", "HMGET"]  # two slots on a cluster
+    # a rotation to another user moves the fields, so its take reads them (HGETALL)
+    assert "HGETALL" in [c.name for c in seen.inside_scripts]
     with backend.counter() as seen:
         assert store.destroy(other_user or "") is True
     assert seen.names == ["EVALSHA", "EVALSHA"]  # the second declares the user's index
+    # a destroy reads no field (its values never pass through Lua): the owner, then deletes
+    inside = [c.name for c in seen.inside_scripts]
+    assert inside == ["HMGET", "HMGET", "TIME", "PTTL", "DEL", "ZREM"]
 
 
 def test_decode_responses_client_is_refused(backend: Backend, prefix: str) -> None:

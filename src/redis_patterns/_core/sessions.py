@@ -296,7 +296,7 @@ class SessionCore(SessionUsers):
         if parse_session_id(sid) is None:
             return False
         assert isinstance(sid, str)
-        taken = yield from self._take(sid)
+        taken = yield from self._take(sid, fields=False)
         return taken is not None
 
     def commit(self, changes: SessionChanges) -> Plan[SessionOutcome]:

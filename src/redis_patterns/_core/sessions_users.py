@@ -38,8 +38,11 @@ class SessionUsers(SessionKeys):
         created, user = reply
         return created is not None, "" if user is None else user.decode()
 
-    def _take(self, sid: str, owner: str = "") -> Plan[tuple[int, int, list[bytes]] | None]:
-        """Delete the session (and its index entry) atomically, returning what it held.
+    def _take(
+        self, sid: str, owner: str = "", *, fields: bool = True
+    ) -> Plan[tuple[int, int, list[bytes]] | None]:
+        """Delete the session (and its index entry) atomically, returning what it held (no
+        fields unless ``fields``: a destroy's values need not pass through Lua).
 
         ``owner`` is the user believed to own it; when wrong, the script says who does and
         changes nothing, and the next attempt declares that user's index.
@@ -48,7 +51,7 @@ class SessionUsers(SessionKeys):
             keys: tuple[bytes, ...] = (self._key_of(sid),)
             if owner:
                 keys += (self.index_key(owner),)
-            take = package_script("session_take").eval(keys, (owner, sid))
+            take = package_script("session_take").eval(keys, (owner, sid, 1 if fields else 0))
             reply = yield from replicated(take, self.wait_replicas, "the session's deletion", _took)
             if reply is None:
                 return None
