@@ -146,7 +146,7 @@ class Batcher:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: list[_Part]) -> None:
-        commands = [args for part in batch for args in part[0]]
+        commands, spans = _flatten(batch)
         try:
             replies = await self.exchange(self.client, commands)
         except BaseException as exc:
@@ -155,11 +155,50 @@ class Batcher:
             if not isinstance(exc, Exception):
                 raise  # the loop is cancelling the task (shutting down): let it
             return
-        start = 0
-        for part, single, future in batch:
-            end = start + len(part)
-            _settle(future, replies[start] if single else replies[start:end])
-            start = end
+        for (_, single, future), span in zip(batch, spans, strict=True):
+            _settle(future, _replies_of(replies, span, single))
+
+
+# A part's ``TIME`` last (a cache hit's: `Cache.get` judges the entry it just read on the
+# server's clock): one for all such parts of a write, at its end (`_flatten`).
+_TIME = ("TIME",)
+# Where one part's replies are in its write's: ``replies[start:end]``, then the shared
+# ``TIME``'s (the write's last reply) if it had one.
+_Span: TypeAlias = "tuple[int, int, bool]"
+
+
+def _flatten(parts: Sequence[_Part]) -> tuple[list[tuple[Any, ...]], list[_Span]]:
+    """The commands of ``parts`` as one write, and where each part's replies will be.
+
+    The parts whose last command is ``TIME`` share one, sent last: each part's own commands
+    keep their order and run before its clock is read, as they do alone (in a batch other
+    parts' commands always ran between them), and the write carries one ``TIME`` and its reply
+    rather than one per part: for 100 concurrent cache hits, 101 commands instead of 200.
+    """
+    commands: list[tuple[Any, ...]] = []
+    spans: list[_Span] = []
+    clock = False
+    for part in parts:
+        own = part[0]
+        start = len(commands)
+        shared = len(own) > 0 and tuple(own[-1]) == _TIME
+        commands.extend(own[:-1] if shared else own)
+        spans.append((start, len(commands), shared))
+        clock = clock or shared
+    if clock:
+        commands.append(_TIME)
+    return commands, spans
+
+
+def _replies_of(replies: list[Any], span: _Span, single: bool) -> Any:
+    """One part's replies out of its write's (`_flatten`): its one reply when ``single``."""
+    start, end, shared = span
+    if single:
+        return replies[-1] if shared else replies[start]
+    mine = replies[start:end]
+    if shared:
+        mine.append(replies[-1])
+    return mine
 
 
 # Error replies that say a cluster node did not run the command (its slot is served elsewhere,
@@ -240,7 +279,7 @@ class ClusterBatcher(Batcher):
         return found
 
     async def _send_to(self, node: Any, parts: list[_Part]) -> None:
-        commands = [args for part in parts for args in part[0]]
+        commands, spans = _flatten(parts)
         try:
             replies = await self.exchange(node, commands)
         except BaseException as exc:
@@ -272,14 +311,12 @@ class ClusterBatcher(Batcher):
             for _, _, future in parts:
                 _settle(future, exc)
             raise
-        start = 0
-        for part, single, future in parts:
-            end = start + len(part)
-            if single and isinstance(replies[start], REDIRECTED):
+        for (_, single, future), span in zip(parts, spans, strict=True):
+            mine = _replies_of(replies, span, single)
+            if single and isinstance(mine, REDIRECTED):
                 _settle(future, _ALONE)  # its caller sends it again, routed by redis-py
             else:
-                _settle(future, replies[start] if single else replies[start:end])
-            start = end
+                _settle(future, mine)
 
     async def _lost(self, node: Any) -> None:
         """What redis-py does when a command's link to ``node`` fails: the node's other
