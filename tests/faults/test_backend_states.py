@@ -42,6 +42,20 @@ KEYS = 3000
 LOADING_CONFIG = {"loading-process-events-interval-bytes": 1024}
 
 
+@pytest.fixture(autouse=True)
+def _collect_what_redis_py_drops() -> Iterator[None]:
+    """This module drives redis-py's clients into broken states (a cluster down, a slotless
+    node, a server loading), where redis-py drops connections without closing them; collected
+    after each test, their ResourceWarnings would otherwise fail whichever test runs when the
+    collector next finds them (seen: tests/faults/test_bounded_logging.py, 1 run in 4, also
+    with the code before 2026-12-04 too). This hides a leak of the library's own in these
+    tests as well; everywhere else ``filterwarnings = error`` still fails the test it meets."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        gc.collect()
+
+
 def _unavailable(call: Callable[[], object], cause: type[BaseException]) -> BackendUnavailableError:
     with pytest.raises(BackendUnavailableError) as caught:
         call()

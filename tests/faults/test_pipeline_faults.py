@@ -173,18 +173,21 @@ def _made(step: Invoke | Gather) -> Any:
     return step.func(*step.args)
 
 
-def test_a_pipeline_abandoned_mid_flight_never_lends_its_connection(
+def test_an_exchange_is_one_step_that_no_runner_stops_mid_flight(
     valkey_server: EmbeddedServer, prefix: str
 ) -> None:
-    """Steps closed after the write, their replies unread (their runner is gone): nothing more
-    can be sent or awaited for them, and the connection is not handed back to the pool."""
-    with connect(valkey_server.url, max_connections=2) as client:
+    """The whole exchange (a connection taken, the write, every reply read, the connection
+    back) is one step: steps closed before it ran took nothing from the pool, and no runner can
+    stop between the write and the reads and leave replies unread on a pooled connection."""
+    with connect(valkey_server.url, max_connections=1) as client:
         client.mset({f"{prefix}:a": "1", f"{prefix}:b": "2"})
-        steps = exchange_steps(client, [("GET", f"{prefix}:a"), ("GET", f"{prefix}:a")])
-        step = steps.send(_made(next(steps)))  # a connection taken; the write is next
-        step = steps.send(_made(step))  # the two commands written; the first read is next
-        assert isinstance(step, Invoke)
-        steps.close()
         runner = SyncRunner(client)
+        steps = exchange_steps(client, [("GET", f"{prefix}:a"), ("GET", f"{prefix}:a")])
+        next(steps)
+        steps.close()  # before its step ran: the pool's one connection was never taken
         assert runner.perform(Pipeline((Command(("GET", f"{prefix}:b")),))) == [b"2"]
+        steps = exchange_steps(client, [("GET", f"{prefix}:a"), ("ECHO", "late")])
+        with pytest.raises(StopIteration) as done:
+            steps.send(_made(next(steps)))  # one step, then the replies
+        assert done.value.value == [b"1", b"late"]
         assert runner.perform(Pipeline((Command(("GET", f"{prefix}:b")),))) == [b"2"]
