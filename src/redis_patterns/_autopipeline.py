@@ -181,7 +181,7 @@ def _flatten(parts: Sequence[_Part]) -> tuple[list[tuple[Any, ...]], list[_Span]
     for part in parts:
         own = part[0]
         start = len(commands)
-        shared = len(own) > 0 and tuple(own[-1]) == _TIME
+        shared = bool(own) and own[-1] == _TIME
         commands.extend(own[:-1] if shared else own)
         spans.append((start, len(commands), shared))
         clock = clock or shared

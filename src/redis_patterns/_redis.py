@@ -105,17 +105,27 @@ def _describe(client: object) -> str:
     return type(client).__module__ + "." + type(client).__qualname__
 
 
-# An isinstance check against redis-py's cluster classes costs about 2 µs (their metaclass is
-# typing's _ProtocolMeta), as much as the rest of a step: the answer is kept per client class.
+# An isinstance check against redis-py's client classes costs about 2 µs (their metaclass is
+# typing's _ProtocolMeta), as much as the rest of a step: the answers are kept per client class.
 _CLUSTER_KINDS: dict[type, bool] = {}
+_ASYNC_KINDS: dict[type, bool] = {}
+
+
+def _is_kind(client: object, kinds: tuple[type, ...], answers: dict[type, bool]) -> bool:
+    kind = type(client)
+    answer = answers.get(kind)
+    if answer is None:
+        answer = answers[kind] = issubclass(kind, kinds)
+    return answer
 
 
 def is_cluster(client: object) -> bool:
-    kind = type(client)
-    cluster = _CLUSTER_KINDS.get(kind)
-    if cluster is None:
-        cluster = _CLUSTER_KINDS[kind] = issubclass(kind, _CLUSTER_TYPES)
-    return cluster
+    return _is_kind(client, _CLUSTER_TYPES, _CLUSTER_KINDS)
+
+
+def is_asyncio(client: object) -> bool:
+    """Whether ``client`` is an asyncio redis-py client (kept per class, as `is_cluster`)."""
+    return _is_kind(client, ASYNC_TYPES, _ASYNC_KINDS)
 
 
 def decodes_responses(client: object) -> bool:

@@ -47,6 +47,7 @@ from ._redis import (
     _initialize,
     _map_item,
     check_slots,
+    is_asyncio,
     is_cluster,
 )
 
@@ -112,15 +113,11 @@ def exchange_steps(
     ``sending`` is called once the connection is ready, just before the write (from then on
     the server may run the commands).
 
-    One step (`_exchange`, `_exchange_async`), not one per redis-py call: a cache hit's two
-    replies were six steps through every generator above this one, about 7 us of its client
-    CPU; and no runner can stop between the write and the reads.
+    One step (`_exchange`, `_exchange_async`), not one per redis-py call (a cache hit's two
+    replies were six steps through every generator above this one), so no runner can stop
+    between the write and the reads.
     """
-    asynchronous = _ASYNC_CLASSES.get(type(client))
-    if asynchronous is None:
-        # once per class: redis-py's clients are `typing.Protocol` subclasses, whose isinstance
-        # costs about 1.5 us, on every command otherwise
-        asynchronous = _ASYNC_CLASSES[type(client)] = isinstance(client, _ASYNC_LINKS)
+    asynchronous = isinstance(client, _NodeLink) or is_asyncio(client)
     exchange = _exchange_async if asynchronous else _exchange
     replies: list[Any] = yield Invoke(exchange, (client, commands, sending))
     return replies
@@ -212,7 +209,8 @@ async def _read_replies(
     later one within ``socket_timeout`` to 1.25 times it of the previous: the deadline is moved
     (`asyncio.Timeout.reschedule`, a timer cancelled and armed again) only when it is nearer
     than ``socket_timeout``, which in a batch answered at once is once, after the first reply.
-    A timeout is redis-py's `TimeoutError`, the connection closed, as from its own reads.
+    A timeout is redis-py's `TimeoutError`, as from its own reads; `_exchange_async` closes
+    the connection.
     """
     limit = connection.socket_timeout
     callbacks = client.response_callbacks
@@ -240,7 +238,6 @@ async def _read_replies(
     except TimeoutError:
         if not timer.expired():
             raise  # not this timer's: a response callback's own
-        await connection.disconnect(nowait=True)
         raise rex.TimeoutError(f"Timeout reading from {connection._host_error()}") from None
     return replies
 
@@ -266,11 +263,6 @@ class _NodeLink:
 
     def release(self, connection: Any) -> None:
         self._node.release(connection)
-
-
-# What `exchange_steps` sends on with `_exchange_async`, and its answer per client class.
-_ASYNC_LINKS = (*ASYNC_TYPES, _NodeLink)
-_ASYNC_CLASSES: dict[type, bool] = {}
 
 
 async def node_exchange(node: Any, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
