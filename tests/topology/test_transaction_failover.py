@@ -81,6 +81,16 @@ def _wait(condition: Callable[[], bool], what: str) -> None:
         time.sleep(0.01)
 
 
+def _refresh_pacing(client: Any) -> float:
+    """Seconds redis-py waits between two map refreshes that errors ask for: from redis-py 8.2
+    at most one a second by default (``topology_refresh_min_interval``); before, none."""
+    nodes = client.nodes_manager
+    if not hasattr(nodes, "_topology_refresh_min_interval"):
+        return 0.0
+    interval = nodes._topology_refresh_min_interval
+    return 1.0 if interval is None else float(interval)
+
+
 def _judge(
     history: History,
     promotion: Promotion,
@@ -88,6 +98,7 @@ def _judge(
     value: int,
     ids: list[bytes],
     procs: list[str],
+    pacing: float,
 ) -> None:
     events = history.events
     by_status: dict[str, set[str]] = {"ok": set(), "fail": set(), "info": set()}
@@ -111,15 +122,19 @@ def _judge(
     lost = by_status["ok"] - set(applied)
     assert all(e.invoke_t < promotion.at for e in events if e.value in lost)
     # Recovery: once every node agreed on the new map, each worker failed at most once (the
-    # call that finds its map stale and refreshes it), then succeeded again and again.
+    # call that finds its map stale and refreshes it), then succeeded again and again. A
+    # transaction refreshes the map itself on the failure; the limiter's hit leaves that to
+    # redis-py, which runs a refresh an error asked for at most once per ``pacing`` seconds,
+    # so the hit's one failure is counted from then.
     bad: list[Event] = [e for e in events if e.status != "ok"]
     for proc in procs:
-        assert sum(e.proc == proc and e.invoke_t >= settled_at for e in bad) <= 1, proc
+        since = settled_at + (pacing if proc == "hit" else 0.0)
+        assert sum(e.proc == proc and e.invoke_t >= since for e in bad) <= 1, proc
         assert _ok_after(history, proc, settled_at) >= AFTER, proc
-    # ... and within twice the promotion time of the kill.
+    # ... and within twice the promotion time of the kill (and the pacing).
     last_bad = max((e.complete_t for e in bad), default=promotion.at)
     recovered = min(e.complete_t for e in events if e.status == "ok" and e.invoke_t > last_bad)
-    assert recovered - promotion.at <= 2 * promotion.promoted_after
+    assert recovered - promotion.at <= 2 * promotion.promoted_after + pacing
     print(
         f"promoted after {promotion.promoted_after:.2f} s, settled after "
         f"{promotion.settled_after:.2f} s, calls succeed again {recovered - promotion.at:.2f} s "
@@ -184,9 +199,10 @@ def test_transactions_recover_after_the_master_is_killed(
         for thread in threads:
             thread.join(BOUND)
     value, ids = int(client.get(key) or 0), client.lrange(ids_key, 0, -1)
+    pacing = _refresh_pacing(other)
     client.close()
     other.close()
-    _judge(history, promotion, settled_at, value, ids, procs)
+    _judge(history, promotion, settled_at, value, ids, procs, pacing)
 
 
 async def test_async_transactions_recover_after_the_master_is_killed(
@@ -249,6 +265,7 @@ async def test_async_transactions_recover_after_the_master_is_killed(
         stopped.set()
         await asyncio.wait_for(asyncio.gather(*tasks), BOUND)
     value, ids = int(await client.get(key) or 0), await client.lrange(ids_key, 0, -1)
+    pacing = _refresh_pacing(other)
     await client.aclose()
     await other.aclose()
-    _judge(history, promotion, settled_at, value, ids, procs)
+    _judge(history, promotion, settled_at, value, ids, procs, pacing)
