@@ -48,8 +48,22 @@ def own_nodes() -> Iterator[list[EmbeddedServer]]:
         yield servers
 
 
+_opened: list[redis.Redis] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    """Close the clients `_clients` made once the test is over (left to the garbage collector,
+    their sockets were reported unclosed in whichever test came next)."""
+    yield
+    while _opened:
+        _opened.pop().close()
+
+
 def _clients(nodes: list[EmbeddedServer]) -> list[redis.Redis]:
-    return [node.client(socket_timeout=2, socket_connect_timeout=2) for node in nodes]
+    clients = [node.client(socket_timeout=2, socket_connect_timeout=2) for node in nodes]
+    _opened.extend(clients)
+    return clients
 
 
 def _wait_up(node: EmbeddedServer) -> None:
@@ -386,6 +400,7 @@ def test_clock_jump_stale_write_still_rejected_by_a_fenced_resource(
     # Lock (taken inside the Redlock critical section) still refuses the older holder.
     clients = _clients(own_nodes)
     fence_server = redlock_nodes[0].client()
+    _opened.append(fence_server)
     store = FencedStore(fence_server, prefix)
     for i in (3, 4):
         clients[i].set(f"{{lock:{prefix}}}", "other", px=60_000)
