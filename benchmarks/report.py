@@ -40,6 +40,12 @@ SCRIPTS = [
     ("bench_leaderboard", [], ["--members", "20000"], "Leaderboards: loading and reading"),
     ("bench_messaging", [], ["--messages", "2000"], "Pub/Sub and Streams: messages per second"),
     ("bench_django_cache", [], ["--ops", "500"], "Django cache backends: get, set, get_many"),
+    (
+        "bench_asgi_hey",
+        [],
+        ["--rounds", "1", "--seconds", "1"],
+        "ASGI middleware end to end: uvicorn driven by hey",
+    ),
 ]
 
 
