@@ -6,12 +6,13 @@ auto-pipelined asyncio client (the default), and the same with batching off
 (``autopipeline(client, False)``). Each round runs ``hey -z <seconds> -c 100`` against each in
 turn, the order alternating; the table gives the median requests/s, the median of the per-round
 ratios to the app without a limiter, the uvicorn process's CPU per request (its own utime +
-stime, from /proc) and the Redis commands' server µs per request (``INFO commandstats``). Every
-response must be a 200: anything else is reported.
+stime, from /proc) and the server µs per request (``INFO commandstats`` of the scripts, which
+hold the commands they run, as the harness counts top-level commands). Every response must be
+a 200: anything else is reported.
 
-uvicorn runs pinned to CPU 0, the embedded Valkey and hey share CPU 1: the app's one process is
-what is measured. Needs uvicorn, Starlette and the ``hey`` binary (``apt install hey``); without
-them it says so and stops.
+uvicorn runs pinned to CPU 0, the embedded Valkey (all its threads) and hey share CPU 1: the
+app's one process is what is measured. Needs uvicorn, Starlette and the ``hey`` binary
+(``apt install hey``); without them it says so and stops.
 
 ``python benchmarks/bench_asgi_hey.py [--rounds 5] [--seconds 4] [--concurrency 100]``
 """
@@ -32,8 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))  # run as a script: the harness's and the report's helpers
 
+from benchmarks.harness import CONTAINERS  # noqa: E402
+from benchmarks.report import _version  # noqa: E402
 from redis_patterns import EmbeddedServer  # noqa: E402
 
 VARIANTS = (
@@ -69,8 +72,10 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
 
 
 def _server_usec(client: Any) -> float:
+    """The scripts' usec: the middleware sends nothing else, and each script's holds what it
+    runs (summing every command would count those twice, and the INFO itself)."""
     stats = client.info("commandstats")
-    return float(sum(v["usec"] for k, v in stats.items() if k.startswith("cmdstat_")))
+    return float(sum(stats.get(f"cmdstat_{name}", {}).get("usec", 0) for name in CONTAINERS))
 
 
 def _hey(port: int, seconds: float, concurrency: int) -> tuple[float, int, dict[str, int]]:
@@ -97,15 +102,16 @@ def main() -> int:
         print(f"not measured: {', '.join(missing)} not installed")
         return 0
     with EmbeddedServer() as server:
-        if server.pid is not None:
-            os.sched_setaffinity(server.pid, {1})
+        if server.pid is not None:  # every thread of it, as the harness pins it
+            subprocess.run(["taskset", "-a", "-cp", "1", str(server.pid)], check=True,
+                           capture_output=True)  # fmt: skip
         admin = server.client()
         processes: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
         try:
             for mode, _ in VARIANTS:
                 port = _free_port()
                 env = {**os.environ, "RP_BENCH_URL": server.url, "RP_BENCH_MODE": mode}
-                env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "src")])
+                env["PYTHONPATH"] = str(ROOT)  # benchmarks.asgi_app
                 process = subprocess.Popen(
                     ["taskset", "-c", "0", sys.executable, "-m", "uvicorn", APP, "--factory",
                      "--port", str(port), "--loop", "asyncio", "--http", "h11",
@@ -160,15 +166,6 @@ def main() -> int:
     for mode, codes in bad.items():
         print(f"NOT ALL 200 for {mode}: {codes}")
     return 1 if bad else 0
-
-
-def _version(name: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "?"
 
 
 if __name__ == "__main__":
